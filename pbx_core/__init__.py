@@ -1,0 +1,1 @@
+"""Wafer PBX: a boot-and-forget office PBX appliance."""

@@ -1,0 +1,100 @@
+"""The `pbx` command line: one program, many subcommands (see DESIGN.md).
+
+Each subcommand imports its implementation when it runs, so `pbx sip check` does not
+pay for LMDB or asyncio. The imports are literal so PyInstaller finds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pbx_core.version import version_string
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pbx_core import app
+
+    return app.run(args)
+
+
+def _cmd_sip_check(args: argparse.Namespace) -> int:
+    from pbx_core.sip import check
+
+    return check.check_files(args.files, sys.stdout)
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from pbx_core.store import cli as store_cli
+
+    return store_cli.main(args)
+
+
+def _not_yet(name: str) -> int:
+    print(f"pbx {name}: not available in this build yet", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pbx", description=version_string())
+    p.add_argument("--version", action="version", version=version_string())
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="the PBX daemon")
+    run.add_argument("--config", required=True, metavar="DIR", help="dbtext table directory")
+    run.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="ADDR:PORT",
+        help="SIP listen address (UDP and TCP); repeatable; default 0.0.0.0:5060",
+    )
+    run.add_argument("--trace", metavar="FILE", help="log every SIP message in/out ('-' = stderr)")
+    run.set_defaults(func=_cmd_run)
+
+    sip = sub.add_parser("sip", help="SIP tools")
+    sip_sub = sip.add_subparsers(dest="sip_command", metavar="COMMAND")
+    sip_sub.required = True
+    check = sip_sub.add_parser("check", help="parse each file as one SIP message")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(func=_cmd_sip_check)
+
+    db = sub.add_parser("db", help="dbtext table tools")
+    db_sub = db.add_subparsers(dest="db_command", metavar="COMMAND")
+    db_sub.required = True
+    dbc = db_sub.add_parser("check", help="validate a dbtext directory")
+    dbc.add_argument("dir", metavar="DIR")
+    dbk = db_sub.add_parser("compile", help="compile a dbtext directory to LMDB")
+    dbk.add_argument("dir", metavar="DIR")
+    dbk.add_argument("out", metavar="OUT")
+    dbd = db_sub.add_parser("dump", help="print an LMDB snapshot back as dbtext")
+    dbd.add_argument("db", metavar="DB")
+    dbd.add_argument("--table", help="only this table")
+    db.set_defaults(func=_cmd_db)
+
+    for name, help_ in (
+        ("status", "registrations, calls, trunk state of the running daemon"),
+        ("watchdog", "the supervisor"),
+        ("console", "the serial console tool"),
+        ("remote", "the host-side client of the serial console"),
+    ):
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(func=lambda _a, n=name: _not_yet(n))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
