@@ -1,0 +1,749 @@
+"""SIP messages: parse from bytes, serialize to bytes (RFC 3261 §7, §20, §25).
+
+Theory of operation: `parse_message` does the work every message needs (start line,
+header lines unfolded and split into name/value, Content-Length and the body) and
+checks the Request-URI; structured headers (Via, From, To, CSeq …) are parsed on
+first use and cached, so a server pays only for what it reads. `validate()` parses
+every header the core knows, which is what `pbx sip check` and a careful UAS do.
+
+Header names are case-insensitive and compact forms (RFC 3261 §7.3.3, RFC 3515,
+RFC 4028 …) are expanded to their long names, which are also what we write.
+The head is decoded as UTF-8 with surrogateescape, so any byte survives a round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+from pbx_core.sip.errors import ParseError
+from pbx_core.sip.headers import (
+    TOKEN,
+    CSeq,
+    NameAddr,
+    Via,
+    parse_contacts,
+    parse_cseq,
+    parse_name_addr,
+    parse_uint,
+    parse_via,
+    split_commas,
+)
+from pbx_core.sip.uri import URI, parse_uri
+
+# RFC 3261 §18.1.1 / §18.3: we refuse anything bigger (and answer 513 where we can).
+MAX_MESSAGE = 65536
+
+_COMPACT = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+# How we spell the headers we know when we write them.
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Accept",
+        "Accept-Contact",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Event",
+        "Expires",
+        "From",
+        "Identity",
+        "Identity-Info",
+        "In-Reply-To",
+        "Max-Forwards",
+        "MIME-Version",
+        "Min-Expires",
+        "Min-SE",
+        "Organization",
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Path",
+        "Priority",
+        "Privacy",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "RAck",
+        "Reason",
+        "Record-Route",
+        "Refer-To",
+        "Referred-By",
+        "Reject-Contact",
+        "Reply-To",
+        "Request-Disposition",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "Server",
+        "Service-Route",
+        "Session-Expires",
+        "Subject",
+        "Subscription-State",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+    )
+}
+
+# Headers whose value is a comma-separated list (RFC 3261 §7.3.1: "#" rules). Others
+# (Date, Authorization, User-Agent, Call-ID …) may contain commas of their own.
+LIST_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "alert-info",
+        "allow",
+        "allow-events",
+        "call-info",
+        "contact",
+        "content-encoding",
+        "content-language",
+        "error-info",
+        "in-reply-to",
+        "p-asserted-identity",
+        "p-preferred-identity",
+        "path",
+        "privacy",
+        "proxy-require",
+        "reason",
+        "record-route",
+        "require",
+        "route",
+        "service-route",
+        "supported",
+        "unsupported",
+        "via",
+        "warning",
+    }
+)
+
+# At most one of each in a message (RFC 3261 §7.3.1, Table 2/3); RFC 4475 §3.3.8.
+_SINGLE = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
+_REQUIRED_REQUEST = ("to", "from", "cseq", "call-id", "via")
+_REQUIRED_RESPONSE = ("to", "from", "cseq", "call-id", "via")
+
+REASONS = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    580: "Precondition Failure",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+_UINT32 = 2**32 - 1
+_HEADER_NAME = TOKEN
+_DATE = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
+    r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+)
+_MEDIA_TYPE = re.compile(
+    r"[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)"
+    r"(?:[ \t]*;[ \t]*[A-Za-z0-9\-.!%*_+`'~]+[ \t]*=[ \t]*"
+    r"(?:[A-Za-z0-9\-.!%*_+`'~]+|\"(?:[^\"\\]|\\.)*\"))*[ \t]*"
+)
+_WARNING = re.compile(r"[0-9]{3} [^ ]+ \"(?:[^\"\\]|\\.)*\"")
+_RETRY_AFTER = re.compile(r"[ \t]*([0-9]+)[ \t]*(?:\(.*\))?[ \t]*(?:;.*)?")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_key(name: str) -> str:
+    """Lower-case long form of a header name: 'v' and 'VIA' -> 'via'."""
+    lower = name.lower()
+    return _COMPACT.get(lower, lower)
+
+
+class Headers:
+    """Ordered, case-insensitive SIP headers: one (key, name, value) per header line."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str, str]] = []
+        for name, value in items:
+            self.add(name, value)
+
+    @staticmethod
+    def _entry(name: str, value: str) -> tuple[str, str, str]:
+        key = header_key(name)
+        return (key, _CANONICAL.get(key, name), value)
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append(self._entry(name, value))
+
+    def insert(self, index: int, name: str, value: str) -> None:
+        self._items.insert(index, self._entry(name, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every header of this name by one (at the first one's place)."""
+        key = header_key(name)
+        for i, item in enumerate(self._items):
+            if item[0] == key:
+                self._items[i] = self._entry(name, value)
+                self._items[i + 1 :] = [it for it in self._items[i + 1 :] if it[0] != key]
+                return
+        self.add(name, value)
+
+    def remove(self, name: str) -> None:
+        key = header_key(name)
+        self._items = [it for it in self._items if it[0] != key]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = header_key(name)
+        for k, _n, v in self._items:
+            if k == key:
+                return v
+        return default
+
+    def getall(self, name: str) -> list[str]:
+        """Every value of a header; list headers are split at top-level commas."""
+        key = header_key(name)
+        values = [v for k, _n, v in self._items if k == key]
+        if key in LIST_HEADERS:
+            out: list[str] = []
+            for v in values:
+                if "," in v:
+                    out.extend(split_commas(v))
+                else:
+                    out.append(v)
+            return out
+        return values
+
+    def count(self, name: str) -> int:
+        key = header_key(name)
+        return sum(1 for it in self._items if it[0] == key)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)
+        return any(it[0] == key for it in self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((n, v) for _k, n, v in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _n, v in self._items] == [(k, v) for k, _n, v in other._items]
+
+    def __hash__(self) -> int:  # mutable: not hashable
+        raise TypeError("Headers is not hashable")
+
+    def copy(self) -> Headers:
+        h = Headers()
+        h._items = list(self._items)
+        return h
+
+    def __repr__(self) -> str:
+        return f"Headers({[(n, v) for _k, n, v in self._items]!r})"
+
+
+class Message:
+    """What requests and responses share: headers, body, parsed views."""
+
+    __slots__ = (
+        "_call_id",
+        "_cseq",
+        "_from",
+        "_to",
+        "_via",
+        "body",
+        "headers",
+        "version",
+    )
+
+    def __init__(self, headers: Headers | None, body: bytes, version: str) -> None:
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        self.version = version
+        self._via: list[Via] | None = None
+        self._from: NameAddr | None = None
+        self._to: NameAddr | None = None
+        self._cseq: CSeq | None = None
+        self._call_id: str | None = None
+
+    def invalidate(self) -> None:
+        """Forget parsed views after changing headers in place."""
+        self._via = None
+        self._from = None
+        self._to = None
+        self._cseq = None
+        self._call_id = None
+
+    # -- parsed views ------------------------------------------------------------
+    @property
+    def via(self) -> list[Via]:
+        if self._via is None:
+            values = self.headers.getall("via")
+            if not values:
+                raise ParseError("missing Via header")
+            self._via = [parse_via(v) for v in values]
+        return self._via
+
+    @property
+    def top_via(self) -> Via:
+        return self.via[0]
+
+    @property
+    def from_(self) -> NameAddr:
+        if self._from is None:
+            self._from = parse_name_addr(self._single("from"))
+        return self._from
+
+    @property
+    def to(self) -> NameAddr:
+        if self._to is None:
+            self._to = parse_name_addr(self._single("to"))
+        return self._to
+
+    @property
+    def call_id(self) -> str:
+        if self._call_id is None:
+            value = self._single("call-id").strip()
+            # callid = word [ "@" word ]: no whitespace inside
+            if not value or " " in value or "\t" in value:
+                raise ParseError(f"invalid Call-ID {value[:60]!r}")
+            self._call_id = value
+        return self._call_id
+
+    @property
+    def cseq(self) -> CSeq:
+        if self._cseq is None:
+            self._cseq = parse_cseq(self._single("cseq"))
+        return self._cseq
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self._optional("max-forwards")
+        # RFC 3261 §20.22: 0-255; RFC 4475 §3.1.2.4 (scalar02).
+        return None if value is None else parse_uint(value, "Max-Forwards", 255)
+
+    @property
+    def expires(self) -> int | None:
+        value = self._optional("expires")
+        # RFC 3261 §20.19: 0 .. 2**32-1
+        return None if value is None else parse_uint(value, "Expires", _UINT32)
+
+    @property
+    def contact_star(self) -> bool:
+        values = self.headers.getall("contact")
+        return len(values) == 1 and values[0].strip() == "*"
+
+    @property
+    def contacts(self) -> list[NameAddr] | None:
+        """Every Contact address ([] when there is none); None for `Contact: *`."""
+        values = [v for _n, v in self._pairs("contact")]
+        if not values:
+            return []
+        if any(v.strip() == "*" for v in values):
+            if len(values) != 1 or self.headers.getall("contact") != ["*"]:
+                raise ParseError("Contact: * must stand alone")
+            return None
+        out: list[NameAddr] = []
+        for v in values:
+            got = parse_contacts(v)
+            if got is None:
+                raise ParseError("Contact: * must stand alone")
+            out.extend(got)
+        return out
+
+    @property
+    def content_type(self) -> str | None:
+        value = self._optional("content-type")
+        if value is None:
+            return None
+        m = _MEDIA_TYPE.fullmatch(value)
+        if m is None:
+            raise ParseError(f"invalid Content-Type {value[:60]!r}")
+        return f"{m.group(1)}/{m.group(2)}".lower()
+
+    def _pairs(self, key: str) -> list[tuple[str, str]]:
+        return [(n, v) for n, v in self.headers if header_key(n) == key]
+
+    def _single(self, key: str) -> str:
+        value = self._optional(key)
+        if value is None:
+            raise ParseError(f"missing {_CANONICAL.get(key, key)} header")
+        return value
+
+    def _optional(self, key: str) -> str | None:
+        values = self.headers.getall(key)
+        if not values:
+            return None
+        if len(values) > 1:
+            raise ParseError(f"more than one {_CANONICAL.get(key, key)} header")
+        return values[0]
+
+    # -- validation --------------------------------------------------------------
+    def validate(self) -> None:
+        """Parse every header the core understands; raise ParseError on the first
+        malformed one. Unknown headers are left alone."""
+        for key in _SINGLE:
+            self._optional(key)
+        required = _REQUIRED_REQUEST if isinstance(self, Request) else _REQUIRED_RESPONSE
+        for key in required:
+            if key not in self.headers:
+                raise ParseError(f"missing {_CANONICAL.get(key, key)} header")
+        _ = self.via, self.from_, self.to, self.call_id, self.cseq
+        _ = self.max_forwards, self.expires, self.contacts, self.content_type
+        for key in ("route", "record-route", "path", "service-route"):
+            for v in self.headers.getall(key):
+                parse_name_addr(v)
+        for key in ("reply-to", "refer-to", "referred-by"):
+            for v in self.headers.getall(key):
+                parse_name_addr(v)
+        for key in ("p-asserted-identity", "p-preferred-identity"):
+            for v in self.headers.getall(key):
+                parse_name_addr(v)
+        for key in ("require", "proxy-require", "supported", "unsupported", "allow"):
+            for v in self.headers.getall(key):
+                if not TOKEN.fullmatch(v):
+                    raise ParseError(f"invalid {_CANONICAL[key]} value {v[:40]!r}")
+        for key, limit in (("min-expires", _UINT32), ("rseq", _UINT32)):
+            for v in self.headers.getall(key):
+                parse_uint(v, _CANONICAL[key], limit)
+        for v in self.headers.getall("date"):
+            if not _DATE.fullmatch(v.strip()):
+                raise ParseError(f"invalid Date {v[:40]!r} (RFC 1123 date in GMT)")
+        for v in self.headers.getall("warning"):
+            if not _WARNING.fullmatch(v):
+                raise ParseError(f"invalid Warning {v[:40]!r}")
+        for v in self.headers.getall("retry-after"):
+            m = _RETRY_AFTER.fullmatch(v)
+            if m is None or len(m.group(1)) > 10 or int(m.group(1)) > _UINT32:
+                raise ParseError(f"invalid Retry-After {v[:40]!r}")
+        if isinstance(self, Request) and self.cseq.method != self.method:
+            # RFC 4475 §3.1.2.17/18: CSeq method must match the request method.
+            raise ParseError(
+                f"CSeq method {self.cseq.method!r} does not match request method {self.method!r}"
+            )
+
+    # -- serialization -----------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        lines = [self.start_line()]
+        has_length = False
+        clen = str(len(self.body))
+        for key, name, value in self.headers._items:
+            if key == "content-length":
+                if has_length:
+                    continue
+                has_length = True
+                lines.append(f"{name}: {clen}")
+                continue
+            lines.append(f"{name}: {value}")
+        if not has_length:
+            lines.append(f"Content-Length: {clen}")
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+
+    def __eq__(self, other: object) -> bool:
+        if type(self) is not type(other) or not isinstance(other, Message):
+            return NotImplemented
+        return (
+            self.start_line() == other.start_line()
+            and self.headers == other.headers
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
+
+
+class Request(Message):
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: URI | str,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__(headers, body, version)
+        self.method = method
+        self.uri = parse_uri(uri) if isinstance(uri, str) else uri
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__(headers, body, version)
+        self.status = status
+        self.reason = REASONS.get(status, "Unknown") if reason is None else reason
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+# ---------------------------------------------------------------------------------
+# Parsing
+
+_VERSION = re.compile(r"[Ss][Ii][Pp]/([0-9]+)\.([0-9]+)")
+
+
+def _split_head(data: bytes) -> tuple[bytes, int]:
+    """Find the end of the header section. Returns (head, index of the body)."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], end + 4
+    end = data.find(b"\n\n")  # bare LF line ends: tolerated (robustness)
+    if end >= 0:
+        return data[:end], end + 2
+    # No empty line: accept a message that ends right after its last header line.
+    if data.endswith(b"\r\n"):
+        return data[:-2], len(data)
+    if data.endswith(b"\n"):
+        return data[:-1], len(data)
+    raise ParseError("missing empty line after the headers")
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+    """Parse one SIP message. Over a datagram the body runs to Content-Length (extra
+    bytes ignored, RFC 3261 §18.3) or to the end; over a stream (`stream=True`, data
+    already framed by `frame_length`) Content-Length is mandatory."""
+    if len(data) > MAX_MESSAGE:
+        raise ParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}", 513)
+    # RFC 3261 §7.5: ignore CRLFs before the start line (keepalives).
+    start = 0
+    while data[start : start + 2] == b"\r\n":
+        start += 2
+    if start:
+        data = data[start:]
+    if not data:
+        raise ParseError("empty message")
+    head_b, body_at = _split_head(data)
+    head = head_b.decode("utf-8", "surrogateescape")
+    if "\r" in head.replace("\r\n", ""):
+        raise ParseError("bare CR in the header section")
+    lines = head.replace("\r\n", "\n").split("\n")
+    first = lines[0]
+    headers = Headers()
+    items = headers._items
+    canon = _CANONICAL
+    compact = _COMPACT
+    for line in lines[1:]:
+        if not line:
+            raise ParseError("empty line inside the header section")
+        if line[0] in " \t":
+            # RFC 3261 §7.3.1: a line starting with whitespace continues the previous.
+            if not items:
+                raise ParseError("continuation line before any header")
+            k, n, v = items[-1]
+            more = line.strip(" \t")
+            items[-1] = (k, n, f"{v} {more}" if v else more)
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise ParseError(f"header line without a name and ':': {line[:60]!r}")
+        name = line[:colon].rstrip(" \t")
+        if not _HEADER_NAME.fullmatch(name):
+            raise ParseError(f"invalid header name {name[:40]!r}")
+        lower = name.lower()
+        key = compact.get(lower, lower)
+        items.append((key, canon.get(key, name), line[colon + 1 :].strip(" \t")))
+    for _k, n, v in items:
+        if _CONTROL.search(v):
+            raise ParseError(f"control character in {n} header")
+
+    msg: Request | Response
+    if first.startswith(("SIP/", "sip/", "Sip/")) and " " in first:
+        msg = _parse_status_line(first, headers)
+    else:
+        msg = _parse_request_line(first, headers)
+
+    # Content-Length governs the body (RFC 3261 §18.3, §20.14).
+    lengths = [v for k, _n, v in items if k == "content-length"]
+    rest = data[body_at:]
+    if len(lengths) > 1:
+        raise ParseError("more than one Content-Length header")
+    if lengths:
+        clen = parse_uint(lengths[0], "Content-Length", MAX_MESSAGE)
+        if clen > len(rest):
+            raise ParseError(f"Content-Length {clen} exceeds the {len(rest)} bytes received")
+        msg.body = rest[:clen]
+    elif stream:
+        raise ParseError("missing Content-Length on a stream transport")
+    else:
+        msg.body = rest
+    return msg
+
+
+def _parse_request_line(first: str, headers: Headers) -> Request:
+    # Request-Line = Method SP Request-URI SP SIP-Version CRLF (single spaces)
+    parts = first.split(" ")
+    if len(parts) != 3:
+        raise ParseError(f"malformed request line {first[:80]!r}")
+    method, uri_text, version = parts
+    if not TOKEN.fullmatch(method):
+        raise ParseError(f"invalid method {method[:40]!r}")
+    vm = _VERSION.fullmatch(version)
+    if vm is None:
+        raise ParseError(f"malformed request line {first[:80]!r}")
+    if (int(vm.group(1)), int(vm.group(2))) != (2, 0):
+        raise ParseError(f"SIP version {version!r} not supported", 505)
+    if not uri_text:
+        raise ParseError("empty Request-URI")
+    uri = parse_uri(uri_text)
+    if uri.headers:
+        # RFC 3261 §19.1.5 / RFC 4475 §3.1.2.11: headers are not allowed here.
+        raise ParseError("Request-URI must not contain headers (?...)")
+    return Request(method, uri, headers, b"", "SIP/2.0")
+
+
+def _parse_status_line(first: str, headers: Headers) -> Response:
+    # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
+    version, _, rest = first.partition(" ")
+    vm = _VERSION.fullmatch(version)
+    if vm is None:
+        raise ParseError(f"malformed status line {first[:80]!r}")
+    if (int(vm.group(1)), int(vm.group(2))) != (2, 0):
+        raise ParseError(f"SIP version {version!r} not supported", 505)
+    code, _, reason = rest.partition(" ")
+    if len(code) != 3 or not code.isascii() or not code.isdigit() or code[0] == "0":
+        raise ParseError(f"invalid status code {code[:20]!r}")
+    return Response(int(code), reason, headers, b"", "SIP/2.0")
+
+
+def frame_length(buffer: bytes | bytearray) -> int | None:
+    """For a stream transport: the length of the first complete message in `buffer`,
+    or None if more bytes are needed. Leading CRLFs (keepalives) must be stripped by
+    the caller first. Raises ParseError when the head is too long or has no valid
+    Content-Length."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_MESSAGE:
+            raise ParseError("header section too long", 513)
+        return None
+    head = bytes(buffer[:end]).decode("utf-8", "surrogateescape")
+    clen: int | None = None
+    for line in head.split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep and header_key(name.strip(" \t")) == "content-length":
+            if clen is not None:
+                raise ParseError("more than one Content-Length header")
+            clen = parse_uint(value, "Content-Length", MAX_MESSAGE)
+    if clen is None:
+        raise ParseError("missing Content-Length on a stream transport")
+    total = end + 4 + clen
+    if total > MAX_MESSAGE:
+        raise ParseError(f"message of {total} bytes exceeds {MAX_MESSAGE}", 513)
+    return total if len(buffer) >= total else None
