@@ -206,13 +206,13 @@ def _response(
 
 _TCHAR = r"A-Za-z0-9!#$%&'*+.^_`|~-"
 # challenge/credentials = auth-scheme LWS auth-param *(COMMA auth-param)
-_SCHEME_RE = re.compile(rf"[ \t]*([{_TCHAR}]+)(?:[ \t]+|$)")
+_SCHEME_RE = re.compile(rf"[ \t]*([{_TCHAR}]+)(?:[ \t]+|\Z)")
 # auth-param = token EQUAL ( token / quoted-string ); quoted-pair = "\" any but CR LF.
 # Unquoted values are accepted liberally (some phones send uri=sip:x@y unquoted).
 _PARAM_RE = re.compile(
     rf"[ \t]*([{_TCHAR}]+)[ \t]*=[ \t]*"
-    r'(?:"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\r\n])*)"|([^\s",=]+))'
-    r"[ \t]*(?:,[ \t,]*|$)"
+    r'(?:"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\r\n])*)"|([^\s",]+))'
+    r"[ \t]*(?:,[ \t,]*|\Z)"
 )
 _EMPTY_ELEMENTS_RE = re.compile(r"[ \t,]*")
 _UNESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
@@ -507,7 +507,8 @@ class NonceFactory:
             raw = base64.urlsafe_b64decode(nonce + "==")
         except (binascii.Error, ValueError):
             return None
-        if len(raw) != _NONCE_RAW_LEN:
+        if len(raw) != _NONCE_RAW_LEN or base64.urlsafe_b64encode(raw)[:-2] != nonce.encode():
+            # Not canonical base64: the spare bits of the last character are set.
             return None
         head = raw[: _NONCE_HEAD.size]
         if not hmac.compare_digest(raw[_NONCE_HEAD.size :], self._tag(head, bind)):
@@ -689,8 +690,7 @@ class DigestServer:
             cnonce=credentials.cnonce,
             body=body,
         )
-        # response was checked to be hex at parse time, so it is ASCII.
-        good = hmac.compare_digest(expected, credentials.response.lower()) and known
+        good = hmac.compare_digest(expected.encode(), _b(credentials.response.lower())) and known
         if not good:
             if ha1 is not None and not known:
                 return VerifyResult(AuthStatus.FAIL, "stored HA1 has the wrong length")
