@@ -1,0 +1,595 @@
+"""Table schemas: SER 0.9.6's and Kamailio 5.x's tables, and the PBX's own.
+
+A schema says which columns a known table has, which of them the PBX needs, their
+type class (int, double or text: Kamailio treats str/string/blob alike on load), and
+for the PBX's tables their default and meaning. Tables are matched to a schema by
+name, and SER versus Kamailio by a column only one of them has (`ruid` in location
+and aliases, `id` in subscriber and version).
+
+SER and Kamailio tables may carry columns the PBX does not use (a SER subscriber has
+a dozen): they are kept and written back, never an error. The PBX's own tables
+(prefix `pbx_`, so they never collide with one of Kamailio's dozens of tables) are
+strict: an unknown column is an error, so a misspelt optional column is caught.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from pbx_core.store.dbtext import Column, ColumnType, Table, Value
+from pbx_core.store.errors import DbTextError
+
+REQUIRED: Value = None  # default of a column that must have a value
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One column of a schema. `default` applies when the column is absent or NULL;
+    a required column (`need=True`) has no default. `choices` limits text values;
+    `lo`/`hi` limit ints. `any_type` accepts any type class (SER's last_modified)."""
+
+    name: str
+    type: ColumnType
+    doc: str
+    null: bool = False
+    auto: bool = False
+    need: bool = False
+    default: Value = None
+    choices: tuple[str, ...] = ()
+    lo: int | None = None
+    hi: int | None = None
+    any_type: bool = False
+
+    def column(self) -> Column:
+        return Column(self.name, self.type, self.null, self.auto)
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    dialect: str  # "ser", "kamailio" or "pbx"
+    doc: str
+    specs: tuple[Spec, ...]
+    key: tuple[str, ...] = ()  # these columns together are unique
+    strict: bool = False  # unknown columns are errors
+
+    def spec(self, name: str) -> Spec | None:
+        for s in self.specs:
+            if s.name == name:
+                return s
+        return None
+
+    def columns(self) -> tuple[Column, ...]:
+        return tuple(s.column() for s in self.specs)
+
+    def empty(self) -> Table:
+        return Table(self.name, self.columns())
+
+
+def _s(name: str, doc: str, **kw: object) -> Spec:
+    return Spec(name, ColumnType.STRING, doc, **kw)  # type: ignore[arg-type]  # kw are Spec fields
+
+
+def _i(name: str, doc: str, **kw: object) -> Spec:
+    return Spec(name, ColumnType.INT, doc, **kw)  # type: ignore[arg-type]  # kw are Spec fields
+
+
+def _id() -> Spec:
+    return _i("id", "row id, assigned by Kamailio when empty", auto=True)
+
+
+BOOL = {"lo": 0, "hi": 1}
+DEST_TYPES = ("extension", "group", "ivr", "voicemail", "external", "hangup")
+_DEST_DOC = (
+    "where calls go: extension, group (ring group number), ivr (menu name), "
+    "voicemail (mailbox), external (number dialled through the dial plan), hangup"
+)
+
+# --------------------------------------------------------------------- SER 0.9.6
+
+_SER_SUBSCRIBER_EXTRA = [
+    "phplib_id",
+    "first_name",
+    "last_name",
+    "phone",
+    "email_address",
+    "datetime_created",
+    "datetime_modified",
+    "confirmation",
+    "flag",
+    "sendnotification",
+    "greeting",
+    "perms",
+    "allow_find",
+    "timezone",
+]
+
+SER_SUBSCRIBER = TableSchema(
+    "subscriber",
+    "ser",
+    "SER 0.9.6 subscribers (serweb's columns are kept but unused)",
+    (
+        _s("username", "user part of the AOR; the extension number", need=True),
+        _s("domain", "domain part of the AOR and digest realm", need=True),
+        _s("password", "clear-text password (or give ha1/ha1b)", null=True),
+        _s("ha1", "MD5(username:domain:password)", null=True),
+        _s("ha1b", "MD5(username@domain:domain:password)", null=True),
+        _s("rpid", "Remote-Party-ID (caller ID) to present", null=True),
+        *(_s(n, "serweb field, unused", null=True, any_type=True) for n in _SER_SUBSCRIBER_EXTRA),
+    ),
+    key=("username", "domain"),
+)
+
+
+def _contact_specs(ser: bool) -> tuple[Spec, ...]:
+    common = (
+        _s("username", "user part of the AOR (for aliases: the alias)", need=True),
+        _s("domain", "domain part of the AOR; NULL without use_domain", null=True),
+        _s("contact", "contact URI the AOR routes to", need=True),
+        _i("expires", "expiry, Unix time; 0 = never (Kamailio)", need=True),
+        Spec("q", ColumnType.DOUBLE, "q value, -1 = unset", null=True, default=-1.0),
+        _s("callid", "Call-ID of the REGISTER", null=True),
+        _i("cseq", "CSeq of the REGISTER", null=True),
+        _s("last_modified", "time of the last change", null=True, any_type=True),
+        _i("flags", "usrloc flags; 128 = permanent (never expires)", null=True, default=0),
+        _s("user_agent", "User-Agent of the REGISTER", null=True),
+        _s("received", "source address when behind NAT", null=True),
+    )
+    if ser:
+        return (
+            *common,
+            _i("replicate", "SER replication mark", null=True),
+            _i("state", "SER replication state", null=True),
+        )
+    return (
+        _id(),
+        _s("ruid", "record unique id", null=True),
+        *common,
+        _s("path", "Path header", null=True),
+        _i("cflags", "contact branch flags", null=True),
+        _s("socket", "local socket the contact came in on", null=True),
+        _i("methods", "allowed methods bitmask", null=True),
+        _s("instance", "+sip.instance", null=True),
+        _i("reg_id", "RFC 5626 reg-id", null=True),
+        _i("server_id", "server id", null=True),
+        _i("connection_id", "TCP connection id", null=True),
+        _i("keepalive", "keepalive flag", null=True),
+        _i("partition", "partition", null=True),
+    )
+
+
+SER_LOCATION = TableSchema("location", "ser", "SER 0.9.6 usrloc", _contact_specs(True))
+SER_ALIASES = TableSchema("aliases", "ser", "SER 0.9.6 aliases", _contact_specs(True))
+SER_VERSION = TableSchema(
+    "version",
+    "ser",
+    "table versions",
+    (_s("table_name", "table", need=True), _i("table_version", "its version", need=True)),
+    key=("table_name",),
+)
+
+# --------------------------------------------------------------------- Kamailio 5.x
+
+KAM_SUBSCRIBER = TableSchema(
+    "subscriber",
+    "kamailio",
+    "Kamailio 5.x auth_db subscribers",
+    (
+        _id(),
+        _s("username", "user part of the AOR; the extension number", need=True),
+        _s("domain", "domain part of the AOR and digest realm", need=True),
+        _s("password", "clear-text password (or give ha1/ha1b)", null=True),
+        _s("ha1", "MD5(username:domain:password)", null=True),
+        _s("ha1b", "MD5(username@domain:domain:password)", null=True),
+        _s("email_address", "older schemas, unused", null=True),
+        _s("rpid", "older schemas: caller ID to present", null=True),
+    ),
+    key=("username", "domain"),
+)
+KAM_LOCATION = TableSchema("location", "kamailio", "Kamailio 5.x usrloc", _contact_specs(False))
+KAM_ALIASES = TableSchema("aliases", "kamailio", "Kamailio 5.x aliases", _contact_specs(False))
+KAM_DBALIASES = TableSchema(
+    "dbaliases",
+    "kamailio",
+    "Kamailio alias_db: alias_username@alias_domain -> username@domain",
+    (
+        _id(),
+        _s("alias_username", "the alias", need=True),
+        _s("alias_domain", "its domain", need=True),
+        _s("username", "target user", need=True),
+        _s("domain", "target domain", need=True),
+    ),
+    key=("alias_username", "alias_domain"),
+)
+KAM_VERSION = TableSchema(
+    "version",
+    "kamailio",
+    "table versions",
+    (_id(), _s("table_name", "table", need=True), _i("table_version", "its version", need=True)),
+    key=("table_name",),
+)
+
+# --------------------------------------------------------------------- PBX tables
+
+PBX_EXTENSION = TableSchema(
+    "pbx_extension",
+    "pbx",
+    "Settings of an extension; its credentials are the subscriber row of the same "
+    "username and domain. A subscriber without a row here gets every default.",
+    (
+        _id(),
+        _s("username", "the subscriber's username (the extension number)", need=True),
+        _s("domain", "the subscriber's domain; NULL = setting `domain`", null=True),
+        _s("display_name", "caller ID name shown to other phones", null=True),
+        _i("enabled", "0 = calls to and from it are refused", default=1, **BOOL),
+        _i("voicemail", "1 = has a mailbox", default=1, **BOOL),
+        _s("vm_pin", "mailbox PIN (digits); NULL = the phone's own auth is enough", null=True),
+        _i("ring_timeout", "seconds to ring before no-answer handling", default=20, lo=5, hi=300),
+        _i(
+            "call_waiting",
+            "initial call waiting (phones toggle it with *70/*71)",
+            default=1,
+            **BOOL,
+        ),
+        _i("dnd", "initial do-not-disturb (*78/*79)", default=0, **BOOL),
+        _s("forward_all", "initial unconditional forward target (*72/*73)", null=True),
+        _s("forward_busy", "initial forward-on-busy target (*90/*91)", null=True),
+        _s("forward_noanswer", "initial forward-on-no-answer target (*52/*53)", null=True),
+        _i("pickup_group", "call pickup group (*8); NULL = none", null=True, lo=0, hi=63),
+        _i("max_contacts", "registrations kept per extension", default=3, lo=1, hi=20),
+        _s("outbound_cid", "number presented on trunk calls; NULL = trunk's", null=True),
+    ),
+    key=("username", "domain"),
+    strict=True,
+)
+
+PBX_TRUNK = TableSchema(
+    "pbx_trunk",
+    "pbx",
+    "SIP trunks to providers.",
+    (
+        _id(),
+        _s("name", "unique name, used by pbx_dialplan and pbx_did", need=True),
+        _i("enabled", "0 = not used and not registered", default=1, **BOOL),
+        _s("host", "provider host name or address", need=True),
+        _i("port", "provider port", default=5060, lo=1, hi=65535),
+        _s("transport", "udp or tcp", default="udp", choices=("udp", "tcp")),
+        _s("username", "account user (From and REGISTER)", null=True),
+        _s("auth_username", "digest user when it differs from username", null=True),
+        _s("password", "digest password", null=True),
+        _s("from_domain", "domain of From; NULL = host", null=True),
+        _i("register", "1 = REGISTER to the provider", default=1, **BOOL),
+        _i("register_expires", "REGISTER expiry asked for, seconds", default=3600, lo=60),
+        _s("outbound_proxy", "send requests here instead of host", null=True),
+        _s("caller_id", "default number presented on outgoing calls", null=True),
+        _s("codecs", "comma-separated codec preference", default="PCMU,PCMA"),
+        _i("max_channels", "simultaneous calls; 0 = unlimited", default=0, lo=0),
+        _s(
+            "dtmf",
+            "rfc4733, inband or info",
+            default="rfc4733",
+            choices=("rfc4733", "inband", "info"),
+        ),
+    ),
+    key=("name",),
+    strict=True,
+)
+
+PBX_DID = TableSchema(
+    "pbx_did",
+    "pbx",
+    "Incoming numbers (DIDs) and where their calls go. `*` matches a number no other row has.",
+    (
+        _id(),
+        _s(
+            "number",
+            "the called number as the trunk sends it (digits, optional +), or *",
+            need=True,
+        ),
+        _s("trunk", "only calls from this trunk; NULL = any", null=True),
+        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES),
+        _s("dest", "the destination; NULL only for hangup", null=True),
+        _s("description", "free text", null=True),
+    ),
+    key=("number",),
+    strict=True,
+)
+
+PBX_DIALPLAN = TableSchema(
+    "pbx_dialplan",
+    "pbx",
+    "Outbound routes, tried by priority then row order after internal numbers. Patterns "
+    "use Asterisk's letters: X any digit, Z 1-9, N 2-9, [1-5] a set, . one or more "
+    "digits, ! zero or more (both only at the end); other characters match themselves.",
+    (
+        _id(),
+        _i("priority", "lower is tried first", default=0),
+        _s("pattern", "dialled-number pattern", need=True),
+        _s("action", "trunk = send out, deny = refuse", default="trunk", choices=("trunk", "deny")),
+        _s("trunk", "pbx_trunk name for action trunk", null=True),
+        _i("strip", "digits removed from the front", default=0, lo=0, hi=32),
+        _s("prepend", "digits added to the front after stripping", null=True),
+        _s("description", "free text", null=True),
+    ),
+    strict=True,
+)
+
+PBX_RING_GROUP = TableSchema(
+    "pbx_ring_group",
+    "pbx",
+    "Ring groups: one number ringing several extensions.",
+    (
+        _id(),
+        _s("number", "the group's dialable number", need=True),
+        _s("name", "display name", need=True),
+        _s(
+            "strategy", "ringall or hunt (in order)", default="ringall", choices=("ringall", "hunt")
+        ),
+        _s("members", "comma-separated extension numbers", need=True),
+        _i("ring_timeout", "seconds (per member for hunt)", default=20, lo=5, hi=300),
+        _s(
+            "fallback_type",
+            "where unanswered calls go: " + _DEST_DOC,
+            default="hangup",
+            choices=DEST_TYPES,
+        ),
+        _s("fallback", "fallback destination", null=True),
+    ),
+    key=("number",),
+    strict=True,
+)
+
+PBX_IVR_MENU = TableSchema(
+    "pbx_ivr_menu",
+    "pbx",
+    "IVR menus (auto attendants); their keys are in pbx_ivr_option.",
+    (
+        _id(),
+        _s("name", "unique name, used as a destination", need=True),
+        _s("number", "internal number that reaches it; NULL = none", null=True),
+        _s("prompt", "greeting sound file name", need=True),
+        _i("timeout", "seconds to wait for a key", default=5, lo=1, hi=60),
+        _i("retries", "times the prompt is repeated", default=3, lo=0, hi=10),
+    ),
+    key=("name",),
+    strict=True,
+)
+
+PBX_IVR_OPTION = TableSchema(
+    "pbx_ivr_option",
+    "pbx",
+    "Keys of IVR menus. Digit t = no key pressed in time, i = invalid key.",
+    (
+        _id(),
+        _s("menu", "pbx_ivr_menu name", need=True),
+        _s("digit", "0-9, *, #, t or i", need=True),
+        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES),
+        _s("dest", "the destination; NULL only for hangup", null=True),
+    ),
+    key=("menu", "digit"),
+    strict=True,
+)
+
+PBX_SPEED_DIAL = TableSchema(
+    "pbx_speed_dial",
+    "pbx",
+    "Speed dials (*0 + code). A row without username is for everyone.",
+    (
+        _id(),
+        _s("username", "extension that owns it; NULL = every extension", null=True),
+        _s("domain", "its domain; NULL = setting `domain`", null=True),
+        _s("code", "1 to 3 digits", need=True),
+        _s("number", "number dialled", need=True),
+        _s("name", "label", null=True),
+    ),
+    key=("username", "domain", "code"),
+    strict=True,
+)
+
+PBX_SETTINGS = TableSchema(
+    "pbx_settings",
+    "pbx",
+    "System settings, one per row; the names, types and defaults are listed below.",
+    (
+        _s("name", "setting name", need=True),
+        _s("value", "its value, as text; NULL = default", null=True),
+    ),
+    key=("name",),
+    strict=True,
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: str | int
+    doc: str
+    choices: tuple[str, ...] = ()
+
+
+SETTINGS: Mapping[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting("domain", str, "pbx.local", "SIP domain and digest realm of the extensions"),
+        Setting("hostname", str, "pbx", "host name"),
+        Setting("sip_port", int, 5060, "SIP port (UDP and TCP)"),
+        Setting("rtp_port_min", int, 10000, "first RTP port"),
+        Setting("rtp_port_max", int, 20000, "last RTP port"),
+        Setting("net_mode", str, "dhcp", "dhcp or static", ("dhcp", "static")),
+        Setting("net_address", str, "", "static IPv4 address/prefix, e.g. 192.168.1.2/24"),
+        Setting("net_gateway", str, "", "static default gateway"),
+        Setting("net_dns", str, "", "comma-separated DNS servers"),
+        Setting("language", str, "en", "prompt language"),
+        Setting("timezone", str, "UTC", "time zone for CDRs and voicemail dates"),
+        Setting("operator", str, "", "extension reached by 0 in voicemail and IVR"),
+        Setting("vm_max_seconds", int, 180, "longest voicemail message"),
+        Setting("vm_max_messages", int, 100, "messages per mailbox"),
+        Setting("reg_min_expires", int, 60, "shortest registration accepted"),
+        Setting("reg_max_expires", int, 3600, "longest registration granted"),
+    )
+}
+
+SCHEMAS: tuple[TableSchema, ...] = (
+    SER_SUBSCRIBER,
+    SER_LOCATION,
+    SER_ALIASES,
+    SER_VERSION,
+    KAM_SUBSCRIBER,
+    KAM_LOCATION,
+    KAM_ALIASES,
+    KAM_DBALIASES,
+    KAM_VERSION,
+    PBX_EXTENSION,
+    PBX_TRUNK,
+    PBX_DID,
+    PBX_DIALPLAN,
+    PBX_RING_GROUP,
+    PBX_IVR_MENU,
+    PBX_IVR_OPTION,
+    PBX_SPEED_DIAL,
+    PBX_SETTINGS,
+)
+PBX_TABLES = tuple(s for s in SCHEMAS if s.dialect == "pbx")
+
+
+def schema_for(table: Table) -> TableSchema | None:
+    """The schema of a known table, picking SER or Kamailio by its columns."""
+    name = table.name
+    if name in ("location", "aliases"):
+        kam = table.has("ruid")
+        if name == "location":
+            return KAM_LOCATION if kam else SER_LOCATION
+        return KAM_ALIASES if kam else SER_ALIASES
+    if name == "subscriber":
+        return KAM_SUBSCRIBER if table.has("id") else SER_SUBSCRIBER
+    if name == "version":
+        return KAM_VERSION if table.has("id") else SER_VERSION
+    if name == "dbaliases":
+        return KAM_DBALIASES
+    for s in PBX_TABLES:
+        if s.name == name:
+            return s
+    return None
+
+
+def _compatible(spec: Spec, col: Column) -> bool:
+    if spec.any_type:
+        return True
+    if spec.type.is_text:
+        return col.type.is_text
+    if spec.type.is_int:
+        return col.type.is_int
+    return col.type is spec.type
+
+
+def check_table(table: Table, schema: TableSchema) -> list[DbTextError]:
+    """Every way `table` breaks `schema`: columns, value ranges, unique keys."""
+    f = table.file or table.name
+    errors: list[DbTextError] = []
+    for col in table.columns:
+        spec = schema.spec(col.name)
+        if spec is None:
+            if schema.strict:
+                known = ", ".join(s.name for s in schema.specs)
+                errors.append(
+                    DbTextError(f, 1, col.pos, f"unknown column {col.name!r} (known: {known})")
+                )
+        elif not _compatible(spec, col):
+            errors.append(
+                DbTextError(
+                    f,
+                    1,
+                    col.pos,
+                    f"column {col.name!r} must be {spec.type.value}, not {col.type.value}",
+                )
+            )
+    errors.extend(
+        DbTextError(
+            f,
+            1,
+            0,
+            f"missing column {spec.name!r} ({spec.type.value}) of the "
+            f"{schema.dialect} {schema.name} table",
+        )
+        for spec in schema.specs
+        if spec.need and not table.has(spec.name)
+    )
+    if errors:
+        return errors
+    checked = [(table.index(s.name), s) for s in schema.specs if table.has(s.name)]
+    seen: dict[tuple[Value, ...], int] = {}
+    key_idx = [table.index(k) for k in schema.key if table.has(k)]
+    for r, row in enumerate(table.rows):
+        for i, spec in checked:
+            v = row[i]
+            problem = _value_problem(spec, v)
+            if problem:
+                errors.append(table.error(r, spec.name, problem))
+        if key_idx and len(key_idx) == len(schema.key):
+            key = tuple(row[i] for i in key_idx)
+            if key in seen:
+                line = table.lines[seen[key]] if seen[key] < len(table.lines) else 0
+                shown = ", ".join(f"{k}={v!r}" for k, v in zip(schema.key, key, strict=True))
+                errors.append(table.error(r, None, f"duplicate {shown} (first at line {line})"))
+            else:
+                seen[key] = r
+    return errors
+
+
+def _value_problem(spec: Spec, v: Value) -> str | None:
+    if v is None:
+        if spec.need:
+            return f"column {spec.name!r} needs a value"
+        return None
+    if spec.choices and v not in spec.choices:
+        return f"column {spec.name!r} is {v!r}; expected one of {', '.join(spec.choices)}"
+    if isinstance(v, int) and not spec.any_type:
+        if spec.lo is not None and v < spec.lo:
+            return f"column {spec.name!r} is {v}; expected at least {spec.lo}"
+        if spec.hi is not None and v > spec.hi:
+            return f"column {spec.name!r} is {v}; expected at most {spec.hi}"
+    return None
+
+
+def records(table: Table, schema: TableSchema) -> Iterator[tuple[int, dict[str, Value]]]:
+    """Rows as dicts with every schema column, defaults filled in for absent or NULL."""
+    defaults = {s.name: s.default for s in schema.specs}
+    for r, rec in table.records():
+        out = dict(defaults)
+        for k, v in rec.items():
+            if v is not None or k not in out:
+                out[k] = v
+        yield r, out
+
+
+def schema_markdown() -> str:
+    """The tables of README.md's schema section (a test keeps README in step)."""
+    out: list[str] = []
+    for s in SCHEMAS:
+        title = f"### `{s.name}` ({s.dialect})"
+        out += [title, "", s.doc, ""]
+        if s.key:
+            out += [f"Unique: {', '.join(s.key)}.", ""]
+        out += ["| column | type | default | meaning |", "|---|---|---|---|"]
+        for c in s.specs:
+            typ = c.column().definition().split("(", 1)[1].rstrip(")")
+            if c.need:
+                default = "required"
+            elif c.auto:
+                default = "auto"
+            elif c.default is None:
+                default = "NULL"
+            else:
+                default = f"`{c.default}`"
+            extra = f" ({', '.join(c.choices)})" if c.choices and c.choices != DEST_TYPES else ""
+            out.append(f"| {c.name} | {typ} | {default} | {c.doc}{extra} |")
+        out.append("")
+    out += ["### Settings (`pbx_settings` rows)", ""]
+    out += ["| name | type | default | meaning |", "|---|---|---|---|"]
+    for st in SETTINGS.values():
+        choices = f" ({', '.join(st.choices)})" if st.choices else ""
+        default = f"`{st.default}`" if st.default != "" else "empty"
+        out.append(f"| {st.name} | {st.type.__name__} | {default} | {st.doc}{choices} |")
+    return "\n".join(out) + "\n"
