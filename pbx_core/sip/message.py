@@ -226,6 +226,7 @@ REASONS = {
 }
 
 _UINT32 = 2**32 - 1
+_REPLY_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
 _HEADER_NAME = TOKEN
 _DATE = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
@@ -381,6 +382,33 @@ class Message:
     @property
     def top_via(self) -> Via:
         return self.via[0]
+
+    def replace_top_via(self, via: Via) -> None:
+        """Rewrite the first via-parm in place (received/rport stamping, RFC 3581)."""
+        vias = self.via
+        items = self.headers._items
+        for i, (key, name, value) in enumerate(items):
+            if key == "via":
+                rest = split_commas(value)[1:] if "," in value else []
+                items[i] = (key, name, ", ".join([str(via), *rest]))
+                break
+        self._via = [via, *vias[1:]]
+
+    def reply(self, status: int, reason: str | None = None, to_tag: str | None = None) -> Response:
+        """A response to this request (RFC 3261 §8.2.6.2): Via, From, To, Call-ID and
+        CSeq copied; a To tag added when given and the request had none."""
+        if not isinstance(self, Request):
+            raise TypeError("only requests can be answered")
+        headers = Headers()
+        items = headers._items
+        for item in self.headers._items:
+            if item[0] in _REPLY_COPY:
+                items.append(item)
+        if to_tag is not None and status > 100 and self.to.tag is None:
+            headers.set("To", f"{self.headers.get('to')};tag={to_tag}")
+        if status == 100 and "timestamp" in self.headers:
+            headers.add("Timestamp", self.headers.get("timestamp") or "")
+        return Response(status, reason, headers)
 
     @property
     def from_(self) -> NameAddr:

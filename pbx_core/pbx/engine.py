@@ -1,0 +1,80 @@
+"""The PBX's answer to each new request (the transaction user, RFC 3261 §8.2).
+
+For now the engine is a UAS that answers OPTIONS (capabilities, health checks, NAT
+keepalives) and refuses what it does not serve yet with the right status; the
+registrar and the call engine hook in here (issue 5).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from pbx_core.sip.message import Request, Response
+from pbx_core.sip.validate import check_request
+from pbx_core.version import VERSION
+
+# Methods this build acts on. Allow must tell the truth (RFC 3261 §20.5).
+ALLOW = ("OPTIONS",)
+# Methods we recognise but do not serve yet: 405 with Allow (RFC 3261 §8.2.1).
+KNOWN_METHODS = frozenset(
+    {
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "INVITE",
+        "MESSAGE",
+        "NOTIFY",
+        "OPTIONS",
+        "PRACK",
+        "PUBLISH",
+        "REFER",
+        "REGISTER",
+        "SUBSCRIBE",
+        "UPDATE",
+    }
+)
+SUPPORTED: frozenset[str] = frozenset()
+SCHEMES = frozenset({"sip", "sips", "tel"})
+SERVER = f"Wafer PBX {VERSION}"
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.allow = ", ".join(ALLOW)
+        self.supported = ", ".join(sorted(SUPPORTED))
+
+    def handle_request(self, req: Request) -> Response | None:
+        """The final response to a new request, or None (ACK gets none)."""
+        if req.method == "ACK":
+            return None
+        err = check_request(req, SUPPORTED, SCHEMES)
+        if err is not None:
+            resp = req.reply(err.status, to_tag=new_tag())
+            for name, value in err.headers:
+                resp.headers.add(name, value)
+            if err.status in (400, 406, 415):
+                reason = err.reason.replace('"', "'").replace("\\", "/")
+                resp.headers.add("Warning", f'399 pbx "{reason[:120]}"')
+            return resp
+        if req.method == "OPTIONS":
+            resp = req.reply(200, to_tag=new_tag())
+            h = resp.headers
+            h.add("Allow", self.allow)
+            h.add("Accept", "application/sdp")
+            h.add("Accept-Encoding", "identity")
+            h.add("Accept-Language", "en")
+            h.add("Supported", self.supported)
+            h.add("Server", SERVER)
+            return resp
+        if req.method in KNOWN_METHODS:
+            resp = req.reply(405, to_tag=new_tag())
+            resp.headers.add("Allow", self.allow)
+            return resp
+        resp = req.reply(501, to_tag=new_tag())
+        resp.headers.add("Allow", self.allow)
+        return resp

@@ -1,0 +1,238 @@
+"""The transport layer (RFC 3261 §18): listeners, received/rport stamping, response
+routing, TCP connection reuse, the UDP→TCP switch for large requests, stateless
+error answers, and the SIP trace.
+
+Upward it hands parsed messages to `on_message(msg, source)`; downward it takes
+messages with `send(msg, dest)`. `source`/`dest` are (transport, host, port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from pbx_core.sip.errors import ParseError
+from pbx_core.sip.message import Request, Response, parse_message
+from pbx_core.transport.stateless import error_response
+from pbx_core.transport.tcp import TcpConnection
+from pbx_core.transport.trace import Trace
+from pbx_core.transport.udp import UdpEndpoint
+
+log = logging.getLogger("pbx.transport")
+
+Address = tuple[str, str, int]
+MessageHandler = Callable[[Request | Response, Address], None]
+
+# RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1500) goes over TCP.
+UDP_REQUEST_LIMIT = 1300
+DEFAULT_PORT = 5060
+# Bound the connection table (a scanner must not exhaust file descriptors).
+MAX_TCP_CONNECTIONS = 1024
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'ADDR:PORT', '[v6]:PORT' or 'ADDR' → (host, port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if not host or (port and not port.isdigit()) or int(port or DEFAULT_PORT) > 65535:
+        raise ValueError(f"invalid listen address {text!r} (expected ADDR:PORT)")
+    return host, int(port or DEFAULT_PORT)
+
+
+class TransportManager:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_message: MessageHandler,
+        trace: Trace | None = None,
+        tasks: asyncio.TaskGroup | None = None,
+    ) -> None:
+        self.loop = loop
+        self.on_message = on_message
+        self.trace = trace
+        self.tasks = tasks
+        self.udp: list[UdpEndpoint] = []
+        self.tcp_servers: list[asyncio.Server] = []
+        self.connections: dict[tuple[str, int], TcpConnection] = {}
+        self.stats = {"in": 0, "out": 0, "bad": 0, "dropped": 0}
+
+    # -- listening ----------------------------------------------------------------
+    async def listen(self, host: str, port: int) -> None:
+        """Bind UDP and TCP on host:port (port 0 picks a free one, the same for both
+        when possible)."""
+        udp = UdpEndpoint(self.loop, host, port)
+        udp.start(lambda data, addr, ep=udp: self._on_datagram(data, addr, ep))
+        self.udp.append(udp)
+        server = await self.loop.create_server(self._new_connection, host, udp.port)
+        self.tcp_servers.append(server)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(ep.host, ep.port) for ep in self.udp]
+
+    def _new_connection(self) -> TcpConnection:
+        if len(self.connections) >= MAX_TCP_CONNECTIONS:
+            oldest = next(iter(self.connections.values()))
+            oldest.close()
+        return TcpConnection(self.connections, self._on_frame, self._on_frame_error)
+
+    # -- receiving ----------------------------------------------------------------
+    def _on_datagram(self, data: bytes, addr: tuple[str, int], ep: UdpEndpoint) -> None:
+        if len(data) <= 4 and not data.strip(b"\r\n\x00 "):
+            return  # NAT keepalive (CRLF / zero bytes): nothing to answer
+        if self.trace:
+            self.trace.message("in", "UDP", addr, data)
+        try:
+            msg = parse_message(data)
+        except ParseError as exc:
+            self._answer_garbage(data, exc, lambda out: self._send_udp(ep, out, addr))
+            return
+        self._deliver(
+            msg, ("UDP", addr[0], addr[1]), data, lambda out: self._send_udp(ep, out, addr)
+        )
+
+    def _on_frame(self, data: bytes, conn: TcpConnection) -> None:
+        if self.trace:
+            self.trace.message("in", "TCP", conn.peer, data)
+        try:
+            msg = parse_message(data, stream=True)
+        except ParseError as exc:
+            self._answer_garbage(data, exc, lambda out: self._send_tcp(conn, out))
+            return
+        self._deliver(
+            msg, ("TCP", conn.peer[0], conn.peer[1]), data, lambda out: self._send_tcp(conn, out)
+        )
+
+    def _on_frame_error(self, data: bytes, exc: ParseError, conn: TcpConnection) -> None:
+        if self.trace:
+            self.trace.message("in", "TCP", conn.peer, data)
+        self._answer_garbage(data, exc, lambda out: self._send_tcp(conn, out))
+
+    def _deliver(
+        self,
+        msg: Request | Response,
+        source: Address,
+        data: bytes,
+        answer: Callable[[bytes], None],
+    ) -> None:
+        self.stats["in"] += 1
+        if isinstance(msg, Request):
+            try:
+                self._stamp_via(msg, source)
+            except ParseError as exc:
+                self._answer_garbage(data, exc, answer)
+                return
+        self.on_message(msg, source)
+
+    @staticmethod
+    def _stamp_via(msg: Request, source: Address) -> None:
+        """RFC 3261 §18.2.1 `received`, RFC 3581 §4 `rport`."""
+        via = msg.top_via
+        _transport, host, port = source
+        changes: dict[str, str | None] = {}
+        if via.has_rport:
+            changes["rport"] = str(port)
+            changes["received"] = host
+        elif via.host.strip("[]").lower() != host.lower():
+            changes["received"] = host
+        if changes:
+            msg.replace_top_via(via.with_params(**changes))
+
+    def _answer_garbage(
+        self, data: bytes, exc: ParseError, answer: Callable[[bytes], None]
+    ) -> None:
+        self.stats["bad"] += 1
+        out = error_response(data, exc.status, exc.reason)
+        if out is not None:
+            answer(out)
+
+    # -- sending ------------------------------------------------------------------
+    def send(self, msg: Request | Response, dest: Address) -> None:
+        """Send a message. Responses follow RFC 3261 §18.2.2 from their top Via;
+        `dest` is where the request came from (used for connection reuse)."""
+        data = bytes(msg)
+        transport, host, port = dest
+        if isinstance(msg, Response):
+            transport, host, port = self._response_target(msg, dest)
+        elif transport == "UDP" and len(data) > UDP_REQUEST_LIMIT:
+            # RFC 3261 §18.1.1: too big for UDP; the Via must say TCP.
+            via = msg.top_via
+            msg.replace_top_via(type(via)("TCP", via.host, via.port, via.params, via.protocol))
+            data = bytes(msg)
+            transport = "TCP"
+        self.stats["out"] += 1
+        if transport == "UDP":
+            if not self.udp:
+                log.warning("no UDP listener to send to %s:%s", host, port)
+                return
+            self._send_udp(self._udp_for(host), data, (host, port))
+            return
+        conn = self.connections.get((host, port))
+        if conn is not None and not conn.closed:
+            self._send_tcp(conn, data)
+        elif self.tasks is not None:
+            self.tasks.create_task(self._connect_and_send(host, port, data))
+        else:
+            self.stats["dropped"] += 1
+            log.warning("no TCP connection to %s:%s", host, port)
+
+    def _response_target(self, msg: Response, dest: Address) -> Address:
+        via = msg.top_via
+        if via.transport != "UDP":
+            # Reliable: the connection the request came on, if still open (§18.2.2).
+            if dest[0] != "UDP" and (dest[1], dest[2]) in self.connections:
+                return dest
+            return (via.transport, via.received or via.host.strip("[]"), via.port or DEFAULT_PORT)
+        maddr = via.param("maddr")
+        if maddr:
+            return ("UDP", maddr, via.port or DEFAULT_PORT)
+        host = via.received or via.host.strip("[]")
+        port = via.rport or via.port or DEFAULT_PORT
+        return ("UDP", host, port)
+
+    def _udp_for(self, host: str) -> UdpEndpoint:
+        want_v6 = ":" in host
+        for ep in self.udp:
+            if (":" in ep.host) == want_v6:
+                return ep
+        return self.udp[0]
+
+    def _send_udp(self, ep: UdpEndpoint, data: bytes, addr: tuple[str, int]) -> None:
+        if self.trace:
+            self.trace.message("out", "UDP", addr, data)
+        ep.sendto(data, addr)
+
+    def _send_tcp(self, conn: TcpConnection, data: bytes) -> None:
+        if self.trace:
+            self.trace.message("out", "TCP", conn.peer, data)
+        conn.write(data)
+
+    async def _connect_and_send(self, host: str, port: int, data: bytes) -> None:
+        try:
+            _t, conn = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: TcpConnection(self.connections, self._on_frame, self._on_frame_error),
+                    host,
+                    port,
+                ),
+                timeout=10,
+            )
+        except (OSError, TimeoutError) as exc:
+            self.stats["dropped"] += 1
+            log.warning("TCP connect to %s:%s failed: %s", host, port, exc)
+            return
+        self._send_tcp(conn, data)
+
+    def close(self) -> None:
+        for ep in self.udp:
+            ep.close()
+        for server in self.tcp_servers:
+            server.close()
+        for conn in list(self.connections.values()):
+            conn.close()
