@@ -76,7 +76,8 @@ def _normalize_escapes(text: str) -> str:
 
     def fix(m: re.Match[str]) -> str:
         ch = chr(int(m.group(1), 16))
-        if ch not in _RESERVED and 0x20 < ord(ch) < 0x7F:
+        # '%' itself stays escaped: decoding %25 would make "%2541" look like "%41".
+        if ch not in _RESERVED and ch != "%" and 0x20 < ord(ch) < 0x7F:
             return ch
         return "%" + m.group(1).upper()
 
@@ -170,8 +171,8 @@ class URI:
                 return False
         if self.host.lower() != other.host.lower() or self.port != other.port:
             return False
-        mine = {k.lower(): _norm_pvalue(v) for k, v in self.params}
-        theirs = {k.lower(): _norm_pvalue(v) for k, v in other.params}
+        mine = {_normalize_escapes(k).lower(): _norm_pvalue(v) for k, v in self.params}
+        theirs = {_normalize_escapes(k).lower(): _norm_pvalue(v) for k, v in other.params}
         for name in _STRICT_PARAMS:
             if mine.get(name) != theirs.get(name):
                 return False

@@ -26,6 +26,10 @@ def check_request(
         msg.validate()
     except ParseError as exc:
         return exc
+    # RFC 3261 §10.2: the To of a REGISTER is the address of record, a SIP(S) URI
+    # (RFC 4475 §3.3.4).
+    if msg.method == "REGISTER" and not msg.to.uri.is_sip:
+        return SipError(f"REGISTER for a {msg.to.uri.scheme}: address of record", 400)
     # RFC 3261 §8.2.2.1 / RFC 4475 §3.3.2: 416 for a scheme we don't serve.
     if msg.uri.scheme not in supported_schemes:
         return SipError(f"unsupported URI scheme {msg.uri.scheme!r}", 416)
