@@ -1,0 +1,237 @@
+"""The read-only runtime view of a compiled snapshot.
+
+The running PBX never parses text: it opens the snapshot read-only and every lookup
+is one LMDB get plus one msgpack decode. The file is never changed after it was
+renamed into place (a new configuration is a new file), so it is opened without a
+lock file (it may sit on a read-only partition) and one read transaction is held for
+the life of the view.
+
+py-lmdb refuses to open the same environment twice in one process, so environments
+are shared: every `Snapshot` of the same file (same device and inode) uses one
+environment, closed when the last of them is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import msgpack
+
+from pbx_core.store.compile import DATABASES, FORMAT, table_from_value
+from pbx_core.store.dbtext import Table
+from pbx_core.store.errors import StoreError
+from pbx_core.store.model import (
+    Alias,
+    Contact,
+    Destination,
+    DialRule,
+    Did,
+    IvrMenu,
+    RingGroup,
+    SpeedDial,
+    Trunk,
+    User,
+    speed_key,
+    unpack,
+)
+
+
+class _Shared:
+    def __init__(self, path: Path, key: tuple[int, int]) -> None:
+        self.key = key
+        try:
+            self.env = lmdb.open(
+                str(path),
+                subdir=False,
+                readonly=True,
+                lock=False,  # the file is immutable; no writer to coordinate with
+                max_dbs=len(DATABASES),
+            )
+        except lmdb.Error as e:
+            raise StoreError(f"{path}: not an LMDB snapshot: {e}") from None
+        try:
+            self.txn = self.env.begin(buffers=False)
+            self.dbs = {
+                name: self.env.open_db(name.encode(), txn=self.txn, create=False)
+                for name in DATABASES
+            }
+        except lmdb.Error as e:
+            self.env.close()
+            raise StoreError(f"{path}: not a PBX snapshot: {e}") from None
+        self.refs = 0
+
+
+_lock = threading.Lock()
+_open: dict[tuple[int, int], _Shared] = {}
+
+
+def _acquire(path: Path) -> _Shared:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot open snapshot: {e.strerror}") from None
+    key = (st.st_dev, st.st_ino)
+    with _lock:
+        shared = _open.get(key)
+        if shared is None:
+            shared = _Shared(path, key)
+            _open[key] = shared
+        shared.refs += 1
+        return shared
+
+
+def _release(shared: _Shared) -> None:
+    with _lock:
+        shared.refs -= 1
+        if shared.refs == 0:
+            del _open[shared.key]
+            shared.txn.abort()
+            shared.env.close()
+
+
+class Snapshot:
+    """Lookups in one compiled configuration. Close it (or use `with`) when done."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._shared: _Shared | None = _acquire(self.path)
+        try:
+            self._load_meta()
+        except (StoreError, ValueError, TypeError, msgpack.UnpackException) as e:
+            self.close()
+            if isinstance(e, StoreError):
+                raise
+            raise StoreError(f"{self.path}: damaged snapshot: {e}") from None
+
+    def _load_meta(self) -> None:
+        fmt = self._get("meta", "format")
+        if fmt != FORMAT:
+            raise StoreError(f"{self.path}: snapshot format {fmt!r}, expected {FORMAT}")
+        self.digest: str = self._get("meta", "digest")
+        self.dialplan: tuple[DialRule, ...] = tuple(
+            unpack(DialRule, r) for r in self._get("meta", "dialplan")
+        )
+        self.settings: dict[str, str | int] = self._get("meta", "settings")
+        self.versions: dict[str, int] = self._get("meta", "versions")
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
+            _release(shared)
+
+    @property
+    def closed(self) -> bool:
+        return self._shared is None
+
+    def _raw(self, db: str, key: str) -> bytes | None:
+        shared = self._shared
+        if shared is None:
+            raise StoreError(f"{self.path}: snapshot is closed")
+        raw: bytes | None = shared.txn.get(key.encode(), db=shared.dbs[db])
+        return raw
+
+    def _get(self, db: str, key: str) -> Any:
+        raw = self._raw(db, key)
+        if raw is None:
+            return None
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+    def _items(self, db: str) -> Iterator[tuple[str, Any]]:
+        shared = self._shared
+        if shared is None:
+            raise StoreError(f"{self.path}: snapshot is closed")
+        with shared.txn.cursor(db=shared.dbs[db]) as cur:
+            for k, v in cur:
+                yield k.decode(), msgpack.unpackb(v, raw=False, strict_map_key=False)
+
+    # ------------------------------------------------------------- lookups
+
+    def user(self, username: str, domain: str) -> User | None:
+        """Credentials and settings of username@domain."""
+        raw = self._raw("user", f"{username}@{domain}")
+        return None if raw is None else unpack(User, msgpack.unpackb(raw))
+
+    def users(self) -> Iterator[User]:
+        for _k, v in self._items("user"):
+            yield unpack(User, v)
+
+    def alias(self, username: str, domain: str | None = None) -> Alias | None:
+        """alias@domain, else a domain-less alias."""
+        if domain is not None:
+            v = self._get("alias", f"{username}@{domain}")
+            if v is not None:
+                return unpack(Alias, v)
+        v = self._get("alias", username)
+        return None if v is None else unpack(Alias, v)
+
+    def contacts(self, aor: str) -> tuple[Contact, ...]:
+        v = self._get("contact", aor)
+        return () if v is None else tuple(unpack(Contact, c) for c in v)
+
+    def number(self, number: str) -> Destination | None:
+        """What an internal number (extension, ring group, IVR) reaches."""
+        v = self._get("number", number)
+        return None if v is None else unpack(Destination, v)
+
+    def did(self, number: str) -> Did | None:
+        """Where a call to an incoming number goes (the `*` row when not listed)."""
+        v = self._get("did", number)
+        if v is None:
+            v = self._get("did", "*")
+        return None if v is None else unpack(Did, v)
+
+    def trunk(self, name: str) -> Trunk | None:
+        v = self._get("trunk", name)
+        return None if v is None else unpack(Trunk, v)
+
+    def trunks(self) -> list[Trunk]:
+        return [unpack(Trunk, v) for _k, v in self._items("trunk")]
+
+    def group(self, number: str) -> RingGroup | None:
+        v = self._get("group", number)
+        return None if v is None else unpack(RingGroup, v)
+
+    def ivr(self, name: str) -> IvrMenu | None:
+        v = self._get("ivr", name)
+        return None if v is None else unpack(IvrMenu, v)
+
+    def speed_dial(self, owner: str | None, code: str) -> SpeedDial | None:
+        """The owner's own speed dial, else the one for everybody."""
+        v = self._get("speed", speed_key(owner, code)) if owner else None
+        if v is None:
+            v = self._get("speed", speed_key(None, code))
+        return None if v is None else unpack(SpeedDial, v)
+
+    def route(self, number: str) -> tuple[DialRule, str] | None:
+        """The first dial rule matching `number` and the number to send."""
+        for rule in self.dialplan:
+            out = rule.match(number)
+            if out is not None:
+                return rule, out
+        return None
+
+    # ------------------------------------------------------------- tables
+
+    def table_names(self) -> list[str]:
+        return [k for k, _v in self._items("tables")]
+
+    def table(self, name: str) -> Table | None:
+        v = self._get("tables", name)
+        return None if v is None else table_from_value(name, v)
+
+
+def open_count() -> int:
+    """Environments open in this process (for tests: nothing may leak)."""
+    with _lock:
+        return len(_open)
