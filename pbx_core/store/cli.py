@@ -1,0 +1,109 @@
+"""`pbx db check DIR`, `pbx db compile DIR OUT`, `pbx db dump DB [--table T]`.
+
+Dispatched from pbx_core/cli.py with an argparse Namespace: `db_command` is one of
+check, compile, dump; `dir`, `out`, `db`, `table` as the parser defines them.
+Problems go to stdout as `file:line:column: message` (warnings prefixed `warning:`),
+one per line, all of them; the exit status is 1 if there was any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from pbx_core.store.build import check_dir
+from pbx_core.store.compile import compile_dir
+from pbx_core.store.dbtext import format_table
+from pbx_core.store.errors import DbTextError, StoreError
+from pbx_core.store.generations import CURRENT, SNAPSHOT
+from pbx_core.store.snapshot import Snapshot
+
+
+def _print_errors(errors: Sequence[DbTextError], out: TextIO, prefix: str = "") -> None:
+    for e in errors:
+        print(prefix + str(e), file=out)
+
+
+def _all(e: DbTextError) -> Sequence[DbTextError]:
+    return getattr(e, "errors", (e,))
+
+
+def check(directory: str, out: TextIO) -> int:
+    try:
+        report = check_dir(directory)
+    except DbTextError as e:
+        _print_errors(_all(e), out)
+        return 1
+    _print_errors(report.errors, out)
+    _print_errors(report.warnings, out, "warning: ")
+    if report.errors:
+        print(f"{directory}: {len(report.errors)} error(s)", file=out)
+        return 1
+    n = len(report.config.tables) if report.config else 0
+    print(f"{directory}: ok, {n} tables", file=out)
+    return 0
+
+
+def snapshot_path(path: str) -> Path:
+    """A snapshot file, a directory holding one, or a generation root."""
+    p = Path(path)
+    if (p / CURRENT).is_symlink():
+        return p / CURRENT / SNAPSHOT
+    if p.is_dir():
+        return p / SNAPSHOT
+    return p
+
+
+def compile_(directory: str, target: str, out: TextIO) -> int:
+    dest = Path(target) / SNAPSHOT if Path(target).is_dir() else Path(target)
+    try:
+        config = compile_dir(directory, dest)
+    except DbTextError as e:
+        _print_errors(_all(e), out)
+        return 1
+    except StoreError as e:
+        print(e, file=out)
+        return 1
+    print(
+        f"{dest}: {len(config.tables)} tables, {len(config.users)} users, "
+        f"{len(config.aliases)} aliases, {len(config.dids)} DIDs",
+        file=out,
+    )
+    return 0
+
+
+def dump(db: str, table: str | None, out: TextIO, err: TextIO) -> int:
+    try:
+        with Snapshot(snapshot_path(db)) as snap:
+            names = snap.table_names()
+            if table is not None:
+                if table not in names:
+                    print(f"{db}: no table {table!r} (tables: {', '.join(names)})", file=err)
+                    return 1
+                names = [table]
+            for name in names:
+                t = snap.table(name)
+                if t is None:  # listed a moment ago in the same read transaction
+                    continue
+                if table is None:
+                    out.write(f"==> {name} <==\n")
+                out.write(format_table(t))
+    except StoreError as e:
+        print(e, file=err)
+        return 1
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    command = args.db_command
+    if command == "check":
+        return check(args.dir, sys.stdout)
+    if command == "compile":
+        return compile_(args.dir, args.out, sys.stdout)
+    if command == "dump":
+        return dump(args.db, getattr(args, "table", None), sys.stdout, sys.stderr)
+    print(f"pbx db: unknown command {command!r}", file=sys.stderr)
+    return 2
