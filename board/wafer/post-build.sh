@@ -1,0 +1,29 @@
+#!/bin/sh
+# Buildroot-style post-build hook: final touches to the staged root filesystem.
+#   post-build.sh TARGET_DIR        (env: PBX_BUILD, KVER from firmware/build-image.sh)
+# Idempotent. The root is a read-only squashfs, so whatever must change at run time
+# points into RAM (/run) or /data here.
+set -eu
+TARGET_DIR=${1:?usage: post-build.sh TARGET_DIR}
+cd "$TARGET_DIR"
+
+mkdir -p proc sys dev run tmp var data root mnt etc/pbx
+ln -sfn /run/resolv.conf etc/resolv.conf
+ln -sfn /proc/mounts etc/mtab
+chmod 0600 etc/shadow
+chmod 0700 root
+
+version=$(sed -n 's/^VERSION = "\(.*\)"$/\1/p' "$(find usr/lib/pbx -path '*pbx_core/version.py' 2>/dev/null | head -1)" 2>/dev/null || true)
+cat >etc/os-release <<OS
+NAME="Wafer PBX"
+ID=wafer-pbx
+PRETTY_NAME="Wafer PBX (${PBX_BUILD:-unknown})"
+BUILD_ID=${PBX_BUILD:-unknown}
+KERNEL=${KVER:-unknown}
+OS
+[ -n "$version" ] && echo "VERSION_ID=$version" >>etc/os-release
+
+if [ ! -d etc/pbx/factory ] || [ -z "$(ls -A etc/pbx/factory 2>/dev/null)" ]; then
+    echo "post-build.sh: warning: no factory configuration in rootfs_overlay/etc/pbx/factory" >&2
+    mkdir -p etc/pbx/factory
+fi
