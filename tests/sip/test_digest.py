@@ -32,6 +32,7 @@ from pbx_core.sip.digest import (
     parse_credentials,
 )
 from pbx_core.sip.errors import ParseError
+from pbx_core.sip.message import parse_message
 
 SECRET = b"0123456789abcdef-test-secret"
 
@@ -752,3 +753,26 @@ def test_digest_client_against_server() -> None:
     assert creds.nc_value == 1
     assert server.verify(creds, "REGISTER", ha1, 101.0, realm=REALM).ok
     assert not client.on_challenge(['Basic realm="x"'])
+
+
+def test_register_through_the_message_parser() -> None:
+    server = make_server()
+    client = DigestClient("201", "secret")
+    assert client.on_challenge(server.challenges(REALM, 0.0))
+    value = client.authorization("REGISTER", URI, "x1")
+    assert value is not None
+    raw = (
+        f"REGISTER {URI} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1\r\n"
+        f"From: <sip:201@{REALM}>;tag=1\r\nTo: <sip:201@{REALM}>\r\nCall-ID: a@b\r\n"
+        f"CSeq: 2 REGISTER\r\nMax-Forwards: 70\r\nAuthorization: {value}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    msg = parse_message(raw)
+    header = msg.headers.get("Authorization")
+    assert header is not None
+    assert msg.headers.getall("Authorization") == [header]  # not split at its commas
+    creds = parse_credentials(header)
+    result = server.verify(
+        creds, "REGISTER", stored_ha1("SHA-256"), 1.0, realm=REALM, request_uri=str(msg.uri)
+    )
+    assert result.ok

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pbx_core.sip.errors import ParseError
+from pbx_core.sip.message import parse_message
 from pbx_core.sip.sdp import (
     STATIC_PAYLOAD_TYPES,
     Bandwidth,
@@ -487,3 +488,18 @@ def test_parser_raises_only_parse_error(data: str | bytes) -> None:
         return
     # Whatever parses serializes to something that parses to the same thing.
     assert parse_sdp(str(sd)) == sd
+
+
+def test_invite_body_through_the_message_parser() -> None:
+    body = load("phone-yealink-t46.sdp")
+    raw = (
+        b"INVITE sip:200@pbx.lan SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.23;branch=z9hG4bK2\r\n"
+        b"From: <sip:201@pbx.lan>;tag=9\r\nTo: <sip:200@pbx.lan>\r\nCall-ID: c@d\r\n"
+        b"CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    msg = parse_message(raw)
+    assert msg.content_type == "application/sdp"
+    sd = parse_sdp(msg.body)
+    assert sd.media[0].port == 11800
+    assert bytes(sd) == body
