@@ -582,7 +582,10 @@ _RESPONSE_MISMATCH = "response mismatch"
 class DigestServer:
     """Issues challenges and verifies credentials for one or more realms.
 
-    ``algorithms`` are those accepted, in the order challenges are offered.
+    ``algorithms`` are those accepted, in the order challenges are offered.  Offer
+    only algorithms whose HA1 the caller can look up: a phone answers the first
+    challenge it supports, so offering SHA-256 with only MD5 HA1s stored (SER's
+    ``subscriber.ha1``) would fail every SHA-256-capable phone.
     ``allow_rfc2069`` accepts credentials without qop from old phones.
     ``auth_int`` also offers qop=auth-int (body integrity).
     """
