@@ -66,8 +66,12 @@ _DIRECTIONS = {d.value: d for d in Direction}
 
 
 def _is_digits(text: str) -> bool:
-    # str.isdigit alone admits non-ASCII digits and int() admits "1_000" and spaces.
-    return text.isascii() and text.isdigit()
+    # str.isdigit alone admits non-ASCII digits and int() admits "1_000" and spaces;
+    # the length cap keeps int() clear of its 4300-digit limit (and of silly values).
+    return len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit()
+
+
+_MAX_DIGITS = 30  # 64-bit NTP-based session versions need 20
 
 
 # ---------------------------------------------------------------------------
@@ -429,6 +433,8 @@ class _Line:
 
 def _int_field(line: _Line, text: str, what: str, maximum: int | None = None) -> int:
     if not _is_digits(text):
+        if len(text) > _MAX_DIGITS and text.isascii() and text.isdigit():
+            raise line.error(f"{what} has more than {_MAX_DIGITS} digits")
         raise line.error(f"{what} {text[:20]!r} is not a number")
     value = int(text)
     if maximum is not None and value > maximum:

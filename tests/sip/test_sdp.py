@@ -237,6 +237,7 @@ MINIMAL = "v=0\no=- 1 1 IN IP4 h\ns=-\nc=IN IP4 h\nt=0 0\n"
         (MINIMAL + "m=audio 70000 RTP/AVP 0\n", "out of range"),
         (MINIMAL + "m=audio 1_000 RTP/AVP 0\n", "port"),
         (MINIMAL + "m=audio 5000/0 RTP/AVP 0\n", "at least 1"),
+        ("v=0\no=- 1 " + "9" * 5000 + " IN IP4 h\ns=-\nt=0 0\n", "more than 30 digits"),
         (MINIMAL + "m=audio 5000/ RTP/AVP 0\n", "number of ports"),
         (MINIMAL + "m=audio 5000 RTP/AVP 0\no=- 1 1 IN IP4 h\n", "inside a media"),
         (MINIMAL + "m=audio 5000 RTP/AVP 0\nt=0 0\n", "inside a media"),
@@ -273,6 +274,14 @@ def test_non_utf8_bytes_round_trip_exactly() -> None:
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def test_huge_numbers_in_attributes_are_ignored_not_crashed_on() -> None:
+    huge = "9" * 5000
+    m = Media(formats=[huge], attributes=[("rtpmap", f"{huge} X/8000"), ("rtcp", huge)])
+    assert m.rtpmap(huge) is None
+    assert m.rtcp is None
+    assert RtpMap(1, "X", 8000, huge).channels == 1
 
 
 def test_rtpmap_edge_cases() -> None:
