@@ -572,13 +572,11 @@ def format_table(table: Table) -> str:
     for k, row in enumerate(table.rows):
         if len(row) != ncols:
             raise DbTextError(table.name, k + 2, 0, f"row has {len(row)} values, expected {ncols}")
-        out.append(
-            ":".join(
-                format_value(c, v, table.name, k + 2)
-                for c, v in zip(table.columns, row, strict=True)
-            )
-            + "\n"
+        line = ":".join(
+            format_value(c, v, table.name, k + 2) for c, v in zip(table.columns, row, strict=True)
         )
+        # An empty line is skipped as blank: a lone NULL is written as one trailing ':'.
+        out.append((line or ":") + "\n")
     return "".join(out)
 
 
