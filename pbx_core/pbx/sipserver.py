@@ -57,8 +57,12 @@ class SipServer:
                     self.transports.send(event.message, event.dest)
                 elif isinstance(event, ev.RequestReceived):
                     resp = self.engine.handle_request(event.request)
-                    if resp is not None:
+                    if resp is not None and event.key is not None:
                         more.extend(self.layer.send_response(event.key, resp, now))
+                elif isinstance(event, ev.BadRequest) and event.request.method != "ACK":
+                    self._reject(event.request, event.source, event.error)
+                elif isinstance(event, ev.Overloaded) and event.request.method != "ACK":
+                    self._reject(event.request, event.source, ParseError("overloaded", 503))
             events = more
         self._schedule()
 

@@ -226,6 +226,13 @@ REASONS = {
 }
 
 _UINT32 = 2**32 - 1
+# Names as code spells them -> key, so header_key() is one dict lookup in the hot path.
+_KEYS = {
+    **{n: n for n in _CANONICAL},
+    **{v: _COMPACT.get(k, k) for k, v in _CANONICAL.items()},
+    **_COMPACT,
+    **{c.upper(): long for c, long in _COMPACT.items()},
+}
 _REPLY_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
 _HEADER_NAME = TOKEN
 _DATE = re.compile(
@@ -244,19 +251,36 @@ _RETRY_AFTER = re.compile(r"[ \t]*([0-9]+)[ \t]*(?:\(.*\))?[ \t]*(?:;.*)?")
 
 def header_key(name: str) -> str:
     """Lower-case long form of a header name: 'v' and 'VIA' -> 'via'."""
-    lower = name.lower()
-    return _COMPACT.get(lower, lower)
+    key = _KEYS.get(name)
+    if key is None:
+        lower = name.lower()
+        key = _COMPACT.get(lower, lower)
+    return key
 
 
 class Headers:
     """Ordered, case-insensitive SIP headers: one (key, name, value) per header line."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_index", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []
+        # key -> raw values, built on the first lookup; every mutation drops it.
+        self._index: dict[str, list[str]] | None = None
         for name, value in items:
             self.add(name, value)
+
+    def _lookup(self) -> dict[str, list[str]]:
+        index = self._index
+        if index is None:
+            index = {}
+            for k, _n, v in self._items:
+                if k in index:
+                    index[k].append(v)
+                else:
+                    index[k] = [v]
+            self._index = index
+        return index
 
     @staticmethod
     def _entry(name: str, value: str) -> tuple[str, str, str]:
@@ -265,13 +289,16 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         self._items.append(self._entry(name, value))
+        self._index = None
 
     def insert(self, index: int, name: str, value: str) -> None:
         self._items.insert(index, self._entry(name, value))
+        self._index = None
 
     def set(self, name: str, value: str) -> None:
         """Replace every header of this name by one (at the first one's place)."""
         key = header_key(name)
+        self._index = None
         for i, item in enumerate(self._items):
             if item[0] == key:
                 self._items[i] = self._entry(name, value)
@@ -282,18 +309,18 @@ class Headers:
     def remove(self, name: str) -> None:
         key = header_key(name)
         self._items = [it for it in self._items if it[0] != key]
+        self._index = None
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        key = header_key(name)
-        for k, _n, v in self._items:
-            if k == key:
-                return v
-        return default
+        values = self._lookup().get(header_key(name))
+        return values[0] if values else default
 
     def getall(self, name: str) -> list[str]:
         """Every value of a header; list headers are split at top-level commas."""
         key = header_key(name)
-        values = [v for k, _n, v in self._items if k == key]
+        values = self._lookup().get(key)
+        if values is None:
+            return []
         if key in LIST_HEADERS:
             out: list[str] = []
             for v in values:
@@ -302,17 +329,15 @@ class Headers:
                 else:
                     out.append(v)
             return out
-        return values
+        return list(values)
 
     def count(self, name: str) -> int:
-        key = header_key(name)
-        return sum(1 for it in self._items if it[0] == key)
+        return len(self._lookup().get(header_key(name), ()))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(it[0] == key for it in self._items)
+        return header_key(name) in self._lookup()
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((n, v) for _k, n, v in self._items)
@@ -391,6 +416,7 @@ class Message:
             if key == "via":
                 rest = split_commas(value)[1:] if "," in value else []
                 items[i] = (key, name, ", ".join([str(via), *rest]))
+                self.headers._index = None
                 break
         self._via = [via, *vias[1:]]
 
@@ -766,7 +792,7 @@ def frame_length(buffer: bytes | bytearray) -> int | None:
         if sep and header_key(name.strip(" \t")) == "content-length":
             if clen is not None:
                 raise ParseError("more than one Content-Length header")
-            clen = parse_uint(value, "Content-Length", MAX_MESSAGE)
+            clen = parse_uint(value, "Content-Length", _UINT32)
     if clen is None:
         raise ParseError("missing Content-Length on a stream transport")
     total = end + 4 + clen

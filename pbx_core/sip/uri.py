@@ -159,6 +159,11 @@ class URI:
         comparison of the normalized text)."""
         if self.scheme != other.scheme:
             return False
+        if self.scheme == "tel":
+            # RFC 3966 §4: visual separators don't count; parameters in any order.
+            return _tel_number(self.user) == _tel_number(other.user) and {
+                (_normalize_escapes(k).lower(), _norm_pvalue(v)) for k, v in self.params
+            } == {(_normalize_escapes(k).lower(), _norm_pvalue(v)) for k, v in other.params}
         if not self.is_sip:
             return _normalize_escapes(str(self)).lower() == _normalize_escapes(str(other)).lower()
         # userinfo is case-sensitive; escapes of unreserved characters are equivalent.
@@ -182,6 +187,13 @@ class URI:
         mh = {(k.lower(), unescape(v)) for k, v in self.headers}
         th = {(k.lower(), unescape(v)) for k, v in other.headers}
         return mh == th
+
+
+def _tel_number(number: str | None) -> str:
+    return _VISUAL.sub("", unescape(number or "")).lower()
+
+
+_VISUAL = re.compile(r"[\-.()]")
 
 
 def _norm_opt(text: str | None) -> str | None:
