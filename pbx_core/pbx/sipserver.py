@@ -11,7 +11,7 @@ from pbx_core.pbx.engine import Engine
 from pbx_core.sip import events as ev
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.message import Request, Response
-from pbx_core.sip.transaction import TransactionLayer
+from pbx_core.sip.transaction_layer import TransactionLayer
 from pbx_core.transport.manager import Address, TransportManager
 from pbx_core.transport.trace import Trace
 

@@ -66,8 +66,6 @@ CASES = {
     ),
     # RFC 4475 §3.3.11 zeromf / RFC 3261 §16.3
     "max-forwards-zero": dict(mf="0", status=483),
-    # RFC 4475 §3.1.2.17 mismatch01
-    "cseq-mismatch": dict(cseq_method="INVITE", status=400),
     # RFC 4475 §3.1.2.16 badvers: answered statelessly by the transport
     "version-7": dict(version="SIP/7.0", status=505),
     # RFC 4475 §3.1.2.4 scalar02: out-of-range Max-Forwards
@@ -151,6 +149,23 @@ def test_garbage_datagram_gets_no_answer(shared_pbx: PbxProcess) -> None:
         data, _ = s.recvfrom(65536)
         assert data.startswith(b"SIP/2.0 400 "), data
         assert b"Call-ID: g1" in data
+
+
+def test_cseq_method_mismatch_gets_400(shared_pbx: PbxProcess) -> None:
+    """RFC 4475 §3.1.2.17 (mismatch01). Not a SIPp case: SIPp itself discards a
+    response whose CSeq method differs from its request's."""
+    req = (
+        b"OPTIONS sip:pbx@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKmm1;rport\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:pbx@127.0.0.1>\r\n"
+        b"Call-ID: mm1\r\nCSeq: 8 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(req, (shared_pbx.host, shared_pbx.port))
+        data, _ = s.recvfrom(65536)
+    assert data.startswith(b"SIP/2.0 400 "), data
+    assert b"CSeq: 8 INVITE" in data
 
 
 def test_oversized_datagram_rejected(shared_pbx: PbxProcess) -> None:
