@@ -167,9 +167,7 @@ def _factory_copy(tmp_path: Path) -> Path:
         ),
     ],
 )
-def test_model_errors_are_located(
-    tmp_path: Path, table: str, content: str, message: str
-) -> None:
+def test_model_errors_are_located(tmp_path: Path, table: str, content: str, message: str) -> None:
     d = _factory_copy(tmp_path)
     (d / table).write_text(content)
     report = check_dir(d)
