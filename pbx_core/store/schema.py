@@ -40,6 +40,7 @@ class Spec:
     lo: int | None = None
     hi: int | None = None
     any_type: bool = False
+    template: bool = True  # part of the header `TableSchema.empty()` writes
 
     def column(self) -> Column:
         return Column(self.name, self.type, self.null, self.auto)
@@ -61,7 +62,8 @@ class TableSchema:
         return None
 
     def columns(self) -> tuple[Column, ...]:
-        return tuple(s.column() for s in self.specs)
+        """The header of a new table: the dialect's own, column for column."""
+        return tuple(s.column() for s in self.specs if s.template)
 
     def empty(self) -> Table:
         return Table(self.name, self.columns())
@@ -123,40 +125,61 @@ SER_SUBSCRIBER = TableSchema(
 
 
 def _contact_specs(ser: bool) -> tuple[Spec, ...]:
-    common = (
-        _s("username", "user part of the AOR (for aliases: the alias)", need=True),
-        _s("domain", "domain part of the AOR; NULL without use_domain", null=True),
-        _s("contact", "contact URI the AOR routes to", need=True),
-        _i("expires", "expiry, Unix time; 0 = never (Kamailio)", need=True),
-        Spec("q", ColumnType.DOUBLE, "q value, -1 = unset", null=True, default=-1.0),
-        _s("callid", "Call-ID of the REGISTER", null=True),
-        _i("cseq", "CSeq of the REGISTER", null=True),
-        _s("last_modified", "time of the last change", null=True, any_type=True),
-        _i("flags", "usrloc flags; 128 = permanent (never expires)", null=True, default=0),
-        _s("user_agent", "User-Agent of the REGISTER", null=True),
-        _s("received", "source address when behind NAT", null=True),
-    )
+    """usrloc's columns, in the order and with the nullability of SER 0.9.6's and
+    Kamailio 5.x's own table files (Kamailio: utils/kamctl/dbtext/kamailio/location)."""
+    k = not ser  # Kamailio declares most columns not null
+    specs = {
+        "id": _id(),
+        "ruid": _s("ruid", "record unique id"),
+        "username": _s("username", "user part of the AOR (for aliases: the alias)", need=True),
+        "domain": _s("domain", "domain part of the AOR; NULL without use_domain", null=True),
+        "contact": _s("contact", "contact URI the AOR routes to", need=True, null=ser),
+        "received": _s("received", "source address when behind NAT", null=True),
+        "path": _s("path", "Path header", null=True),
+        "expires": _i("expires", "expiry, Unix time; 0 = never (Kamailio)", need=True, null=ser),
+        "q": Spec("q", ColumnType.DOUBLE, "q value, -1 = unset", null=ser, default=-1.0),
+        "callid": _s("callid", "Call-ID of the REGISTER", null=ser),
+        "cseq": _i("cseq", "CSeq of the REGISTER", null=ser),
+        "last_modified": Spec(
+            "last_modified",
+            ColumnType.INT if k else ColumnType.STR,
+            "time of the last change",
+            any_type=True,
+        ),
+        "replicate": _i("replicate", "SER replication mark", null=True),
+        "state": _i("state", "SER replication state", null=True),
+        "flags": _i("flags", "usrloc flags; 128 = permanent (never expires)", default=0),
+        "cflags": _i("cflags", "contact branch flags", default=0),
+        "user_agent": Spec(
+            "user_agent", ColumnType.STRING if k else ColumnType.STR, "User-Agent of the REGISTER"
+        ),
+        "socket": _s("socket", "local socket the contact came in on", null=True),
+        "methods": _i("methods", "allowed methods bitmask", null=True),
+        "instance": _s("instance", "+sip.instance", null=True),
+        "reg_id": _i("reg_id", "RFC 5626 reg-id", default=0),
+        "server_id": _i("server_id", "server id", default=0),
+        "connection_id": _i("connection_id", "TCP connection id", default=-1),
+        "keepalive": _i("keepalive", "keepalive flag", default=0),
+        "partition": _i("partition", "partition", default=0),
+    }
     if ser:
-        return (
-            *common,
-            _i("replicate", "SER replication mark", null=True),
-            _i("state", "SER replication state", null=True),
+        order = (
+            "username domain contact expires q callid cseq last_modified replicate state "
+            "flags user_agent received"
         )
-    return (
-        _id(),
-        _s("ruid", "record unique id", null=True),
-        *common,
-        _s("path", "Path header", null=True),
-        _i("cflags", "contact branch flags", null=True),
-        _s("socket", "local socket the contact came in on", null=True),
-        _i("methods", "allowed methods bitmask", null=True),
-        _s("instance", "+sip.instance", null=True),
-        _i("reg_id", "RFC 5626 reg-id", null=True),
-        _i("server_id", "server id", null=True),
-        _i("connection_id", "TCP connection id", null=True),
-        _i("keepalive", "keepalive flag", null=True),
-        _i("partition", "partition", null=True),
+        return tuple(
+            Spec(sp.name, ColumnType.STR, sp.doc, sp.null, sp.auto, sp.need, sp.default,
+                 any_type=sp.any_type)
+            if sp.type.is_text
+            else sp
+            for sp in (specs[n] for n in order.split())
+        )  # fmt: skip
+    order = (
+        "id ruid username domain contact received path expires q callid cseq last_modified "
+        "flags cflags user_agent socket methods instance reg_id server_id connection_id "
+        "keepalive partition"
     )
+    return tuple(specs[n] for n in order.split())
 
 
 SER_LOCATION = TableSchema("location", "ser", "SER 0.9.6 usrloc", _contact_specs(True))
@@ -179,11 +202,11 @@ KAM_SUBSCRIBER = TableSchema(
         _id(),
         _s("username", "user part of the AOR; the extension number", need=True),
         _s("domain", "domain part of the AOR and digest realm", need=True),
-        _s("password", "clear-text password (or give ha1/ha1b)", null=True),
-        _s("ha1", "MD5(username:domain:password)", null=True),
-        _s("ha1b", "MD5(username@domain:domain:password)", null=True),
-        _s("email_address", "older schemas, unused", null=True),
-        _s("rpid", "older schemas: caller ID to present", null=True),
+        _s("password", "clear-text password; declare it null to give only ha1/ha1b"),
+        _s("ha1", "MD5(username:domain:password)"),
+        _s("ha1b", "MD5(username@domain:domain:password)"),
+        _s("email_address", "older schemas, unused", null=True, template=False),
+        _s("rpid", "older schemas: caller ID to present", null=True, template=False),
     ),
     key=("username", "domain"),
 )
