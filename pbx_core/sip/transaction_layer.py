@@ -301,14 +301,14 @@ class TransactionLayer:
             else:
                 key = _legacy_key(req, via, req.method)
                 tx = self._servers.get(key)
-            if tx is None and not is_ack:
-                # A new transaction: check what the TU will need (§8.1.1).
+            if tx is None:
+                # For the TU: check what it will need (§8.1.1).
                 _ = req.from_, req.to, req.call_id
+                if cseq.method != req.method:
+                    raise ParseError(f"CSeq method {cseq.method!r} is not {req.method!r}")  # noqa: TRY301  # one handler for every malformed header
         except ParseError as e:
+            # An ACK is never answered (§17.1.1.3): a malformed one is dropped.
             return [] if is_ack else [BadRequest(req, source, e)]
-        if tx is None and not is_ack and cseq.method != req.method:
-            error = ParseError(f"CSeq method {cseq.method!r} is not {req.method!r}")
-            return [BadRequest(req, source, error)]
         if tx is not None:
             return self._peer_input(tx, Input.ACK if is_ack else Input.REQUEST, now, req, source)
         if is_ack:
