@@ -146,7 +146,7 @@ def write_tables(db: Path) -> None:
             -1,
             0,
             0,
-        )  # fmt: skip
+        )
     )
     version = KAM_VERSION.empty()
     version.rows.extend([(1, "version", 1), (2, "subscriber", 7), (3, "location", 9)])
@@ -192,7 +192,7 @@ def run_register(tmp_path: Path, password: str, expect: str) -> subprocess.Compl
                 "-timeout_error",
                 "-nostdin",
                 f"127.0.0.1:{kport}",
-            ],  # fmt: skip
+            ],
             capture_output=True,
             text=True,
             cwd=tmp_path,
