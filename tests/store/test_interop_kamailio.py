@@ -168,7 +168,7 @@ def run_register(tmp_path: Path, password: str, expect: str) -> subprocess.Compl
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while "Listening on" not in (tmp_path / "kamailio.log").read_text():
             if kam.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("kamailio did not start:\n" + (tmp_path / "kamailio.log").read_text())
@@ -221,7 +221,12 @@ def test_kamailio_authenticates_against_our_tables(tmp_path: Path, tables: Path)
     r = run_register(tmp_path, "wonder:land\\1", "200")
     log = (tmp_path / "kamailio.log").read_text()
     assert r.returncode == 0, r.stdout + r.stderr + log
-    assert [line for line in log.splitlines() if "ERROR" in line] == []
+    table_errors = [
+        line
+        for line in log.splitlines()
+        if "ERROR" in line and any(m in line for m in ("db_text", "dbt_", "auth_db", "usrloc"))
+    ]
+    assert table_errors == []
     # On shutdown db_text writes its tables back: our reader loads Kamailio's output,
     # with our static row and the contact SIPp registered.
     location = dbtext.read_table(tables / "location")
