@@ -34,6 +34,11 @@ class SipServer:
         self._timer_at: float | None = None
 
     def _on_message(self, msg: Request | Response, source: Address) -> None:
+        if isinstance(msg, Request) and self.engine.is_stateless(msg):
+            resp = self.engine.handle_request(msg)
+            if resp is not None:
+                self.transports.send(resp, source)
+            return
         now = self.loop.time()
         try:
             events = self.layer.receive(msg, source, now)

@@ -14,7 +14,7 @@ The head is decoded as UTF-8 with surrogateescape, so any byte survives a round 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.headers import (
@@ -163,8 +163,8 @@ LIST_HEADERS = frozenset(
 
 # At most one of each in a message (RFC 3261 §7.3.1, Table 2/3); RFC 4475 §3.3.8.
 _SINGLE = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
-_REQUIRED_REQUEST = ("to", "from", "cseq", "call-id", "via")
-_REQUIRED_RESPONSE = ("to", "from", "cseq", "call-id", "via")
+# RFC 3261 §8.1.1: the same five in requests and responses.
+_REQUIRED = ("to", "from", "cseq", "call-id", "via")
 
 REASONS = {
     100: "Trying",
@@ -430,11 +430,22 @@ class Message:
         for item in self.headers._items:
             if item[0] in _REPLY_COPY:
                 items.append(item)
-        if to_tag is not None and status > 100 and self.to.tag is None:
+        tagged = to_tag is not None and status > 100 and self.to.tag is None
+        if tagged:
             headers.set("To", f"{self.headers.get('to')};tag={to_tag}")
         if status == 100 and "timestamp" in self.headers:
             headers.add("Timestamp", self.headers.get("timestamp") or "")
-        return Response(status, reason, headers)
+        resp = Response(status, reason, headers)
+        # The copied headers parse the same: share what is parsed already.
+        resp._via, resp._from, resp._cseq, resp._call_id = (
+            self._via,
+            self._from,
+            self._cseq,
+            self._call_id,
+        )
+        if not tagged:
+            resp._to = self._to
+        return resp
 
     @property
     def from_(self) -> NameAddr:
@@ -527,48 +538,33 @@ class Message:
         return values[0]
 
     # -- validation --------------------------------------------------------------
-    def validate(self) -> None:
-        """Parse every header the core understands; raise ParseError on the first
-        malformed one. Unknown headers are left alone."""
+    def check_core(self) -> None:
+        """Parse what every transaction needs (RFC 3261 §8.1.1): the mandatory
+        headers present, single-instance headers single, Via, From, To, Call-ID,
+        CSeq (matching the method) and Max-Forwards. Raises ParseError."""
+        index = self.headers._lookup()
         for key in _SINGLE:
-            self._optional(key)
-        required = _REQUIRED_REQUEST if isinstance(self, Request) else _REQUIRED_RESPONSE
-        for key in required:
-            if key not in self.headers:
-                raise ParseError(f"missing {_CANONICAL.get(key, key)} header")
-        _ = self.via, self.from_, self.to, self.call_id, self.cseq
-        _ = self.max_forwards, self.expires, self.contacts, self.content_type
-        for key in ("route", "record-route", "path", "service-route"):
-            for v in self.headers.getall(key):
-                parse_name_addr(v)
-        for key in ("reply-to", "refer-to", "referred-by"):
-            for v in self.headers.getall(key):
-                parse_name_addr(v)
-        for key in ("p-asserted-identity", "p-preferred-identity"):
-            for v in self.headers.getall(key):
-                parse_name_addr(v)
-        for key in ("require", "proxy-require", "supported", "unsupported", "allow"):
-            for v in self.headers.getall(key):
-                if not TOKEN.fullmatch(v):
-                    raise ParseError(f"invalid {_CANONICAL[key]} value {v[:40]!r}")
-        for key, limit in (("min-expires", _UINT32), ("rseq", _UINT32)):
-            for v in self.headers.getall(key):
-                parse_uint(v, _CANONICAL[key], limit)
-        for v in self.headers.getall("date"):
-            if not _DATE.fullmatch(v.strip()):
-                raise ParseError(f"invalid Date {v[:40]!r} (RFC 1123 date in GMT)")
-        for v in self.headers.getall("warning"):
-            if not _WARNING.fullmatch(v):
-                raise ParseError(f"invalid Warning {v[:40]!r}")
-        for v in self.headers.getall("retry-after"):
-            m = _RETRY_AFTER.fullmatch(v)
-            if m is None or len(m.group(1)) > 10 or int(m.group(1)) > _UINT32:
-                raise ParseError(f"invalid Retry-After {v[:40]!r}")
+            values = index.get(key)
+            if values is not None and len(values) > 1:
+                raise ParseError(f"more than one {_CANONICAL[key]} header")
+        for key in _REQUIRED:
+            if key not in index:
+                raise ParseError(f"missing {_CANONICAL[key]} header")
+        _ = self.via, self.from_, self.to, self.call_id, self.cseq, self.max_forwards
         if isinstance(self, Request) and self.cseq.method != self.method:
             # RFC 4475 §3.1.2.17/18: CSeq method must match the request method.
             raise ParseError(
                 f"CSeq method {self.cseq.method!r} does not match request method {self.method!r}"
             )
+
+    def validate(self) -> None:
+        """check_core() and every other header the core understands; raise
+        ParseError on the first malformed one. Unknown headers are left alone."""
+        self.check_core()
+        for key in list(self.headers._lookup()):
+            check = _CHECKS.get(key)
+            if check is not None:
+                check(self, key)
 
     # -- serialization -----------------------------------------------------------
     def start_line(self) -> str:
@@ -647,6 +643,75 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+
+def _check_addresses(msg: Message, key: str) -> None:
+    for v in msg.headers.getall(key):
+        parse_name_addr(v)
+
+
+def _check_tokens(msg: Message, key: str) -> None:
+    for v in msg.headers.getall(key):
+        if not TOKEN.fullmatch(v):
+            raise ParseError(f"invalid {_CANONICAL[key]} value {v[:40]!r}")
+
+
+def _check_uint32(msg: Message, key: str) -> None:
+    for v in msg.headers.getall(key):
+        parse_uint(v, _CANONICAL[key], _UINT32)
+
+
+def _check_date(msg: Message, key: str) -> None:
+    for v in msg.headers.getall(key):
+        if not _DATE.fullmatch(v.strip()):
+            raise ParseError(f"invalid Date {v[:40]!r} (RFC 1123 date in GMT)")
+
+
+def _check_warning(msg: Message, key: str) -> None:
+    for v in msg.headers.getall(key):
+        if not _WARNING.fullmatch(v):
+            raise ParseError(f"invalid Warning {v[:40]!r}")
+
+
+def _check_retry_after(msg: Message, key: str) -> None:
+    for v in msg.headers.getall(key):
+        m = _RETRY_AFTER.fullmatch(v)
+        if m is None or len(m.group(1)) > 10 or int(m.group(1)) > _UINT32:
+            raise ParseError(f"invalid Retry-After {v[:40]!r}")
+
+
+def _check_view(msg: Message, key: str) -> None:
+    _ = {"expires": msg.expires, "contact": msg.contacts, "content-type": msg.content_type}[key]
+
+
+# validate(): header key -> its check. The core headers are in check_core().
+_CHECKS: dict[str, Callable[[Message, str], None]] = {
+    **dict.fromkeys(
+        (
+            "route",
+            "record-route",
+            "path",
+            "service-route",
+            "reply-to",
+            "refer-to",
+            "referred-by",
+            "p-asserted-identity",
+            "p-preferred-identity",
+        ),
+        _check_addresses,
+    ),
+    **dict.fromkeys(
+        ("require", "proxy-require", "supported", "unsupported", "allow"), _check_tokens
+    ),
+    "min-expires": _check_uint32,
+    "rseq": _check_uint32,
+    "date": _check_date,
+    "warning": _check_warning,
+    "retry-after": _check_retry_after,
+    "expires": _check_view,
+    "contact": _check_view,
+    "content-type": _check_view,
+}
 
 
 # ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pbx_core.sip.errors import ParseError, SipError
+from pbx_core.sip.headers import TOKEN
 from pbx_core.sip.message import Request
 
 # Bodies we can act on, by method (RFC 3261 §8.2.3 → 415).
@@ -23,9 +24,17 @@ def check_request(
     then the method-independent checks (Request-URI scheme, Max-Forwards, Require),
     then the content checks."""
     try:
-        msg.validate()
+        # What every request needs; the rest is parsed by whoever reads it (a
+        # registrar its Contacts, a dialog its Record-Route).
+        msg.check_core()
+        if msg.body:
+            _ = msg.content_type
     except ParseError as exc:
         return exc
+    for header in ("require", "proxy-require"):
+        for option in msg.headers.getall(header):
+            if not TOKEN.fullmatch(option):
+                return ParseError(f"invalid option tag {option[:40]!r} in {header}")
     # RFC 3261 §10.2: the To of a REGISTER is the address of record, a SIP(S) URI
     # (RFC 4475 §3.3.4).
     if msg.method == "REGISTER" and not msg.to.uri.is_sip:
