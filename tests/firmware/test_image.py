@@ -1,0 +1,169 @@
+"""The firmware image, booted in QEMU (TCG) as the wafer PC would boot it.
+
+One machine is shared by the module: it boots a copy of cf.img whose data partition
+was removed (a card flashed with p1-p3 only), so the first boot creates, formats and
+mounts /data. Tests then run in file order: idle writes are measured before any test
+writes, the reboot and power-cut tests come last.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.firmware.qemu import READY, Machine, free_port, image_build_id, prepare_image
+
+pytestmark = [pytest.mark.firmware, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+IDLE_SECONDS = 45
+
+
+@pytest.fixture(scope="module")
+def machine(firmware_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    work = tmp_path_factory.mktemp("qemu")
+    disk = work / "cf.img"
+    prepare_image(firmware_image, disk, drop_data_partition=True)
+    m = Machine(disk, work)
+    m.start()
+    try:
+        m.wait_ready(timeout=240)
+        yield m
+    finally:
+        m.kill()
+
+
+def test_first_boot_creates_and_formats_the_data_partition(machine: Machine) -> None:
+    log = machine.console.text()
+    assert "has no data partition: creating p4" in log
+    assert re.search(r"/dev/sda4 is blank: formatting it as ext4", log)
+    _, mounts = machine.console.run("cat /proc/mounts")
+    data = [line.split() for line in mounts.splitlines() if line.split()[1:2] == ["/data"]]
+    assert data, mounts
+    dev, _, fstype, opts = data[0][:4]
+    assert (dev, fstype) == ("/dev/sda4", "ext4")
+    assert "rw" in opts.split(",") and "noatime" in opts.split(",")
+
+
+def test_boots_to_pbx_ready_with_this_build(machine: Machine) -> None:
+    ready = READY.search(machine.console.buf)
+    assert ready is not None
+    line = machine.console.text()
+    assert f"({image_build_id()}): PBX ready" in line
+    _, version = machine.console.run("pbx --version")
+    assert version.strip().endswith(f"({image_build_id()})")
+
+
+def test_drivers_loaded_by_modalias(machine: Machine) -> None:
+    _, lsmod = machine.console.run("lsmod")
+    loaded = {line.split()[0] for line in lsmod.splitlines()[1:] if line.strip()}
+    # Disk (PIIX IDE), NIC (e1000), watchdog (i6300esb), root and data filesystems.
+    for module in ("ata_piix", "sd_mod", "squashfs", "e1000", "i6300esb", "ext4"):
+        assert module in loaded, lsmod
+    machine.console.run("test -c /dev/watchdog")
+    # Only what the board needs is in the image.
+    _, count = machine.console.run("find /lib/modules -name '*.ko' | wc -l")
+    assert 0 < int(count) < 150
+
+
+def test_no_writes_to_the_card_while_idle(machine: Machine) -> None:
+    # Let the boot's own writes (fsck, mount, journal commit) reach the disk first:
+    # wait for a 5 s stretch without writes, at most 40 s.
+    deadline = time.monotonic() + 40
+    before = machine.block_stats()
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 5:
+        assert time.monotonic() < deadline, f"the disk never went quiet: {before}"
+        time.sleep(1)
+        now = machine.block_stats()
+        if now["wr_operations"] != before["wr_operations"]:
+            before, quiet_since = now, time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    after = machine.block_stats()
+    written = after["wr_bytes"] - before["wr_bytes"]
+    ops = after["wr_operations"] - before["wr_operations"]
+    flushes = after["flush_operations"] - before["flush_operations"]
+    assert (written, ops, flushes) == (0, 0, 0), (
+        f"{written} bytes in {ops} writes and {flushes} flushes in {IDLE_SECONDS} s of idle"
+    )
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
+def test_sip_options_from_the_host_answered_200(
+    machine: Machine, tmp_path: Path, transport: str
+) -> None:
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        pytest.skip("sipp (Debian sip-tester) is not installed; ./build.sh test installs it")
+    local = free_port(both=True)
+    res = subprocess.run(
+        [
+            *(sipp, f"127.0.0.1:{machine.sip_port}", "-sf", str(HERE / "options.xml")),
+            *("-m", "3", "-r", "10", "-t", transport, "-i", "127.0.0.1", "-p", str(local)),
+            *("-nostdin", "-timeout", "30s", "-timeout_error", "-trace_err"),
+            *("-error_file", str(tmp_path / "sipp.err")),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    errors = (tmp_path / "sipp.err").read_text() if (tmp_path / "sipp.err").exists() else ""
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr + errors
+
+
+def test_root_is_read_only_and_data_is_writable(machine: Machine) -> None:
+    status, out = machine.console.run("touch /etc/probe 2>&1", check=False)
+    assert status != 0 and "Read-only file system" in out
+    _, mounts = machine.console.run("cat /proc/mounts")
+    root = [line.split() for line in mounts.splitlines() if line.split()[1] == "/"]
+    assert root[-1][2] == "squashfs" and "ro" in root[-1][3].split(","), mounts
+    for tmpfs in ("/tmp", "/var", "/run"):
+        assert any(
+            line.split()[1] == tmpfs and line.split()[2] == "tmpfs" for line in mounts.splitlines()
+        ), mounts
+    machine.console.run("echo hello > /data/probe && cat /data/probe && rm /data/probe")
+
+
+def test_a_change_to_data_survives_a_reboot(machine: Machine) -> None:
+    token = secrets.token_hex(8)
+    machine.console.run(f"mkdir -p /data/etc && echo {token} > /data/etc/test-token")
+    start = machine.console.mark()
+    machine.console.write(b"reboot\n")
+    machine.console.expect(b"SYSLINUX", 60)  # the machine really restarted
+    machine.console.expect(READY, 180)
+    machine.wait_shell()
+    _, out = machine.console.run("cat /data/etc/test-token")
+    assert out.strip() == token
+    # The clean shutdown unmounted /data: the next fsck found it clean.
+    assert "data: clean" in machine.console.text(start)
+
+
+def test_power_cut_during_a_configuration_commit_leaves_a_loadable_one(
+    machine: Machine,
+) -> None:
+    status, _ = machine.console.run("pbx db commit --help 2>&1", check=False)
+    if status != 0:
+        pytest.skip("this build has no `pbx db commit DIR ROOT` command to commit a generation")
+    # Commit the factory tables again and again, and cut the power in the middle.
+    machine.console.run(
+        "(while :; do pbx db commit /etc/pbx/factory /data/config >/dev/null 2>&1; done) &"
+    )
+    time.sleep(4 + secrets.randbelow(3000) / 1000)
+    machine.power_cut()
+    machine.start()
+    machine.wait_ready(timeout=240)
+    _, current = machine.console.run("readlink /data/config/current")
+    assert re.fullmatch(r"gen-\d{6,}", current.strip()), current
+    machine.console.run("pbx db dump /data/config > /dev/null")
+    # The PBX runs on that configuration (pbx-run passes the generation root).
+    _, ps = machine.console.run("ps")
+    assert "--config /data/config" in ps, ps
