@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import signal
 import sys
 
+from pbx_core import paths
 from pbx_core.pbx.sipserver import SipServer
+from pbx_core.store.errors import StoreError
+from pbx_core.store.generations import Store
 from pbx_core.transport.manager import parse_listen
 from pbx_core.transport.trace import Trace
 from pbx_core.version import version_string
@@ -23,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    if not os.path.isdir(args.config):
-        print(f"pbx run: configuration directory {args.config!r} not found", file=sys.stderr)
+    if not os.path.exists(args.config):
+        print(f"pbx run: configuration {args.config!r} not found", file=sys.stderr)
         return 2
     try:
         listens = [parse_listen(text) for text in (args.listen or ["0.0.0.0:5060"])]
@@ -37,17 +42,40 @@ def run(args: argparse.Namespace) -> int:
         print(f"pbx run: cannot open trace file: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(listens, trace))
+        store = Store(args.config, runtime_dir=paths.runtime_dir())
+    except (StoreError, OSError) as exc:
+        print(f"pbx run: cannot load the configuration:\n{exc}", file=sys.stderr)
+        return 2
+    log.info("configuration %s (%s) loaded", args.config, store.kind)
+    try:
+        asyncio.run(_serve(listens, trace, store))
     except OSError as exc:
         print(f"pbx run: {exc}", file=sys.stderr)
         return 1
     finally:
+        store.close()
         if trace:
             trace.close()
     return 0
 
 
-async def _serve(listens: list[tuple[str, int]], trace: Trace | None) -> None:
+# How often the daemon looks for a new configuration generation (one readlink/stat).
+RELOAD_POLL = 2.0
+
+
+async def _watch_config(store: Store) -> None:
+    """Swap to a new generation when one is committed; calls and registrations live
+    in RAM and are untouched. A broken new configuration leaves the old in force."""
+    while True:
+        await asyncio.sleep(RELOAD_POLL)
+        try:
+            if store.reload():
+                log.info("configuration reloaded: %s", store.generation)
+        except (StoreError, OSError) as exc:
+            log.error("new configuration rejected, keeping the old one: %s", exc)  # noqa: TRY400  # the message is the whole story; no traceback wanted
+
+
+async def _serve(listens: list[tuple[str, int]], trace: Trace | None, store: Store) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -63,7 +91,13 @@ async def _serve(listens: list[tuple[str, int]], trace: Trace | None) -> None:
                 file=sys.stderr,
                 flush=True,
             )
+            # The start-up objects live forever: keep them out of every GC pass.
+            gc.freeze()
+            watcher = tasks.create_task(_watch_config(store))
             await stop.wait()
             log.info("shutting down")
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         finally:
             server.close()

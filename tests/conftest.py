@@ -30,8 +30,7 @@ class PbxProcess:
 
 def start_pbx(tmp: Path, config: Path | None = None, extra: list[str] | None = None) -> PbxProcess:
     """Start `python -m pbx_core run` on 127.0.0.1 with a free port; wait for ready."""
-    cfg = config or tmp / "config"
-    cfg.mkdir(exist_ok=True)
+    cfg = config or FACTORY
     err = tmp / "pbx.stderr"
     cmd = [sys.executable, "-m", "pbx_core", "run", "--config", str(cfg), "--listen", "127.0.0.1:0"]
     proc = subprocess.Popen(
@@ -39,7 +38,7 @@ def start_pbx(tmp: Path, config: Path | None = None, extra: list[str] | None = N
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=err.open("wb"),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PBX_RUNTIME_DIR": str(tmp / "run")},
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
