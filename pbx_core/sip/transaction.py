@@ -203,6 +203,8 @@ A = Action
 
 _CLIENT_ALPHABET = frozenset({I.RESP_1XX, I.RESP_2XX, I.RESP_300_699, I.TRANSPORT_ERROR} | TIMERS)
 _SERVER_ALPHABET = frozenset({I.REQUEST, I.ACK, I.TRANSPORT_ERROR} | TU_INPUTS | TIMERS)
+# An ACK matches INVITE transactions only (§17.2.3): none reaches a non-INVITE one.
+_NON_INVITE_SERVER_ALPHABET = _SERVER_ALPHABET - {I.ACK}
 
 # RFC 3261 Figure 5, RFC 6026 Figure 5 (2xx -> Accepted instead of Terminated).
 INVITE_CLIENT = Machine(
@@ -289,7 +291,7 @@ INVITE_SERVER = Machine(
 NON_INVITE_SERVER = Machine(
     "non-INVITE server",
     _to(S.TRYING, A.REQUEST_TO_TU),
-    _SERVER_ALPHABET,
+    _NON_INVITE_SERVER_ALPHABET,
     {
         # §17.2.2: retransmissions in Trying are discarded.
         (S.TRYING, I.REQUEST): _to(S.TRYING),

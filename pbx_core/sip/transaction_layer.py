@@ -305,7 +305,9 @@ class TransactionLayer:
                 # For the TU: check what it will need (§8.1.1).
                 _ = req.from_, req.to, req.call_id
                 if cseq.method != req.method:
-                    raise ParseError(f"CSeq method {cseq.method!r} is not {req.method!r}")  # noqa: TRY301  # one handler for every malformed header
+                    # One handler below answers every malformed header alike.
+                    bad = f"CSeq method {cseq.method!r} is not {req.method!r}"
+                    raise ParseError(bad)  # noqa: TRY301  # see above
         except ParseError as e:
             # An ACK is never answered (§17.1.1.3): a malformed one is dropped.
             return [] if is_ack else [BadRequest(req, source, e)]

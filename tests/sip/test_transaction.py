@@ -248,6 +248,15 @@ def copy_response(msg: Response) -> Response:
     return out
 
 
+def test_responses_report_where_they_came_from() -> None:
+    layer = TransactionLayer()
+    req = request("OPTIONS")
+    key, _ = layer.send_request(req, UAS, 0.0)
+    elsewhere: Address = ("UDP", "203.0.113.7", 5062)  # e.g. a stateless proxy's other leg
+    ok = response(req, 200)
+    assert layer.receive(ok, elsewhere, 0.1) == [ResponseReceived(ok, key, elsewhere)]
+
+
 def test_invite_client_2xx_after_1xx_goes_to_accepted() -> None:
     layer = TransactionLayer()
     inv = request()
