@@ -59,11 +59,11 @@ class Engine:
     def stateless_tag(self, req: Request) -> str:
         """The same To tag for every retransmission of a request (RFC 3261 §8.2.7)."""
         h = hashlib.blake2s(key=self._tag_key, digest_size=6)
-        h.update(req.headers.get("call-id", "").encode("utf-8", "surrogateescape"))
+        h.update((req.headers.get("call-id") or "").encode("utf-8", "surrogateescape"))
         h.update(b"\0")
-        h.update(req.headers.get("from", "").encode("utf-8", "surrogateescape"))
+        h.update((req.headers.get("from") or "").encode("utf-8", "surrogateescape"))
         h.update(b"\0")
-        h.update(req.headers.get("via", "").encode("utf-8", "surrogateescape"))
+        h.update((req.headers.get("via") or "").encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
     def handle_request(self, req: Request) -> Response | None:

@@ -9,6 +9,7 @@ messages with `send(msg, dest)`. `source`/`dest` are (transport, host, port).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
@@ -67,7 +68,7 @@ class TransportManager:
         """Bind UDP and TCP on host:port (port 0 picks a free one, the same for both
         when possible)."""
         udp = UdpEndpoint(self.loop, host, port)
-        udp.start(lambda data, addr, ep=udp: self._on_datagram(data, addr, ep))
+        udp.start(functools.partial(self._on_datagram, ep=udp))
         self.udp.append(udp)
         server = await self.loop.create_server(self._new_connection, host, udp.port)
         self.tcp_servers.append(server)

@@ -58,12 +58,12 @@ class TcpConnection(asyncio.Protocol):
         buf += data
         while buf:
             # Keepalives between messages: CRLFCRLF ping gets a CRLF pong.
-            if buf[:1] in (b"\r", b"\n"):
+            if buf[0] in b"\r\n":
                 if buf.startswith(b"\r\n\r\n"):
                     del buf[:4]
                     self.write(b"\r\n")
                     continue
-                if buf in (b"\r", b"\r\n", b"\r\n\r"):
+                if bytes(buf) in (b"\r", b"\r\n", b"\r\n\r"):
                     return  # wait for the rest of a ping
                 del buf[: 2 if buf.startswith(b"\r\n") else 1]
                 continue
