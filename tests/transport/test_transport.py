@@ -1,0 +1,173 @@
+"""Transport behaviour on real loopback sockets: TCP framing, keepalives, response
+routing (RFC 3261 §18.2.2, RFC 3581), the UDP→TCP switch (§18.1.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from pbx_core.sip.message import Request, Response, parse_message
+from pbx_core.transport.manager import Address, TransportManager, parse_listen
+
+OPTIONS = (
+    b"OPTIONS sip:pbx@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK%s\r\n"
+    b"From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:pbx@127.0.0.1>\r\n"
+    b"Call-ID: %s\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def run_async(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test in a fresh event loop (no pytest plugin needed)."""
+
+    @functools.wraps(fn)
+    def wrapper() -> None:
+        asyncio.run(fn())
+
+    return wrapper
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.got: list[tuple[Request | Response, Address]] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, msg: Request | Response, source: Address) -> None:
+        self.got.append((msg, source))
+        self.event.set()
+
+    async def wait(self, n: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.got) < n:
+                self.event.clear()
+                await self.event.wait()
+
+
+async def _manager(rec: Recorder) -> TransportManager:
+    m = TransportManager(asyncio.get_running_loop(), rec)
+    await m.listen("127.0.0.1", 0)
+    return m
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:5070") == ("127.0.0.1", 5070)
+    assert parse_listen("[::1]:5080") == ("::1", 5080)
+    assert parse_listen("0.0.0.0") == ("0.0.0.0", 5060)
+    for bad in ("host:port", "1.2.3.4:99999", ":5060"):
+        with pytest.raises(ValueError, match="invalid listen address"):
+            parse_listen(bad)
+
+
+@run_async
+async def test_tcp_framing_split_and_pipelined() -> None:
+    rec = Recorder()
+    m = await _manager(rec)
+    host, port = m.addresses[0]
+    _reader, writer = await asyncio.open_connection(host, port)
+    data = OPTIONS % (b"a1", b"c1") + OPTIONS % (b"a2", b"c2")
+    # byte-by-byte for the first message, then the second in one go
+    for i in range(len(OPTIONS % (b"a1", b"c1"))):
+        writer.write(data[i : i + 1])
+        await writer.drain()
+    writer.write(data[len(OPTIONS % (b"a1", b"c1")) :])
+    await rec.wait(2)
+    assert [msg.call_id for msg, _ in rec.got] == ["c1", "c2"]
+    # RFC 3261 §18.2.1: received= only when the sent-by host differs from the source
+    assert rec.got[0][0].top_via.received is None
+    writer.close()
+    m.close()
+
+
+@run_async
+async def test_tcp_keepalive_ping_gets_pong() -> None:
+    rec = Recorder()
+    m = await _manager(rec)
+    reader, writer = await asyncio.open_connection(*m.addresses[0])
+    writer.write(b"\r\n\r\n")
+    async with asyncio.timeout(5):
+        assert await reader.readexactly(2) == b"\r\n"
+    writer.close()
+    m.close()
+
+
+@run_async
+async def test_response_goes_back_on_the_same_tcp_connection() -> None:
+    rec = Recorder()
+    m = await _manager(rec)
+    reader, writer = await asyncio.open_connection(*m.addresses[0])
+    writer.write(OPTIONS % (b"r1", b"resp1"))
+    await rec.wait(1)
+    req, source = rec.got[0]
+    assert isinstance(req, Request)
+    m.send(req.reply(200, to_tag="t"), source)
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+    resp = parse_message(head)
+    assert isinstance(resp, Response)
+    assert resp.status == 200
+    assert resp.call_id == "resp1"
+    writer.close()
+    m.close()
+
+
+@run_async
+async def test_udp_response_routing_rport_and_received() -> None:
+    """rport present: answer to the source port; absent: to the Via port (§18.2.2)."""
+    rec = Recorder()
+    m = await _manager(rec)
+    host, port = m.addresses[0]
+    loop = asyncio.get_running_loop()
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind(("127.0.0.1", 0))
+    b.bind(("127.0.0.1", 0))
+    a.setblocking(False)
+    b.setblocking(False)
+    bport = b.getsockname()[1]
+    # From a, rport requested: the answer must come back to a's port.
+    req1 = OPTIONS.replace(b"TCP 127.0.0.1:5999", b"UDP 127.0.0.1:5999") % (b"u1;rport", b"u1")
+    # From a again, no rport, Via names b's port: the answer must go to b.
+    req2 = OPTIONS.replace(b"TCP 127.0.0.1:5999", b"UDP 127.0.0.1:%d" % bport) % (b"u2", b"u2")
+    for req in (req1, req2):
+        await loop.sock_sendto(a, req, (host, port))
+    await rec.wait(2)
+    for msg, source in rec.got:
+        assert isinstance(msg, Request)
+        m.send(msg.reply(200, to_tag="x"), source)
+    async with asyncio.timeout(5):
+        data_a = await loop.sock_recv(a, 65536)
+        data_b = await loop.sock_recv(b, 65536)
+    assert b"Call-ID: u1" in data_a and b"rport=" in data_a
+    assert b"Call-ID: u2" in data_b
+    a.close()
+    b.close()
+    m.close()
+
+
+@run_async
+async def test_large_request_over_udp_moves_to_tcp() -> None:
+    """RFC 3261 §18.1.1: a request over 1300 bytes goes over TCP, Via saying so."""
+    server_rec = Recorder()
+    server = await _manager(server_rec)
+    client = TransportManager(asyncio.get_running_loop(), Recorder())
+    await client.listen("127.0.0.1", 0)
+    async with asyncio.TaskGroup() as tg:
+        client.tasks = tg
+        host, port = server.addresses[0]
+        req = parse_message(
+            OPTIONS.replace(b"TCP 127.0.0.1:5999", b"UDP 127.0.0.1:5999") % (b"big", b"big")
+        )
+        assert isinstance(req, Request)
+        req.headers.add("X-Padding", "p" * 1400)
+        client.send(req, ("UDP", host, port))
+        await server_rec.wait(1)
+    got, source = server_rec.got[0]
+    assert source[0] == "TCP"
+    assert got.top_via.transport == "TCP"
+    client.close()
+    server.close()
