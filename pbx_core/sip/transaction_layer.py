@@ -160,6 +160,8 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, _Transaction, Input]] = []
         self._tokens = itertools.count()
         self._armed = 0  # live entries in the heap
+        # Stale heap entries tolerated beyond 2x the live ones before a sweep.
+        self.sweep_slack = 1024
         self._handlers: dict[Action, Callable[[_Step], None]] = {
             Action.SEND_REQUEST: self._send_request,
             Action.SEND_ACK: self._send_ack,
@@ -386,7 +388,7 @@ class TransactionLayer:
         if duration <= 0:
             return True
         heapq.heappush(self._heap, (now + duration, token, tx, timer))
-        if len(self._heap) > 2 * self._armed + 1024:
+        if len(self._heap) > 2 * self._armed + self.sweep_slack:
             self._sweep()
         return False
 
@@ -416,7 +418,8 @@ class TransactionLayer:
         return 64 * t1  # B, F, H, L, M
 
     def _sweep(self) -> None:
-        self._heap = [e for e in self._heap if e[2].timers.get(e[3]) == e[1]]
+        # In place: handle_timer may be iterating over this very list.
+        self._heap[:] = [e for e in self._heap if e[2].timers.get(e[3]) == e[1]]
         heapq.heapify(self._heap)
 
     def _destroy(self, tx: _Transaction, out: list[Event]) -> None:

@@ -756,12 +756,42 @@ def test_custom_t1_scales_every_timer() -> None:
     assert timed[-1] == (pytest.approx(6.4), TransactionTerminated(key))
 
 
-def test_late_handle_timer_replays_the_schedule_in_order() -> None:
+@pytest.mark.parametrize("slack", [1024, 0])
+def test_late_handle_timer_replays_the_schedule_in_order(slack: int) -> None:
     layer = TransactionLayer()
+    layer.sweep_slack = slack  # 0: the heap is swept while handle_timer walks it
     key, _ = layer.send_request(request(), UAS, 0.0)
+    other = request("OPTIONS", branch="z9hG4bK-2")
+    other_key, _ = layer.send_request(other, UAS, 0.0)
+    layer.receive(response(other, 200), UAS, 0.1)  # leaves stale E and F entries
     events = layer.handle_timer(1000.0)  # the loop was asleep: catch up
-    assert kinds(events) == ["Send"] * 6 + ["TransactionTimeout", "TransactionTerminated"]
+    # A at 0.5, 1.5, 3.5; K (the OPTIONS) at 5.1; A at 7.5 ... 31.5; B at 32.
+    assert kinds(events) == ["Send"] * 3 + ["TransactionTerminated"] + ["Send"] * 3 + [
+        "TransactionTimeout",
+        "TransactionTerminated",
+    ]
+    assert events[3] == TransactionTerminated(other_key)
     assert layer.state(key) is None
+    assert layer._armed == 0  # the live-timer count the sweep relies on
+
+
+def test_sweeping_the_heap_inside_handle_timer_loses_no_timer() -> None:
+    layer = TransactionLayer()
+    layer.sweep_slack = 0  # sweep as soon as stale entries outnumber live ones
+    for i in range(10):  # their Timer H at 5 s leaves ten stale Timer G entries
+        old = request(branch=f"z9hG4bK-old{i}")
+        (got,) = layer.receive(old, UAC, -27.0)
+        assert isinstance(got, RequestReceived) and got.key is not None
+        layer.send_response(got.key, response(old, 486), -27.0)
+    inv = request()
+    key = server_key(layer, inv)
+    busy = response(inv, 486)
+    layer.send_response(key, busy, 0.0)
+    events = layer.handle_timer(1000.0)  # G at 7.5 s sweeps mid-loop
+    mine = [e for e in events if isinstance(e, Send) and e.key == key]
+    assert len(mine) == 10  # G at 0.5, 1.5, 3.5, 7.5, 11.5 ... 31.5
+    assert TransactionTimeout(key, "H") in events
+    assert len(layer) == 0 and layer._armed == 0
 
 
 def test_many_transactions_keep_the_timer_heap_small() -> None:
@@ -778,6 +808,7 @@ def test_many_transactions_keep_the_timer_heap_small() -> None:
     run_timers(layer, now + 10)
     assert len(layer) == 0
     assert layer.next_timer() is None
+    assert layer._armed == 0
 
 
 def test_message_builders() -> None:

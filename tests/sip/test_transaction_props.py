@@ -232,6 +232,7 @@ def check_invariants(h: Harness, reliable: bool) -> None:
     assert set(armed) <= h.machine.timers_in[state], f"{state}: armed {set(armed)}"
     if reliable:
         assert not set(armed) & RETRANSMIT_TIMERS, "reliable transports never retransmit"
+    assert h.layer._armed == len(armed)  # the count that decides when to sweep the heap
     if state is State.TERMINATED:
         assert len(h.layer) == 0 and h.layer.next_timer() is None
     else:
