@@ -315,10 +315,9 @@ class TransactionLayer:
             return [] if is_ack else [BadRequest(req, source, e)]
         if tx is not None:
             return self._peer_input(tx, Input.ACK if is_ack else Input.REQUEST, now, req, source)
-        if is_ack:
+        if is_ack or key is None:  # (key is None only for an RFC 2543 ACK)
             # The ACK for a 2xx (its own branch), or a stray one: the TU decides.
             return [RequestReceived(req, source, None)]
-        key = _legacy_key(req, via, req.method) if key is None else key
         if len(self._servers) >= self.max_server_transactions:
             return [Overloaded(req, source)]
         machine = INVITE_SERVER if req.method == "INVITE" else NON_INVITE_SERVER
