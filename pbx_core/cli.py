@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     dbd = db_sub.add_parser("dump", help="print an LMDB snapshot back as dbtext")
     dbd.add_argument("db", metavar="DB")
     dbd.add_argument("--table", help="only this table")
+    dbm = db_sub.add_parser(
+        "commit", help="check DIR and make it the current generation under ROOT"
+    )
+    dbm.add_argument("dir", metavar="DIR")
+    dbm.add_argument("root", metavar="ROOT")
+    dbr = db_sub.add_parser("rollback", help="make the previous generation under ROOT current")
+    dbr.add_argument("root", metavar="ROOT")
     db.set_defaults(func=_cmd_db)
 
     for name, help_ in (

@@ -1,4 +1,5 @@
-"""`pbx db check DIR`, `pbx db compile DIR OUT`, `pbx db dump DB [--table T]`.
+"""`pbx db check DIR`, `pbx db compile DIR OUT`, `pbx db dump DB [--table T]`,
+`pbx db commit DIR ROOT`, `pbx db rollback ROOT`.
 
 Dispatched from pbx_core/cli.py with an argparse Namespace: `db_command` is one of
 check, compile, dump; `dir`, `out`, `db`, `table` as the parser defines them.
@@ -18,7 +19,7 @@ from pbx_core.store.build import check_dir
 from pbx_core.store.compile import compile_dir
 from pbx_core.store.dbtext import format_table
 from pbx_core.store.errors import DbTextError, StoreError
-from pbx_core.store.generations import CURRENT, SNAPSHOT
+from pbx_core.store.generations import CURRENT, SNAPSHOT, Generations
 from pbx_core.store.snapshot import Snapshot
 
 
@@ -97,6 +98,32 @@ def dump(db: str, table: str | None, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def commit(directory: str, root: str, out: TextIO) -> int:
+    """Check DIR, then write it as a new generation under ROOT and make it current
+    (atomic: a power cut leaves the old or the new one). A running daemon on ROOT
+    reloads it."""
+    if check(directory, out) != 0:
+        print(f"{root}: nothing committed", file=out)
+        return 1
+    try:
+        path = Generations(root).commit_dir(directory)  # prunes old generations too
+    except (StoreError, OSError) as e:
+        print(f"{root}: commit failed, the current configuration is unchanged: {e}", file=out)
+        return 1
+    print(f"{root}: committed {path.name}", file=out)
+    return 0
+
+
+def rollback(root: str, out: TextIO) -> int:
+    try:
+        path = Generations(root).rollback()
+    except (StoreError, OSError) as e:
+        print(f"{root}: rollback failed: {e}", file=out)
+        return 1
+    print(f"{root}: rolled back to {path.name}", file=out)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     command = args.db_command
     if command == "check":
@@ -105,5 +132,9 @@ def main(args: argparse.Namespace) -> int:
         return compile_(args.dir, args.out, sys.stdout)
     if command == "dump":
         return dump(args.db, getattr(args, "table", None), sys.stdout, sys.stderr)
+    if command == "commit":
+        return commit(args.dir, args.root, sys.stdout)
+    if command == "rollback":
+        return rollback(args.root, sys.stdout)
     print(f"pbx db: unknown command {command!r}", file=sys.stderr)
     return 2
