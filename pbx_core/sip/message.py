@@ -370,6 +370,7 @@ class Message:
         "_cseq",
         "_from",
         "_to",
+        "_top_via",
         "_via",
         "body",
         "headers",
@@ -381,6 +382,7 @@ class Message:
         self.body = body
         self.version = version
         self._via: list[Via] | None = None
+        self._top_via: Via | None = None
         self._from: NameAddr | None = None
         self._to: NameAddr | None = None
         self._cseq: CSeq | None = None
@@ -389,6 +391,7 @@ class Message:
     def invalidate(self) -> None:
         """Forget parsed views after changing headers in place."""
         self._via = None
+        self._top_via = None
         self._from = None
         self._to = None
         self._cseq = None
@@ -406,11 +409,21 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        return self.via[0]
+        """The first via-parm, parsed alone (a proxied request carries several)."""
+        top = self._top_via
+        if top is None:
+            if self._via is not None:
+                top = self._via[0]
+            else:
+                first = self.headers.get("via")
+                if first is None:
+                    raise ParseError("missing Via header")
+                top = parse_via(split_commas(first)[0] if "," in first else first)
+            self._top_via = top
+        return top
 
     def replace_top_via(self, via: Via) -> None:
         """Rewrite the first via-parm in place (received/rport stamping, RFC 3581)."""
-        vias = self.via
         items = self.headers._items
         for i, (key, name, value) in enumerate(items):
             if key == "via":
@@ -418,7 +431,11 @@ class Message:
                 items[i] = (key, name, ", ".join([str(via), *rest]))
                 self.headers._index = None
                 break
-        self._via = [via, *vias[1:]]
+        else:
+            raise ParseError("missing Via header")
+        if self._via is not None:
+            self._via = [via, *self._via[1:]]
+        self._top_via = via
 
     def reply(self, status: int, reason: str | None = None, to_tag: str | None = None) -> Response:
         """A response to this request (RFC 3261 §8.2.6.2): Via, From, To, Call-ID and
@@ -437,8 +454,9 @@ class Message:
             headers.add("Timestamp", self.headers.get("timestamp") or "")
         resp = Response(status, reason, headers)
         # The copied headers parse the same: share what is parsed already.
-        resp._via, resp._from, resp._cseq, resp._call_id = (
+        resp._via, resp._top_via, resp._from, resp._cseq, resp._call_id = (
             self._via,
+            self._top_via,
             self._from,
             self._cseq,
             self._call_id,
