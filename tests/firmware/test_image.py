@@ -155,7 +155,7 @@ def test_power_cut_during_a_configuration_commit_leaves_a_loadable_one(
         pytest.skip("this build has no `pbx db commit DIR ROOT` command to commit a generation")
     # Commit the factory tables again and again, and cut the power in the middle.
     machine.console.run(
-        "(while :; do pbx db commit /etc/pbx/factory /data/config >/dev/null 2>&1; done) &"
+        "(while :; do pbx db commit /etc/pbx/factory /data/config >/dev/null 2>&1; done) & :"
     )
     time.sleep(4 + secrets.randbelow(3000) / 1000)
     machine.power_cut()
