@@ -10,8 +10,11 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
+from typing import Any
 
 from pbx_core import paths
+from pbx_core.pbx.control import ControlServer
 from pbx_core.pbx.sipserver import SipServer
 from pbx_core.store.errors import StoreError
 from pbx_core.store.generations import Store
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     log.info("configuration %s (%s) loaded", args.config, store.kind)
     try:
-        asyncio.run(_serve(listens, trace, store))
+        control = Path(args.control) if args.control else paths.control_socket()
+        asyncio.run(_serve(listens, trace, store, control))
     except OSError as exc:
         print(f"pbx run: {exc}", file=sys.stderr)
         return 1
@@ -75,7 +79,26 @@ async def _watch_config(store: Store) -> None:
             log.error("new configuration rejected, keeping the old one: %s", exc)  # noqa: TRY400  # the message is the whole story; no traceback wanted
 
 
-async def _serve(listens: list[tuple[str, int]], trace: Trace | None, store: Store) -> None:
+def _status(server: SipServer, store: Store, started: float) -> dict[str, Any]:
+    loop = server.loop
+    return {
+        "version": version_string(),
+        "uptime": round(loop.time() - started, 1),
+        "pid": os.getpid(),
+        "sip": [f"{h}:{p}" for h, p in server.transports.addresses],
+        "config": {"path": str(store.path), "kind": store.kind, "generation": store.generation},
+        "transactions": len(server.layer),
+        "tcp_connections": len(server.transports.connections),
+        "messages": dict(server.transports.stats),
+        "registrations": [],
+        "calls": [],
+        "trunks": [],
+    }
+
+
+async def _serve(
+    listens: list[tuple[str, int]], trace: Trace | None, store: Store, control_path: Path
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,6 +108,16 @@ async def _serve(listens: list[tuple[str, int]], trace: Trace | None, store: Sto
         try:
             for host, port in listens:
                 await server.transports.listen(host, port)
+            started = loop.time()
+            control = ControlServer(
+                control_path,
+                {
+                    "ping": lambda _r: {"pong": loop.time()},
+                    "status": lambda _r: _status(server, store, started),
+                    "reload": lambda _r: {"reloaded": store.reload()},
+                },
+            )
+            await control.start()
             where = " ".join(f"{h}:{p}" for h, p in server.transports.addresses)
             print(
                 f"{version_string()}: PBX ready, SIP on {where} (UDP, TCP)",
@@ -99,5 +132,6 @@ async def _serve(listens: list[tuple[str, int]], trace: Trace | None, store: Sto
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            control.close()
         finally:
             server.close()

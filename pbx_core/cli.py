@@ -7,6 +7,7 @@ pay for LMDB or asyncio. The imports are literal so PyInstaller finds them.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +32,40 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return store_cli.main(args)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pbx_core import paths
+    from pbx_core.pbx.control import query
+
+    path = args.control or paths.control_socket()
+    try:
+        answer = query(path, {"cmd": "status"})
+    except (OSError, ValueError) as exc:
+        print(f"pbx status: no daemon answering on {path}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0 if answer.get("ok") else 1
+    if not answer.get("ok"):
+        print(f"pbx status: {answer.get('error')}", file=sys.stderr)
+        return 1
+    cfg = answer["config"]
+    print(answer["version"])
+    print(f"uptime        {answer['uptime']} s (pid {answer['pid']})")
+    print(f"SIP           {', '.join(answer['sip'])} (UDP, TCP)")
+    print(f"configuration {cfg['path']} ({cfg['kind']}, {cfg['generation']})")
+    print(f"transactions  {answer['transactions']}, TCP connections {answer['tcp_connections']}")
+    print(f"registrations {len(answer['registrations'])}")
+    for reg in answer["registrations"]:
+        print(f"  {reg}")
+    print(f"calls         {len(answer['calls'])}")
+    for call in answer["calls"]:
+        print(f"  {call}")
+    print(f"trunks        {len(answer['trunks'])}")
+    for trunk in answer["trunks"]:
+        print(f"  {trunk}")
+    return 0
+
+
 def _not_yet(name: str) -> int:
     print(f"pbx {name}: not available in this build yet", file=sys.stderr)
     return 2
@@ -52,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="SIP listen address (UDP and TCP); repeatable; default 0.0.0.0:5060",
     )
     run.add_argument("--trace", metavar="FILE", help="log every SIP message in/out ('-' = stderr)")
+    run.add_argument("--control", metavar="PATH", help="control socket (default: in the RAM dir)")
     run.set_defaults(func=_cmd_run)
 
     sip = sub.add_parser("sip", help="SIP tools")
@@ -81,8 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     dbr.add_argument("root", metavar="ROOT")
     db.set_defaults(func=_cmd_db)
 
+    st = sub.add_parser("status", help="registrations, calls, trunk state of the running daemon")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--control", metavar="PATH", help="the daemon's control socket")
+    st.set_defaults(func=_cmd_status)
+
     for name, help_ in (
-        ("status", "registrations, calls, trunk state of the running daemon"),
         ("watchdog", "the supervisor"),
         ("console", "the serial console tool"),
         ("remote", "the host-side client of the serial console"),

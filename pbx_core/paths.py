@@ -30,3 +30,9 @@ def runtime_dir() -> Path:
         path = Path(tempfile.gettempdir()) / f"pbx-{os.getuid()}"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def control_socket() -> Path:
+    """The daemon's control socket (see pbx_core/pbx/control.py)."""
+    env = os.environ.get("PBX_CONTROL")
+    return Path(env) if env else runtime_dir() / "control.sock"

@@ -51,3 +51,46 @@ def test_broken_configuration_is_refused_clearly(tmp_path: Path) -> None:
     assert "cannot load the configuration" in out.stderr
     assert "subscriber" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_status_over_the_control_socket(tmp_path: Path) -> None:
+    pbx = start_pbx(tmp_path)
+    try:
+        env = {"PBX_RUNTIME_DIR": str(tmp_path / "run"), "PATH": "/usr/bin:/bin"}
+        out = subprocess.run(
+            [sys.executable, "-m", "pbx_core", "status"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert f"127.0.0.1:{pbx.port}" in out.stdout
+        assert "registrations 0" in out.stdout
+        js = subprocess.run(
+            [sys.executable, "-m", "pbx_core", "status", "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+            check=False,
+        )
+        assert '"ok": true' in js.stdout
+    finally:
+        stop_pbx(pbx)
+    # The daemon removed its socket on the way out; status now says so clearly.
+    gone = subprocess.run(
+        [sys.executable, "-m", "pbx_core", "status"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
+    assert gone.returncode == 1
+    assert "no daemon answering" in gone.stderr
+    assert "Traceback" not in gone.stderr
