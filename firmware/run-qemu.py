@@ -51,14 +51,16 @@ def qemu_command(
     qmp: Path | None = None,
     memory_mb: int = 256,
     snapshot: bool = False,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """The QEMU command line for the image on a PC like the wafer board.
 
     The CF card is an IDE disk on the PIIX controller (the kernel finds ata_piix by
     its PCI modalias), the NIC an e1000 without option ROM, the watchdog an i6300esb
     that resets the machine when it expires. `serial` is the serial port's QEMU
-    arguments. SIP (UDP and TCP) and the RTP ports are forwarded from 127.0.0.1:
-    host `sip_port` -> guest 5060, host `rtp_host_base + i` -> guest `rtp_ports[i]`.
+    arguments, `extra` any further ones. SIP (UDP and TCP) and the RTP ports are
+    forwarded from 127.0.0.1: host `sip_port` -> guest 5060, host `rtp_host_base + i`
+    -> guest `rtp_ports[i]`.
     """
     rtp_base = rtp_ports.start if rtp_host_base is None else rtp_host_base
     fwd = [
@@ -84,6 +86,7 @@ def qemu_command(
         "-device", "i6300esb",
         "-action", "watchdog=reset",
         *serial,
+        *extra,
     ]  # fmt: skip
     if qmp is not None:
         cmd += ["-qmp", f"unix:{qmp},server=on,wait=off"]

@@ -220,6 +220,7 @@ class Machine:
     workdir: Path
     rtp_ports: range = range(10000, 10004)
     memory_mb: int = 256
+    extra: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
     console: Console = field(init=False)
     qmp: Qmp = field(init=False)
@@ -253,6 +254,7 @@ class Machine:
             rtp_host_base=self.rtp_host_base,
             qmp=qmp_path,
             memory_mb=self.memory_mb,
+            extra=self.extra,
         )
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(

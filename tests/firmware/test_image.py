@@ -167,3 +167,36 @@ def test_power_cut_during_a_configuration_commit_leaves_a_loadable_one(
     # The PBX runs on that configuration (pbx-run passes the generation root).
     _, ps = machine.console.run("ps")
     assert "--config /data/config" in ps, ps
+
+
+def test_initramfs_explains_a_missing_root_and_opens_a_rescue_shell(
+    firmware_image: Path, tmp_path: Path
+) -> None:
+    # Boot the image's kernel and initramfs directly, naming a root slot on a disk that
+    # does not exist: /init must say why it cannot go on and give a working shell.
+    images = firmware_image.parent
+    disk = tmp_path / "cf.img"
+    prepare_image(firmware_image, disk)
+    cmdline = "root=PARTUUID=0badd15c-02 rootwait=2 console=ttyS0,115200n8 loglevel=1"
+    m = Machine(
+        disk,
+        tmp_path,
+        extra=(
+            "-kernel",
+            str(images / "vmlinuz"),
+            "-initrd",
+            str(images / "initrd.gz"),
+            "-append",
+            cmdline,
+        ),
+    )
+    m.start()
+    try:
+        m.console.expect(b"root device PARTUUID=0badd15c-02 did not appear within 2s", 120)
+        m.console.expect(b"rescue shell", 10)
+        m.console.expect(re.compile(rb"# "), 20)
+        _, out = m.console.run("ls /sys/class/block | grep -c sda; cat /proc/cmdline")
+        assert out.splitlines()[0] != "0", out  # the disk itself was found by modalias
+        assert "0badd15c" in out
+    finally:
+        m.kill()
