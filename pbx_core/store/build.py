@@ -203,6 +203,7 @@ class _Builder:
                 pickup_group=None if rec["pickup_group"] is None else _i(rec["pickup_group"]),
                 max_contacts=_i(rec["max_contacts"]),
                 outbound_cid=_s(rec["outbound_cid"]),
+                call_class=str(rec["call_class"]),
             )
             if settings.vm_pin is not None and not _DIGITS.fullmatch(settings.vm_pin):
                 self.err(table, r, "vm_pin", "vm_pin must be digits")
@@ -380,6 +381,7 @@ class _Builder:
                 prepend,
                 _i(rec["priority"]),
                 _s(rec["description"]),
+                str(rec["call_class"]),
             )
             rules.append((rule.priority, r, rule))
         self.cfg.dialplan = tuple(rule for _p, _r, rule in sorted(rules, key=lambda x: x[:2]))

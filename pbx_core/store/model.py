@@ -55,6 +55,7 @@ class ExtensionSettings:
     pickup_group: int | None = None
     max_contacts: int = 3
     outbound_cid: str | None = None
+    call_class: str = "national"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +136,7 @@ class DialRule:
     prepend: str | None = None
     priority: int = 0
     description: str | None = None
+    call_class: str = "national"
 
     def match(self, number: str) -> str | None:
         """The number to send if this rule matches `number`, else None."""

@@ -235,6 +235,10 @@ KAM_VERSION = TableSchema(
 
 # --------------------------------------------------------------------- PBX tables
 
+# Permission classes, least to most (an extension may use routes up to its own).
+CALL_CLASSES = ("internal", "local", "national", "international")
+RULE_CLASSES = ("emergency", "local", "national", "international")
+
 PBX_EXTENSION = TableSchema(
     "pbx_extension",
     "pbx",
@@ -262,6 +266,13 @@ PBX_EXTENSION = TableSchema(
         _i("pickup_group", "call pickup group (*8); NULL = none", null=True, lo=0, hi=63),
         _i("max_contacts", "registrations kept per extension", default=3, lo=1, hi=20),
         _s("outbound_cid", "number presented on trunk calls; NULL = trunk's", null=True),
+        _s(
+            "call_class",
+            "farthest it may dial out: internal (no trunk), local, national, international; "
+            "emergency routes are always allowed",
+            default="national",
+            choices=CALL_CLASSES,
+        ),
     ),
     key=("username", "domain"),
     strict=True,
@@ -334,6 +345,12 @@ PBX_DIALPLAN = TableSchema(
         _i("strip", "digits removed from the front", default=0, lo=0, hi=32),
         _s("prepend", "digits added to the front after stripping", null=True),
         _s("description", "free text", null=True),
+        _s(
+            "call_class",
+            "class a caller needs for this route (emergency = everybody, even internal)",
+            default="national",
+            choices=RULE_CLASSES,
+        ),
     ),
     strict=True,
 )

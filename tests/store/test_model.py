@@ -117,7 +117,7 @@ def _factory_copy(tmp_path: Path) -> Path:
             "pbx_extension:1:18: unknown column 'ring_timeot' (known: id, username, domain, "
             "display_name, enabled, voicemail, vm_pin, ring_timeout, call_waiting, dnd, "
             "forward_all, forward_busy, forward_noanswer, pickup_group, max_contacts, "
-            "outbound_cid)",
+            "outbound_cid, call_class)",
         ),
         (
             "pbx_extension",
