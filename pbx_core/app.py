@@ -15,6 +15,7 @@ from typing import Any
 
 from pbx_core import paths
 from pbx_core.pbx.control import ControlServer
+from pbx_core.pbx.engine import Engine
 from pbx_core.pbx.sipserver import SipServer
 from pbx_core.store.errors import StoreError
 from pbx_core.store.generations import Store
@@ -63,23 +64,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(store: Store, engine: Engine) -> bool:
+    if store.reload():
+        engine.reloaded()
+        return True
+    return False
+
+
 # How often the daemon looks for a new configuration generation (one readlink/stat).
 RELOAD_POLL = 2.0
 
 
-async def _watch_config(store: Store) -> None:
+async def _watch_config(store: Store, engine: Engine) -> None:
     """Swap to a new generation when one is committed; calls and registrations live
-    in RAM and are untouched. A broken new configuration leaves the old in force."""
+    in RAM and are untouched. A broken new configuration leaves the old in force.
+    Expired registrations are swept on the same beat."""
     while True:
         await asyncio.sleep(RELOAD_POLL)
+        engine.registrar.expire(asyncio.get_running_loop().time())
         try:
             if store.reload():
+                engine.reloaded()
                 log.info("configuration reloaded: %s", store.generation)
         except (StoreError, OSError) as exc:
             log.error("new configuration rejected, keeping the old one: %s", exc)  # noqa: TRY400  # the message is the whole story; no traceback wanted
 
 
-def _status(server: SipServer, store: Store, started: float) -> dict[str, Any]:
+def _status(server: SipServer, store: Store, started: float, engine: Engine) -> dict[str, Any]:
     loop = server.loop
     return {
         "version": version_string(),
@@ -90,9 +101,7 @@ def _status(server: SipServer, store: Store, started: float) -> dict[str, Any]:
         "transactions": len(server.layer),
         "tcp_connections": len(server.transports.connections),
         "messages": dict(server.transports.stats),
-        "registrations": [],
-        "calls": [],
-        "trunks": [],
+        **engine.status(),
     }
 
 
@@ -105,6 +114,7 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     async with asyncio.TaskGroup() as tasks:
         server = SipServer(loop, tasks, trace)
+        engine = Engine(server, store)
         try:
             for host, port in listens:
                 await server.transports.listen(host, port)
@@ -113,11 +123,12 @@ async def _serve(
                 control_path,
                 {
                     "ping": lambda _r: {"pong": loop.time()},
-                    "status": lambda _r: _status(server, store, started),
-                    "reload": lambda _r: {"reloaded": store.reload()},
+                    "status": lambda _r: _status(server, store, started, engine),
+                    "reload": lambda _r: {"reloaded": _reload(store, engine)},
                 },
             )
             await control.start()
+            engine.start()
             where = " ".join(f"{h}:{p}" for h, p in server.transports.addresses)
             print(
                 f"{version_string()}: PBX ready, SIP on {where} (UDP, TCP)",
@@ -126,7 +137,7 @@ async def _serve(
             )
             # The start-up objects live forever: keep them out of every GC pass.
             gc.freeze()
-            watcher = tasks.create_task(_watch_config(store))
+            watcher = tasks.create_task(_watch_config(store, engine))
             await stop.wait()
             log.info("shutting down")
             watcher.cancel()
@@ -134,4 +145,5 @@ async def _serve(
                 await watcher
             control.close()
         finally:
+            engine.close()
             server.close()

@@ -1,99 +1,372 @@
-"""The PBX's answer to each new request (the transaction user, RFC 3261 §8.2).
+"""The PBX's transaction user: what happens to each request (RFC 3261 §8.2).
 
-For now the engine is a UAS that answers OPTIONS (capabilities, health checks, NAT
-keepalives) and refuses what it does not serve yet with the right status; the
-registrar and the call engine hook in here (issue 5).
+OPTIONS are answered statelessly (§8.2.7); REGISTER goes to the registrar after
+digest authentication; INVITE from an authenticated extension, or from a trusted
+trunk address, is routed by the dial plan and handed to the B2BUA (calls.py);
+requests inside a call go to the call; everything else gets its status.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import logging
 import secrets
+from typing import Any
 
+from pbx_core.pbx.auth import Authenticator, Outcome
+from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
+from pbx_core.pbx.registrar import Registrar, ReplyError
+from pbx_core.pbx.sipserver import SipServer
+from pbx_core.pbx.trunk import TrunkManager
+from pbx_core.sip.errors import ParseError, SipError
+from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request, Response
+from pbx_core.sip.uri import unescape
 from pbx_core.sip.validate import check_request
+from pbx_core.store.generations import Store
+from pbx_core.store.model import Destination, User
+from pbx_core.store.snapshot import Snapshot
+from pbx_core.transport.manager import Address
 from pbx_core.version import VERSION
 
+log = logging.getLogger("pbx.engine")
+
 # Methods this build acts on. Allow must tell the truth (RFC 3261 §20.5).
-ALLOW = ("OPTIONS",)
-# Methods we recognise but do not serve yet: 405 with Allow (RFC 3261 §8.2.1).
-KNOWN_METHODS = frozenset(
-    {
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "INFO",
-        "INVITE",
-        "MESSAGE",
-        "NOTIFY",
-        "OPTIONS",
-        "PRACK",
-        "PUBLISH",
-        "REFER",
-        "REGISTER",
-        "SUBSCRIBE",
-        "UPDATE",
-    }
-)
+ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO", "PRACK")
+# Methods we recognise but do not serve (yet): 405 with Allow (RFC 3261 §8.2.1).
+KNOWN_METHODS = frozenset({"MESSAGE", "NOTIFY", "PUBLISH", "REFER", "SUBSCRIBE", *ALLOW})
 SUPPORTED: frozenset[str] = frozenset()
 SCHEMES = frozenset({"sip", "sips", "tel"})
 SERVER = f"Wafer PBX {VERSION}"
+CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}
 
 
 def new_tag() -> str:
     return secrets.token_hex(6)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 class Engine:
-    def __init__(self) -> None:
+    def __init__(self, stack: SipServer, store: Store) -> None:
+        self.stack = stack
+        self.store = store
+        self.loop = stack.loop
         self.allow = ", ".join(ALLOW)
         self.supported = ", ".join(sorted(SUPPORTED))
         self._tag_key = secrets.token_bytes(16)
+        self.auth = Authenticator()
+        settings = self.snap.settings
+        self.registrar = Registrar(
+            int(settings.get("reg_min_expires", 60)), int(settings.get("reg_max_expires", 3600))
+        )
+        self.calls = CallManager(stack, on_end=self._call_ended)
+        self.trunks = TrunkManager(stack)
+        self.ended_calls: list[Call] = []  # for the CDR writer (issue 5's cdr.py)
+        stack.tu = self
+        stack.stateless = self._stateless
 
-    @staticmethod
-    def is_stateless(req: Request) -> bool:
-        """Requests answered without a transaction (RFC 3261 §8.2.7), as Kamailio's
-        options module does: OPTIONS pings must cost no memory for 32 s each."""
-        return req.method == "OPTIONS"
+    @property
+    def snap(self) -> Snapshot:
+        return self.store.snapshot
+
+    @property
+    def domain(self) -> str:
+        return str(self.snap.settings.get("domain", "pbx.local"))
+
+    def reloaded(self) -> None:
+        """A new configuration generation is in force."""
+        settings = self.snap.settings
+        self.registrar.min_expires = int(settings.get("reg_min_expires", 60))
+        self.registrar.max_expires = int(settings.get("reg_max_expires", 3600))
+        self.trunks.configure(self.snap.trunks())
+
+    def start(self) -> None:
+        self.trunks.configure(self.snap.trunks())
+
+    def close(self) -> None:
+        self.trunks.close()
+
+    # ------------------------------------------------------------------ OPTIONS
+    def _stateless(self, req: Request, source: Address) -> bool:
+        """Answer OPTIONS outside the call without a transaction (RFC 3261 §8.2.7),
+        as Kamailio's options module does: pings must not cost 32 s of memory."""
+        if req.method != "OPTIONS" or "tag=" in (req.headers.get("to") or ""):
+            return False
+        resp = self._options(req)
+        self.stack.send(resp, source)
+        return True
 
     def stateless_tag(self, req: Request) -> str:
         """The same To tag for every retransmission of a request (RFC 3261 §8.2.7)."""
         h = hashlib.blake2s(key=self._tag_key, digest_size=6)
-        h.update((req.headers.get("call-id") or "").encode("utf-8", "surrogateescape"))
-        h.update(b"\0")
-        h.update((req.headers.get("from") or "").encode("utf-8", "surrogateescape"))
-        h.update(b"\0")
-        h.update((req.headers.get("via") or "").encode("utf-8", "surrogateescape"))
+        for name in ("call-id", "from", "via"):
+            h.update((req.headers.get(name) or "").encode("utf-8", "surrogateescape"))
+            h.update(b"\0")
         return h.hexdigest()
 
-    def handle_request(self, req: Request) -> Response | None:
-        """The final response to a new request, or None (ACK gets none)."""
-        if req.method == "ACK":
-            return None
-        tag = self.stateless_tag(req) if self.is_stateless(req) else new_tag()
+    def _options(self, req: Request) -> Response:
+        tag = self.stateless_tag(req)
         err = check_request(req, SUPPORTED, SCHEMES)
         if err is not None:
-            resp = req.reply(err.status, to_tag=tag)
-            for name, value in err.headers:
-                resp.headers.add(name, value)
-            if err.status in (400, 406, 415):
-                reason = err.reason.replace('"', "'").replace("\\", "/")
-                resp.headers.add("Warning", f'399 pbx "{reason[:120]}"')
-            return resp
-        if req.method == "OPTIONS":
-            resp = req.reply(200, to_tag=tag)
-            h = resp.headers
-            h.add("Allow", self.allow)
-            h.add("Accept", "application/sdp")
-            h.add("Accept-Encoding", "identity")
-            h.add("Accept-Language", "en")
-            h.add("Supported", self.supported)
-            h.add("Server", SERVER)
-            return resp
-        if req.method in KNOWN_METHODS:
-            resp = req.reply(405, to_tag=tag)
-            resp.headers.add("Allow", self.allow)
-            return resp
-        resp = req.reply(501, to_tag=tag)
-        resp.headers.add("Allow", self.allow)
+            return self._error(req, err, tag)
+        resp = req.reply(200, to_tag=tag)
+        h = resp.headers
+        h.add("Allow", self.allow)
+        h.add("Accept", "application/sdp")
+        h.add("Accept-Encoding", "identity")
+        h.add("Accept-Language", "en")
+        h.add("Supported", self.supported)
+        h.add("Server", SERVER)
         return resp
+
+    def _error(self, req: Request, err: SipError, tag: str | None = None) -> Response:
+        resp = req.reply(err.status, to_tag=tag or new_tag())
+        for name, value in err.headers:
+            resp.headers.add(name, value)
+        if err.status in (400, 403, 406, 415):
+            reason = err.reason.replace('"', "'").replace("\\", "/")
+            resp.headers.add("Warning", f'399 pbx "{reason[:120]}"')
+        if err.status in (405, 501):
+            resp.headers.add("Allow", self.allow)
+        return resp
+
+    # ------------------------------------------------------------------ requests
+    def on_request(
+        self, req: Request, source: Address, key: AnyServerKey | None, cancels: object
+    ) -> None:
+        if req.method == "ACK":
+            self.calls.in_dialog(req, source, None)
+            return
+        if key is None:
+            return
+        err = check_request(req, SUPPORTED, SCHEMES)
+        if err is not None:
+            self.stack.respond(key, self._error(req, err))
+            return
+        if req.method == "CANCEL":
+            call = self.calls.by_key.get(cancels) if cancels is not None else None  # type: ignore[call-overload]
+            self.stack.respond(key, req.reply(200 if call is not None else 481))
+            if call is not None:
+                self.calls.cancel(call)
+            return
+        if req.to.tag is not None:
+            if not self.calls.in_dialog(req, source, key):
+                self.stack.respond(key, req.reply(481))
+            return
+        try:
+            if req.method == "REGISTER":
+                self._register(req, source, key)
+            elif req.method == "INVITE":
+                self._invite(req, source, key)
+            elif req.method in KNOWN_METHODS:
+                self.stack.respond(key, self._error(req, SipError("not here", 405)))
+            else:
+                self.stack.respond(key, self._error(req, SipError("unknown method", 501)))
+        except ParseError as exc:
+            self.stack.respond(key, self._error(req, exc))
+
+    def on_stray_response(self, resp: Response, source: Address) -> None:
+        """A 2xx to an INVITE whose transaction is gone: the ACK was lost (§13.2.2.4)."""
+        log.debug("stray %s from %s", resp.status, source)
+
+    # ------------------------------------------------------------------ REGISTER
+    def _is_our_host(self, host: str) -> bool:
+        host = host.lower()
+        return host in (self.domain.lower(), str(self.snap.settings.get("hostname", ""))) or (
+            _is_ip(host) or host == "localhost"
+        )
+
+    def _register(self, req: Request, source: Address, key: AnyServerKey) -> None:
+        now = self.loop.time()
+        to_uri = req.to.uri
+        if not self._is_our_host(req.uri.host) or not self._is_our_host(to_uri.host):
+            self.stack.respond(key, self._error(req, SipError("not our domain", 403)))
+            return
+        realm = self.domain
+        result = self.auth.check(req, self.snap, realm, now)
+        if result.outcome is not Outcome.OK or result.user is None:
+            if result.outcome is Outcome.FAILED:
+                log.info(
+                    "REGISTER auth failed from %s:%s (%s)", source[1], source[2], result.reason
+                )
+            stale = result.outcome is Outcome.STALE
+            self.stack.respond(key, self.auth.challenge(req, realm, now, stale=stale))
+            return
+        user = result.user
+        if unescape(to_uri.user or "") != user.username:
+            self.stack.respond(key, self._error(req, SipError("may only register yourself", 403)))
+            return
+        try:
+            resp = self.registrar.register(req, user.aor, source, now, user.settings.max_contacts)
+        except ReplyError as ans:
+            resp = ans.response
+        except SipError as exc:
+            resp = self._error(req, exc)
+        self.stack.respond(key, resp)
+
+    # ------------------------------------------------------------------ INVITE
+    def _invite(self, req: Request, source: Address, key: AnyServerKey) -> None:
+        now = self.loop.time()
+        snap = self.snap
+        number = unescape(req.uri.user or "")
+        trunk = self.trunks.trusted(source[1])
+        if trunk is not None:
+            self._inbound(req, source, key, trunk, number)
+            return
+        realm = self.domain
+        result = self.auth.check(req, snap, realm, now)
+        if result.outcome is not Outcome.OK or result.user is None:
+            if result.outcome is Outcome.FAILED:
+                log.info("INVITE auth failed from %s:%s (%s)", source[1], source[2], result.reason)
+            stale = result.outcome is Outcome.STALE
+            self.stack.respond(key, self.auth.challenge(req, realm, now, stale=stale))
+            return
+        caller = result.user
+        if unescape(req.from_.uri.user or "") != caller.username:
+            self.stack.respond(key, self._error(req, SipError("From is not you", 403)))
+            return
+        if not caller.settings.enabled:
+            self.stack.respond(key, self._error(req, SipError("extension disabled", 403)))
+            return
+        if not number:
+            self.stack.respond(key, req.reply(484, to_tag=new_tag()))
+            return
+        self._route_from_extension(req, source, key, caller, number)
+
+    def _caller_from(self, caller: User, req: Request) -> str:
+        display = caller.settings.display_name or caller.username
+        return name_addr(display, f"sip:{caller.username}@{caller.domain}")
+
+    def _route_from_extension(
+        self, req: Request, source: Address, key: AnyServerKey, caller: User, number: str
+    ) -> None:
+        snap = self.snap
+        dest = snap.number(number)
+        if dest is None:
+            alias = snap.alias(number, self.domain)
+            if alias is not None and alias.aor:
+                user_part, _, _dom = alias.aor.partition("@")
+                dest = Destination("extension", user_part)
+        if dest is not None:
+            self._ring_destination(
+                req, source, key, dest, caller.aor, number, self._caller_from(caller, req)
+            )
+            return
+        routed = snap.route(number)
+        if routed is None:
+            self.stack.respond(key, req.reply(404, to_tag=new_tag()))
+            return
+        rule, out_number = routed
+        if rule.action == "deny":
+            self.stack.respond(key, self._error(req, SipError("number barred", 403)))
+            return
+        if rule.call_class != "emergency" and CLASS_RANK.get(
+            caller.settings.call_class, 0
+        ) < CLASS_RANK.get(rule.call_class, 3):
+            log.info("%s may not dial %s (%s call)", caller.aor, number, rule.call_class)
+            self.stack.respond(key, self._error(req, SipError("not allowed to dial this", 403)))
+            return
+        target = self.trunks.target(rule.trunk or "", out_number, caller, req)
+        if target is None:
+            self.stack.respond(key, self._error(req, SipError("trunk unavailable", 503)))
+            return
+        call = self.calls.start(req, key, source, caller.aor, number, [target], 120.0)
+        call.trunk = rule.trunk
+
+    def _inbound(
+        self, req: Request, source: Address, key: AnyServerKey, trunk: str, number: str
+    ) -> None:
+        snap = self.snap
+        did_number = number or unescape(req.to.uri.user or "")
+        did = snap.did(did_number)
+        if did is None:
+            self.stack.respond(key, req.reply(404, to_tag=new_tag()))
+            return
+        a_from = req.from_
+        caller_id = unescape(a_from.uri.user or "anonymous")
+        from_value = name_addr(a_from.display or caller_id, f"sip:{caller_id}@{self.domain}")
+        call = self._ring_destination(
+            req, source, key, did.dest, f"{trunk}:{caller_id}", did_number, from_value
+        )
+        if call is not None:
+            call.did, call.trunk = did_number, trunk
+
+    def _ring_destination(
+        self,
+        req: Request,
+        source: Address,
+        key: AnyServerKey,
+        dest: Destination,
+        caller: str,
+        number: str,
+        from_value: str,
+    ) -> Call | None:
+        snap = self.snap
+        now = self.loop.time()
+        members: list[str]
+        timeout = 20.0
+        if dest.type == "extension" and dest.target:
+            members = [dest.target]
+        elif dest.type == "group" and dest.target:
+            group = snap.group(dest.target)
+            if group is None:
+                self.stack.respond(key, req.reply(404, to_tag=new_tag()))
+                return None
+            members, timeout = list(group.members), float(group.ring_timeout)
+        elif dest.type == "hangup":
+            self.stack.respond(key, req.reply(603, to_tag=new_tag()))
+            return None
+        else:
+            # IVR, voicemail and external destinations arrive with their features.
+            log.info("destination %s %s not available in this build", dest.type, dest.target)
+            self.stack.respond(key, req.reply(480, to_tag=new_tag()))
+            return None
+        targets: list[Target] = []
+        busy = False
+        for member in members:
+            user = snap.user(member, self.domain)
+            if user is None or not user.settings.enabled:
+                continue
+            if user.settings.dnd:
+                busy = True
+                continue
+            if len(members) == 1:
+                timeout = float(user.settings.ring_timeout)
+            to_value = name_addr(None, f"sip:{member}@{self.domain}")
+            targets.extend(
+                Target(b.uri, b.source, user.aor, from_value, to_value)
+                for b in self.registrar.lookup(user.aor, now)
+            )
+        if not targets:
+            self.stack.respond(key, req.reply(486 if busy else 480, to_tag=new_tag()))
+            return None
+        return self.calls.start(req, key, source, caller, number, targets, timeout)
+
+    # ------------------------------------------------------------------ status
+    def _call_ended(self, call: Call) -> None:
+        log.info(
+            "call %s %s -> %s ended: %s (%s)",
+            call.id,
+            call.caller,
+            call.callee,
+            call.disposition,
+            call.cause,
+        )
+        self.ended_calls.append(call)
+        del self.ended_calls[:-100]
+
+    def status(self) -> dict[str, Any]:
+        now = self.loop.time()
+        return {
+            "registrations": self.registrar.status(now),
+            "calls": self.calls.status(),
+            "trunks": self.trunks.status(),
+        }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 from collections.abc import Callable
 
 from pbx_core.sip.errors import ParseError
@@ -62,6 +63,7 @@ class TransportManager:
         self.tcp_servers: list[asyncio.Server] = []
         self.connections: dict[tuple[str, int], TcpConnection] = {}
         self.stats = {"in": 0, "out": 0, "bad": 0, "dropped": 0}
+        self._local_cache: dict[str, str] = {}
 
     # -- listening ----------------------------------------------------------------
     async def listen(self, host: str, port: int) -> None:
@@ -76,6 +78,29 @@ class TransportManager:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         return [(ep.host, ep.port) for ep in self.udp]
+
+    def local_address_for(self, peer_host: str) -> tuple[str, int]:
+        """Our (address, port) as a peer at peer_host sees it: the listener's own
+        address, or for a wildcard listener the source address the kernel would
+        route from (found with a connected UDP socket: no packet is sent)."""
+        ep = self._udp_for(peer_host) if self.udp else None
+        if ep is None:
+            return ("127.0.0.1", DEFAULT_PORT)
+        if ep.host not in ("0.0.0.0", "::"):
+            return (ep.host, ep.port)
+        cached = self._local_cache.get(peer_host)
+        if cached is None:
+            family = socket.AF_INET6 if ":" in peer_host else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((peer_host, 9))
+                    cached = probe.getsockname()[0]
+            except OSError:
+                cached = "127.0.0.1" if family == socket.AF_INET else "::1"
+            if len(self._local_cache) > 1024:
+                self._local_cache.clear()
+            self._local_cache[peer_host] = cached
+        return (cached, ep.port)
 
     def _new_connection(self) -> TcpConnection:
         if len(self.connections) >= MAX_TCP_CONNECTIONS:

@@ -1,0 +1,84 @@
+"""Digest authentication of requests against the subscriber table (RFC 3261 §22).
+
+REGISTER is challenged with 401/WWW-Authenticate, everything else with
+407/Proxy-Authenticate. Unknown users and wrong passwords get the same challenge and
+cost the same hashing (no extension enumeration). Only MD5 is offered: SER and
+Kamailio tables store MD5 HA1s, and a phone answers the first challenge it supports.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from enum import Enum
+
+from pbx_core.sip.digest import (
+    AuthStatus,
+    DigestServer,
+    NonceFactory,
+    parse_credentials,
+)
+from pbx_core.sip.errors import ParseError
+from pbx_core.sip.message import Request, Response
+from pbx_core.store.model import User
+from pbx_core.store.snapshot import Snapshot
+
+NONCE_LIFETIME = 300.0
+
+
+class Outcome(Enum):
+    OK = "ok"
+    CHALLENGE = "challenge"  # no credentials for our realm: send a challenge
+    STALE = "stale"  # right password, old nonce: challenge with stale=true
+    FAILED = "failed"  # wrong password or unknown user: challenge again, count it
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    outcome: Outcome
+    user: User | None = None
+    reason: str = ""
+
+
+class Authenticator:
+    def __init__(self, secret: bytes | None = None) -> None:
+        self.server = DigestServer(
+            NonceFactory(secret or secrets.token_bytes(32), NONCE_LIFETIME), algorithms=("MD5",)
+        )
+
+    def check(self, req: Request, snap: Snapshot, realm: str, now: float) -> AuthResult:
+        """Verify the request's credentials for `realm`."""
+        header = "authorization" if req.method == "REGISTER" else "proxy-authorization"
+        creds = None
+        for value in req.headers.getall(header):
+            try:
+                c = parse_credentials(value)
+            except ParseError:
+                return AuthResult(Outcome.FAILED, reason="malformed credentials")
+            if c.realm == realm:
+                creds = c
+                break
+        if creds is None:
+            return AuthResult(Outcome.CHALLENGE)
+        username = creds.username
+        domain = realm
+        if "@" in username:  # ha1b style: user@domain
+            username, _, domain = username.partition("@")
+        user = snap.user(username, domain)
+        ha1 = None
+        if user is not None:
+            ha1 = user.ha1b if "@" in creds.username else user.ha1
+        result = self.server.verify(creds, req.method, ha1, now, realm=realm)
+        if result.status is AuthStatus.OK and user is not None:
+            return AuthResult(Outcome.OK, user)
+        if result.status is AuthStatus.STALE and user is not None:
+            return AuthResult(Outcome.STALE, user, result.reason)
+        return AuthResult(Outcome.FAILED, reason=result.reason)
+
+    def challenge(self, req: Request, realm: str, now: float, *, stale: bool = False) -> Response:
+        status = 401 if req.method == "REGISTER" else 407
+        header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+        resp = req.reply(status, to_tag=secrets.token_hex(6))
+        for value in self.server.challenges(realm, now, stale=stale):
+            resp.headers.add(header, value)
+        return resp

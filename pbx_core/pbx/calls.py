@@ -1,0 +1,567 @@
+"""The B2BUA: every call is two legs the PBX controls (RFC 3261 §12 to §15, RFC 6026).
+
+Theory of operation. A new INVITE becomes a `Call`: its A leg is the caller's INVITE
+server transaction (we are UAS), and routing gives one or more `Fork`s, each an
+INVITE client transaction we send (we are UAC) to a registered contact or a trunk.
+Provisional responses are relayed to A with our own To tag; the first 2xx wins, the
+other forks are CANCELled; that fork's dialog becomes the B side. Requests inside
+the call (BYE, re-INVITE, UPDATE, INFO …) arriving on one side are re-issued on the
+other side's dialog and their answers relayed back. SDP passes through unchanged
+here; the media engine anchors it (issue 6).
+
+We ACK B's 2xx at once when the offer was in the INVITE; with a delayed offer (an
+INVITE without SDP) we wait for A's ACK, which carries the answer. Our 2xx to A is
+retransmitted until A's ACK arrives (§13.3.1.4); without one the call is torn down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pbx_core.pbx.dialog import Dialog
+from pbx_core.pbx.sipserver import SipServer
+from pbx_core.sip.errors import ParseError
+from pbx_core.sip.events import AnyServerKey, ClientKey
+from pbx_core.sip.headers import NameAddr
+from pbx_core.sip.message import Request, Response
+from pbx_core.sip.transaction import cancel_for
+from pbx_core.sip.uri import URI, parse_uri
+from pbx_core.transport.manager import Address
+
+log = logging.getLogger("pbx.calls")
+
+T1, T2 = 0.5, 4.0
+
+
+class State(Enum):
+    ROUTING = "routing"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+@dataclass
+class Target:
+    """One place to send the B-leg INVITE."""
+
+    uri: URI
+    dest: Address
+    label: str  # extension AOR or trunk name, for status and CDR
+    from_value: str  # From (name-addr, no tag) the callee sees
+    to_value: str
+    extra: list[tuple[str, str]] = field(default_factory=list)
+    # For trunks that challenge us: (username, password)
+    credentials: tuple[str, str] | None = None
+
+
+@dataclass
+class Fork:
+    call: Call
+    target: Target
+    dialog: Dialog
+    invite: Request
+    key: ClientKey | None = None
+    provisional: bool = False
+    cancel_pending: bool = False
+    cancelled: bool = False
+    final: int | None = None
+    ack: Request | None = None
+    auth_tries: int = 0
+
+
+@dataclass
+class Call:
+    id: str
+    a_req: Request
+    a_key: AnyServerKey
+    a_source: Address
+    a_tag: str
+    caller: str
+    callee: str
+    started: float
+    state: State = State.ROUTING
+    forks: list[Fork] = field(default_factory=list)
+    answered: Fork | None = None
+    a_dialog: Dialog | None = None
+    a_final_sent: bool = False
+    a_2xx: Response | None = None
+    a_2xx_timer: asyncio.TimerHandle | None = None
+    ring_timer: asyncio.TimerHandle | None = None
+    ack_to_b_pending: bool = False  # delayed offer: B's ACK waits for A's
+    answered_at: float | None = None
+    ended_at: float | None = None
+    disposition: str = ""
+    cause: str = ""
+    did: str | None = None
+    trunk: str | None = None
+    # Requests relayed across: our client key -> (server key on the other side, side)
+    wall_start: float = field(default_factory=time.time)
+
+
+def tag() -> str:
+    return secrets.token_hex(6)
+
+
+class CallManager:
+    def __init__(self, stack: SipServer, on_end: Callable[[Call], None] | None = None) -> None:
+        self.stack = stack
+        self.loop = stack.loop
+        self.on_end = on_end
+        self.calls: dict[str, Call] = {}
+        # (Call-ID, our tag) -> (call, side) for requests inside a call
+        self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
+        self.by_key: dict[AnyServerKey, Call] = {}
+
+    # ------------------------------------------------------------------ set-up
+    def contact(self, dest: Address) -> str:
+        host, port = self.stack.local_address(dest)
+        host = f"[{host}]" if ":" in host else host
+        transport = "" if dest[0] == "UDP" else f";transport={dest[0].lower()}"
+        return f"<sip:pbx@{host}:{port}{transport}>"
+
+    def start(
+        self,
+        req: Request,
+        key: AnyServerKey,
+        source: Address,
+        caller: str,
+        callee: str,
+        targets: list[Target],
+        ring_timeout: float,
+    ) -> Call:
+        call = Call(
+            id=tag(),
+            a_req=req,
+            a_key=key,
+            a_source=source,
+            a_tag=tag(),
+            caller=caller,
+            callee=callee,
+            started=self.loop.time(),
+        )
+        self.calls[call.id] = call
+        self.by_key[key] = call
+        for target in targets:
+            self._fork(call, target)
+        if not call.forks:
+            self._fail_a(call, 480, "no reachable contact")
+            return call
+        call.ring_timer = self.loop.call_later(ring_timeout, self._ring_timeout, call)
+        return call
+
+    def _fork(self, call: Call, target: Target) -> None:
+        a = call.a_req
+        max_forwards = a.max_forwards
+        dialog = Dialog(
+            call_id=f"{tag()}{tag()}@pbx",
+            local_tag=tag(),
+            remote_tag=None,
+            local_uri=target.from_value,
+            remote_uri=target.to_value,
+            remote_target=target.uri,
+            peer=target.dest,
+            local_cseq=1,
+            contact=self.contact(target.dest),
+        )
+        ctype = a.headers.get("content-type") if a.body else None
+        invite = dialog.request("INVITE", a.body, ctype)
+        invite.headers.set("CSeq", "1 INVITE")
+        dialog.local_cseq = 1
+        invite.headers.set("Max-Forwards", str(max(0, (max_forwards or 70) - 1)))
+        invite.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO")
+        for name, value in target.extra:
+            invite.headers.add(name, value)
+        fork = Fork(call, target, dialog, invite)
+        call.forks.append(fork)
+        self.dialogs[(dialog.call_id, dialog.local_tag)] = (call, "b")
+        self._send_invite(fork)
+
+    def _send_invite(self, fork: Fork) -> None:
+        inv = fork.invite
+        inv.headers.insert(0, "Via", str(self.stack.via_for(fork.target.dest)))
+        inv.invalidate()
+        try:
+            fork.key = self.stack.request(
+                inv, fork.target.dest, lambda r: self._b_response(fork, r)
+            )
+        except Exception:
+            log.exception("cannot send INVITE to %s", fork.target.label)
+            fork.final = 503
+
+    # ------------------------------------------------------------ B responses
+    def _b_response(self, fork: Fork, resp: Response | None) -> None:
+        call = fork.call
+        status = 408 if resp is None else resp.status
+        if resp is not None and status == 100:
+            return
+        if resp is not None and status < 200:
+            self._b_provisional(fork, resp)
+            return
+        if 200 <= status < 300 and resp is not None:
+            self._b_answer(fork, resp)
+            return
+        if status in (401, 407) and resp is not None and self._retry_with_auth(fork, resp):
+            return
+        fork.final = status
+        self._forget_fork(fork)
+        if call.state is State.ENDED or call.answered is not None:
+            return
+        if all(f.final is not None for f in call.forks):
+            self._fail_a(call, _best_status([f.final or 500 for f in call.forks]), "no answer")
+
+    def _b_provisional(self, fork: Fork, resp: Response) -> None:
+        call = fork.call
+        fork.provisional = True
+        fork.dialog.update_from_response(resp)
+        if resp.to.tag:
+            self.dialogs[(fork.dialog.call_id, fork.dialog.local_tag)] = (call, "b")
+        if fork.cancel_pending:
+            self._cancel_fork(fork)
+            return
+        if call.state not in (State.ROUTING, State.RINGING):
+            return
+        call.state = State.RINGING
+        if "100rel" in [v.lower() for v in resp.headers.getall("require")]:
+            self._prack(fork, resp)
+        out = self._a_reply(call, resp.status, resp.reason)
+        if resp.body:
+            out.body = resp.body
+            out.headers.add("Content-Type", resp.headers.get("content-type") or "application/sdp")
+        self.stack.respond(call.a_key, out)
+
+    def _prack(self, fork: Fork, resp: Response) -> None:
+        rseq = resp.headers.get("rseq")
+        if not rseq or not rseq.strip().isdigit():
+            return
+        prack = fork.dialog.request("PRACK")
+        prack.headers.add("RAck", f"{rseq.strip()} {fork.invite.cseq.seq} INVITE")
+        self._send_in_dialog(fork.dialog, prack, lambda _r: None)
+
+    def _b_answer(self, fork: Fork, resp: Response) -> None:
+        call = fork.call
+        fork.dialog.update_from_response(resp)
+        self.dialogs[(fork.dialog.call_id, fork.dialog.local_tag)] = (call, "b")
+        if fork.ack is not None:
+            # A retransmitted 2xx: our ACK was lost.
+            self.stack.send(fork.ack, fork.dialog.destination())
+            return
+        if call.state is State.ENDED or (call.answered is not None and call.answered is not fork):
+            # Another fork won, or the caller gave up: ACK and hang up this one.
+            self._ack(fork, b"", None)
+            self._bye(fork.dialog)
+            return
+        call.answered = fork
+        call.state = State.ANSWERED
+        call.answered_at = self.loop.time()
+        self._cancel_timer(call, "ring_timer")
+        for other in call.forks:
+            if other is not fork and other.final is None:
+                self._cancel_fork(other)
+        if call.a_req.body:
+            self._ack(fork, b"", None)
+        else:
+            call.ack_to_b_pending = True  # A's ACK carries the answer to B's offer
+        out = self._a_reply(call, 200, "OK")
+        out.body = resp.body
+        if resp.body:
+            out.headers.add("Content-Type", resp.headers.get("content-type") or "application/sdp")
+        self._send_a_2xx(call, out)
+
+    def _ack(self, fork: Fork, body: bytes, ctype: str | None) -> None:
+        ack = fork.dialog.request("ACK", body, ctype)
+        ack.headers.set("CSeq", f"{fork.invite.cseq.seq} ACK")
+        dest = fork.dialog.destination()
+        ack.headers.insert(0, "Via", str(self.stack.via_for(dest)))
+        fork.ack = ack
+        self.stack.send(ack, dest)
+
+    def _retry_with_auth(self, fork: Fork, resp: Response) -> bool:
+        """A trunk challenged our INVITE: send it again with credentials (once)."""
+        from pbx_core.sip.digest import DigestClient  # noqa: PLC0415  # trunks only
+
+        if (
+            fork.target.credentials is None
+            or fork.auth_tries >= 1
+            or fork.call.state is State.ENDED
+        ):
+            return False
+        header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
+        client = DigestClient(*fork.target.credentials)
+        if not client.on_challenge(resp.headers.getall(header)):
+            return False
+        fork.auth_tries += 1
+        old = fork.invite
+        new = Request("INVITE", old.uri, old.headers.copy(), old.body)
+        new.headers.remove("via")
+        fork.dialog.local_cseq += 1
+        new.headers.set("CSeq", f"{fork.dialog.local_cseq} INVITE")
+        creds = client.authorization("INVITE", str(old.uri), tag())
+        if creds is None:
+            return False
+        new.headers.add("Authorization" if resp.status == 401 else "Proxy-Authorization", creds)
+        fork.invite = new
+        fork.provisional = False
+        self._send_invite(fork)
+        return True
+
+    # ------------------------------------------------------------ A side
+    def _a_reply(self, call: Call, status: int, reason: str | None = None) -> Response:
+        resp = call.a_req.reply(status, reason, to_tag=call.a_tag)
+        if 100 < status < 300:
+            resp.headers.add("Contact", self.contact(call.a_source))
+            if call.a_dialog is None:
+                call.a_dialog = Dialog.as_uas(
+                    call.a_req, call.a_tag, call.a_source, self.contact(call.a_source)
+                )
+                self.dialogs[(call.a_dialog.call_id, call.a_tag)] = (call, "a")
+        return resp
+
+    def _send_a_2xx(self, call: Call, resp: Response) -> None:
+        call.a_2xx = resp
+        call.a_final_sent = True
+        self.stack.respond(call.a_key, resp)
+        self._retransmit_2xx(call, T1, self.loop.time() + 64 * T1)
+
+    def _retransmit_2xx(self, call: Call, interval: float, give_up: float) -> None:
+        def again() -> None:
+            if call.a_2xx is None or call.state is State.ENDED:
+                return
+            if self.loop.time() >= give_up:
+                log.info("call %s: no ACK for our 2xx, hanging up", call.id)
+                call.a_2xx = None
+                self.hangup(call, "no ACK")
+                return
+            self.stack.send(call.a_2xx, call.a_source)
+            self._retransmit_2xx(call, min(2 * interval, T2), give_up)
+
+        call.a_2xx_timer = self.loop.call_later(interval, again)
+
+    def _fail_a(self, call: Call, status: int, why: str) -> None:
+        if not call.a_final_sent:
+            call.a_final_sent = True
+            self.stack.respond(call.a_key, self._a_reply(call, status))
+        self._end(call, _disposition(status), f"{status} {why}")
+
+    def _ring_timeout(self, call: Call) -> None:
+        call.ring_timer = None
+        if call.state in (State.ROUTING, State.RINGING):
+            for fork in call.forks:
+                if fork.final is None:
+                    self._cancel_fork(fork)
+            self._fail_a(call, 480, "ring timeout")
+
+    # ------------------------------------------------------------ cancel / bye
+    def _cancel_fork(self, fork: Fork) -> None:
+        if fork.cancelled or fork.final is not None or fork.key is None:
+            return
+        if not fork.provisional:
+            fork.cancel_pending = True  # RFC 3261 §9.1: not before a provisional
+            return
+        fork.cancelled = True
+        fork.cancel_pending = False
+        cancel = cancel_for(fork.invite)
+        try:
+            self.stack.request(cancel, fork.target.dest, lambda _r: None)
+        except Exception:
+            log.exception("CANCEL to %s failed", fork.target.label)
+
+    def cancel(self, call: Call) -> None:
+        """The caller CANCELled (§9.2): 487 to the INVITE, CANCEL every fork."""
+        if call.state in (State.ANSWERED, State.ENDED):
+            return
+        for fork in call.forks:
+            self._cancel_fork(fork)
+        if not call.a_final_sent:
+            call.a_final_sent = True
+            self.stack.respond(call.a_key, self._a_reply(call, 487))
+        self._end(call, "CANCELLED", "caller cancelled")
+
+    def _bye(self, dialog: Dialog) -> None:
+        self._send_in_dialog(dialog, dialog.request("BYE"), lambda _r: None)
+
+    def hangup(self, call: Call, why: str) -> None:
+        """End an answered call from our side: BYE to both."""
+        if call.state is State.ENDED:
+            return
+        if call.a_dialog is not None and call.a_final_sent:
+            self._bye(call.a_dialog)
+        if call.answered is not None:
+            self._bye(call.answered.dialog)
+        self._end(call, "ANSWERED" if call.answered_at else "FAILED", why)
+
+    def _send_in_dialog(
+        self, dialog: Dialog, req: Request, cb: Callable[[Response | None], None]
+    ) -> ClientKey | None:
+        dest = dialog.destination()
+        req.headers.insert(0, "Via", str(self.stack.via_for(dest)))
+        try:
+            return self.stack.request(req, dest, cb)
+        except Exception:
+            log.exception("cannot send %s", req.method)
+            return None
+
+    # ------------------------------------------------------------ in-call requests
+    def in_dialog(self, req: Request, source: Address, key: AnyServerKey | None) -> bool:
+        """Handle a request inside a call; False if it belongs to none."""
+        try:
+            found = self.dialogs.get((req.call_id, req.to.tag or ""))
+        except ParseError:
+            return False
+        if found is None:
+            return False
+        call, side = found
+        if req.method == "ACK":
+            self._on_ack(call, side, req)
+            return True
+        if key is None:
+            return True
+        if side == "a" and call.a_dialog is not None:
+            call.a_dialog.remote_cseq = max(call.a_dialog.remote_cseq, req.cseq.seq)
+        if req.method == "BYE":
+            self.stack.respond(key, req.reply(200))
+            if call.state is State.ENDED:
+                return True
+            if side == "a":
+                if call.answered is not None:
+                    self._bye(call.answered.dialog)
+                else:
+                    for fork in call.forks:
+                        self._cancel_fork(fork)
+                self._end(call, "ANSWERED" if call.answered_at else "CANCELLED", "caller hung up")
+            else:
+                if call.a_dialog is not None:
+                    self._bye(call.a_dialog)
+                self._end(call, "ANSWERED", "callee hung up")
+            return True
+        if call.state is State.ENDED:
+            self.stack.respond(key, req.reply(481))
+            return True
+        self._relay(call, side, req, key)
+        return True
+
+    def _other_dialog(self, call: Call, side: str) -> Dialog | None:
+        if side == "a":
+            return call.answered.dialog if call.answered is not None else None
+        return call.a_dialog
+
+    def _relay(self, call: Call, side: str, req: Request, key: AnyServerKey) -> None:
+        """re-INVITE, UPDATE, INFO … from one side re-issued on the other (§14)."""
+        other = self._other_dialog(call, side)
+        if other is None:
+            self.stack.respond(key, req.reply(491 if req.method == "INVITE" else 481))
+            return
+        ctype = req.headers.get("content-type") if req.body else None
+        out = other.request(req.method, req.body, ctype)
+        for name in ("event", "subscription-state", "rack", "info-package"):
+            for value in req.headers.getall(name):
+                out.headers.add(name, value)
+
+        def answered(resp: Response | None) -> None:
+            status = 408 if resp is None else resp.status
+            if status < 200:
+                return
+            reply = req.reply(status, None if resp is None else resp.reason)
+            if resp is not None and resp.body:
+                reply.body = resp.body
+                reply.headers.add("Content-Type", resp.headers.get("content-type") or "")
+            if req.method == "INVITE" and 200 <= status < 300 and resp is not None:
+                reply.headers.add(
+                    "Contact", self.contact(call.a_source if side == "a" else other.peer)
+                )
+                ack = other.request("ACK")
+                ack.headers.set("CSeq", f"{out.cseq.seq} ACK")
+                dest = other.destination()
+                ack.headers.insert(0, "Via", str(self.stack.via_for(dest)))
+                self.stack.send(ack, dest)
+            self.stack.respond(key, reply)
+
+        self._send_in_dialog(other, out, answered)
+
+    def _on_ack(self, call: Call, side: str, req: Request) -> None:
+        if side != "a":
+            return  # B ACKs nothing of ours (we never answer B's INVITEs)
+        if call.a_2xx is not None:
+            call.a_2xx = None
+            self._cancel_timer(call, "a_2xx_timer")
+        if call.ack_to_b_pending and call.answered is not None:
+            call.ack_to_b_pending = False
+            ctype = req.headers.get("content-type") if req.body else None
+            self._ack(call.answered, req.body, ctype)
+
+    # ------------------------------------------------------------ end
+    def _forget_fork(self, fork: Fork) -> None:
+        self.dialogs.pop((fork.dialog.call_id, fork.dialog.local_tag), None)
+
+    def _end(self, call: Call, disposition: str, cause: str) -> None:
+        if call.state is State.ENDED:
+            return
+        call.state = State.ENDED
+        call.disposition = disposition
+        call.cause = cause
+        call.ended_at = self.loop.time()
+        self._cancel_timer(call, "ring_timer")
+        self.calls.pop(call.id, None)
+        self.by_key.pop(call.a_key, None)
+        # Keep the dialog entries a little while: late BYEs/ACKs get their answer.
+        self.loop.call_later(32.0, self._forget, call)
+        if self.on_end is not None:
+            try:
+                self.on_end(call)
+            except Exception:
+                log.exception("call-end hook failed")
+
+    def _forget(self, call: Call) -> None:
+        self._cancel_timer(call, "a_2xx_timer")
+        for k in [k for k, (c, _s) in self.dialogs.items() if c is call]:
+            del self.dialogs[k]
+
+    @staticmethod
+    def _cancel_timer(call: Call, name: str) -> None:
+        handle = getattr(call, name)
+        if handle is not None:
+            handle.cancel()
+            setattr(call, name, None)
+
+    def status(self) -> list[dict[str, object]]:
+        now = self.loop.time()
+        return [
+            {
+                "id": c.id,
+                "caller": c.caller,
+                "callee": c.callee,
+                "state": c.state.value,
+                "seconds": round(now - (c.answered_at or c.started)),
+                "legs": [f.target.label for f in c.forks],
+            }
+            for c in self.calls.values()
+        ]
+
+
+def _best_status(statuses: list[int]) -> int:
+    """The response to give the caller when every fork failed (§16.7 step 6, simplified):
+    a 6xx wins, then busy, then the lowest class."""
+    six = [s for s in statuses if s >= 600]
+    if six:
+        return min(six)
+    if 486 in statuses:
+        return 486
+    return min(statuses, key=lambda s: (s // 100, s != 480, s))
+
+
+def _disposition(status: int) -> str:
+    if status in (486, 600):
+        return "BUSY"
+    if status in (408, 480, 487):
+        return "NO ANSWER"
+    return "FAILED"
+
+
+def name_addr(display: str | None, uri: str) -> str:
+    """A From/To value (no tag) for the B leg."""
+    return str(NameAddr(parse_uri(uri), display))
