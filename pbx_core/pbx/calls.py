@@ -100,6 +100,7 @@ class Call:
     cause: str = ""
     did: str | None = None
     trunk: str | None = None
+    reinvite_pending: bool = False  # glare: a second re-INVITE meanwhile gets 491
     # Requests relayed across: our client key -> (server key on the other side, side)
     wall_start: float = field(default_factory=time.time)
 
@@ -453,9 +454,12 @@ class CallManager:
     def _relay(self, call: Call, side: str, req: Request, key: AnyServerKey) -> None:
         """re-INVITE, UPDATE, INFO … from one side re-issued on the other (§14)."""
         other = self._other_dialog(call, side)
-        if other is None:
+        if other is None or (req.method == "INVITE" and call.reinvite_pending):
+            # RFC 3261 §14.2: an offer while ours is outstanding gets 491.
             self.stack.respond(key, req.reply(491 if req.method == "INVITE" else 481))
             return
+        if req.method == "INVITE":
+            call.reinvite_pending = True
         ctype = req.headers.get("content-type") if req.body else None
         out = other.request(req.method, req.body, ctype)
         for name in ("event", "subscription-state", "rack", "info-package"):
@@ -466,6 +470,8 @@ class CallManager:
             status = 408 if resp is None else resp.status
             if status < 200:
                 return
+            if req.method == "INVITE":
+                call.reinvite_pending = False
             reply = req.reply(status, None if resp is None else resp.reason)
             if resp is not None and resp.body:
                 reply.body = resp.body
