@@ -487,7 +487,9 @@ class CallManager:
                 self.stack.send(ack, dest)
             self.stack.respond(key, reply)
 
-        self._send_in_dialog(other, out, answered)
+        if self._send_in_dialog(other, out, answered) is None:
+            call.reinvite_pending = False
+            self.stack.respond(key, req.reply(500))
 
     def _on_ack(self, call: Call, side: str, req: Request) -> None:
         if side != "a":
