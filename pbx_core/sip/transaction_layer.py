@@ -105,7 +105,10 @@ class _Transaction:
         self.key = key
         self.machine = machine
         self.state = machine.start.target
-        self.request = request
+        # Released once a server transaction has sent its final response: only that
+        # response is needed to answer retransmissions, and a REGISTER or BYE
+        # transaction lingers 32 s (Timer J) — less to keep, less for the GC to scan.
+        self.request: Request | None = request
         self.peer = peer  # client: where the request goes; server: where it came from
         self.reliable = peer[0].upper() not in UNRELIABLE
         self.response: Response | None = None  # server: last response sent
@@ -437,11 +440,12 @@ class TransactionLayer:
 
     def _send_request(self, step: _Step) -> None:
         tx = step.tx
-        step.out.append(Send(tx.request, tx.peer, tx.key))
+        if tx.request is not None:
+            step.out.append(Send(tx.request, tx.peer, tx.key))
 
     def _send_ack(self, step: _Step) -> None:
         tx = step.tx
-        if tx.ack is None and isinstance(step.msg, Response):
+        if tx.ack is None and tx.request is not None and isinstance(step.msg, Response):
             tx.ack = non_2xx_ack(tx.request, step.msg)
         if tx.ack is not None:  # §17.1.1.3: to the address the INVITE went to
             step.out.append(Send(tx.ack, tx.peer, tx.key))
@@ -449,16 +453,17 @@ class TransactionLayer:
     def _request_to_tu(self, step: _Step) -> None:
         tx = step.tx
         key = tx.key
-        if isinstance(key, ClientKey):
+        request = tx.request
+        if isinstance(key, ClientKey) or request is None:
             return
         cancels: AnyServerKey | None = None
-        if tx.request.method == "CANCEL":
+        if request.method == "CANCEL":
             # §9.2: match as if the CANCEL were the request it cancels (an INVITE).
             target = key._replace(method="INVITE")
             invite = self._servers.get(target)
             if invite is not None and invite.machine is INVITE_SERVER:
                 cancels = target
-        step.out.append(RequestReceived(tx.request, tx.peer, key, cancels))
+        step.out.append(RequestReceived(request, tx.peer, key, cancels))
 
     def _response_to_tu(self, step: _Step) -> None:
         tx = step.tx
@@ -479,6 +484,8 @@ class TransactionLayer:
                 tx.to_tag = msg.to.tag  # the RFC 2543 ACK must carry it
             except ParseError:
                 tx.to_tag = None
+        if msg.status >= 200:
+            tx.request = None
         step.out.append(Send(msg, tx.peer, tx.key))
 
     def _resend_response(self, step: _Step) -> None:
@@ -488,6 +495,8 @@ class TransactionLayer:
 
     def _send_trying(self, step: _Step) -> None:
         tx = step.tx
+        if tx.request is None:
+            return
         tx.response = trying_for(tx.request)
         step.out.append(Send(tx.response, tx.peer, tx.key))
 
