@@ -96,11 +96,30 @@ class Engine:
 
     # ------------------------------------------------------------------ OPTIONS
     def _stateless(self, req: Request, source: Address) -> bool:
-        """Answer OPTIONS outside the call without a transaction (RFC 3261 §8.2.7),
-        as Kamailio's options module does: pings must not cost 32 s of memory."""
-        if req.method != "OPTIONS" or "tag=" in (req.headers.get("to") or ""):
+        """Answer without a transaction (RFC 3261 §8.2.7) what needs no state: OPTIONS
+        pings (as Kamailio's options module does) and the challenge to a REGISTER or
+        INVITE that carries no credentials (§8.2.7's own example). Neither costs 32 s
+        of memory; a lost answer is simply sent again for the retransmission."""
+        method = req.method
+        if method not in ("OPTIONS", "REGISTER", "INVITE") or "tag=" in (
+            req.headers.get("to") or ""
+        ):
             return False
-        resp = self._options(req)
+        if method == "OPTIONS":
+            self.stack.send(self._options(req), source)
+            return True
+        header = "authorization" if method == "REGISTER" else "proxy-authorization"
+        if header in req.headers or (method == "INVITE" and self.trunks.trusted(source[1])):
+            return False
+        err = check_request(req, SUPPORTED, SCHEMES)
+        if err is not None:
+            return False  # the transaction path answers it with its status
+        if method == "REGISTER" and not (
+            self._is_our_host(req.uri.host) and self._is_our_host(req.to.uri.host)
+        ):
+            return False
+        resp = self.auth.challenge(req, self.domain, self.loop.time())
+        resp.headers.set("To", f"{req.headers.get('to')};tag={self.stateless_tag(req)}")
         self.stack.send(resp, source)
         return True
 

@@ -404,7 +404,10 @@ class Message:
             values = self.headers.getall("via")
             if not values:
                 raise ParseError("missing Via header")
-            self._via = [parse_via(v) for v in values]
+            top = self._top_via  # parsed (and perhaps stamped) already
+            if top is None:
+                top = parse_via(values[0])
+            self._via = [top, *(parse_via(v) for v in values[1:])]
         return self._via
 
     @property
