@@ -1,0 +1,438 @@
+"""The media engine: port pairs, anchored two-leg calls and standalone endpoints.
+
+    engine = MediaEngine(loop, "192.0.2.10", 10000, 20000)
+    call, offer_for_callee = engine.anchor(offer_from_caller)
+    answer_for_caller = call.answer(answer_from_callee)
+    ...
+    call.close()
+
+See pbx_core/media/README.md for the whole API and the theory of operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pbx_core.media import negotiation as neg
+from pbx_core.media.audio import Audio
+from pbx_core.media.dtmf import parse_dtmf_info
+from pbx_core.media.errors import MediaError, NegotiationError, PortsExhaustedError
+from pbx_core.media.events import DtmfEvent, LegStats
+from pbx_core.media.leg import MediaLeg
+from pbx_core.media.ports import PortAllocator
+from pbx_core.media.tones import tone
+from pbx_core.sip.sdp import SessionDescription
+
+log = logging.getLogger("pbx.media")
+
+__all__ = ["AnchoredCall", "MediaEngine", "MediaSettings"]
+
+CALLER, CALLEE = "caller", "callee"
+_BUFSIZE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSettings:
+    """Engine settings (README "Settings" lists them with their meaning)."""
+
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")  # what the PBX offers/accepts, in order
+    passthrough: bool = False  # also relay codecs the PBX cannot decode (no MOH/tones)
+    country: str = "us"  # call-progress tone cadences
+    rtcp_interval: float = 5.0  # seconds between RTCP reports (randomised ±50 %)
+    inband_dtmf: bool = True  # listen for in-band tones on legs without telephone-event
+    tick: float = 0.5  # housekeeping period (RTCP, inactivity)
+
+
+class MediaEngine:
+    """All RTP of one PBX.  Create it inside the running loop; ``close()`` at exit."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        address: str,
+        port_min: int = 10000,
+        port_max: int = 20000,
+        settings: MediaSettings | None = None,
+        bind: str | None = None,
+    ) -> None:
+        self.loop = loop
+        self.address = address  # what the SDP advertises
+        self.bind = bind if bind is not None else address
+        self.settings = settings or MediaSettings()
+        self.ports = PortAllocator(port_min, port_max)
+        self.buffer = bytearray(_BUFSIZE)  # the one receive buffer of every socket
+        self.view = memoryview(self.buffer)
+        self.cname = f"wafer-pbx@{address}"
+        self.legs: set[MediaLeg] = set()
+        self.calls: set[AnchoredCall] = set()
+        self.send_drops = 0
+        self._family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
+        self._tones: dict[tuple[str, str], tuple[Audio, bool]] = {}
+        self._files: dict[tuple[str, int, int], Audio] = {}
+        self._tick: asyncio.TimerHandle | None = loop.call_later(
+            self.settings.tick, self._housekeep
+        )
+        self.closed = False
+
+    # ------------------------------------------------------------------
+    # Ports and legs
+
+    def _bind(self, port: int) -> socket.socket | None:
+        s = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            s.setblocking(False)
+            s.bind((self.bind, port))
+        except OSError:
+            s.close()
+            return None
+        return s
+
+    def open_leg(self, side: str) -> MediaLeg:
+        """A new leg on a free even/odd port pair; PortsExhaustedError if none."""
+        if self.closed:
+            raise MediaError("the media engine is closed")
+        for port in self.ports.candidates():
+            rtp = self._bind(port)
+            if rtp is None:
+                continue  # taken by another program: try the next pair
+            rtcp = self._bind(port + 1)
+            if rtcp is None:
+                rtp.close()
+                continue
+            self.ports.take(port)
+            leg = MediaLeg(self, side, port, rtp, rtcp)
+            self.legs.add(leg)
+            return leg
+        raise PortsExhaustedError(
+            f"no free RTP port pair ({self.ports.in_use} of {self.ports.count} in use)"
+        )
+
+    def release(self, leg: MediaLeg) -> None:
+        self.legs.discard(leg)
+        self.ports.release(leg.port)
+
+    def rewire(self, leg: MediaLeg) -> None:
+        """Recompute who forwards to whom after a leg's output changed."""
+        legs = [leg] if leg.partner is None else [leg, leg.partner]
+        for x in legs:
+            p = x.partner
+            if x.mode == "echo":
+                x._forward_to = x
+            elif p is not None and p.mode == "relay":
+                x._forward_to = p
+            else:
+                x._forward_to = None
+            if x._forward_to is not None:
+                x._forward_to._resync = True
+
+    # ------------------------------------------------------------------
+    # Calls
+
+    def anchor(
+        self, offer: bytes, caller: str = CALLER, callee: str = CALLEE
+    ) -> tuple[AnchoredCall, bytes]:
+        """Anchor a call: from the caller's SDP offer, the call and the offer to send
+        the callee.  Raises NegotiationError (488/400) or PortsExhaustedError (503)."""
+        offer_sd = neg.parse_offer(offer)
+        stream = neg.stream_of(offer_sd)
+        a = self.open_leg(caller)
+        try:
+            b = self.open_leg(callee)
+        except MediaError:
+            a.close()
+            raise
+        call = AnchoredCall(self, a, b, offer_sd, stream)
+        try:
+            body = neg.callee_offer(
+                stream,
+                self.address,
+                b.port,
+                b.local,
+                self.settings.codecs,
+                self.settings.passthrough,
+            )
+        except MediaError:
+            call.close()
+            raise
+        self.calls.add(call)
+        return call, body
+
+    def endpoint(self, offer: bytes, name: str = "endpoint") -> tuple[MediaLeg, bytes]:
+        """Terminate a call in the PBX (IVR, voicemail, echo test): the leg and the SDP
+        answer.  The leg sends nothing until told to play, tone or echo."""
+        offer_sd = neg.parse_offer(offer)
+        stream = neg.stream_of(offer_sd)
+        leg = self.open_leg(name)
+        try:
+            body, choice = neg.endpoint_answer(
+                offer_sd, stream, self.settings.codecs, self.address, leg.port, leg.local
+            )
+        except MediaError:
+            leg.close()
+            raise
+        leg.mode = "silent"
+        leg._pending_mode = "silent"
+        leg._apply(stream, choice)
+        return leg, body
+
+    def reoffer_endpoint(self, leg: MediaLeg, offer: bytes) -> bytes:
+        """Answer a re-INVITE on an endpoint leg."""
+        offer_sd = neg.parse_offer(offer)
+        stream = neg.stream_of(offer_sd)
+        body, choice = neg.answer_reoffer(
+            offer_sd, stream, leg.codec, self.settings.codecs, self.address, leg.port, leg.local
+        )
+        leg._apply(stream, choice)
+        return body
+
+    # ------------------------------------------------------------------
+    # Audio
+
+    def tone_audio(self, name: str, country: str | None = None) -> tuple[Audio, bool]:
+        """A tone as a clip (cached) and whether it repeats."""
+        key = (name.lower(), (country or self.settings.country).lower())
+        found = self._tones.get(key)
+        if found is None:
+            t = tone(*key)
+            found = self._tones[key] = (Audio.from_tone(t, f"{key[0]} ({key[1]})"), t.repeat)
+        return found
+
+    def load(self, path: str | Path) -> Audio:
+        """A WAV file as a clip (cached while the file is unchanged).  MediaError when
+        the file is missing or not 8 kHz mono PCM/G.711."""
+        p = Path(path)
+        try:
+            st = p.stat()
+            key = (str(p), st.st_mtime_ns, st.st_size)
+            found = self._files.get(key)
+            if found is None:
+                found = Audio.from_wav(p.read_bytes(), str(p))
+                if len(self._files) > 256:
+                    self._files.clear()
+                self._files[key] = found
+        except OSError as exc:
+            raise MediaError(f"cannot read {p}: {exc.strerror}") from exc
+        return found
+
+    # ------------------------------------------------------------------
+
+    def _housekeep(self) -> None:
+        now = self.loop.time()
+        for leg in list(self.legs):
+            if now >= leg.next_rtcp:
+                leg.send_rtcp(now)
+            leg.check_inactive(now)
+        self._tick = self.loop.call_later(self.settings.tick, self._housekeep)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "calls": len(self.calls),
+            "legs": len(self.legs),
+            "ports_in_use": self.ports.in_use,
+            "ports_free": self.ports.free,
+            "send_drops": self.send_drops,
+        }
+
+    def close(self) -> None:
+        """Close every call and leg (recordings are finished) and stop the tick."""
+        for call in list(self.calls):
+            call.close()
+        for leg in list(self.legs):
+            leg.close()
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        self.closed = True
+
+
+HoldCallback = Callable[[str, bool], None]
+
+
+class AnchoredCall:
+    """Two legs relayed to each other: ``caller`` (the phone that sent the offer)
+    and ``callee``."""
+
+    def __init__(
+        self,
+        engine: MediaEngine,
+        caller: MediaLeg,
+        callee: MediaLeg,
+        offer_sd: SessionDescription,
+        stream: neg.Stream,
+    ) -> None:
+        self.engine = engine
+        self.caller = caller
+        self.callee = callee
+        caller.partner = callee
+        callee.partner = caller
+        self._offer_sd = offer_sd
+        self._caller_stream = stream
+        self._caller_choice: neg.Choice | None = None
+        self._answer_body: bytes | None = None
+        self.answered = False
+        self.music_on_hold: Audio | None = None
+        self._moh_on: set[str] = set()
+        self._hold_callbacks: list[HoldCallback] = []
+        self.closed = False
+
+    def leg(self, side: str) -> MediaLeg:
+        if side == self.caller.side:
+            return self.caller
+        if side == self.callee.side:
+            return self.callee
+        raise MediaError(f"no leg {side!r} in this call ({self.caller.side}, {self.callee.side})")
+
+    def early_answer(self) -> bytes:
+        """An answer for the caller before the callee answered (for a 183 that
+        carries the PBX's own ringback).  Fixes the caller's codec: the callee's
+        answer must then use it or the other G.711 law."""
+        if self._answer_body is not None:
+            return self._answer_body
+        body, choice = neg.answer_reoffer(
+            self._offer_sd,
+            self._caller_stream,
+            None,
+            self.engine.settings.codecs,
+            self.engine.address,
+            self.caller.port,
+            self.caller.local,
+        )
+        self._caller_choice = choice
+        self._answer_body = body
+        self.caller._apply(self._caller_stream, choice)
+        return body
+
+    def answer(self, sdp: bytes) -> bytes:
+        """The callee's answer (from a 183 or the 200): returns the answer for the
+        caller.  Calling it again with the callee's final answer is allowed."""
+        sd = neg.parse_offer(sdp)
+        stream = neg.stream_of(sd)
+        if not stream.codecs:
+            raise NegotiationError("the callee's answer has no codec")
+        if self._caller_choice is None:
+            body, choice = neg.caller_answer(
+                self._offer_sd,
+                self._caller_stream,
+                stream,
+                self.engine.address,
+                self.caller.port,
+                self.caller.local,
+            )
+            self._caller_choice = choice
+            self._answer_body = body
+            self.caller._apply(self._caller_stream, choice)
+        elif self._answer_body is None:
+            raise NegotiationError("no answer for the caller")
+        else:
+            body = self._answer_body
+        # The callee's first answered codec is what we send it.
+        callee_pt, callee_map = next(iter(stream.codecs.items()))
+        caller_codec = self.caller.codec
+        for pt, m in stream.codecs.items():
+            if m.encoding.upper() == caller_codec:
+                callee_pt, callee_map = pt, m
+                break
+        te = stream.te_pt
+        self.callee._apply(stream, neg.Choice(callee_pt, callee_map, te))
+        self._wire()
+        self.answered = True
+        return body
+
+    def _wire(self) -> None:
+        a, b = self.caller, self.callee
+        a._fwd = a.transcode_map(b)
+        b._fwd = b.transcode_map(a)
+        if not b._fwd.get(a.pt) and a.codec != b.codec:
+            log.warning("call %s/%s: no way to carry %s to %s", a.port, b.port, a.codec, b.codec)
+        self.engine.rewire(a)
+
+    def reoffer(self, side: str, sdp: bytes) -> bytes:
+        """A re-INVITE's offer from one side; returns the PBX's answer to it.
+
+        The PBX answers itself and leaves the other leg as it is: a new address or
+        port moves the stream, a codec change is transcoded, ``sendonly``/
+        ``inactive``/0.0.0.0 holds (the other side hears ``music_on_hold`` if set)
+        and ``sendrecv`` resumes.  NegotiationError (488) leaves the call unchanged."""
+        leg = self.leg(side)
+        sd = neg.parse_offer(sdp)
+        stream = neg.stream_of(sd)
+        other = leg.partner
+        assert other is not None  # noqa: S101 - anchored legs always have a partner
+        acceptable = tuple(self.engine.settings.codecs)
+        if self.engine.settings.passthrough and other.codec not in acceptable:
+            acceptable += (other.codec,)
+        body, choice = neg.answer_reoffer(
+            sd, stream, leg.codec, acceptable, self.engine.address, leg.port, leg.local
+        )
+        was_held = leg.held
+        leg._apply(stream, choice)
+        self._wire()
+        if leg.held != was_held:
+            self._hold_changed(leg, other)
+        return body
+
+    def _hold_changed(self, leg: MediaLeg, other: MediaLeg) -> None:
+        if leg.held and self.music_on_hold is not None and other.codec in ("PCMU", "PCMA"):
+            other.play(self.music_on_hold, loop=True)
+            self._moh_on.add(other.side)
+        elif not leg.held and other.side in self._moh_on:
+            self._moh_on.discard(other.side)
+            other.stop_play()
+        for cb in list(self._hold_callbacks):
+            try:
+                cb(leg.side, leg.held)
+            except Exception:
+                log.exception("hold callback failed")
+
+    def on_hold(self, callback: HoldCallback) -> None:
+        """Call ``callback(side, held)`` when a side holds or resumes."""
+        self._hold_callbacks.append(callback)
+
+    def on_dtmf(self, callback: Callable[[DtmfEvent], None]) -> None:
+        """Call ``callback(DtmfEvent)`` for key presses from either side
+        (``event.side`` says which)."""
+        self.caller.on_dtmf(callback)
+        self.callee.on_dtmf(callback)
+
+    def on_inactivity(
+        self, seconds: float, callback: Callable[[AnchoredCall, MediaLeg], None]
+    ) -> None:
+        """Call ``callback(call, leg)`` when a leg that should send has sent no RTP or
+        RTCP for ``seconds`` (a dead phone or a lost BYE): tear the call down."""
+        for leg in (self.caller, self.callee):
+            leg.on_inactivity(seconds, lambda lg: callback(self, lg))
+
+    def dtmf_info(
+        self, side: str, content_type: str, body: bytes, relay: bool = True
+    ) -> DtmfEvent | None:
+        """A SIP INFO received from ``side``: its key press (reported to on_dtmf
+        callbacks) or None when the body is not DTMF.  With ``relay``, the press is
+        sent on to the other phone as telephone-event or in-band tones.  A malformed
+        DTMF body raises MediaError(400)."""
+        leg = self.leg(side)
+        event = parse_dtmf_info(content_type, body, leg.side)
+        if event is None:
+            return None
+        leg._emit(event)
+        other = leg.partner
+        if relay and other is not None and other.stream is not None:
+            other.send_dtmf(event.digit, event.duration_ms or 100)
+        return event
+
+    def stats(self) -> dict[str, LegStats]:
+        """Per side: packets, bytes, lost, jitter, remote reports (for the CDR)."""
+        return {self.caller.side: self.caller.stats(), self.callee.side: self.callee.stats()}
+
+    def close(self) -> None:
+        """Stop relaying and release both port pairs (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.caller.close()
+        self.callee.close()
+        self.engine.calls.discard(self)
