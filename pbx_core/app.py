@@ -9,11 +9,14 @@ import gc
 import logging
 import os
 import signal
+import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Any
 
 from pbx_core import paths
+from pbx_core.media.engine import MediaEngine
 from pbx_core.pbx.control import ControlServer
 from pbx_core.pbx.engine import Engine
 from pbx_core.pbx.sipserver import SipServer
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("configuration %s (%s) loaded", args.config, store.kind)
     try:
         control = Path(args.control) if args.control else paths.control_socket()
-        asyncio.run(_serve(listens, trace, store, control))
+        asyncio.run(_serve(listens, trace, store, control, args.media_address))
     except OSError as exc:
         print(f"pbx run: {exc}", file=sys.stderr)
         return 1
@@ -105,8 +108,33 @@ def _status(server: SipServer, store: Store, started: float, engine: Engine) -> 
     }
 
 
+def _primary_address(listens: list[tuple[str, int]]) -> str:
+    """The address phones send RTP to: the SIP listener's own when it is specific,
+    else the one this host uses towards its default gateway (from /proc/net/route;
+    a connected UDP socket sends nothing), else loopback."""
+    for host, _port in listens:
+        if host not in ("0.0.0.0", "::"):
+            return host
+    try:
+        with open("/proc/net/route", encoding="ascii") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 2 and fields[1] == "00000000":
+                    gw = socket.inet_ntoa(struct.pack("<I", int(fields[2], 16)))
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                        probe.connect((gw, 9))
+                        return str(probe.getsockname()[0])
+    except (OSError, ValueError):
+        pass
+    return "127.0.0.1"
+
+
 async def _serve(
-    listens: list[tuple[str, int]], trace: Trace | None, store: Store, control_path: Path
+    listens: list[tuple[str, int]],
+    trace: Trace | None,
+    store: Store,
+    control_path: Path,
+    media_address: str | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -114,7 +142,14 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     async with asyncio.TaskGroup() as tasks:
         server = SipServer(loop, tasks, trace)
-        engine = Engine(server, store)
+        settings = store.snapshot.settings
+        media = MediaEngine(
+            loop,
+            media_address or _primary_address(listens),
+            int(settings.get("rtp_port_min", 10000)),
+            int(settings.get("rtp_port_max", 20000)),
+        )
+        engine = Engine(server, store, media)
         try:
             for host, port in listens:
                 await server.transports.listen(host, port)
@@ -146,4 +181,5 @@ async def _serve(
             control.close()
         finally:
             engine.close()
+            media.close()
             server.close()

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--trace", metavar="FILE", help="log every SIP message in/out ('-' = stderr)")
     run.add_argument("--control", metavar="PATH", help="control socket (default: in the RAM dir)")
+    run.add_argument(
+        "--media-address",
+        metavar="ADDR",
+        help="address advertised for RTP (default: the SIP listener's, or the LAN address)",
+    )
     run.set_defaults(func=_cmd_run)
 
     sip = sub.add_parser("sip", help="SIP tools")
@@ -122,14 +127,66 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--control", metavar="PATH", help="the daemon's control socket")
     st.set_defaults(func=_cmd_status)
 
+    _watchdog_parser(sub)
     for name, help_ in (
-        ("watchdog", "the supervisor"),
         ("console", "the serial console tool"),
         ("remote", "the host-side client of the serial console"),
     ):
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(func=lambda _a, n=name: _not_yet(n))
     return p
+
+
+def _cmd_watchdog(args: argparse.Namespace) -> int:
+    from pbx_core.watchdog import supervisor
+
+    return supervisor.main(args)
+
+
+def _watchdog_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    wd = sub.add_parser(
+        "watchdog",
+        help="the supervisor: runs `pbx run`, checks it, feeds /dev/watchdog",
+        description="Start `pbx run`, check its health (control-socket ping and a SIP "
+        "OPTIONS on loopback), restart it when it dies or hangs, and feed the hardware "
+        "watchdog only while it is healthy. See pbx_core/watchdog/README.md.",
+    )
+    wd.add_argument("--config", required=True, metavar="DIR", help="passed to pbx run")
+    wd.add_argument(
+        "--factory",
+        metavar="DIR",
+        help="tables committed to --config first when it holds no generation yet",
+    )
+    wd.add_argument(
+        "--listen", action="append", default=[], metavar="ADDR:PORT", help="passed to pbx run"
+    )
+    wd.add_argument("--trace", metavar="FILE", help="passed to pbx run")
+    wd.add_argument("--control", metavar="PATH", help="the daemon's control socket")
+    wd.add_argument(
+        "--device",
+        default="/dev/watchdog",
+        metavar="PATH",
+        help="watchdog device, or none (default: %(default)s)",
+    )
+    wd.add_argument(
+        "--syslog", action="store_true", help="log to syslog (/dev/log) as well as stderr"
+    )
+    for flag, kind, default, what in (
+        ("--timeout", int, 30, "hardware watchdog timeout, s"),
+        ("--feed-interval", float, 5.0, "feed the device this often, s"),
+        ("--check-interval", float, 5.0, "health check period, s"),
+        ("--check-timeout", float, 3.0, "deadline of one health check, s"),
+        ("--failures", int, 2, "failed checks in a row that make the PBX unhealthy"),
+        ("--start-timeout", float, 60.0, "time a new PBX has to become healthy, s"),
+        ("--stop-timeout", float, 10.0, "time pbx run has to stop on SIGTERM, s"),
+        ("--restart-delay", float, 2.0, "wait before a restart, s"),
+        ("--window", float, 300.0, "restart counting window, s"),
+        ("--limit", int, 5, "restarts allowed within the window before giving up"),
+    ):
+        wd.add_argument(
+            flag, type=kind, default=default, metavar="N", help=f"{what} (default %(default)s)"
+        )
+    wd.set_defaults(func=_cmd_watchdog)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,3 +36,15 @@ def control_socket() -> Path:
     """The daemon's control socket (see pbx_core/pbx/control.py)."""
     env = os.environ.get("PBX_CONTROL")
     return Path(env) if env else runtime_dir() / "control.sock"
+
+
+def asset(name: str) -> Path:
+    """A read-only asset (prompts, music on hold): $PBX_ASSETS, /usr/share/pbx on the
+    appliance, else output/assets in the source tree (made by the image build)."""
+    env = os.environ.get("PBX_ASSETS")
+    if env:
+        return Path(env) / name
+    system = Path("/usr/share/pbx") / name
+    if system.exists():
+        return system
+    return Path(__file__).resolve().parent.parent / "output" / "assets" / name

@@ -24,6 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from pbx_core.media.engine import AnchoredCall, MediaEngine
+from pbx_core.media.errors import MediaError
+from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.dialog import Dialog
 from pbx_core.pbx.sipserver import SipServer
 from pbx_core.sip.errors import ParseError
@@ -101,6 +104,10 @@ class Call:
     did: str | None = None
     trunk: str | None = None
     reinvite_pending: bool = False  # glare: a second re-INVITE meanwhile gets 491
+    media: AnchoredCall | None = None  # the anchored RTP of the call (issue 6)
+    media_stats: dict[str, object] = field(default_factory=dict)
+    endpoint: MediaLeg | None = None  # a call the PBX answers itself (echo test …)
+    ringback: bool = False  # we play ringback to the caller
     # Requests relayed across: our client key -> (server key on the other side, side)
     wall_start: float = field(default_factory=time.time)
 
@@ -110,8 +117,18 @@ def tag() -> str:
 
 
 class CallManager:
-    def __init__(self, stack: SipServer, on_end: Callable[[Call], None] | None = None) -> None:
+    def __init__(
+        self,
+        stack: SipServer,
+        on_end: Callable[[Call], None] | None = None,
+        media: MediaEngine | None = None,
+        rtp_timeout: float = 60.0,
+    ) -> None:
         self.stack = stack
+        self.media = media
+        self.rtp_timeout = rtp_timeout
+        # Music on hold for anchored calls (set by the engine when the file exists).
+        self.music_on_hold: object | None = None
         self.loop = stack.loop
         self.on_end = on_end
         self.calls: dict[str, Call] = {}
@@ -148,15 +165,66 @@ class CallManager:
         )
         self.calls[call.id] = call
         self.by_key[key] = call
+        offer = req.body
+        if self.media is not None and req.body:
+            try:
+                call.media, offer = self.media.anchor(req.body)
+            except MediaError as exc:
+                self._fail_a(call, exc.status, exc.reason)
+                return call
+            if self.music_on_hold is not None:
+                call.media.music_on_hold = self.music_on_hold  # type: ignore[assignment]
+            call.media.on_inactivity(self.rtp_timeout, self._media_dead)
         for target in targets:
-            self._fork(call, target)
+            self._fork(call, target, offer)
         if not call.forks:
             self._fail_a(call, 480, "no reachable contact")
             return call
         call.ring_timer = self.loop.call_later(ring_timeout, self._ring_timeout, call)
         return call
 
-    def _fork(self, call: Call, target: Target) -> None:
+    def _media_dead(self, media: AnchoredCall, leg: MediaLeg) -> None:
+        for call in list(self.calls.values()):
+            if call.media is media:
+                log.info(
+                    "call %s: no RTP from the %s for %s s", call.id, leg.side, self.rtp_timeout
+                )
+                self.hangup(call, "RTP timeout")
+
+    def answer_locally(
+        self,
+        req: Request,
+        key: AnyServerKey,
+        source: Address,
+        caller: str,
+        callee: str,
+        on_answer: Callable[[MediaLeg], None],
+    ) -> Call | None:
+        """Answer the call in the PBX itself (echo test, later IVR and voicemail):
+        a media endpoint, 200 with its SDP, then `on_answer(leg)`."""
+        if self.media is None or not req.body:
+            self.stack.respond(key, req.reply(488, to_tag=tag()))
+            return None
+        try:
+            leg, body = self.media.endpoint(req.body, callee)
+        except MediaError as exc:
+            self.stack.respond(key, req.reply(exc.status, to_tag=tag()))
+            return None
+        now = self.loop.time()
+        call = Call(tag(), req, key, source, tag(), caller, callee, now, endpoint=leg)
+        self.calls[call.id] = call
+        self.by_key[key] = call
+        out = self._a_reply(call, 200, "OK")
+        out.body = body
+        out.headers.add("Content-Type", "application/sdp")
+        self._send_a_2xx(call, out)
+        call.state = State.ANSWERED
+        call.answered_at = now
+        leg.on_inactivity(self.rtp_timeout, lambda _leg: self.hangup(call, "RTP timeout"))
+        on_answer(leg)
+        return call
+
+    def _fork(self, call: Call, target: Target, offer: bytes) -> None:
         a = call.a_req
         max_forwards = a.max_forwards
         dialog = Dialog(
@@ -170,8 +238,8 @@ class CallManager:
             local_cseq=1,
             contact=self.contact(target.dest),
         )
-        ctype = a.headers.get("content-type") if a.body else None
-        invite = dialog.request("INVITE", a.body, ctype)
+        ctype = (a.headers.get("content-type") or "application/sdp") if offer else None
+        invite = dialog.request("INVITE", offer, ctype)
         invite.headers.set("CSeq", "1 INVITE")
         dialog.local_cseq = 1
         invite.headers.set("Max-Forwards", str(max(0, (max_forwards or 70) - 1)))
@@ -231,10 +299,35 @@ class CallManager:
         if "100rel" in [v.lower() for v in resp.headers.getall("require")]:
             self._prack(fork, resp)
         out = self._a_reply(call, resp.status, resp.reason)
-        if resp.body:
-            out.body = resp.body
+        body = resp.body
+        if call.media is not None:
+            # A 180 keeps its meaning (the phone shows "ringing") and may carry the
+            # early media, which is our ringback when the callee sent none (RFC 3960).
+            body = self._early_media(call, resp)
+        if body:
+            out.body = body
             out.headers.add("Content-Type", resp.headers.get("content-type") or "application/sdp")
         self.stack.respond(call.a_key, out)
+
+    def _early_media(self, call: Call, resp: Response) -> bytes:
+        """The SDP for a provisional to the caller: the callee's early media, or our
+        own ringback when the callee rings without any (issue 6)."""
+        media = call.media
+        assert media is not None  # noqa: S101  # the caller checked
+        try:
+            if resp.body:
+                if call.ringback:
+                    call.ringback = False
+                    media.caller.stop_play()
+                return media.answer(resp.body)
+            if not call.ringback and resp.status == 180:
+                body = media.early_answer()
+                media.caller.tone("ringback")
+                call.ringback = True
+                return body
+        except MediaError as exc:
+            log.info("call %s: early media refused: %s", call.id, exc.reason)
+        return b""
 
     def _prack(self, fork: Fork, resp: Response) -> None:
         rseq = resp.headers.get("rseq")
@@ -270,7 +363,19 @@ class CallManager:
             call.ack_to_b_pending = True  # A's ACK carries the answer to B's offer
         out = self._a_reply(call, 200, "OK")
         out.body = resp.body
-        if resp.body:
+        if call.media is not None:
+            if call.ringback:
+                call.ringback = False
+                call.media.caller.stop_play()
+            try:
+                out.body = call.media.answer(resp.body)
+            except MediaError as exc:
+                # The callee answered with nothing we can use: end both sides.
+                log.info("call %s: answer refused: %s", call.id, exc.reason)
+                self._bye(fork.dialog)
+                self._fail_a(call, exc.status, exc.reason)
+                return
+        if out.body:
             out.headers.add("Content-Type", resp.headers.get("content-type") or "application/sdp")
         self._send_a_2xx(call, out)
 
@@ -443,8 +548,57 @@ class CallManager:
         if call.state is State.ENDED:
             self.stack.respond(key, req.reply(481))
             return True
+        if self._media_request(call, side, req, key):
+            return True
         self._relay(call, side, req, key)
         return True
+
+    def _media_request(self, call: Call, side: str, req: Request, key: AnyServerKey) -> bool:
+        """With anchored media the PBX answers offers itself (hold, codec or address
+        changes stay on that leg; the other side hears music on hold) and turns SIP
+        INFO key presses into RTP events for the other phone."""
+        media_side = "caller" if side == "a" else "callee"
+        if call.endpoint is not None and req.method in ("INVITE", "UPDATE") and req.body:
+            assert self.media is not None  # noqa: S101  # endpoints come from it
+            try:
+                body = self.media.reoffer_endpoint(call.endpoint, req.body)
+            except MediaError as exc:
+                self.stack.respond(key, req.reply(exc.status))
+                return True
+            self._answer_offer(call, side, req, key, body)
+            return True
+        media = call.media
+        if media is None or not media.answered:
+            return False
+        if req.method in ("INVITE", "UPDATE") and req.body:
+            try:
+                body = media.reoffer(media_side, req.body)
+            except MediaError as exc:
+                self.stack.respond(key, req.reply(exc.status))
+                return True
+            self._answer_offer(call, side, req, key, body)
+            return True
+        if req.method == "INFO" and req.body:
+            try:
+                event = media.dtmf_info(media_side, req.headers.get("content-type") or "", req.body)
+            except MediaError as exc:
+                self.stack.respond(key, req.reply(exc.status))
+                return True
+            if event is not None:
+                self.stack.respond(key, req.reply(200))
+                return True
+        return False
+
+    def _answer_offer(
+        self, call: Call, side: str, req: Request, key: AnyServerKey, body: bytes
+    ) -> None:
+        resp = req.reply(200)
+        resp.body = body
+        resp.headers.add("Content-Type", "application/sdp")
+        resp.headers.add(
+            "Contact", self.contact(call.a_source if side == "a" else req_source(call, side))
+        )
+        self.stack.respond(key, resp)
 
     def _other_dialog(self, call: Call, side: str) -> Dialog | None:
         if side == "a":
@@ -514,6 +668,11 @@ class CallManager:
         call.cause = cause
         call.ended_at = self.loop.time()
         self._cancel_timer(call, "ring_timer")
+        if call.media is not None:
+            call.media_stats = dict(call.media.stats())
+            call.media.close()
+        if call.endpoint is not None:
+            call.endpoint.close()
         self.calls.pop(call.id, None)
         self.by_key.pop(call.a_key, None)
         # Keep the dialog entries a little while: late BYEs/ACKs get their answer.
@@ -549,6 +708,13 @@ class CallManager:
             }
             for c in self.calls.values()
         ]
+
+
+def req_source(call: Call, side: str) -> Address:
+    """Where the other side of `call` talks to us from (for our Contact)."""
+    if side == "b" and call.answered is not None:
+        return call.answered.target.dest
+    return call.a_source
 
 
 def _best_status(statuses: list[int]) -> int:

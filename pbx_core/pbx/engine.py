@@ -11,9 +11,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
 import secrets
+import struct
 from typing import Any
 
+from pbx_core import paths
+from pbx_core.media.audio import Audio
+from pbx_core.media.engine import MediaEngine
+from pbx_core.media.errors import MediaError
 from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
 from pbx_core.pbx.registrar import Registrar, ReplyError
@@ -55,7 +61,7 @@ def _is_ip(host: str) -> bool:
 
 
 class Engine:
-    def __init__(self, stack: SipServer, store: Store) -> None:
+    def __init__(self, stack: SipServer, store: Store, media: MediaEngine | None = None) -> None:
         self.stack = stack
         self.store = store
         self.loop = stack.loop
@@ -67,7 +73,10 @@ class Engine:
         self.registrar = Registrar(
             int(settings.get("reg_min_expires", 60)), int(settings.get("reg_max_expires", 3600))
         )
-        self.calls = CallManager(stack, on_end=self._call_ended)
+        self.media = media
+        self.calls = CallManager(stack, on_end=self._call_ended, media=media)
+        if media is not None:
+            self.calls.music_on_hold = _music_on_hold(media)
         self.trunks = TrunkManager(stack)
         self.ended_calls: list[Call] = []  # for the CDR writer (issue 5's cdr.py)
         stack.tu = self
@@ -258,6 +267,9 @@ class Engine:
         if not number:
             self.stack.respond(key, req.reply(484, to_tag=new_tag()))
             return
+        if number == "*43":  # echo test (FreePBX's code): hear yourself back
+            self.calls.answer_locally(req, key, source, caller.aor, number, lambda leg: leg.echo())
+            return
         self._route_from_extension(req, source, key, caller, number)
 
     def _caller_from(self, caller: User, req: Request) -> str:
@@ -389,3 +401,22 @@ class Engine:
             "calls": self.calls.status(),
             "trunks": self.trunks.status(),
         }
+
+
+def _music_on_hold(media: MediaEngine) -> Audio:
+    """moh.wav from the assets when present (replaceable by the installer), else a
+    built-in tune: a slow arpeggio of soft sine notes, royalty-free by construction."""
+    path = paths.asset("moh.wav")
+    if path.exists():
+        try:
+            return media.load(path)
+        except MediaError as exc:
+            log.warning("music on hold %s unusable (%s): using the built-in tune", path, exc)
+    rate, frames = 8000, []
+    notes = (261.63, 329.63, 392.00, 523.25, 392.00, 329.63, 293.66, 349.23, 440.00, 349.23)
+    for freq in notes:
+        n = int(rate * 0.45)
+        for i in range(n):
+            env = math.sin(math.pi * i / n)  # fade in and out: no clicks
+            frames.append(int(6000 * env * math.sin(2 * math.pi * freq * i / rate)))
+    return Audio(struct.pack(f"<{len(frames)}h", *frames), "built-in music on hold")
