@@ -21,7 +21,8 @@ modules and of fail2ban):
    a scanner that keeps going is banned and then costs even less.
 4. Each source has a token bucket of `burst` requests refilled at `rate` per second.
    The first request over it is rejected with 503 and Retry-After (RFC 3261 §21.5.4)
-   so a well-behaved client backs off; the rest are dropped until tokens return.
+   so a well-behaved client backs off; the rest are dropped (answering a flood would
+   amplify it) until the bucket is half full again.
 
 Memory is bounded: per-source state lives in LRU tables of at most `max_sources`
 entries each, bans in a table of at most `max_bans` (when full, the ban closest to
@@ -277,9 +278,7 @@ class SecurityPolicy:
             agent = req.headers.get("user-agent")
             if agent and self._ua.search(agent):
                 why = self._failure(source_ip, now)
-                return Verdict(
-                    Action.DROP, f"{source_ip}: scanner User-Agent {agent[:60]!r}{why}"
-                )
+                return Verdict(Action.DROP, f"{source_ip}: scanner User-Agent {agent[:60]!r}{why}")
         if st.rate <= 0:
             return ALLOW
         b = self._buckets.get(source_ip)
@@ -291,10 +290,10 @@ class SecurityPolicy:
         if now > b.stamp:
             b.tokens = min(st.burst, b.tokens + (now - b.stamp) * st.rate)
             b.stamp = now
+            if b.rejected and b.tokens * 2 >= st.burst:
+                b.rejected = False  # half refilled: the episode is over
         if b.tokens >= 1:
             b.tokens -= 1
-            if b.rejected and b.tokens >= 1:
-                b.rejected = False  # the episode is over once a token is spare
             return ALLOW
         if b.rejected or req is None or req.method == "ACK":
             return Verdict(Action.DROP, f"{source_ip}: over {st.rate:g} requests/s", quiet=True)
@@ -342,11 +341,12 @@ class SecurityPolicy:
         f = self._failures.get(ip)
         if f is None:
             f = self._failures[ip] = _Failures()
+            f.times.append(now)
             self._trim_failures(now)
         else:
             self._failures.move_to_end(ip)
-        self._expire_failures(f, now)
-        f.times.append(now)
+            self._expire_failures(f, now)
+            f.times.append(now)
         if len(f.times) < st.ban_failures:
             return ""
         del self._failures[ip]
@@ -365,6 +365,8 @@ class SecurityPolicy:
     def _trim_buckets(self, now: float) -> None:
         st, table = self.settings, self._buckets
         for _ in range(2):
+            if not table:
+                break
             ip, b = next(iter(table.items()))
             if b.tokens + (now - b.stamp) * st.rate < st.burst:
                 break
@@ -375,6 +377,8 @@ class SecurityPolicy:
     def _trim_failures(self, now: float) -> None:
         st, table = self.settings, self._failures
         for _ in range(2):
+            if not table:
+                break
             ip, f = next(iter(table.items()))
             if f.times and f.times[-1] > now - st.ban_window:
                 break
