@@ -90,7 +90,7 @@ async def _watch_config(store: Store, engine: Engine) -> None:
                 engine.reloaded()
                 log.info("configuration reloaded: %s", store.generation)
         except (StoreError, OSError) as exc:
-            log.error("new configuration rejected, keeping the old one: %s", exc)  # noqa: TRY400  # the message is the whole story; no traceback wanted
+            log.error("new configuration rejected, keeping the old one: %s", exc)  # noqa: TRY400  # the store's message is the story
 
 
 def _status(server: SipServer, store: Store, started: float, engine: Engine) -> dict[str, Any]:

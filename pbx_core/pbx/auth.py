@@ -16,6 +16,7 @@ from pbx_core.sip.digest import (
     AuthStatus,
     DigestServer,
     NonceFactory,
+    NonceStatus,
     parse_credentials,
 )
 from pbx_core.sip.errors import ParseError
@@ -38,6 +39,9 @@ class AuthResult:
     outcome: Outcome
     user: User | None = None
     reason: str = ""
+    # The failure answered a fresh nonce of ours, so the source really received our
+    # challenge: only such failures may count towards a ban (UDP sources can be forged).
+    counts: bool = False
 
 
 class Authenticator:
@@ -73,7 +77,8 @@ class Authenticator:
             return AuthResult(Outcome.OK, user)
         if result.status is AuthStatus.STALE and user is not None:
             return AuthResult(Outcome.STALE, user, result.reason)
-        return AuthResult(Outcome.FAILED, reason=result.reason)
+        fresh = self.server.nonces.check(creds.nonce, now, bind=realm) is NonceStatus.VALID
+        return AuthResult(Outcome.FAILED, reason=result.reason, counts=fresh)
 
     def challenge(self, req: Request, realm: str, now: float, *, stale: bool = False) -> Response:
         status = 401 if req.method == "REGISTER" else 407

@@ -23,6 +23,7 @@ from pbx_core.media.errors import MediaError
 from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
 from pbx_core.pbx.registrar import Registrar, ReplyError
+from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import SipServer
 from pbx_core.pbx.trunk import TrunkManager
 from pbx_core.sip.errors import ParseError, SipError
@@ -78,9 +79,12 @@ class Engine:
         if media is not None:
             self.calls.music_on_hold = _music_on_hold(media)
         self.trunks = TrunkManager(stack)
+        self.security = SecurityPolicy()
+        self._configure_security()
         self.ended_calls: list[Call] = []  # for the CDR writer (issue 5's cdr.py)
         stack.tu = self
         stack.stateless = self._stateless
+        stack.gate = self._gate
 
     @property
     def snap(self) -> Snapshot:
@@ -96,6 +100,35 @@ class Engine:
         self.registrar.min_expires = int(settings.get("reg_min_expires", 60))
         self.registrar.max_expires = int(settings.get("reg_max_expires", 3600))
         self.trunks.configure(self.snap.trunks())
+        self._configure_security()
+
+    def _configure_security(self) -> None:
+        trusted = [t.host for t in self.snap.trunks() if t.enabled and _is_ip(t.host)]
+        try:
+            self.security.configure(self.snap.settings, trusted)
+        except SettingsError as exc:
+            log.error("security settings rejected, keeping the old ones: %s", exc)  # noqa: TRY400  # one line says it
+
+    def _gate(self, msg: Request | Response, source: Address) -> bool:
+        """The security policy first (bans, scanners, rate limits): a dropped
+        message costs nothing more and tells the sender nothing."""
+        verdict = self.security.check(source[1], msg, self.loop.time())
+        if verdict.action is Action.ALLOW:
+            return True
+        (log.debug if verdict.quiet else log.warning)("security: %s", verdict.reason)
+        if verdict.action is Action.REJECT and isinstance(msg, Request) and msg.method != "ACK":
+            resp = msg.reply(verdict.status or 503, to_tag=new_tag())
+            for name, value in verdict.headers:
+                resp.headers.add(name, value)
+            self.stack.send(resp, source)
+        return False
+
+    def _auth_failed(self, req: Request, source: Address, reason: str, counts: bool) -> None:
+        log.info("%s auth failed from %s:%s (%s)", req.method, source[1], source[2], reason)
+        if counts:
+            verdict = self.security.auth_failed(source[1], self.loop.time())
+            if verdict.action is not Action.ALLOW:
+                log.warning("security: %s", verdict.reason)
 
     def start(self) -> None:
         self.trunks.configure(self.snap.trunks())
@@ -222,13 +255,12 @@ class Engine:
         result = self.auth.check(req, self.snap, realm, now)
         if result.outcome is not Outcome.OK or result.user is None:
             if result.outcome is Outcome.FAILED:
-                log.info(
-                    "REGISTER auth failed from %s:%s (%s)", source[1], source[2], result.reason
-                )
+                self._auth_failed(req, source, result.reason, result.counts)
             stale = result.outcome is Outcome.STALE
             self.stack.respond(key, self.auth.challenge(req, realm, now, stale=stale))
             return
         user = result.user
+        self.security.auth_succeeded(source[1], now)
         if unescape(to_uri.user or "") != user.username:
             self.stack.respond(key, self._error(req, SipError("may only register yourself", 403)))
             return
@@ -253,11 +285,12 @@ class Engine:
         result = self.auth.check(req, snap, realm, now)
         if result.outcome is not Outcome.OK or result.user is None:
             if result.outcome is Outcome.FAILED:
-                log.info("INVITE auth failed from %s:%s (%s)", source[1], source[2], result.reason)
+                self._auth_failed(req, source, result.reason, result.counts)
             stale = result.outcome is Outcome.STALE
             self.stack.respond(key, self.auth.challenge(req, realm, now, stale=stale))
             return
         caller = result.user
+        self.security.auth_succeeded(source[1], now)
         if unescape(req.from_.uri.user or "") != caller.username:
             self.stack.respond(key, self._error(req, SipError("From is not you", 403)))
             return
@@ -400,6 +433,7 @@ class Engine:
             "registrations": self.registrar.status(now),
             "calls": self.calls.status(),
             "trunks": self.trunks.status(),
+            "bans": self.security.bans(now),
         }
 
 

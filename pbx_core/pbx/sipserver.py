@@ -55,6 +55,9 @@ class SipServer:
         self._timer_at: float | None = None
         # Requests answered without a transaction (OPTIONS pings); set by the engine.
         self.stateless: Callable[[Request, Address], bool] | None = None
+        # The security policy's say before anything else is spent on a message:
+        # False drops it (the gate answers itself when it rejects).
+        self.gate: Callable[[Request | Response, Address], bool] | None = None
 
     # -- what the TU calls ----------------------------------------------------------
     def respond(self, key: ev.AnyServerKey, resp: Response) -> None:
@@ -89,6 +92,8 @@ class SipServer:
 
     # -- what the transport calls ---------------------------------------------------
     def _on_message(self, msg: Request | Response, source: Address) -> None:
+        if self.gate is not None and not self.gate(msg, source):
+            return
         if isinstance(msg, Request) and self.stateless is not None and self.stateless(msg, source):
             return
         now = self.loop.time()
