@@ -338,7 +338,7 @@ class AnchoredCall:
                 callee_pt, callee_map = pt, m
                 break
         te = stream.te_pt
-        self.callee._apply(stream, neg.Choice(callee_pt, callee_map, te))
+        self.callee._apply(stream, neg.Choice(callee_pt, callee_map, te), we_answered=False)
         self._wire()
         self.answered = True
         return body

@@ -217,15 +217,20 @@ class MediaLeg:
     # ------------------------------------------------------------------
     # Negotiated state
 
-    def _apply(self, stream: neg.Stream, choice: neg.Choice) -> None:
-        """Take the phone's SDP (its address and codecs) and the codec we answered."""
+    def _apply(self, stream: neg.Stream, choice: neg.Choice, we_answered: bool = True) -> None:
+        """Take the phone's SDP (its address and codecs) and the codec we send.  When
+        the PBX wrote the answer, only the answered codec is in use on this leg
+        (RFC 3264 §6.1); when the phone answered, every codec of its answer is."""
         old = self.stream
         self.stream = stream
         self.pt = choice.pt
         self.codec = choice.rtpmap.encoding.upper()
         self.te_pt = choice.te_pt
         self.ptime = stream.ptime or 20
-        self._pts = {pt: m.encoding.upper() for pt, m in stream.codecs.items()}
+        if we_answered:
+            self._pts = {choice.pt: self.codec}
+        else:
+            self._pts = {pt: m.encoding.upper() for pt, m in stream.codecs.items()}
         self.held = stream.held
         if (
             old is None

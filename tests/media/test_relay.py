@@ -439,3 +439,67 @@ def test_rtcp_reports_loss_and_jitter() -> None:
         rig.close()
 
     run(body)
+
+
+def test_early_answer_ringback_then_relay() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        engine = MediaEngine(loop, "127.0.0.1", 32500, 32599)
+        a, b = Phone(loop), Phone(loop)
+        call, offer = engine.anchor(sdp(a.port, "8 0 101"))
+        early = call.early_answer()
+        assert b"m=audio" in early and b"RTP/AVP 8 101" in early  # caller's first law
+        call.caller.tone("ringback", "uk")
+        assert await until(lambda: len(a.received) >= 3)
+        assert all(p.payload_type == 8 for p, _ in a.received)
+        # The callee answers with PCMU only: the caller keeps PCMA, relay transcodes.
+        assert call.answer(sdp(b.port, "0 101")) == early
+        call.caller.stop_play()
+        a.received.clear()
+        b.send(port_of(offer), b"\xff" * 160, pt=0)
+        assert await until(lambda: len(a.received) == 1)
+        assert a.received[0][0].payload == b"\xd5" * 160 and a.received[0][0].marker
+        a.close()
+        b.close()
+        engine.close()
+
+    run(body)
+
+
+def test_sip_info_relayed_as_telephone_event() -> None:
+    async def body() -> None:
+        rig = Rig(asyncio.get_running_loop())
+        rig.call.dtmf_info("caller", "application/dtmf-relay", b"Signal=4\r\nDuration=60\r\n")
+        assert await until(lambda: len(rig.b.received) >= 4)
+        from pbx_core.media.dtmf import TelephoneEvent
+
+        events = [TelephoneEvent.unpack(p.payload) for p, _ in rig.b.received]
+        assert all(p.payload_type == 101 for p, _ in rig.b.received)
+        assert {e.digit for e in events} == {"4"} and events[-1].end
+        assert len({p.timestamp for p, _ in rig.b.received}) == 1  # one event timestamp
+        rig.close()
+
+    run(body)
+
+
+def test_endpoint_reoffer_and_stats() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        engine = MediaEngine(loop, "127.0.0.1", 32600, 32699)
+        phone = Phone(loop)
+        leg, answer = engine.endpoint(sdp(phone.port, "0"))
+        again = engine.reoffer_endpoint(leg, sdp(phone.port, "0", "inactive"))
+        assert b"a=inactive" in again and leg.held
+        leg.tone("busy")
+        await asyncio.sleep(0.1)
+        assert phone.received == []  # a held phone is not sent to
+        engine.reoffer_endpoint(leg, sdp(phone.port, "0"))
+        assert await until(lambda: len(phone.received) >= 2)
+        assert leg.stats().packets_sent >= 2 and leg.stats().codec == "PCMU"
+        leg.close()
+        assert engine.stats()["legs"] == 0
+        phone.close()
+        engine.close()
+        del answer
+
+    run(body)
