@@ -468,6 +468,13 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("vm_max_messages", int, 100, "messages per mailbox"),
         Setting("reg_min_expires", int, 60, "shortest registration accepted"),
         Setting("reg_max_expires", int, 3600, "longest registration granted"),
+        Setting(
+            "admin_password",
+            str,
+            "",
+            "console admin password, pbkdf2_sha256$iterations$salt$hash (set with the "
+            "console's passwd); empty = the factory password, which must be changed at login",
+        ),
     )
 }
 
