@@ -66,6 +66,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cdr(args: argparse.Namespace) -> int:
+    from pbx_core.pbx import cdr
+
+    return cdr.main(args)
+
+
 def _not_yet(name: str) -> int:
     print(f"pbx {name}: not available in this build yet", file=sys.stderr)
     return 2
@@ -126,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--control", metavar="PATH", help="the daemon's control socket")
     st.set_defaults(func=_cmd_status)
+
+    cdr = sub.add_parser("cdr", help="call detail records")
+    cdr_sub = cdr.add_subparsers(dest="cdr_command", metavar="COMMAND")
+    cdr_sub.required = True
+    cde = cdr_sub.add_parser("export", help="print the call records as CSV")
+    cde.add_argument("--state", metavar="PATH", help="state database (default: on /data)")
+    cde.add_argument("--since", type=int, metavar="N", help="only records numbered N or later")
+    cde.add_argument("--out", metavar="FILE", help="write FILE (atomically) instead of stdout")
+    cde.add_argument("--timezone", metavar="NAME", help="times in this zone (default UTC)")
+    cdr.set_defaults(func=_cmd_cdr)
 
     _watchdog_parser(sub)
     for name, help_ in (

@@ -48,3 +48,8 @@ def asset(name: str) -> Path:
     if system.exists():
         return system
     return Path(__file__).resolve().parent.parent / "output" / "assets" / name
+
+
+def state_db() -> Path:
+    """The writable runtime-state LMDB (toggles, voicemail index, CDRs) on /data."""
+    return DATA_DIR / "state.mdb"

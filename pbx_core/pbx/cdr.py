@@ -1,0 +1,360 @@
+"""Call accounting: one call detail record (CDR) per call, kept in the state LMDB.
+
+The engine hands every finished call to `CdrWriter.call_ended`; the record is written
+then, in one short transaction, so an idle PBX writes nothing. The store keeps the
+newest `max_records` (oldest rotated out, in batches so a busy day does not turn
+every call's write into a delete as well). `pbx cdr export` prints them as CSV.
+
+Fields follow what every PBX's CDR carries (Asterisk's cdr_csv is the best known):
+
+| field | meaning |
+|---|---|
+| seq | record number in the store (export `--since` takes it) |
+| call_id | the caller's Call-ID |
+| caller, callee | the calling extension (AOR) or `trunk:number`; the number dialled |
+| did | the DID an inbound call came in on, else empty |
+| trunk | the trunk the call used, else empty |
+| source | address the caller's INVITE came from |
+| start, answer, end | wall-clock times (ISO 8601 UTC in the CSV); answer empty if never |
+| duration | seconds from start to end |
+| billsec | seconds from answer to end (0 if not answered) |
+| disposition | ANSWERED, NO ANSWER, BUSY, FAILED or CANCELLED |
+| cause | how it ended: the SIP status and reason, or which side hung up |
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import logging
+import math
+import os
+import re
+import sys
+import tempfile
+import zoneinfo
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from pbx_core import paths
+from pbx_core.store.errors import StoreError
+from pbx_core.store.state import StateStore
+
+log = logging.getLogger("pbx.cdr")
+
+DISPOSITIONS = frozenset({"ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CANCELLED"})
+FIELDS = (
+    "seq",
+    "call_id",
+    "caller",
+    "callee",
+    "did",
+    "trunk",
+    "source",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "cause",
+)
+DEFAULT_MAX_RECORDS = 10_000
+
+
+def _seconds(span: float) -> int:
+    """Whole seconds, half up (as billing rounds); never negative."""
+    return max(0, math.floor(span + 0.5))
+
+
+@dataclass(frozen=True, slots=True)
+class Cdr:
+    call_id: str
+    caller: str
+    callee: str
+    start: float  # Unix time
+    end: float
+    disposition: str
+    cause: str = ""
+    answer: float | None = None
+    did: str | None = None
+    trunk: str | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.disposition not in DISPOSITIONS:
+            raise ValueError(f"unknown CDR disposition {self.disposition!r}")
+        if self.end < self.start:
+            raise ValueError("a call cannot end before it starts")
+        if self.answer is not None and not self.start <= self.answer <= self.end:
+            raise ValueError("a call is answered between its start and its end")
+
+    @property
+    def duration(self) -> int:
+        return _seconds(self.end - self.start)
+
+    @property
+    def billsec(self) -> int:
+        return 0 if self.answer is None else _seconds(self.end - self.answer)
+
+    # -------------------------------------------------------------- conversions
+    @classmethod
+    def from_call(cls, call: EndedCall) -> Cdr:
+        """The record of a call the B2BUA has ended (calls.py's `Call`)."""
+        started = call.started
+
+        def wall(t: float | None) -> float | None:
+            return None if t is None else round(call.wall_start + (t - started), 3)
+
+        start = round(call.wall_start, 3)
+        end = wall(call.ended_at if call.ended_at is not None else started)
+        assert end is not None  # noqa: S101  # wall() of a float is a float
+        answer = wall(call.answered_at)
+        disposition = call.disposition or "FAILED"
+        if disposition == "ANSWERED" and answer is None:
+            disposition = "FAILED"
+        try:
+            call_id = call.a_req.call_id
+        except Exception:  # noqa: BLE001  # a malformed Call-ID never stops accounting
+            call_id = ""
+        return cls(
+            call_id=call_id,
+            caller=call.caller,
+            callee=call.callee,
+            start=start,
+            end=max(end, start),
+            disposition=disposition,
+            cause=call.cause,
+            answer=None if answer is None else min(max(answer, start), max(end, start)),
+            did=call.did,
+            trunk=call.trunk,
+            source=f"{call.a_source[1]}:{call.a_source[2]}",
+        )
+
+    def record(self) -> dict[str, Any]:
+        """The msgpack-able dict stored in the state LMDB."""
+        return {
+            "v": 1,
+            "call_id": self.call_id,
+            "caller": self.caller,
+            "callee": self.callee,
+            "did": self.did,
+            "trunk": self.trunk,
+            "source": self.source,
+            "start": self.start,
+            "answer": self.answer,
+            "end": self.end,
+            "disposition": self.disposition,
+            "cause": self.cause,
+        }
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> Cdr:
+        """A stored record back; ValueError if it is not one."""
+        try:
+            answer = rec.get("answer")
+            return cls(
+                call_id=str(rec["call_id"]),
+                caller=str(rec["caller"]),
+                callee=str(rec["callee"]),
+                start=float(rec["start"]),
+                end=float(rec["end"]),
+                disposition=str(rec["disposition"]),
+                cause=str(rec.get("cause") or ""),
+                answer=None if answer is None else float(answer),
+                did=None if rec.get("did") is None else str(rec["did"]),
+                trunk=None if rec.get("trunk") is None else str(rec["trunk"]),
+                source=str(rec.get("source") or ""),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a call record: {exc}") from None
+
+
+class EndedCall(Protocol):
+    """What the writer reads from a finished call (pbx_core.pbx.calls.Call)."""
+
+    @property
+    def a_req(self) -> _HasCallId: ...
+    @property
+    def a_source(self) -> tuple[str, str, int]: ...
+    @property
+    def caller(self) -> str: ...
+    @property
+    def callee(self) -> str: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def wall_start(self) -> float: ...
+    @property
+    def answered_at(self) -> float | None: ...
+    @property
+    def ended_at(self) -> float | None: ...
+    @property
+    def disposition(self) -> str: ...
+    @property
+    def cause(self) -> str: ...
+    @property
+    def did(self) -> str | None: ...
+    @property
+    def trunk(self) -> str | None: ...
+
+
+class _HasCallId(Protocol):
+    @property
+    def call_id(self) -> str: ...
+
+
+class CdrWriter:
+    """Writes one record per call and keeps the store at most `max_records` long
+    (plus a rotation batch of up to 1 %)."""
+
+    def __init__(self, state: StateStore, max_records: int = DEFAULT_MAX_RECORDS) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        self.state = state
+        self.max_records = max_records
+        self.batch = max(1, max_records // 100)
+        self._count: int | None = None  # counted on the first write
+
+    def write(self, cdr: Cdr) -> int:
+        """Store a record; returns its sequence number. Raises StoreError."""
+        if self._count is None:
+            self._count = sum(1 for _ in self.state.cdrs())
+        seq = self.state.add_cdr(cdr.record())
+        self._count += 1
+        if self._count >= self.max_records + self.batch:
+            self._count -= self.state.prune_cdrs(self.max_records)
+        return seq
+
+    def call_ended(self, call: EndedCall) -> int | None:
+        """The engine's call-end hook: account for the call, never raise."""
+        try:
+            cdr = Cdr.from_call(call)
+            return self.write(cdr)
+        except (StoreError, ValueError) as exc:
+            # The reason is the whole story (a full disk, a bad record): no traceback.
+            log.error("CDR of call from %s not written: %s", getattr(call, "caller", "?"), exc)  # noqa: TRY400
+            return None
+
+
+# ------------------------------------------------------------------ CSV export
+
+# A cell a spreadsheet would run as a formula (OWASP "CSV injection"); caller IDs
+# from a trunk are outside data. Plain numbers such as +4930123 stay as they are.
+_FORMULA = re.compile(r"[=+\-@\t\r]")
+_NUMBER = re.compile(r"[+-]?[0-9][0-9.]*")
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    if text and _FORMULA.match(text) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def _time(t: float | None, tz: dt.tzinfo) -> str:
+    if t is None:
+        return ""
+    return dt.datetime.fromtimestamp(t, tz).isoformat(timespec="seconds")
+
+
+def rows(state: StateStore, since: int | None = None) -> Iterator[tuple[int, Cdr]]:
+    """Stored records from `since` on (a sequence number), oldest first; records
+    that do not decode are logged and skipped."""
+    for seq, rec in state.cdrs(since or 0):
+        try:
+            cdr = Cdr.from_record(rec)
+        except ValueError as exc:
+            log.warning("CDR %d skipped: %s", seq, exc)
+        else:
+            yield seq, cdr
+
+
+def export_csv(
+    state: StateStore, out: IO[str], since: int | None = None, tz: dt.tzinfo = dt.UTC
+) -> int:
+    """Write the records as CSV (a header line, then one line per call); returns
+    how many were written."""
+    w = csv.writer(out, lineterminator="\r\n")  # RFC 4180
+    w.writerow(FIELDS)
+    n = 0
+    for seq, c in rows(state, since):
+        w.writerow(
+            [
+                seq,
+                _cell(c.call_id),
+                _cell(c.caller),
+                _cell(c.callee),
+                _cell(c.did),
+                _cell(c.trunk),
+                _cell(c.source),
+                _time(c.start, tz),
+                _time(c.answer, tz),
+                _time(c.end, tz),
+                c.duration,
+                c.billsec,
+                c.disposition,
+                _cell(c.cause),
+            ]
+        )
+        n += 1
+    return n
+
+
+# ------------------------------------------------------------------ pbx cdr …
+
+
+def _zone(name: str | None) -> dt.tzinfo:
+    if not name or name.upper() == "UTC":
+        return dt.UTC
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    """`pbx cdr export [--state PATH] [--since N] [--out FILE] [--timezone NAME]`."""
+    path = Path(args.state) if args.state else paths.state_db()
+    if args.since is not None and args.since < 0:
+        print("pbx cdr export: --since must be 0 or more", file=sys.stderr)
+        return 2
+    try:
+        tz = _zone(args.timezone)
+    except ValueError as exc:
+        print(f"pbx cdr export: {exc}", file=sys.stderr)
+        return 2
+    if not path.is_file():
+        print(f"pbx cdr export: no state database at {path}", file=sys.stderr)
+        return 1
+    try:
+        with StateStore(path) as state:
+            if args.out is None:
+                n = export_csv(state, sys.stdout, args.since, tz)
+            else:
+                n = _export_file(state, Path(args.out), args.since, tz)
+    except (StoreError, OSError) as exc:
+        print(f"pbx cdr export: {exc}", file=sys.stderr)
+        return 1
+    print(f"pbx cdr export: {n} records", file=sys.stderr)
+    return 0
+
+
+def _export_file(state: StateStore, out: Path, since: int | None, tz: dt.tzinfo) -> int:
+    """Write to a temporary file beside `out`, then rename: never half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            n = export_csv(state, f, since, tz)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return n

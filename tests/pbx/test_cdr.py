@@ -1,0 +1,355 @@
+"""Call detail records: from a finished call to the state LMDB to CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from pbx_core import cli
+from pbx_core.pbx.calls import Call
+from pbx_core.pbx.cdr import FIELDS, Cdr, CdrWriter, EndedCall, export_csv
+from pbx_core.sip.message import Request, parse_message
+from pbx_core.store.state import StateStore
+
+T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z
+
+
+def invite(call_id: str = "abc@10.0.0.7") -> Request:
+    text = (
+        "INVITE sip:101@pbx.local SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bK1\r\n"
+        "From: <sip:100@pbx.local>;tag=a\r\nTo: <sip:101@pbx.local>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(text.encode())
+    assert isinstance(msg, Request)
+    return msg
+
+
+@dataclass
+class FakeCall:
+    a_req: Request
+    a_source: tuple[str, str, int] = ("UDP", "10.0.0.7", 5060)
+    caller: str = "100@pbx.local"
+    callee: str = "101"
+    started: float = 500.0  # loop time
+    wall_start: float = T0
+    answered_at: float | None = 503.0
+    ended_at: float | None = 563.7
+    disposition: str = "ANSWERED"
+    cause: str = "callee hung up"
+    did: str | None = None
+    trunk: str | None = None
+
+
+def cdr(**kw: object) -> Cdr:
+    base = {
+        "call_id": "c1",
+        "caller": "100@pbx.local",
+        "callee": "101",
+        "start": T0,
+        "end": T0 + 60,
+        "disposition": "ANSWERED",
+        "answer": T0 + 3,
+        "cause": "caller hung up",
+    }
+    base.update(kw)
+    return Cdr(**base)  # type: ignore[arg-type]  # test kwargs
+
+
+# ---------------------------------------------------------------- the record
+
+
+def test_from_call_converts_loop_times_to_wall_clock() -> None:
+    c = Cdr.from_call(FakeCall(invite()))
+    assert c.call_id == "abc@10.0.0.7"
+    assert (c.caller, c.callee, c.source) == ("100@pbx.local", "101", "10.0.0.7:5060")
+    assert c.start == T0
+    assert c.answer == pytest.approx(T0 + 3.0)
+    assert c.end == pytest.approx(T0 + 63.7)
+    assert (c.duration, c.billsec) == (64, 61)  # 63.7 s and 60.7 s, rounded
+    assert (c.disposition, c.cause) == ("ANSWERED", "callee hung up")
+
+
+def test_unanswered_call_bills_nothing() -> None:
+    call = FakeCall(invite(), answered_at=None, ended_at=520.0, disposition="NO ANSWER")
+    call.cause = "480 Temporarily Unavailable"
+    c = Cdr.from_call(call)
+    assert (c.answer, c.duration, c.billsec) == (None, 20, 0)
+    assert c.cause == "480 Temporarily Unavailable"
+
+
+def test_from_call_repairs_what_cannot_be() -> None:
+    # No disposition, no end time, "ANSWERED" without an answer time: still one record.
+    call = FakeCall(invite(), answered_at=None, ended_at=None, disposition="")
+    assert Cdr.from_call(call).disposition == "FAILED"
+    call = FakeCall(invite(), answered_at=None, disposition="ANSWERED")
+    assert Cdr.from_call(call).disposition == "FAILED"
+
+
+def test_inbound_trunk_call_keeps_did_and_trunk() -> None:
+    call = FakeCall(invite(), caller="provider:+4930123456", callee="4930555", did="4930555")
+    call.trunk = "provider"
+    c = Cdr.from_call(call)
+    assert (c.did, c.trunk, c.caller) == ("4930555", "provider", "provider:+4930123456")
+
+
+def test_real_call_object_fits() -> None:
+    """The B2BUA's own Call has everything the writer reads."""
+    call = Call(
+        id="x",
+        a_req=invite("real@host"),
+        a_key=object(),  # type: ignore[arg-type]  # the key is not read
+        a_source=("UDP", "192.0.2.1", 5070),
+        a_tag="t",
+        caller="100@pbx.local",
+        callee="102",
+        started=10.0,
+    )
+    call.ended_at, call.disposition, call.cause = 12.0, "BUSY", "486 Busy Here"
+    ended: EndedCall = call
+    c = Cdr.from_call(ended)
+    assert (c.call_id, c.disposition, c.duration, c.source) == (
+        "real@host",
+        "BUSY",
+        2,
+        "192.0.2.1:5070",
+    )
+
+
+@pytest.mark.parametrize(
+    ("span", "seconds"), [(0.0, 0), (0.49, 0), (0.5, 1), (59.5, 60), (60.49, 60)]
+)
+def test_seconds_round_half_up(span: float, seconds: int) -> None:
+    assert cdr(answer=T0, end=T0 + span).billsec == seconds
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"disposition": "HUNG"}, "unknown CDR disposition 'HUNG'"),
+        ({"end": T0 - 1}, "cannot end before"),
+        ({"answer": T0 + 100}, "answered between"),
+    ],
+)
+def test_impossible_records_are_refused(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        cdr(**kw)
+
+
+def test_record_round_trip() -> None:
+    c = cdr(did="555", trunk="provider", source="192.0.2.1:5060", answer=None)
+    assert Cdr.from_record(c.record()) == c
+
+
+@pytest.mark.parametrize("rec", [{}, {"call_id": "x"}, [1, 2], "text"])
+def test_from_record_rejects_garbage(rec: object) -> None:
+    with pytest.raises(ValueError, match="not a call record"):
+        Cdr.from_record(rec)  # type: ignore[arg-type]  # garbage on purpose
+
+
+# ---------------------------------------------------------------- the writer
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateStore]:
+    s = StateStore(tmp_path / "state.mdb")
+    yield s
+    s.close()
+
+
+def test_writer_stores_one_record_per_call(state: StateStore) -> None:
+    w = CdrWriter(state)
+    assert w.call_ended(FakeCall(invite("one"))) == 1
+    assert w.call_ended(FakeCall(invite("two"), disposition="CANCELLED", answered_at=None)) == 2
+    got = [(seq, rec["call_id"], rec["disposition"]) for seq, rec in state.cdrs()]
+    assert got == [(1, "one", "ANSWERED"), (2, "two", "CANCELLED")]
+
+
+def test_writer_rotates_oldest_out_in_batches(state: StateStore) -> None:
+    w = CdrWriter(state, max_records=200)  # rotates 2 at a time
+    sizes = []
+    for i in range(600):
+        w.write(cdr(call_id=f"c{i}"))
+        if i % 7 == 0:
+            sizes.append(sum(1 for _ in state.cdrs()))
+    assert max(sizes) == 201 and min(sizes[30:]) >= 200
+    seqs = [seq for seq, _ in state.cdrs()]
+    assert seqs == list(range(seqs[0], 601)) and len(seqs) in (200, 201)  # newest, no gaps
+
+
+def test_writer_counts_records_left_by_the_last_run(tmp_path: Path) -> None:
+    path = tmp_path / "s.mdb"
+    with StateStore(path) as s:
+        w = CdrWriter(s, max_records=10)
+        for i in range(10):
+            w.write(cdr(call_id=f"a{i}"))
+    with StateStore(path) as s:
+        w = CdrWriter(s, max_records=10)
+        for i in range(5):
+            w.write(cdr(call_id=f"b{i}"))
+        rows = [rec["call_id"] for _, rec in s.cdrs()]
+    # Had the writer not counted the old ten, nothing would have rotated out yet.
+    assert rows == [f"a{i}" for i in range(5, 10)] + [f"b{i}" for i in range(5)]
+
+
+def test_writer_never_raises_into_the_engine(
+    state: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = CdrWriter(state)
+    caplog.set_level(logging.ERROR, logger="pbx.cdr")
+    assert w.call_ended(FakeCall(invite(), disposition="WEIRD")) is None
+    assert "CDR of call from 100@pbx.local not written" in caplog.text
+    assert list(state.cdrs()) == []
+
+
+def test_writer_rejects_silly_limits(state: StateStore) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        CdrWriter(state, max_records=0)
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_export_csv(state: StateStore) -> None:
+    w = CdrWriter(state)
+    w.write(cdr(call_id="c1", did="4930555", trunk="provider"))
+    w.write(cdr(call_id="c2", answer=None, disposition="BUSY", cause="486 Busy Here"))
+    out = io.StringIO()
+    assert export_csv(state, out) == 2
+    text = out.getvalue()
+    assert text.splitlines()[0] == ",".join(FIELDS)
+    assert text.endswith("\r\n")
+    first, second = read_csv(text)
+    assert first == {
+        "seq": "1",
+        "call_id": "c1",
+        "caller": "100@pbx.local",
+        "callee": "101",
+        "did": "4930555",
+        "trunk": "provider",
+        "source": "",
+        "start": "2026-09-21T14:13:20+00:00",
+        "answer": "2026-09-21T14:13:23+00:00",
+        "end": "2026-09-21T14:14:20+00:00",
+        "duration": "60",
+        "billsec": "57",
+        "disposition": "ANSWERED",
+        "cause": "caller hung up",
+    }
+    assert (second["answer"], second["billsec"], second["disposition"]) == ("", "0", "BUSY")
+    assert second["cause"] == "486 Busy Here"
+
+
+def test_export_since(state: StateStore) -> None:
+    w = CdrWriter(state)
+    for i in range(5):
+        w.write(cdr(call_id=f"c{i}"))
+    out = io.StringIO()
+    assert export_csv(state, out, since=4) == 2
+    assert [r["call_id"] for r in read_csv(out.getvalue())] == ["c3", "c4"]
+
+
+def test_export_defuses_spreadsheet_formulas(state: StateStore) -> None:
+    w = CdrWriter(state)
+    w.write(cdr(caller='trunk:=HYPERLINK("http://x")', callee="=1+1", cause="@SUM(A1)"))
+    w.write(cdr(caller="+4930123456", callee="-5"))
+    first, second = read_csv(_export(state))
+    assert first["callee"] == "'=1+1" and first["cause"] == "'@SUM(A1)"
+    assert first["caller"].startswith("trunk:=")  # harmless in the middle
+    assert (second["caller"], second["callee"]) == ("+4930123456", "-5")  # numbers stay
+
+
+def test_export_skips_records_that_do_not_decode(
+    state: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    state.add_cdr({"what": "not a call"})
+    CdrWriter(state).write(cdr(call_id="good"))
+    caplog.set_level(logging.WARNING, logger="pbx.cdr")
+    rows = read_csv(_export(state))
+    assert [r["call_id"] for r in rows] == ["good"]
+    assert "CDR 1 skipped" in caplog.text
+
+
+def _export(state: StateStore) -> str:
+    out = io.StringIO()
+    export_csv(state, out)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- pbx cdr export
+
+
+def _filled(path: Path, n: int = 3) -> None:
+    with StateStore(path) as s:
+        w = CdrWriter(s)
+        for i in range(n):
+            w.write(cdr(call_id=f"c{i}"))
+
+
+def test_cli_export_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "state.mdb"
+    _filled(db)
+    assert cli.main(["cdr", "export", "--state", str(db), "--since", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert [r["call_id"] for r in read_csv(out)] == ["c1", "c2"]
+    assert "2 records" in err
+
+
+def test_cli_export_default_path_and_timezone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pbx_core.paths.DATA_DIR", tmp_path)
+    _filled(tmp_path / "state.mdb", 1)
+    assert cli.main(["cdr", "export", "--timezone", "Europe/Berlin"]) == 0
+    (row,) = read_csv(capsys.readouterr().out)
+    assert row["start"] == "2026-09-21T16:13:20+02:00"
+
+
+def test_cli_export_to_file_is_atomic(tmp_path: Path) -> None:
+    db = tmp_path / "state.mdb"
+    _filled(db)
+    out = tmp_path / "cdr.csv"
+    out.write_text("old export\n")
+    assert cli.main(["cdr", "export", "--state", str(db), "--out", str(out)]) == 0
+    assert len(read_csv(out.read_text())) == 3
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".cdr")) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--state", "NOPE"], 1, "no state database at"),
+        (["--since", "-1"], 2, "--since must be 0 or more"),
+        (["--timezone", "Mars/Olympus"], 2, "unknown time zone 'Mars/Olympus'"),
+        (["--out", "/nonexistent-dir/x.csv"], 1, "pbx cdr export: "),
+    ],
+)
+def test_cli_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
+) -> None:
+    db = tmp_path / "state.mdb"
+    _filled(db, 1)
+    args = [a.replace("NOPE", str(tmp_path / "missing.mdb")) for a in argv]
+    if "--state" not in args:
+        args += ["--state", str(db)]
+    assert cli.main(["cdr", "export", *args]) == code
+    out, err = capsys.readouterr()
+    assert message in err and "Traceback" not in err
+    assert out == ""
+    assert not (tmp_path / "missing.mdb").exists()  # export never creates a database
+
+
+def test_replace_keeps_validation() -> None:
+    with pytest.raises(ValueError, match="disposition"):
+        replace(cdr(), disposition="nope")
