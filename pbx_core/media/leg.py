@@ -509,8 +509,8 @@ class MediaLeg:
         if self.inactivity is None or self._inactive_reported or self._inactivity_cb is None:
             return
         stream = self.stream
-        if stream is not None and not stream.sends:
-            return  # the phone said it would not send (inactive / recvonly)
+        if stream is None or not stream.sends:
+            return  # not negotiated yet, or the phone said it would not send
         if now - self.last_rx >= self.inactivity:
             self._inactive_reported = True
             try:
@@ -534,8 +534,8 @@ class MediaLeg:
             raise MediaError(f"cannot play into a {self.codec} stream (G.711 only)")
         if not temporary or self._source is None:
             self._pending_mode = self.mode if self.mode != "source" else self._pending_mode
-        if self._source is not None and self._source_done is not None and not temporary:
-            self._finish_source(notify=True)
+        if self._source is not None and not temporary:
+            self._finish_source(notify=False)  # replaced, as by stop_play
         if temporary and self._source is not None and not isinstance(self._source, _HeldTone):
             src = _Interrupt(src, self._source)
             on_done = self._source_done
