@@ -17,11 +17,13 @@ from typing import Any
 
 from pbx_core import paths
 from pbx_core.media.engine import MediaEngine
+from pbx_core.pbx.cdr import CdrWriter
 from pbx_core.pbx.control import ControlServer
 from pbx_core.pbx.engine import Engine
 from pbx_core.pbx.sipserver import SipServer
 from pbx_core.store.errors import StoreError
 from pbx_core.store.generations import Store
+from pbx_core.store.state import StateStore
 from pbx_core.transport.manager import parse_listen
 from pbx_core.transport.trace import Trace
 from pbx_core.version import version_string
@@ -54,14 +56,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"pbx run: cannot load the configuration:\n{exc}", file=sys.stderr)
         return 2
     log.info("configuration %s (%s) loaded", args.config, store.kind)
+    state_path = Path(args.state) if args.state else paths.state_db()
+    try:
+        state: StateStore | None = StateStore(state_path)
+    except StoreError as exc:
+        log.warning("no state database (%s): calls are not accounted", exc)
+        state = None
     try:
         control = Path(args.control) if args.control else paths.control_socket()
-        asyncio.run(_serve(listens, trace, store, control, args.media_address))
+        cdr = CdrWriter(state) if state is not None else None
+        asyncio.run(_serve(listens, trace, store, control, args.media_address, cdr))
     except OSError as exc:
         print(f"pbx run: {exc}", file=sys.stderr)
         return 1
     finally:
         store.close()
+        if state is not None:
+            state.close()
         if trace:
             trace.close()
     return 0
@@ -135,6 +146,7 @@ async def _serve(
     store: Store,
     control_path: Path,
     media_address: str | None = None,
+    cdr: CdrWriter | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -149,7 +161,7 @@ async def _serve(
             int(settings.get("rtp_port_min", 10000)),
             int(settings.get("rtp_port_max", 20000)),
         )
-        engine = Engine(server, store, media)
+        engine = Engine(server, store, media, cdr)
         try:
             for host, port in listens:
                 await server.transports.listen(host, port)

@@ -72,11 +72,6 @@ def _cmd_cdr(args: argparse.Namespace) -> int:
     return cdr.main(args)
 
 
-def _not_yet(name: str) -> int:
-    print(f"pbx {name}: not available in this build yet", file=sys.stderr)
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pbx", description=version_string())
     p.add_argument("--version", action="version", version=version_string())
@@ -94,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--trace", metavar="FILE", help="log every SIP message in/out ('-' = stderr)")
     run.add_argument("--control", metavar="PATH", help="control socket (default: in the RAM dir)")
+    run.add_argument(
+        "--state",
+        metavar="PATH",
+        help="runtime-state LMDB (CDRs, toggles, voicemail index; default /data/state.mdb)",
+    )
     run.add_argument(
         "--media-address",
         metavar="ADDR",
@@ -144,13 +144,93 @@ def build_parser() -> argparse.ArgumentParser:
     cdr.set_defaults(func=_cmd_cdr)
 
     _watchdog_parser(sub)
-    for name, help_ in (
-        ("console", "the serial console tool"),
-        ("remote", "the host-side client of the serial console"),
-    ):
-        sp = sub.add_parser(name, help=help_)
-        sp.set_defaults(func=lambda _a, n=name: _not_yet(n))
+    _console_parsers(sub)
     return p
+
+
+def _cmd_console(args: argparse.Namespace) -> int:
+    from pbx_core.console import session
+
+    return session.main(args)
+
+
+def _cmd_remote(args: argparse.Namespace) -> int:
+    from pbx_core.console import remote
+
+    if args.action in ("push", "pull") and len(args.args) != 1:
+        print(f"pbx remote: usage: pbx remote --port URL {args.action} DIR", file=sys.stderr)
+        return 2
+    if args.action == "run" and not args.args:
+        print(
+            "pbx remote: usage: pbx remote --port URL run COMMAND... (or - for stdin)",
+            file=sys.stderr,
+        )
+        return 2
+    return remote.main(args)
+
+
+def _console_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from pbx_core import paths
+
+    con = sub.add_parser(
+        "console",
+        help="the serial console tool",
+        description="Banner, login, numbered menu and uci-like commands on a serial line "
+        "(stdin/stdout, or --tty). See pbx_core/console/README.md.",
+    )
+    con.add_argument("--tty", metavar="PATH", help="serve this tty (115200 8N1) instead of stdin")
+    con.add_argument("--baud", type=int, default=115200, help="with --tty (default %(default)s)")
+    con.add_argument(
+        "--config-root",
+        default=str(paths.DATA_DIR / "config"),
+        metavar="DIR",
+        help="configuration generations (default %(default)s)",
+    )
+    con.add_argument(
+        "--factory",
+        default=str(paths.FACTORY_CONFIG),
+        metavar="DIR",
+        help="factory tables (default %(default)s)",
+    )
+    con.add_argument("--control", metavar="PATH", help="the daemon's control socket")
+    con.add_argument(
+        "--network-conf",
+        default=str(paths.DATA_DIR / "etc" / "network.conf"),
+        metavar="PATH",
+        help="network settings file written at commit (default %(default)s)",
+    )
+    con.add_argument("--idle", type=float, default=600, help="idle logout, s (0 = never)")
+    con.add_argument("--login-delay", type=float, default=2.0, help="pause after a wrong password")
+    con.add_argument(
+        "--failsafe",
+        type=float,
+        default=3.0,
+        help="seconds the password-reset failsafe is offered once after boot (0 = off)",
+    )
+    con.add_argument("--runtime", metavar="DIR", help="RAM directory (default: the runtime dir)")
+    con.set_defaults(func=_cmd_console)
+
+    rem = sub.add_parser(
+        "remote",
+        help="the host-side client of the serial console",
+        description="Log in to `pbx console` over a serial port and run commands, or push "
+        "or pull the whole table set. Examples: pbx remote --port /dev/ttyUSB0 run "
+        "'set settings.net_mode=dhcp' commit; pbx remote --port socket://127.0.0.1:4000 pull DIR",
+    )
+    rem.add_argument(
+        "--port", required=True, metavar="URL", help="/dev/ttyUSB0, socket://host:port"
+    )
+    rem.add_argument("--baud", type=int, default=115200)
+    rem.add_argument("--password", help="admin password (or $PBX_PASSWORD)")
+    rem.add_argument("--new-password", help="replaces the factory password at first login")
+    rem.add_argument("--timeout", type=float, default=2.0, help="wait for an answer, s")
+    rem.add_argument("--retries", type=int, default=20, help="resends of one request")
+    rem.add_argument("--json", action="store_true", help="one JSON answer per command")
+    rem.add_argument("--quiet", action="store_true", help="no transfer progress")
+    rem.add_argument("--no-commit", action="store_true", help="push: stage only")
+    rem.add_argument("action", choices=("run", "push", "pull"))
+    rem.add_argument("args", nargs="*", metavar="ARG", help="commands (run) or a directory")
+    rem.set_defaults(func=_cmd_remote)
 
 
 def _cmd_watchdog(args: argparse.Namespace) -> int:

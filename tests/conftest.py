@@ -38,7 +38,12 @@ def start_pbx(tmp: Path, config: Path | None = None, extra: list[str] | None = N
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=err.open("wb"),
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PBX_RUNTIME_DIR": str(tmp / "run")},
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PBX_RUNTIME_DIR": str(tmp / "run"),
+            "PBX_DATA_DIR": str(tmp / "data"),
+        },
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -22,6 +22,7 @@ from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
+from pbx_core.pbx.cdr import CdrWriter
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import SipServer
@@ -62,7 +63,13 @@ def _is_ip(host: str) -> bool:
 
 
 class Engine:
-    def __init__(self, stack: SipServer, store: Store, media: MediaEngine | None = None) -> None:
+    def __init__(
+        self,
+        stack: SipServer,
+        store: Store,
+        media: MediaEngine | None = None,
+        cdr: CdrWriter | None = None,
+    ) -> None:
         self.stack = stack
         self.store = store
         self.loop = stack.loop
@@ -75,6 +82,7 @@ class Engine:
             int(settings.get("reg_min_expires", 60)), int(settings.get("reg_max_expires", 3600))
         )
         self.media = media
+        self.cdr = cdr
         self.calls = CallManager(stack, on_end=self._call_ended, media=media)
         if media is not None:
             self.calls.music_on_hold = _music_on_hold(media)
@@ -426,6 +434,8 @@ class Engine:
         )
         self.ended_calls.append(call)
         del self.ended_calls[:-100]
+        if self.cdr is not None:
+            self.cdr.call_ended(call)
 
     def status(self) -> dict[str, Any]:
         now = self.loop.time()
