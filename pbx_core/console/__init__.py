@@ -1,1 +1,1 @@
-"""console"""
+"""The serial console config tool (`pbx console`) and its host-side client (`pbx remote`)."""

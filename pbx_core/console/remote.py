@@ -1,0 +1,310 @@
+"""`pbx remote --port URL`: the console's commands from a laptop, over pyserial.
+
+It logs in like a person would (answering the password prompts), switches the
+console to machine mode (`frame.py`: every line framed with a sequence number and a
+CRC-32) and then sends one request at a time, resending until a valid answer with
+its sequence number arrives. Push and pull move the whole table set in chunks, each
+checked, and every table's SHA-256 is verified at the end; the progress goes to
+stderr. Line noise costs retries, never a wrong byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from pbx_core.console import frame
+from pbx_core.console.commands import CHUNK
+from pbx_core.console.config import ConfigError, check, digest, parse_tables
+from pbx_core.store.dbtext import table_files, write_file_atomic
+
+_PROMPT = re.compile(rb"pbx\*?> $")
+_PASSWORD = re.compile(rb"(?<!new )(?<!Retype new )Password: $")
+_NEW = re.compile(rb"(New|Retype new) password: $")
+_QUESTION = re.compile(rb"(\]: |\[y/N\] |\[Y/n\] |: )$")
+
+
+class RemoteError(Exception):
+    """The console could not be reached or refused us; the message says why."""
+
+
+class Remote:
+    def __init__(
+        self,
+        port: Any,
+        password: str,
+        *,
+        new_password: str | None = None,
+        timeout: float = 2.0,
+        retries: int = 20,
+        login_timeout: float = 60.0,
+        progress: TextIO | None = None,
+    ) -> None:
+        self.port = port
+        self.password = password
+        self.new_password = new_password
+        self.timeout = timeout
+        self.retries = retries
+        self.login_timeout = login_timeout
+        self.progress = progress
+        self.buf = bytearray()
+        self.seq = secrets.randbelow(10**6) + 1
+        self.resends = 0
+        self.logged_in = False
+
+    # ------------------------------------------------------------------ bytes
+    def _pump(self, wait: float) -> bool:
+        """Read what arrives within `wait` s; True if anything did."""
+        deadline = time.monotonic() + wait
+        got = False
+        while True:
+            data = self.port.read(self.port.in_waiting or 1)
+            if data:
+                self.buf += data
+                got = True
+                if len(self.buf) > 1 << 20:
+                    del self.buf[: len(self.buf) - (1 << 16)]
+                continue  # drain everything already there
+            if got or time.monotonic() >= deadline:
+                return got
+
+    def _lines(self) -> list[bytes]:
+        """Complete lines received so far (they leave the buffer)."""
+        *lines, rest = bytes(self.buf).split(b"\n")
+        self.buf = bytearray(rest)
+        return lines
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            print(text, file=self.progress, flush=True)
+
+    # ------------------------------------------------------------------ login
+    def login(self) -> None:
+        """Get to machine mode from wherever the console is."""
+        deadline = time.monotonic() + self.login_timeout
+        self.buf.clear()
+        self.port.write(b"\x03\r")
+        quiet_since = time.monotonic()
+        bad_logins = 0
+        while time.monotonic() < deadline:
+            if not self._pump(0.2):
+                if time.monotonic() - quiet_since > self.timeout:
+                    self.port.write(b"\x03\r")  # no prompt in sight: ask for a fresh one
+                    quiet_since = time.monotonic()
+                continue
+            quiet_since = time.monotonic()
+            tail = bytes(self.buf[-200:])
+            for line in bytes(self.buf).split(b"\n"):
+                answer = frame.decode_response(line)
+                if answer is not None and answer[1].get("data") == "machine":
+                    self.buf.clear()
+                    self.logged_in = True
+                    return
+            if b"Login incorrect" in tail:
+                bad_logins += 1
+                if bad_logins >= 5:
+                    raise RemoteError("login refused 5 times: is the password right?")
+                self.buf.clear()
+            elif _NEW.search(tail):
+                if self.new_password is None:
+                    raise RemoteError(
+                        "the console asks for a new admin password (factory password in use): "
+                        "give --new-password"
+                    )
+                self.buf.clear()
+                self.port.write(self.new_password.encode() + b"\r")
+            elif _PASSWORD.search(tail):
+                self.buf.clear()
+                self.port.write(self.password.encode() + b"\r")
+            elif _PROMPT.search(tail):
+                self.buf.clear()
+                self.port.write(b"machine on\r")
+            elif tail.endswith(b"> "):  # the failsafe question after boot: not now
+                self.buf.clear()
+                self.port.write(b"\r")
+            elif _QUESTION.search(tail):  # inside a menu item
+                self.buf.clear()
+                self.port.write(b"\x03\r")
+        raise RemoteError(f"no console prompt within {self.login_timeout:g} s")
+
+    # ------------------------------------------------------------------ requests
+    def call(self, command: str) -> dict[str, Any]:
+        """Send one command; its answer (resent until a valid one arrives)."""
+        if not self.logged_in:
+            self.login()
+        self.seq = self.seq % 999_999_999 + 1
+        request = frame.encode(self.seq, command)
+        timeouts = 0
+        for _attempt in range(self.retries):
+            self.port.write(request)
+            deadline = time.monotonic() + self.timeout
+            resend = False
+            while not resend and time.monotonic() < deadline:
+                self._pump(0.05)
+                for line in self._lines():
+                    got = frame.decode_response(line)
+                    if got is None:
+                        continue  # noise, or a damaged answer: wait, then resend
+                    seq, answer = got
+                    if seq == self.seq:
+                        return answer
+                    if answer.get("status") == frame.BAD_FRAME:
+                        resend = True  # our request arrived damaged
+            self.resends += 1
+            if not resend:
+                timeouts += 1
+                if timeouts == 3:  # the console may have restarted: log in again
+                    self.logged_in = False
+                    self.login()
+        raise RemoteError(
+            f"no valid answer to {command.split(maxsplit=1)[0]!r} after {self.retries} tries"
+        )
+
+    def run(self, command: str) -> dict[str, Any]:
+        if command.strip().split()[:1] in (["passwd"], ["import"], ["machine"], ["logout"]):
+            raise RemoteError(
+                f"{command.split(maxsplit=1)[0]!r} is interactive: use the console itself"
+            )
+        return self.call(command)
+
+    def logout(self) -> None:
+        if self.logged_in:
+            self.seq += 1
+            self.port.write(frame.encode(self.seq, "logout"))
+            self._pump(0.3)
+            self.logged_in = False
+
+    # ------------------------------------------------------------------ transfers
+    def _checked(self, command: str) -> dict[str, Any]:
+        answer = self.call(command)
+        if not answer.get("ok"):
+            raise RemoteError(f"{command.split(maxsplit=1)[0]}: {answer.get('error')}")
+        return answer
+
+    def push(self, directory: Path, commit: bool = True) -> list[str]:
+        files = {p.name: p.read_bytes() for p in table_files(directory)}
+        if not files:
+            raise RemoteError(f"{directory}: no table files")
+        try:
+            check(parse_tables(files))  # nothing leaves the laptop that the box would refuse
+        except ConfigError as e:
+            raise RemoteError(f"{directory}: {e}") from None
+        total = sum(len(d) for d in files.values())
+        done = 0
+        self._checked("push-begin")
+        for name, data in sorted(files.items()):
+            self._checked(f"push-table {name} {len(data)} {digest(data)}")
+            for off in range(0, len(data), CHUNK):
+                part = base64.b64encode(data[off : off + CHUNK]).decode()
+                self._checked(f"push-chunk {name} {off} {part}")
+                done += len(data[off : off + CHUNK])
+                self._progress("push", name, done, total)
+        lines = list(self._checked("push-finish").get("lines", []))
+        if commit:
+            lines += self._checked("commit").get("lines", [])
+        return lines
+
+    def pull(self, directory: Path) -> list[str]:
+        listing: dict[str, dict[str, Any]] = self._checked("pull-list")["data"]
+        total = sum(int(v["size"]) for v in listing.values())
+        done = 0
+        files: dict[str, bytes] = {}
+        for name, meta in sorted(listing.items()):
+            data = b""
+            while len(data) < int(meta["size"]):
+                answer = self._checked(f"pull-chunk {name} {len(data)} {CHUNK}")
+                chunk = base64.b64decode(answer["data"]["b64"])
+                if answer["data"]["offset"] != len(data) or not chunk:
+                    raise RemoteError(f"pull: {name}: the console sent the wrong part")
+                data += chunk
+                done += len(chunk)
+                self._progress("pull", name, done, total)
+            if digest(data) != meta["sha256"]:
+                raise RemoteError(f"pull: {name}: checksum mismatch after transfer")
+            files[name] = data
+        try:
+            parse_tables(files)
+        except ConfigError as e:
+            raise RemoteError(f"pull: the tables do not read back: {e}") from None
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            write_file_atomic(directory / name, data)
+        return [f"pulled {len(files)} tables ({total} bytes) into {directory}"]
+
+    def _progress(self, what: str, name: str, done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        self._say(f"{what}: {name} {done}/{total} bytes ({pct}%), {self.resends} resends")
+
+
+def _print_answer(answer: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        print(json.dumps(answer), file=out)
+        return
+    for line in answer.get("lines", []):
+        print(line, file=out)
+    if not answer.get("ok"):
+        print(f"error: {answer.get('error')}", file=sys.stderr)
+
+
+def main(args: argparse.Namespace, open_port: Callable[[str, int], Any] | None = None) -> int:
+    password = args.password or os.environ.get("PBX_PASSWORD")
+    if not password:
+        print("pbx remote: give --password or set PBX_PASSWORD", file=sys.stderr)
+        return 2
+    if open_port is None:
+        import serial  # noqa: PLC0415  # pyserial only for this command
+
+        def open_port(url: str, baud: int) -> Any:
+            return serial.serial_for_url(url, baudrate=baud, timeout=0.1)
+
+    try:
+        port = open_port(args.port, args.baud)
+    except Exception as e:  # noqa: BLE001  # pyserial raises SerialException, OSError, ValueError
+        print(f"pbx remote: cannot open {args.port}: {e}", file=sys.stderr)
+        return 1
+    remote = Remote(
+        port,
+        password,
+        new_password=args.new_password,
+        timeout=args.timeout,
+        retries=args.retries,
+        progress=None if args.quiet else sys.stderr,
+    )
+    status = 0
+    try:
+        if args.action == "push":
+            lines = remote.push(Path(args.args[0]), commit=not args.no_commit)
+            print("\n".join(lines))
+        elif args.action == "pull":
+            print("\n".join(remote.pull(Path(args.args[0]))))
+        else:
+            commands = args.args
+            if commands == ["-"]:
+                commands = [c for c in sys.stdin.read().splitlines() if c.strip()]
+            for command in commands:
+                answer = remote.run(command)
+                _print_answer(answer, args.json, sys.stdout)
+                if not answer.get("ok"):
+                    status = int(answer.get("status") or 1)
+                    break
+    except RemoteError as e:
+        print(f"pbx remote: {e}", file=sys.stderr)
+        status = 1
+    except OSError as e:
+        print(f"pbx remote: {args.port}: {e}", file=sys.stderr)
+        status = 1
+    finally:
+        with contextlib.suppress(OSError):
+            remote.logout()
+        port.close()
+    return status

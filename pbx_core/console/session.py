@@ -1,0 +1,387 @@
+"""`pbx console`: the serial console session (banner, login, prompt, machine mode).
+
+One `Session` serves one line until it hangs up: banner, login, then a prompt that
+takes menu numbers and commands (`commands.py`), or, after `machine on`, framed
+requests from `pbx remote` (`frame.py`). The staged changes live in the session and
+are dropped at logout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pbx_core import paths
+from pbx_core.console import auth, frame, system
+from pbx_core.console.commands import USAGE, Commands, Result
+from pbx_core.console.config import ConfigError, Staging, check
+from pbx_core.console.terminal import (
+    Channel,
+    FdChannel,
+    HangupError,
+    InputCancelledError,
+    Terminal,
+    raw_tty,
+)
+from pbx_core.store.dbtext import Table, read_dir
+from pbx_core.store.errors import StoreError
+from pbx_core.store.generations import Generations
+from pbx_core.version import version_string
+
+PROMPT = "pbx> "
+PROMPT_DIRTY = "pbx*> "
+
+
+class Options:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.root = Path(args.config_root)
+        self.factory = Path(args.factory)
+        self.control = Path(args.control) if args.control else paths.control_socket()
+        self.network_conf = Path(args.network_conf)
+        self.idle = args.idle if args.idle > 0 else None
+        self.login_delay: float = args.login_delay
+        self.failsafe: float = args.failsafe
+        self.runtime = Path(args.runtime) if args.runtime else paths.runtime_dir()
+
+
+class Session:
+    def __init__(self, term: Terminal, opts: Options) -> None:
+        self.term = term
+        self.opts = opts
+        self.staging = Staging(self.load)
+        self.commands = Commands(self)
+        self.pull_files: dict[str, bytes] = {}
+        self.machine = False
+        self.last_seq = -1
+        self.last_answer = b""
+
+    # ------------------------------------------------------------------ configuration
+    def load(self) -> dict[str, Table]:
+        """The committed tables: the current generation, else the factory ones."""
+        gens = Generations(self.opts.root)
+        try:
+            if gens.current() is not None:
+                return gens.tables()
+        except StoreError as e:
+            self.term.line(f"warning: the current generation cannot be read ({e});")
+            self.term.line("         editing the factory tables instead")
+        return read_dir(self.opts.factory)
+
+    def commit(self) -> tuple[str, list[str]]:
+        """Check and commit the staged tables; (generation, notes for the user)."""
+        tables = self.staging.tables
+        settings = {
+            k: self.staging.setting(k)
+            for k in ("net_mode", "net_address", "net_gateway", "net_dns")
+        }
+        problems = system.network_problems(settings)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        check(tables)
+        try:
+            gen = Generations(self.opts.root).commit(tables)
+        except StoreError as e:
+            raise ConfigError(str(e)) from None
+        self.staging.committed()
+        notes = []
+        note = system.write_network_conf(self.opts.network_conf, settings)
+        if note:
+            notes.append(note)
+        status = self.daemon_status()
+        cfg = status.get("config") or {}
+        if status.get("ok") and Path(str(cfg.get("path", ""))) != self.opts.root:
+            notes.append(f"note: the running PBX uses {cfg.get('path')}, not {self.opts.root}")
+        elif status.get("ok"):
+            notes.append("the PBX loads it within 2 s; calls in progress continue")
+        return gen.name, notes
+
+    def commit_password(self, hashed: str | None) -> str:
+        """Commit a new admin password (None: back to the factory one) on top of the
+        committed tables only: staged edits stay staged."""
+        base = Staging(lambda: dict(self.staging.base))
+        base.set_setting(auth.SETTING, hashed or "", internal=True)
+        try:
+            gen = Generations(self.opts.root).commit(base.tables)
+        except StoreError as e:
+            raise ConfigError(str(e)) from None
+        self.staging.set_setting(auth.SETTING, hashed or "", internal=True)
+        self.staging.base = base.tables
+        return gen.name
+
+    # ------------------------------------------------------------------ the daemon
+    def daemon_status(self) -> dict[str, Any]:
+        from pbx_core.pbx.control import query  # noqa: PLC0415  # only when asked
+
+        try:
+            return query(self.opts.control, {"cmd": "status"}, timeout=3)
+        except (OSError, ValueError) as e:
+            return {"ok": False, "error": f"the PBX is not answering ({e})"}
+
+    @staticmethod
+    def status_lines(status: dict[str, Any]) -> list[str]:
+        if not status.get("ok"):
+            return [f"PBX: {status.get('error')}"]
+        cfg = status.get("config") or {}
+        out = [
+            f"PBX: up {status.get('uptime')} s, SIP on {', '.join(status.get('sip', []))}",
+            f"configuration {cfg.get('generation')} ({cfg.get('kind')})",
+            f"registered phones: {len(status.get('registrations', []))}",
+        ]
+        out += [
+            f"  {_item(r, 'aor', 'contact', 'expires')}" for r in status.get("registrations", [])
+        ]
+        out.append(f"active calls: {len(status.get('calls', []))}")
+        out += [f"  {_item(c)}" for c in status.get("calls", [])]
+        out.append(f"trunks: {len(status.get('trunks', []))}")
+        out += [f"  {_item(t, 'name', 'host', 'state')}" for t in status.get("trunks", [])]
+        return [line[:79] for line in out]
+
+    # ------------------------------------------------------------------ screens
+    def banner(self) -> None:
+        t = self.term
+        t.line("")
+        t.line("=" * 79)
+        t.line(f" {version_string()} - serial console")
+        ips = system.addresses()
+        t.line(f" IP: {', '.join(ips) if ips else 'no address'}")
+        status = self.daemon_status()
+        if status.get("ok"):
+            regs, calls = len(status.get("registrations", [])), len(status.get("calls", []))
+            t.line(f" Registered phones: {regs}   Active calls: {calls}")
+        else:
+            t.line(" PBX: not running (or not answering)")
+        t.line("=" * 79)
+
+    def login(self) -> bool:
+        stored = self.staging.setting(auth.SETTING)
+        if not stored:
+            self.term.line(f" Factory password: {auth.FACTORY_PASSWORD} (to be changed now)")
+        password = self.term.read_line("Password: ", secret=True)
+        if password is None or not auth.verify(password, stored):
+            time.sleep(self.opts.login_delay)
+            self.term.drain()
+            self.term.line("Login incorrect")
+            return False
+        if not stored:
+            self.term.line("The factory password must be changed before first use.")
+            new = self.ask_new_password()
+            if new is None:
+                return False
+            self.term.line(f"password changed ({self.commit_password(auth.hash_password(new))})")
+        return True
+
+    def ask_new_password(self) -> str | None:
+        for _ in range(3):
+            new = self.term.read_line("New password: ", secret=True) or ""
+            problem = auth.password_problem(new)
+            if problem:
+                self.term.line(f"Not accepted: {problem}")
+                continue
+            if self.term.read_line("Retype new password: ", secret=True) != new:
+                self.term.line("The two passwords differ")
+                continue
+            return new
+        return None
+
+    def failsafe(self) -> None:
+        """Right after boot only (a marker in RAM): offer to reset the admin password.
+        Being at the console then means having the box (and its power) in hand."""
+        marker = self.opts.runtime / "console-failsafe-offered"
+        if self.opts.failsafe <= 0 or marker.exists():
+            return
+        with contextlib.suppress(OSError):
+            marker.write_text("")
+        self.term.line("")
+        self.term.line(
+            f"Failsafe: press f then Enter within {self.opts.failsafe:g} s to reset the admin"
+        )
+        self.term.line("password to the factory default (the configuration is kept).")
+        try:
+            answer = self.term.read_line("> ", timeout=self.opts.failsafe)
+        except InputCancelledError:
+            return
+        if (answer or "").strip().lower() != "f":
+            return
+        try:
+            gen = self.commit_password(None)
+        except ConfigError as e:
+            self.term.line(f"failsafe: {e}")
+            return
+        self.term.line(f"admin password reset to the factory default ({gen})")
+
+    # ------------------------------------------------------------------ loops
+    def serve(self) -> None:
+        """Sessions until the line hangs up."""
+        self.failsafe()
+        while True:
+            self.staging = Staging(self.load)
+            self.machine = False
+            self.last_seq = -1
+            self.banner()
+            try:
+                if not self.login():
+                    continue
+                self.term.line('Type a menu number, a command, or "help".')
+                from pbx_core.console.menu import Menu  # noqa: PLC0415  # after login only
+
+                Menu(self).show()
+                self.prompt_loop()
+            except InputCancelledError:
+                continue
+            except HangupError as e:
+                if e.args and e.args[0] in ("idle", "Ctrl-D"):
+                    with contextlib.suppress(HangupError):
+                        self.term.line(f"\nlogged out ({e.args[0]})")
+                    continue
+                return
+
+    def prompt_loop(self) -> None:
+        from pbx_core.console.menu import Menu  # noqa: PLC0415  # after login only
+
+        menu = Menu(self)
+        while True:
+            if self.machine:
+                if not self.machine_step():
+                    return
+                continue
+            prompt = PROMPT_DIRTY if self.staging.dirty else PROMPT
+            try:
+                line = (self.term.read_line(prompt) or "").strip()
+            except InputCancelledError:
+                continue
+            if not line:
+                continue
+            if line in ("logout", "exit", "quit"):
+                self.term.line("bye")
+                return
+            if line in ("menu", "?"):
+                menu.show()
+            elif line.isdigit():
+                try:
+                    menu.run(int(line))
+                except InputCancelledError:
+                    self.term.line("(cancelled)")
+                except ConfigError as e:
+                    self.term.line(f"error: {e}")
+                if menu.logout:
+                    return
+            elif line == "machine on":
+                self.machine = True
+                self.last_seq = -1
+                self.term.channel.write(
+                    frame.encode_response(0, {"ok": True, "status": 0, "data": "machine"})
+                )
+            elif line == "passwd":
+                self.passwd()
+            elif line.split()[0] == "import":
+                self.show_result(self.import_human(line.split()[1:]))
+            else:
+                self.show_result(self.commands.run(line))
+
+    def show_result(self, result: Result) -> None:
+        for line in result.lines:
+            self.term.line(line)
+        if result.status:
+            self.term.line(f"error: {result.error}")
+
+    def passwd(self) -> None:
+        new = self.ask_new_password()
+        if new is None:
+            self.term.line("password unchanged")
+            return
+        try:
+            self.term.line(f"password changed ({self.commit_password(auth.hash_password(new))})")
+        except ConfigError as e:
+            self.term.line(f"error: {e}")
+
+    def import_human(self, args: list[str]) -> Result:
+        if len(args) != 1:
+            return Result(USAGE, error="usage: import TABLE (then the dbtext lines, then '.')")
+        self.term.line(f"Paste the dbtext of {args[0]}; end with a line containing only '.'")
+        lines = []
+        while (line := self.term.read_line("")) != ".":
+            lines.append(line or "")
+        try:
+            kept = self.staging.setting(auth.SETTING)
+            n = self.staging.import_table(args[0], "\n".join(lines) + "\n")
+            if kept and not self.staging.setting(auth.SETTING):
+                self.staging.set_setting(auth.SETTING, kept, internal=True)
+        except ConfigError as e:
+            return Result(1, error=str(e))
+        return Result(lines=[f"staged {args[0]}: {n} rows; commit to apply"])
+
+    def machine_step(self) -> bool:
+        """One framed request; False when the session ends."""
+        line = self.term.read_line("", echo=False)
+        raw = (line or "").strip()
+        if raw == "logout":
+            return False
+        if raw == "machine off":
+            self.machine = False
+            self.term.line("machine mode off")
+            return True
+        if not raw:
+            return True
+        decoded = frame.decode(raw.encode("utf-8", "replace"))
+        if decoded is None:
+            answer = {"ok": False, "status": frame.BAD_FRAME, "error": "bad frame"}
+            self.term.channel.write(frame.encode_response(0, answer))
+            return True
+        seq, body = decoded
+        if seq == self.last_seq:
+            self.term.channel.write(self.last_answer)  # a retry: never run it twice
+            return True
+        if body in ("logout", "machine off"):
+            out = frame.encode_response(seq, {"ok": True, "status": 0})
+            self.term.channel.write(out)
+            if body == "logout":
+                return False
+            self.machine = False
+            return True
+        result = self.commands.run(body)
+        out = frame.encode_response(seq, result.answer())
+        self.last_seq, self.last_answer = seq, out
+        self.term.channel.write(out)
+        return True
+
+
+def _item(item: object, *keys: str) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    picked = [str(item[k]) for k in keys if k in item] if keys else []
+    return " ".join(picked) if picked else " ".join(f"{k}={v}" for k, v in item.items())
+
+
+def open_channel(
+    args: argparse.Namespace,
+) -> tuple[Channel, Callable[[], contextlib.AbstractContextManager[None]]]:
+    if args.tty:
+        fd = os.open(args.tty, os.O_RDWR | os.O_NOCTTY)
+        return FdChannel(fd), lambda: raw_tty(fd, args.baud)
+    return FdChannel(sys.stdin.fileno(), sys.stdout.fileno()), lambda: raw_tty(sys.stdin.fileno())
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        opts = Options(args)
+        channel, raw = open_channel(args)
+    except OSError as e:
+        print(f"pbx console: {e}", file=sys.stderr)
+        return 1
+    if not opts.factory.is_dir():
+        print(f"pbx console: no factory tables at {opts.factory}", file=sys.stderr)
+        return 2
+    try:
+        with raw():
+            Session(Terminal(channel, idle=opts.idle), opts).serve()
+    except HangupError:
+        pass
+    except KeyboardInterrupt:
+        return 130
+    return 0

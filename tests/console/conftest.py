@@ -1,0 +1,108 @@
+"""`pbx console` as a real process on a pty (what a serial line looks like to it)."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FACTORY, ROOT
+
+PROMPT = re.compile(rb"pbx\*?> $")
+
+
+class ConsoleProc:
+    """The console on a pty; the test types on the master side."""
+
+    def __init__(self, tmp: Path, *extra: str, control: Path | None = None) -> None:
+        self.tmp = tmp
+        self.root = tmp / "config"
+        self.netconf = tmp / "etc" / "network.conf"
+        self.netconf.parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "run").mkdir(exist_ok=True)
+        self.master, slave = os.openpty()
+        self.stderr = tmp / "console.stderr"
+        cmd = [sys.executable, "-m", "pbx_core", "console", "--config-root", str(self.root)]
+        cmd += ["--factory", str(FACTORY), "--control", str(control or tmp / "no-daemon.sock")]
+        cmd += ["--network-conf", str(self.netconf), "--runtime", str(tmp / "run")]
+        cmd += ["--login-delay", "0.1", "--failsafe", "0", *extra]
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdin=slave, stdout=slave, stderr=self.stderr.open("wb"), close_fds=True
+        )
+        os.close(slave)
+        self.out = bytearray()
+        self.pos = 0
+
+    def read(self, wait: float) -> None:
+        ready, _, _ = select.select([self.master], [], [], wait)
+        if ready:
+            try:
+                self.out += os.read(self.master, 65536)
+            except OSError:
+                pass
+
+    def expect(self, pattern: bytes | re.Pattern[bytes], timeout: float = 10) -> re.Match[bytes]:
+        rx = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.out, self.pos)
+            if m:
+                self.pos = m.end()
+                return m
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no {rx.pattern!r} in the console output:\n"
+                    + self.out[-3000:].decode(errors="replace")
+                    + "\nstderr:\n"
+                    + self.stderr.read_text(errors="replace")
+                )
+            self.read(0.05)
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def type(self, line: str) -> None:
+        self.send(line.encode() + b"\r")
+
+    def command(self, line: str, timeout: float = 10) -> str:
+        """Type a command at the prompt; the output up to the next prompt."""
+        self.type(line)
+        self.expect(line.encode() + b"\r\n", timeout)
+        start = self.pos
+        m = self.expect(PROMPT, timeout)
+        return self.out[start : m.start()].decode().replace("\r\n", "\n")
+
+    def login(self, password: str = "admin", new: str | None = "s3cret-pw") -> None:
+        self.expect(b"Password: ")
+        self.type(password)
+        if password == "admin" and new is not None:
+            self.expect(b"New password: ")
+            self.type(new)
+            self.expect(b"Retype new password: ")
+            self.type(new)
+        self.expect(PROMPT)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        os.close(self.master)
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[ConsoleProc]:
+    c = ConsoleProc(tmp_path)
+    yield c
+    c.close()
+    assert "Traceback" not in c.stderr.read_text(errors="replace")
