@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from pbx_core.media.dtmf import goertzel_power
 from pbx_core.pbx.control import query
 from tests.conftest import PbxProcess, start_pbx, stop_pbx
-from tests.media.baresip import Baresip, available, dominant_frequency
+from tests.media.baresip import Baresip, available, dominant_frequency, wav_samples
 
 pytestmark = [
     pytest.mark.interop,
@@ -83,3 +84,29 @@ def test_echo_test_returns_the_callers_audio(tmp_path: Path, pbx: PbxProcess) ->
     finally:
         alice.stop()
     assert dominant_frequency(alice.recording("dec"), [ALICE_HZ, BOB_HZ]) == ALICE_HZ
+
+
+def test_held_party_hears_music_on_hold(tmp_path: Path, pbx: PbxProcess) -> None:
+    """Alice holds (re-INVITE sendonly): Bob hears the PBX's music instead of her."""
+    alice = _agent(tmp_path, pbx, "100", ALICE_HZ)
+    bob = _agent(tmp_path, pbx, "101", BOB_HZ)
+    try:
+        alice.dial(f"sip:101@127.0.0.1:{pbx.port}")
+        bob.wait_event("CALL_ESTABLISHED", timeout=15)
+        alice.wait_event("CALL_ESTABLISHED", timeout=15)
+        time.sleep(2)
+        answer = alice.command("hold")
+        assert answer.get("ok"), answer
+        time.sleep(4)
+        alice.hangup()
+        bob.wait_event("CALL_CLOSED", timeout=15)
+    finally:
+        alice.stop()
+        bob.stop()
+    samples = wav_samples(bob.recording("dec"))
+    before = samples[8000 : 8000 * 2]  # talking: Alice's tone
+    held = samples[-8000 * 3 : -8000]  # on hold: the music (built-in tune's notes)
+    music = [261.63, 329.63, 392.00, 523.25, 293.66, 349.23]
+    assert goertzel_power(before, ALICE_HZ) > 20 * max(goertzel_power(before, f) for f in music)
+    held_music = max(goertzel_power(held, f) for f in music)
+    assert held_music > 20 * goertzel_power(held, ALICE_HZ), "no music on hold heard"
