@@ -448,14 +448,15 @@ class Engine:
 
 
 def _music_on_hold(media: MediaEngine) -> Audio:
-    """moh.wav from the assets when present (replaceable by the installer), else a
-    built-in tune: a slow arpeggio of soft sine notes, royalty-free by construction."""
-    path = paths.asset("moh.wav")
-    if path.exists():
-        try:
-            return media.load(path)
-        except MediaError as exc:
-            log.warning("music on hold %s unusable (%s): using the built-in tune", path, exc)
+    """The installer's /data/moh.wav, else the tune the image build synthesised
+    (prompts/music-on-hold.wav), else a built-in one: a slow arpeggio of soft sine
+    notes, royalty-free by construction."""
+    for path in (paths.DATA_DIR / "moh.wav", paths.asset("prompts/music-on-hold.wav")):
+        if path.exists():
+            try:
+                return media.load(path)
+            except MediaError as exc:
+                log.warning("music on hold %s unusable (%s)", path, exc.reason)
     rate, frames = 8000, []
     notes = (261.63, 329.63, 392.00, 523.25, 392.00, 329.63, 293.66, 349.23, 440.00, 349.23)
     for freq in notes:
