@@ -110,12 +110,13 @@ class Remote:
                     self.buf.clear()
                     self.logged_in = True
                     return
-            if b"Login incorrect" in tail:
+            if (at := self.buf.find(b"Login incorrect")) >= 0:
                 bad_logins += 1
-                if bad_logins >= 5:
-                    raise RemoteError("login refused 5 times: is the password right?")
-                self.buf.clear()
-            elif _NEW.search(tail):
+                if bad_logins >= 3:
+                    raise RemoteError("login refused 3 times: is the password right?")
+                del self.buf[: at + len(b"Login incorrect")]
+                tail = bytes(self.buf[-200:])
+            if _NEW.search(tail):
                 if self.new_password is None:
                     raise RemoteError(
                         "the console asks for a new admin password (factory password in use): "

@@ -163,7 +163,9 @@ class Session:
         if not stored:
             self.term.line(f" Factory password: {auth.FACTORY_PASSWORD} (to be changed now)")
         password = self.term.read_line("Password: ", secret=True)
-        if password is None or not auth.verify(password, stored):
+        if not password:
+            return False  # Enter alone shows the banner again: not a failed attempt
+        if not auth.verify(password, stored):
             time.sleep(self.opts.login_delay)
             self.term.drain()
             self.term.line("Login incorrect")

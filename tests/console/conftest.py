@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -43,10 +44,8 @@ class ConsoleProc:
     def read(self, wait: float) -> None:
         ready, _, _ = select.select([self.master], [], [], wait)
         if ready:
-            try:
+            with contextlib.suppress(OSError):
                 self.out += os.read(self.master, 65536)
-            except OSError:
-                pass
 
     def expect(self, pattern: bytes | re.Pattern[bytes], timeout: float = 10) -> re.Match[bytes]:
         rx = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))

@@ -34,7 +34,7 @@ def test_banner_without_daemon_and_forced_password_change(console: ConsoleProc) 
     console.type("better-pw")
     console.expect(PROMPT)
     stored = Generations(console.root).tables()["pbx_settings"]
-    value = dict((r[0], r[1]) for r in stored.rows)[auth.SETTING]
+    value = {r[0]: r[1] for r in stored.rows}[auth.SETTING]
     assert auth.verify("better-pw", str(value)) and not auth.verify("admin", str(value))
     # Secret input is never echoed.
     assert b"better-pw" not in console.out
