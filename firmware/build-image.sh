@@ -45,6 +45,7 @@ for tool in apt-get dpkg-deb depmod modprobe cpio gzip genimage mksquashfs mkdos
     command -v "$tool" >/dev/null || die "missing host tool '$tool': run ./build.sh image (it installs firmware/apt-packages)"
 done
 [ -x "$VENV/bin/python" ] || die "no Python venv at $VENV (set VENV=..., or run ./build.sh image)"
+VENV=$(cd "$VENV" && pwd)
 [ -f "$LOCK" ] || die "no $LOCK"
 mkdir -p "$DL" "$BUILD" "$IMAGES"
 
