@@ -60,11 +60,11 @@ def test_audio_flows_both_ways_through_the_anchored_relay(tmp_path: Path, pbx: P
     bob = _agent(tmp_path, pbx, "101", BOB_HZ)
     try:
         alice.dial(f"sip:101@127.0.0.1:{pbx.port}")
-        bob.wait_event("CALL_ESTABLISHED", timeout=15)
-        alice.wait_event("CALL_ESTABLISHED", timeout=15)
+        bob.wait_event("CALL_ESTABLISHED", timeout=30)
+        alice.wait_event("CALL_ESTABLISHED", timeout=30)
         time.sleep(3)
         alice.hangup()
-        bob.wait_event("CALL_CLOSED", timeout=15)
+        bob.wait_event("CALL_CLOSED", timeout=30)
     finally:
         alice.stop()
         bob.stop()
@@ -77,10 +77,10 @@ def test_echo_test_returns_the_callers_audio(tmp_path: Path, pbx: PbxProcess) ->
     alice = _agent(tmp_path, pbx, "100", ALICE_HZ)
     try:
         alice.dial(f"sip:*43@127.0.0.1:{pbx.port}")
-        alice.wait_event("CALL_ESTABLISHED", timeout=15)
+        alice.wait_event("CALL_ESTABLISHED", timeout=30)
         time.sleep(3)
         alice.hangup()
-        alice.wait_event("CALL_CLOSED", timeout=15)
+        alice.wait_event("CALL_CLOSED", timeout=30)
     finally:
         alice.stop()
     assert dominant_frequency(alice.recording("dec"), [ALICE_HZ, BOB_HZ]) == ALICE_HZ
@@ -92,14 +92,14 @@ def test_held_party_hears_music_on_hold(tmp_path: Path, pbx: PbxProcess) -> None
     bob = _agent(tmp_path, pbx, "101", BOB_HZ)
     try:
         alice.dial(f"sip:101@127.0.0.1:{pbx.port}")
-        bob.wait_event("CALL_ESTABLISHED", timeout=15)
-        alice.wait_event("CALL_ESTABLISHED", timeout=15)
+        bob.wait_event("CALL_ESTABLISHED", timeout=30)
+        alice.wait_event("CALL_ESTABLISHED", timeout=30)
         time.sleep(2)
         answer = alice.command("hold")
         assert answer.get("ok"), answer
         time.sleep(4)
         alice.hangup()
-        bob.wait_event("CALL_CLOSED", timeout=15)
+        bob.wait_event("CALL_CLOSED", timeout=30)
     finally:
         alice.stop()
         bob.stop()
