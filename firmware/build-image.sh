@@ -181,6 +181,35 @@ echo "    $("$FREEZE/dist/pbx/pbx" --version), $(du -sh "$FREEZE/dist/pbx" | cut
 step_done
 
 # ------------------------------------------------------------------------------------
+# 2b. Voice prompts and music on hold (pbx_core/media/prompts_build.py, espeak-ng),
+#     installed as /usr/share/pbx/prompts; rebuilt when the generator changes.
+# ------------------------------------------------------------------------------------
+ASSETS=$OUT/assets
+prompts() {
+    local gen=$TOP/pbx_core/media/prompts_build.py stamp
+    if [ ! -f "$gen" ]; then
+        echo "    no $gen: the image has no prompts"
+        return 0
+    fi
+    command -v espeak-ng >/dev/null || die "espeak-ng is missing: run ./build.sh image (firmware/apt-packages)"
+    stamp=$( (sha256sum "$gen"; espeak-ng --version; command -v sox || true) | sha256sum | cut -c1-16)
+    if [ -f "$ASSETS/.stamp-$stamp" ] && [ -d "$ASSETS/prompts" ]; then
+        echo "    up to date ($(find "$ASSETS/prompts" -name '*.wav' | wc -l) files)"
+        return 0
+    fi
+    rm -rf "$ASSETS"
+    mkdir -p "$ASSETS"
+    (cd "$TOP" && "$VENV/bin/python" -m pbx_core.media.prompts_build "$ASSETS/prompts" >/dev/null) \
+        || die "pbx_core.media.prompts_build failed"
+    touch "$ASSETS/.stamp-$stamp"
+    echo "    $(find "$ASSETS/prompts" -name '*.wav' | wc -l) files, $(du -sh "$ASSETS/prompts" | cut -f1)"
+}
+
+step "prompts (espeak-ng)"
+prompts
+step_done
+
+# ------------------------------------------------------------------------------------
 # 3. Kernel modules: what firmware/modules.list names, with dependencies.
 # ------------------------------------------------------------------------------------
 MODSRC=$SYSROOT/lib/modules/$KVER
@@ -297,6 +326,10 @@ copy_libs "${elves[@]}" "$TARGET/sbin/e2fsck" "$TARGET/sbin/mke2fs"
 install -m 0644 "$SYSROOT/lib/$MULTIARCH/libgcc_s.so.1" "$TARGET/lib/$MULTIARCH/libgcc_s.so.1"
 ln -s /lib/$MULTIARCH/ld-linux-x86-64.so.2 "$TARGET/lib64/ld-linux-x86-64.so.2"
 cp -a "$BUILD/modules-rootfs/lib/modules" "$TARGET/lib/"
+if [ -d "$ASSETS/prompts" ]; then
+    mkdir -p "$TARGET/usr/share/pbx"
+    cp -a "$ASSETS/prompts" "$TARGET/usr/share/pbx/"
+fi
 # The overlay last: init scripts, inittab, factory configuration.
 cp -a "$TOP/rootfs_overlay/." "$TARGET/"
 step_done
