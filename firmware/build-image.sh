@@ -215,7 +215,7 @@ step_done
 MODSRC=$SYSROOT/lib/modules/$KVER
 
 module_files() { # WHERE... -> module paths (relative to $MODSRC) with their dependencies
-    local where mod name
+    local mod name
     awk -v w="$*" 'BEGIN{n=split(w,a," "); for(i=1;i<=n;i++) want[a[i]]=1}
                    !/^#/ && NF==2 && ($1 in want) {print $2}' "$FW/modules.list" \
         | while read -r mod; do

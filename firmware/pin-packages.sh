@@ -14,6 +14,7 @@ LOCK="$HERE/packages.lock"
 
 if [ $# -eq 0 ]; then
     [ -f "$LOCK" ] || { echo "pin-packages.sh: no $LOCK and no package named" >&2; exit 2; }
+    # shellcheck disable=SC2046  # package names never contain spaces
     set -- $(awk '!/^#/ && NF {print $1}' "$LOCK")
 fi
 
