@@ -83,7 +83,12 @@ class Engine:
         )
         self.media = media
         self.cdr = cdr
-        self.calls = CallManager(stack, on_end=self._call_ended, media=media)
+        self.calls = CallManager(
+            stack,
+            on_end=self._call_ended,
+            media=media,
+            rtp_timeout=float(settings.get("rtp_timeout", 60)),
+        )
         if media is not None:
             self.calls.music_on_hold = _music_on_hold(media)
         self.trunks = TrunkManager(stack)
@@ -107,6 +112,7 @@ class Engine:
         settings = self.snap.settings
         self.registrar.min_expires = int(settings.get("reg_min_expires", 60))
         self.registrar.max_expires = int(settings.get("reg_max_expires", 3600))
+        self.calls.rtp_timeout = float(settings.get("rtp_timeout", 60))
         self.trunks.configure(self.snap.trunks())
         self._configure_security()
 
