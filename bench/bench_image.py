@@ -68,7 +68,7 @@ def sizes() -> dict[str, int]:
         "image_xz": xz_size(cf),
         "rootfs_squashfs": (IMAGES / "rootfs.squashfs").stat().st_size,
         "kernel": (IMAGES / "vmlinuz").stat().st_size,
-        "initramfs": (IMAGES / "initrd.gz").stat().st_size,
+        "initramfs": (IMAGES / "initrd.xz").stat().st_size,
         "pbx_bundle_unpacked": du_bytes(TOP / "output" / "target" / "usr" / "lib" / "pbx"),
     }
 

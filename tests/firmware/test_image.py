@@ -238,7 +238,7 @@ def test_initramfs_explains_a_missing_root_and_opens_a_rescue_shell(
             "-kernel",
             str(images / "vmlinuz"),
             "-initrd",
-            str(images / "initrd.gz"),
+            str(images / "initrd.xz"),
             "-append",
             cmdline,
         ),
