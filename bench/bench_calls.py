@@ -1,0 +1,415 @@
+"""REGISTER-with-auth and call set-ups per second, SIPp as the load, against `pbx run`,
+Kamailio 5.6 and sippy's B2BUA, all measured in this run.
+
+    python bench/bench_calls.py [--seconds S] [--inflight N] [--only pbx,kamailio,sippy]
+
+Workloads (UDP on loopback, no media, failures must stay under 0.1 %):
+
+- REGISTER with digest auth: REGISTER, 401, REGISTER with Authorization, 200, for
+  1,000 subscribers in turn (bench/scenarios/register_auth.xml), against the PBX and
+  Kamailio (a registrar with db_text auth on the same subscriber table, usrloc in
+  memory, TLSF allocator, one worker: bench/kamailio/registrar.cfg).
+- Call set-up: INVITE/100/180/200/ACK/BYE/200 from one SIPp to a registered SIPp
+  callee (bench/scenarios/call_uac.xml, call_uas.xml): through the PBX's B2BUA (the
+  caller speaks from the trunk's address, so the call is an inbound DID call and
+  needs no digest, like the others), through Kamailio as a stateful proxy with
+  record-route, and through sippy's B2BUA (b2bua_simple, PyPI `sippy`, installed
+  into a throwaway venv outside the tree: $SIPPY_VENV, default /tmp/pbx-bench-sippy).
+
+Each server is pinned to core 0, SIPp (caller and callee) to core 1 (taskset). Each
+measurement is closed-loop with --inflight transactions or calls outstanding; when
+more than 0.1 % fail, it is repeated with half as many in flight. A short warm-up
+run sizes the measured run to about --seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "bench" / "scenarios"
+KAMAILIO_CFG = ROOT / "bench" / "kamailio" / "registrar.cfg"
+FACTORY = ROOT / "rootfs_overlay" / "etc" / "pbx" / "factory"
+SIPPY_VENV = Path(os.environ.get("SIPPY_VENV", "/tmp/pbx-bench-sippy"))
+DOMAIN = "pbx.local"
+USERS = 1000
+CALLEE = "101"  # a factory extension; the PBX's DID * rings it
+MAX_LOSS = 0.1  # percent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and os.cpu_count() != 1 else []
+
+
+# ------------------------------------------------------------------ set-up
+
+
+def write_tables(dest: Path) -> Path:
+    """Factory tables + 1,000 more subscribers, a trunk whose provider is 127.0.0.1
+    (so the caller SIPp is the provider: trusted, no digest on INVITE) and every DID
+    to extension 101. Kamailio's db_text reads the same directory (subscriber,
+    version)."""
+    shutil.copytree(FACTORY, dest)
+    factory = (dest / "subscriber").read_text().rstrip("\n")
+    next_id = len(factory.splitlines())  # header + rows: the next free id
+    rows = [f"{next_id + i}:{2000 + i}:{DOMAIN}:pw-{2000 + i}::" for i in range(USERS)]
+    (dest / "subscriber").write_text("\n".join([factory, *rows]) + "\n")
+    head = (dest / "pbx_trunk").read_text().splitlines()[0]
+    (dest / "pbx_trunk").write_text(f"{head}\n1:provider:1:127.0.0.1:5999:udp:::0::PCMU,PCMA\n")
+    head = (dest / "pbx_did").read_text().splitlines()[0]
+    (dest / "pbx_did").write_text(f"{head}\n1:*:provider:extension:{CALLEE}:every call\n")
+    return dest
+
+
+def _credentials(user: str, password: str) -> str:
+    """One line of register_auth.xml's injection file."""
+    return f"{user};[authentication username={user} password={password}]"
+
+
+def write_users(path: Path) -> Path:
+    rows = [_credentials(str(2000 + i), f"pw-{2000 + i}") for i in range(USERS)]
+    path.write_text("SEQUENTIAL\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def ensure_sippy() -> Path | None:
+    """sippy's b2bua_simple from its throwaway venv (created on first use)."""
+    exe = SIPPY_VENV / "bin" / "b2bua_simple"
+    if exe.exists():
+        return exe
+    print(f"  installing sippy into {SIPPY_VENV} (never a runtime dependency)")
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(SIPPY_VENV)], check=True)
+        subprocess.run(
+            [str(SIPPY_VENV / "bin" / "pip"), "install", "-q", "sippy"],
+            check=True,
+            timeout=600,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"  sippy unavailable: {exc}", file=sys.stderr)
+        return None
+    return exe if exe.exists() else None
+
+
+def options_answered(port: int, timeout: float = 0.2) -> bool:
+    """Any answer to an OPTIONS on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        me = s.getsockname()[1]
+        msg = (
+            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{time.monotonic_ns()}\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:127.0.0.1:{port}>\r\n"
+            f"Call-ID: probe{time.monotonic_ns()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        s.settimeout(timeout)
+        s.sendto(msg.encode(), ("127.0.0.1", port))
+        try:
+            s.recvfrom(65536)
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @classmethod
+    def start(cls, name: str, cmd: list[str], port: int, tmp: Path, env: dict[str, str]) -> Server:
+        log = tmp / f"{name}.log"
+        proc = subprocess.Popen(
+            [*pin(0), *cmd],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            env={**os.environ, **env},
+            start_new_session=True,  # its own process group: Kamailio forks workers
+        )
+        server = cls(name, proc, port, log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            if options_answered(port):
+                return server
+        server.stop()
+        raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+# ------------------------------------------------------------------ SIPp
+
+
+@dataclass
+class Result:
+    rate: float
+    ok: int
+    failed: int
+    inflight: int
+    elapsed: float
+
+    @property
+    def loss(self) -> float:
+        return self.failed / max(1, self.ok + self.failed) * 100
+
+
+def sipp(
+    scenario: str,
+    port: int,
+    tmp: Path,
+    *,
+    calls: int,
+    inflight: int,
+    keys: dict[str, str],
+    extra: list[str] | None = None,
+) -> Result:
+    stf = tmp / "stats.csv"
+    stf.unlink(missing_ok=True)
+    cmd = [*pin(1), "sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIOS / scenario)]
+    cmd += ["-m", str(calls), "-r", "1000000", "-l", str(inflight), "-t", "u1"]
+    cmd += ["-i", "127.0.0.1", "-p", str(free_port()), "-nostdin", "-trace_stat"]
+    cmd += ["-stf", str(stf), "-fd", "60", "-timeout", "300s", "-recv_timeout", "5000"]
+    for k, v in {"domain": DOMAIN, **keys}.items():
+        cmd += ["-key", k, v]
+    cmd += extra or []
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, check=False, capture_output=True, cwd=tmp, timeout=400)
+    elapsed = time.monotonic() - t0
+    if not stf.exists():
+        raise RuntimeError(f"sipp failed: {proc.stderr.decode(errors='replace')[-2000:]}")
+    rows = list(csv.reader(stf.open(), delimiter=";"))
+    stats = dict(zip(rows[0], rows[-1], strict=False))
+    ok, failed = int(stats["SuccessfulCall(C)"]), int(stats["FailedCall(C)"])
+    return Result(ok / elapsed, ok, failed, inflight, elapsed)
+
+
+def measure(label: str, args: argparse.Namespace, run: object) -> Result | None:
+    """Warm up, size the run to --seconds, halve the window while losses > 0.1 %."""
+    assert callable(run)  # noqa: S101  # a closure taking (calls, inflight)
+    warm: Result = run(args.warmup, args.inflight)
+    if warm.ok < warm.failed:
+        print(f"  {label:<34} broken: {warm.ok} ok, {warm.failed} failed in the warm-up")
+        return None
+    inflight = args.inflight
+    best: Result | None = None
+    last = warm
+    for _ in range(6):
+        calls = max(args.warmup, int(last.rate * args.seconds))
+        last = run(calls, inflight)
+        best = last
+        if last.loss > MAX_LOSS:
+            inflight = max(1, inflight // 2)  # overloaded: fewer outstanding
+            continue
+        if last.elapsed >= 0.6 * args.seconds:
+            break  # else the warm-up underestimated the rate: size again
+    assert best is not None  # noqa: S101  # the loop ran
+    flag = "" if best.loss <= MAX_LOSS else "   ** over 0.1 % failures **"
+    print(
+        f"  {label:<34} {best.rate:>9.0f}/s   ({best.ok} ok, {best.failed} failed,"
+        f" {best.loss:.2f} %, {best.inflight} in flight){flag}"
+    )
+    return best
+
+
+def register_callee(port: int, callee_port: int, tmp: Path, user: str, password: str) -> None:
+    """Register the callee SIPp's address, sent from that very port (the PBX reaches a
+    phone where its REGISTER came from)."""
+    one = tmp / "callee.csv"
+    one.write_text(f"SEQUENTIAL\n{_credentials(user, password)}\n")
+    stf = tmp / "reg.csv"
+    cmd = ["sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIOS / "register_auth.xml"), "-m", "1"]
+    cmd += ["-t", "u1", "-i", "127.0.0.1", "-p", str(callee_port), "-nostdin"]
+    cmd += ["-inf", str(one), "-key", "domain", DOMAIN, "-trace_stat", "-stf", str(stf)]
+    cmd += ["-timeout", "10s", "-timeout_error"]
+    proc = subprocess.run(cmd, check=False, capture_output=True, cwd=tmp, timeout=30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"callee registration failed: {proc.stdout.decode()[-2000:]}")
+
+
+def start_callee(port: int, tmp: Path) -> subprocess.Popen[bytes]:
+    cmd = [*pin(1), "sipp", "-sf", str(SCENARIOS / "call_uas.xml"), "-t", "u1"]
+    cmd += ["-i", "127.0.0.1", "-p", str(port), "-nostdin", "-fd", "60"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+    time.sleep(0.3)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench_server(
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    args: argparse.Namespace,
+    tmp: Path,
+    *,
+    registrar: bool,
+    port: int,
+    callee_port: int,
+) -> dict[str, Result | None]:
+    work = tmp / name
+    work.mkdir()
+    out: dict[str, Result | None] = {}
+    try:
+        server = Server.start(name, cmd, port, work, env)
+    except RuntimeError as exc:
+        print(f"  {name}: {exc}")
+        return out
+    try:
+        if registrar and "register" in args.workloads:
+            users = write_users(work / "users.csv")
+            out["register"] = measure(
+                f"{name}: REGISTER with auth",
+                args,
+                lambda calls, inflight: sipp(
+                    "register_auth.xml",
+                    port,
+                    work,
+                    calls=calls,
+                    inflight=inflight,
+                    keys={},
+                    extra=["-inf", str(users)],
+                ),
+            )
+        if "call" in args.workloads:
+            if registrar:
+                register_callee(port, callee_port, work, CALLEE, f"change-me-{CALLEE}")
+            callee = start_callee(callee_port, work)
+            try:
+                out["call"] = measure(
+                    f"{name}: call set-ups",
+                    args,
+                    lambda calls, inflight: sipp(
+                        "call_uac.xml",
+                        port,
+                        work,
+                        calls=calls,
+                        inflight=inflight,
+                        keys={"callee": CALLEE},
+                    ),
+                )
+            finally:
+                stop(callee)
+    finally:
+        server.stop()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=8.0, help="length of each measured run")
+    ap.add_argument("--warmup", type=int, default=500, help="transactions in the warm-up run")
+    ap.add_argument("--inflight", type=int, default=64)
+    ap.add_argument("--only", default="pbx,kamailio,sippy", help="servers to measure")
+    ap.add_argument("--workloads", default="register,call", help="register, call or both")
+    args = ap.parse_args()
+    only = {s.strip() for s in args.only.split(",")}
+    if not shutil.which("sipp"):
+        print("sipp not found (apt-get install sip-tester)", file=sys.stderr)
+        return 2
+    kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    print(
+        "SIPp UDP on loopback, server on core 0, SIPp on core 1; "
+        f"{args.inflight} in flight, runs of ~{args.seconds:g} s"
+    )
+    results: dict[str, dict[str, Result | None]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-calls-") as d:
+        tmp = Path(d)
+        tables = write_tables(tmp / "tables")
+        if "kamailio" in only:
+            if Path(kamailio).exists():
+                port = free_port()
+                run_dir = tmp / "kamailio-run"
+                run_dir.mkdir()
+                cmd = [kamailio, "-f", str(KAMAILIO_CFG), "-DD", "-E", "-x", "tlsf"]
+                cmd += ["-m", "256", "-M", "16", "-l", f"udp:127.0.0.1:{port}"]
+                cmd += ["-A", f'DBURL="text://{tables}"', "-Y", str(run_dir), "-w", str(run_dir)]
+                results["kamailio"] = bench_server(
+                    "kamailio",
+                    cmd,
+                    {},
+                    args,
+                    tmp,
+                    registrar=True,
+                    port=port,
+                    callee_port=free_port(),
+                )
+            else:
+                print("  kamailio: not installed (apt-get install kamailio)")
+        if "sippy" in only:
+            exe = ensure_sippy()
+            if exe is not None:
+                port, callee_port = free_port(), free_port()
+                cmd = [str(exe), "-f", "-l", "127.0.0.1", "-p", str(port)]
+                cmd += ["-n", f"127.0.0.1:{callee_port}"]
+                results["sippy"] = bench_server(
+                    "sippy",
+                    cmd,
+                    {"SIPLOG_LVL": "ERR"},
+                    args,
+                    tmp,
+                    registrar=False,
+                    port=port,
+                    callee_port=callee_port,
+                )
+        if "pbx" in only:
+            port = free_port()
+            cmd = [sys.executable, "-m", "pbx_core", "run", "--config", str(tables)]
+            cmd += ["--listen", f"127.0.0.1:{port}"]
+            env = {"PBX_RUNTIME_DIR": str(tmp / "pbx-run"), "PYTHONPATH": str(ROOT)}
+            results["pbx"] = bench_server(
+                "pbx", cmd, env, args, tmp, registrar=True, port=port, callee_port=free_port()
+            )
+    print()
+    pbx = results.get("pbx", {})
+
+    def ratio(workload: str, base: str) -> str:
+        a, b = pbx.get(workload), results.get(base, {}).get(workload)
+        return f"{a.rate / b.rate:.2f}" if a and b and b.rate else "n/a"
+
+    print(f"  pbx / kamailio, REGISTER with auth: {ratio('register', 'kamailio')}   (aim >= 0.33)")
+    print(f"  pbx / kamailio, call set-ups:       {ratio('call', 'kamailio')}")
+    print(f"  pbx / sippy,    call set-ups:       {ratio('call', 'sippy')}   (aim >= 5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
