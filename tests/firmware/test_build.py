@@ -1,0 +1,52 @@
+"""The image build itself: pinned inputs, warm cache, rebuilt only what changed."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.firmware, pytest.mark.slow]
+
+TOP = Path(__file__).resolve().parents[2]
+
+
+def test_a_second_build_downloads_and_refreezes_nothing(firmware_image: Path) -> None:
+    res = subprocess.run(
+        [str(TOP / "firmware" / "build-image.sh")],
+        cwd=TOP,
+        env={**os.environ, "VENV": sys.prefix},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    lock = [
+        line.split()
+        for line in (TOP / "firmware" / "packages.lock").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert f"fetched nothing: all {len(lock)} pinned packages are in dl/" in out
+    assert re.search(r"freeze pbx .*\n\s+up to date \(", out), out
+    # Every step says how long it took.
+    steps = re.findall(r"^==> (.+)$", out, re.MULTILINE)
+    timed = re.findall(r"^    (.+): \d+\.\ds$", out, re.MULTILINE)
+    assert steps[:-1] == timed, (steps, timed)
+    # The version is stamped in the bundle, never in the source tree.
+    assert 'BUILD = "dev"' in (TOP / "pbx_core" / "version.py").read_text()
+
+
+def test_packages_lock_pins_name_version_and_sha256() -> None:
+    for line in (TOP / "firmware" / "packages.lock").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, version, sha = line.split()
+        assert re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", name), line
+        assert re.fullmatch(r"(\d+:)?[0-9][A-Za-z0-9.+~-]*", version), line
+        assert re.fullmatch(r"[0-9a-f]{64}", sha), line
