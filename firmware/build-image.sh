@@ -48,6 +48,12 @@ done
 VENV=$(cd "$VENV" && pwd)
 [ -f "$LOCK" ] || die "no $LOCK"
 mkdir -p "$DL" "$BUILD" "$IMAGES"
+# One build at a time in this output directory (tests and people share a tree).
+exec 9>"$OUT/.build.lock"
+if ! flock -n 9; then
+    echo "==> waiting for another build in $OUT to finish"
+    flock 9
+fi
 
 # ------------------------------------------------------------------------------------
 # 1. Debian packages: exactly the pinned versions, checked by SHA-256, cached in dl/.
@@ -175,8 +181,12 @@ from pbx_core.cli import main
 sys.exit(main())
 PY
     # shellcheck disable=SC2086  # FREEZE_ARGS is a word list on purpose
-    (cd "$FREEZE" && PYINSTALLER_CONFIG_DIR="$FREEZE/cache" "$VENV/bin/python" -m PyInstaller \
-        $FREEZE_ARGS --paths src --distpath dist --workpath work --specpath spec src/pbx_main.py)
+    if ! (cd "$FREEZE" && PYINSTALLER_CONFIG_DIR="$FREEZE/cache" "$VENV/bin/python" -m PyInstaller \
+        $FREEZE_ARGS --paths src --distpath dist --workpath work --specpath spec src/pbx_main.py \
+        >"$FREEZE/pyinstaller.log" 2>&1); then
+        tail -40 "$FREEZE/pyinstaller.log" >&2
+        die "PyInstaller failed (log above, all of it in $FREEZE/pyinstaller.log)"
+    fi
     "$FREEZE/dist/pbx/pbx" --version >/dev/null || die "the frozen pbx does not run on the host"
     # An excluded module that pbx_core itself imports would fail at run time: refuse.
     if grep '^excluded module named' "$FREEZE/work/pbx/warn-pbx.txt" | grep -E 'imported by .*pbx_core'; then
