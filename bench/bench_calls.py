@@ -393,7 +393,7 @@ def main() -> int:
         if "pbx" in only:
             port = free_port()
             cmd = [sys.executable, "-m", "pbx_core", "run", "--config", str(tables)]
-            cmd += ["--listen", f"127.0.0.1:{port}"]
+            cmd += ["--listen", f"127.0.0.1:{port}", "--state", str(tmp / "state.mdb")]
             env = {"PBX_RUNTIME_DIR": str(tmp / "pbx-run"), "PYTHONPATH": str(ROOT)}
             results["pbx"] = bench_server(
                 "pbx", cmd, env, args, tmp, registrar=True, port=port, callee_port=free_port()

@@ -60,7 +60,7 @@ def registered(agent: Baresip, timeout: float = 10.0) -> None:
 
 
 def test_two_baresip_phones_call_through_the_pbx(tmp_path: Path) -> None:
-    pbx = start_pbx(tmp_path)
+    pbx = start_pbx(tmp_path, extra=["--state", str(tmp_path / "state.mdb")])
     registrar = f"{pbx.host}:{pbx.port}"
     alice = Phone(tmp_path / "a", "100", tone_hz=440, registrar=registrar, password="change-me-100")
     bob = Phone(tmp_path / "b", "101", tone_hz=1000, registrar=registrar, password="change-me-101")

@@ -10,6 +10,8 @@ the trunk's address, so nothing else may come from it).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import subprocess
@@ -91,7 +93,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     port = free_port(PROVIDER_IP)
     # The provider must listen before the PBX starts: the PBX registers at once.
     provider = Server("provider.xml", tmp, "provider-register", local_ip=PROVIDER_IP, port=port)
-    pbx = start_pbx(tmp, config=write_config(tmp / "config", port))
+    pbx = start_pbx(
+        tmp,
+        config=write_config(tmp / "config", port),
+        extra=["--state", str(tmp / "state.mdb")],
+    )
     try:
         reg = provider.finish(10)
         yield Env(pbx, tmp, port, reg)
@@ -399,3 +405,53 @@ def test_inbound_did_rings_the_extension(env: Env, tmp_path: Path) -> None:
     assert invite.first_line.startswith("INVITE sip:101@127.0.0.1:")
     assert "4930999888" in (invite.header("From") or "")
     assert len(b.requests("BYE")) == 1
+
+
+# ---------------------------------------------------------------- accounting
+
+
+def cdrs(env: Env) -> list[dict[str, str]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "pbx_core", "cdr", "export", "--state", str(env.tmp / "state.mdb")],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=10,
+    ).stdout
+    return list(csv.DictReader(io.StringIO(out)))
+
+
+def a_call_id(res: Run) -> str:
+    return next(m for m in res.messages if m.direction == "sent").header("Call-ID") or ""
+
+
+def test_every_call_is_accounted(env: Env, tmp_path: Path) -> None:
+    with phone(env, tmp_path, "101", "uas_answer.xml") as callee:
+        answered = call(env, tmp_path, "uac_call.xml", "101", name="answered")
+        callee.finish()
+    with phone(env, tmp_path, "101", "uas_busy.xml") as callee:
+        busy = call(env, tmp_path, "uac_reject.xml", "101", name="busy")
+        callee.finish()
+    with phone(env, tmp_path, "101", "uas_ring.xml") as callee:
+        cancelled = call(env, tmp_path, "uac_cancel.xml", "101", name="cancelled")
+        callee.finish()
+    for res in (answered, busy, cancelled):
+        check(res)
+    # The record is written when the call ends: give the PBX a moment.
+    wanted = {a_call_id(r): r.name for r in (answered, busy, cancelled)}
+    deadline = time.monotonic() + 5
+    rows: dict[str, dict[str, str]] = {}
+    while time.monotonic() < deadline and len(rows) < 3:
+        rows = {r["call_id"]: r for r in cdrs(env) if r["call_id"] in wanted}
+        time.sleep(0.2)
+    assert len(rows) == 3, (wanted, cdrs(env))
+    by_name = {wanted[cid]: row for cid, row in rows.items()}
+    ok = by_name["answered"]
+    assert (ok["caller"], ok["callee"], ok["disposition"]) == ("100@pbx.local", "101", "ANSWERED")
+    assert ok["answer"] and 0 <= int(ok["billsec"]) <= int(ok["duration"]) <= 5
+    assert "127.0.0.1" in ok["source"]
+    assert by_name["busy"]["disposition"] == "BUSY"
+    assert by_name["busy"]["answer"] == "" and by_name["busy"]["billsec"] == "0"
+    assert "486" in by_name["busy"]["cause"]
+    assert by_name["cancelled"]["disposition"] == "CANCELLED"

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.interop
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PbxProcess, Path]]:
     tmp = tmp_path_factory.mktemp("security")
-    p = start_pbx(tmp)
+    p = start_pbx(tmp, extra=["--state", str(tmp / "state.mdb")])
     yield p, tmp
     stop_pbx(p)
     assert "Traceback" not in p.log(), p.log()
