@@ -92,7 +92,9 @@ def test_brute_force_bans_the_source_and_only_it(
     )
     assert res.successful == 10, res.report()  # 401, 401 ten times
     assert res.failed == 4, res.report()
-    assert res.statuses().count(401) == 20, res.report()
+    # Each of the ten got both its challenges (a slow machine may let an 11th get its
+    # first one before the 10th failure lands).
+    assert res.statuses().count(401) in (20, 21), res.report()
     (ban,) = [b for b in bans(pbx) if b["source"] == attacker]
     assert 800 < int(str(ban["remaining"])) <= 900
     # Banned: even a well-formed REGISTER gets no answer now, from any port...
@@ -184,7 +186,7 @@ def test_flood_is_cut_to_the_rate(pbx: tuple[PbxProcess, Path], tmp_path: Path) 
         timeout=30,
     )
     ok = res.successful
-    assert 100 <= ok < 250, res.report()
+    assert 100 <= ok <= 300, res.report()  # at least the burst; at least 100 unanswered
     assert res.failed == 400 - ok
     limited = [m for m in res.received() if m.status == 503]
     assert len(limited) == 1, res.statuses()
