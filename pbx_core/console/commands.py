@@ -36,6 +36,7 @@ Commands (changes are staged until commit; `changes` lists them):
   export [TABLE]               tables as dbtext
   import TABLE                 read a table as dbtext, ended by a line "."
   passwd                       change the admin password
+  shell                        a root shell for maintenance; exit returns here
   menu                         the numbered menu; a number runs a menu item
   logout                       end the session (also Ctrl-D)
 KEY is the row's key columns, comma separated, or @N for the N-th row."""

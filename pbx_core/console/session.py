@@ -22,7 +22,6 @@ from pbx_core.console import auth, frame, system
 from pbx_core.console.commands import USAGE, Commands, Result
 from pbx_core.console.config import ConfigError, Staging, check
 from pbx_core.console.terminal import (
-    Channel,
     FdChannel,
     HangupError,
     InputCancelledError,
@@ -36,6 +35,7 @@ from pbx_core.version import version_string
 
 PROMPT = "pbx> "
 PROMPT_DIRTY = "pbx*> "
+SHELL = "/bin/sh"  # the maintenance shell (`shell`), run as a login shell
 
 
 class Options:
@@ -60,6 +60,7 @@ class Session:
         self.machine = False
         self.last_seq = -1
         self.last_answer = b""
+        self.shell_requested = False
 
     # ------------------------------------------------------------------ configuration
     def load(self) -> dict[str, Table]:
@@ -234,6 +235,8 @@ class Session:
 
                 Menu(self).show()
                 self.prompt_loop()
+                if self.shell_requested:
+                    return
             except InputCancelledError:
                 continue
             except HangupError as e:
@@ -281,6 +284,13 @@ class Session:
                 )
             elif line == "passwd":
                 self.passwd()
+            elif line == "shell":
+                if self.staging.dirty:
+                    self.term.line("error: commit or revert the staged changes first")
+                    continue
+                self.term.line("Maintenance shell: exit (or Ctrl-D) returns to the console.")
+                self.shell_requested = True
+                return
             elif line.split()[0] == "import":
                 self.show_result(self.import_human(line.split()[1:]))
             else:
@@ -362,11 +372,35 @@ def _item(item: object, *keys: str) -> str:
 
 def open_channel(
     args: argparse.Namespace,
-) -> tuple[Channel, Callable[[], contextlib.AbstractContextManager[None]]]:
+) -> tuple[FdChannel, Callable[[], contextlib.AbstractContextManager[None]]]:
     if args.tty:
         fd = os.open(args.tty, os.O_RDWR | os.O_NOCTTY)
         return FdChannel(fd), lambda: raw_tty(fd, args.baud)
     return FdChannel(sys.stdin.fileno(), sys.stdout.fileno()), lambda: raw_tty(sys.stdin.fileno())
+
+
+def exec_shell(channel: FdChannel) -> int:
+    """Replace this process by the maintenance shell on the console's line (its tty
+    settings already restored). When the shell exits, init's respawn brings the
+    console back. Returns only if the shell cannot be started."""
+    _log_auth(f"admin opened a maintenance shell ({SHELL}) on the console")
+    for target, fd in ((0, channel.rfd), (1, channel.wfd), (2, channel.wfd)):
+        if fd != target:
+            os.dup2(fd, target)
+    try:
+        os.execv(SHELL, ["-sh"])  # noqa: S606  # the admin asked for a shell; argv0 "-": login shell
+    except OSError as e:
+        print(f"pbx console: cannot start {SHELL}: {e.strerror}", file=sys.stderr)
+    return 1
+
+
+def _log_auth(message: str) -> None:
+    """One line in the system log (busybox syslogd's RAM ring) under auth."""
+    import syslog  # noqa: PLC0415  # only when a shell is opened
+
+    syslog.openlog("pbx-console", syslog.LOG_PID, syslog.LOG_AUTH)
+    syslog.syslog(syslog.LOG_NOTICE, message)
+    syslog.closelog()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -379,11 +413,14 @@ def main(args: argparse.Namespace) -> int:
     if not opts.factory.is_dir():
         print(f"pbx console: no factory tables at {opts.factory}", file=sys.stderr)
         return 2
+    session = Session(Terminal(channel, idle=opts.idle), opts)
     try:
         with raw():
-            Session(Terminal(channel, idle=opts.idle), opts).serve()
+            session.serve()
     except HangupError:
         pass
     except KeyboardInterrupt:
         return 130
+    if session.shell_requested:
+        return exec_shell(channel)
     return 0
