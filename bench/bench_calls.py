@@ -25,6 +25,7 @@ run sizes the measured run to about --seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import shutil
@@ -158,13 +159,24 @@ class Server:
         raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
     def stop(self) -> None:
+        """Stop the server and everything it forked (its process group)."""
+        group = self.proc.pid
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
+            os.killpg(group, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                break  # nobody left
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait()
 
 
 # ------------------------------------------------------------------ SIPp
@@ -341,6 +353,8 @@ def main() -> int:
     ap.add_argument("--only", default="pbx,kamailio,sippy", help="servers to measure")
     ap.add_argument("--workloads", default="register,call", help="register, call or both")
     args = ap.parse_args()
+    # A SIGTERM unwinds like Ctrl-C, so every server started here is stopped.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     only = {s.strip() for s in args.only.split(",")}
     if not shutil.which("sipp"):
         print("sipp not found (apt-get install sip-tester)", file=sys.stderr)
@@ -360,7 +374,7 @@ def main() -> int:
                 run_dir = tmp / "kamailio-run"
                 run_dir.mkdir()
                 cmd = [kamailio, "-f", str(KAMAILIO_CFG), "-DD", "-E", "-x", "tlsf"]
-                cmd += ["-m", "256", "-M", "16", "-l", f"udp:127.0.0.1:{port}"]
+                cmd += ["-m", "1024", "-M", "16", "-l", f"udp:127.0.0.1:{port}"]
                 cmd += ["-A", f'DBURL="text://{tables}"', "-Y", str(run_dir), "-w", str(run_dir)]
                 results["kamailio"] = bench_server(
                     "kamailio",
