@@ -218,6 +218,25 @@ def test_wrong_password_is_challenged_again(env: Env, tmp_path: Path) -> None:
     assert bindings(env, "103@pbx.local") == []
 
 
+def test_register_refusals(env: Env, tmp_path: Path) -> None:
+    # Good credentials of 100 do not register 101 (RFC 3261 10.3 step 3: 403).
+    other = run(
+        "register.xml",
+        env.addr,
+        tmp_path,
+        "other",
+        keys={"user": "101", "contact": "<sip:101@127.0.0.1:5999>", "expires": "60"},
+        auth=("100", PASSWORDS["100"]),
+    )
+    check(other)
+    assert other.statuses()[-1] == 403, other.report()
+    assert bindings(env, "101@pbx.local") == []
+    # Contact: * with an expiry other than 0 is malformed (RFC 3261 10.3 step 6: 400).
+    star = reg(env, tmp_path, "star", contact="*", expires=300)
+    check(star)
+    assert star.statuses()[-1] == 400, star.report()
+
+
 # ---------------------------------------------------------------- calls between extensions
 
 
@@ -244,6 +263,64 @@ def test_call_answered_caller_hangs_up(env: Env, tmp_path: Path) -> None:
     assert "m=audio" in invite.body
     assert len(b.requests("BYE")) == 1
     assert res.received()[-1].status == 200  # the BYE answered
+
+
+def test_parallel_fork_first_answer_wins(env: Env, tmp_path: Path) -> None:
+    """101 registered twice: both ring, the one that answers gets the call, the other
+    is CANCELled (RFC 3261 16.7 step 10, as a B2BUA does it)."""
+    with (
+        phone(env, tmp_path, "101", "uas_ring.xml") as desk,
+        phone(env, tmp_path, "101", "uas_answer.xml") as mobile,
+    ):
+        assert len(bindings(env, "101@pbx.local")) == 2
+        res = call(env, tmp_path, "uac_call.xml", "101")
+        rang, answered = desk.finish(), mobile.finish()
+    check(res)
+    check(rang)
+    check(answered)
+    assert len(rang.requests("CANCEL")) == 1
+    assert len(answered.requests("BYE")) == 1
+
+
+def test_alias_reaches_its_extension(env: Env, tmp_path: Path) -> None:
+    # Factory dbaliases: reception@pbx.local is 100.
+    with phone(env, tmp_path, "100", "uas_answer.xml") as callee:
+        res = run(
+            "uac_call.xml",
+            env.addr,
+            tmp_path,
+            "caller",
+            keys={"user": "102", "callee": "reception"},
+            auth=("102", PASSWORDS["102"]),
+        )
+        b = callee.finish()
+    check(res)
+    check(b)
+    (invite,) = b.requests("INVITE")
+    assert invite.first_line.startswith("INVITE sip:100@127.0.0.1:")
+
+
+def test_ring_group_rings_its_registered_members(env: Env, tmp_path: Path) -> None:
+    # Factory pbx_ring_group 600 rings 100, 101 and 102: here only 101 and 102 are
+    # registered; 102 answers, 101 is CANCELled.
+    with (
+        phone(env, tmp_path, "101", "uas_ring.xml") as ringing,
+        phone(env, tmp_path, "102", "uas_answer.xml") as answering,
+    ):
+        res = run(
+            "uac_call.xml",
+            env.addr,
+            tmp_path,
+            "caller",
+            keys={"user": "103", "callee": "600"},
+            auth=("103", PASSWORDS["103"]),
+        )
+        rang, answered = ringing.finish(), answering.finish()
+    check(res)
+    check(rang)
+    check(answered)
+    assert len(rang.requests("CANCEL")) == 1
+    assert len(answered.requests("BYE")) == 1
 
 
 def test_call_callee_hangs_up(env: Env, tmp_path: Path) -> None:
