@@ -428,6 +428,9 @@ def test_outbound_call_through_the_trunk(env: Env, tmp_path: Path) -> None:
     assert invite.first_line.startswith(f"INVITE sip:4930777@{PROVIDER_IP}:{env.provider_port}")
     assert "4930100" in (invite.header("From") or ""), invite.text
     assert len(prov.requests("BYE")) == 1
+    cdr = wait_cdr(env, a_call_id(res))
+    assert (cdr["caller"], cdr["callee"], cdr["trunk"]) == ("100@pbx.local", "04930777", "provider")
+    assert cdr["disposition"] == "ANSWERED" and cdr["did"] == ""
 
 
 def test_outside_number_needs_authentication(env: Env, tmp_path: Path) -> None:
@@ -482,6 +485,9 @@ def test_inbound_did_rings_the_extension(env: Env, tmp_path: Path) -> None:
     assert invite.first_line.startswith("INVITE sip:101@127.0.0.1:")
     assert "4930999888" in (invite.header("From") or "")
     assert len(b.requests("BYE")) == 1
+    cdr = wait_cdr(env, a_call_id(res))
+    assert (cdr["did"], cdr["trunk"], cdr["disposition"]) == ("4930555", "provider", "ANSWERED")
+    assert "4930999888" in cdr["caller"]
 
 
 # ---------------------------------------------------------------- accounting
@@ -501,6 +507,18 @@ def cdrs(env: Env) -> list[dict[str, str]]:
 
 def a_call_id(res: Run) -> str:
     return next(m for m in res.messages if m.direction == "sent").header("Call-ID") or ""
+
+
+def wait_cdr(env: Env, call_id: str) -> dict[str, str]:
+    """The CDR of the call whose caller used `call_id` (written when the call ends)."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = [r for r in cdrs(env) if r["call_id"] == call_id]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(found) == 1, (call_id, cdrs(env))
+    return found[0]
 
 
 def test_every_call_is_accounted(env: Env, tmp_path: Path) -> None:
