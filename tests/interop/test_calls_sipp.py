@@ -350,6 +350,17 @@ def test_hold_reinvite(env: Env, tmp_path: Path) -> None:
     assert len(b.requests("BYE")) == 1
 
 
+def test_callee_puts_the_call_on_hold(env: Env, tmp_path: Path) -> None:
+    with phone(env, tmp_path, "101", "uas_hold.xml") as callee:
+        res = call(env, tmp_path, "uac_call_peer_hold.xml", "101")
+        b = callee.finish()
+    check(res)
+    check(b)
+    held = [m for m in b.received() if m.status == 200 and m.header("CSeq") == "1 INVITE"]
+    assert held and ("a=recvonly" in held[0].body or "a=inactive" in held[0].body), b.report()
+    assert len(b.requests("BYE")) == 1
+
+
 def test_cancel_while_ringing(env: Env, tmp_path: Path) -> None:
     with phone(env, tmp_path, "101", "uas_ring.xml") as callee:
         res = call(env, tmp_path, "uac_cancel.xml", "101")
