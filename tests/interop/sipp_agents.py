@@ -159,11 +159,12 @@ def _command(
     rate: float,
     timeout: float,
     recv_timeout: float | None,
+    transport: str = "u1",
 ) -> list[str]:
     cmd = [sipp_path()]
     if remote is not None:
         cmd.append(f"{remote[0]}:{remote[1]}")
-    cmd += ["-sf", str(SCENARIOS / scenario), "-i", local_ip, "-t", "u1"]
+    cmd += ["-sf", str(SCENARIOS / scenario), "-i", local_ip, "-t", transport]
     if port is not None:
         cmd += ["-p", str(port)]
     cmd += ["-m", str(calls), "-r", str(rate), "-rp", "1000", "-nostdin"]
@@ -194,9 +195,10 @@ def run(
     rate: float = 10,
     timeout: float = 15,
     recv_timeout: float | None = None,
+    transport: str = "u1",
 ) -> Run:
     """Run a client scenario against the PBX until it is done (from local_port when
-    given, else from a port of SIPp's choosing)."""
+    given, else from a free port), over UDP ("u1") or TCP ("t1")."""
     run_dir = _fresh_dir(tmp, name)
     cmd = _command(
         scenario,
@@ -210,6 +212,7 @@ def run(
         rate=rate,
         timeout=timeout,
         recv_timeout=recv_timeout,
+        transport=transport,
     )
     proc = subprocess.run(
         cmd, check=False, capture_output=True, text=True, timeout=timeout + 20, cwd=run_dir

@@ -323,6 +323,18 @@ def test_ring_group_rings_its_registered_members(env: Env, tmp_path: Path) -> No
     assert len(answered.requests("BYE")) == 1
 
 
+def test_call_from_tcp_to_udp(env: Env, tmp_path: Path) -> None:
+    """The caller's leg over TCP, the callee's over UDP: the B2BUA bridges them."""
+    with phone(env, tmp_path, "101", "uas_answer.xml") as callee:
+        res = call(env, tmp_path, "uac_call.xml", "101", transport="t1")
+        b = callee.finish()
+    check(res)
+    check(b)
+    (invite,) = b.requests("INVITE")
+    assert "SIP/2.0/UDP" in (invite.header("Via") or "")
+    assert len(b.requests("BYE")) == 1
+
+
 def test_call_callee_hangs_up(env: Env, tmp_path: Path) -> None:
     with phone(env, tmp_path, "101", "uas_bye.xml") as callee:
         res = call(env, tmp_path, "uac_call_callee_bye.xml", "101")
