@@ -137,6 +137,22 @@ class Engine:
             self.stack.send(resp, source)
         return False
 
+    def _authenticate(
+        self, req: Request, source: Address, key: AnyServerKey, now: float
+    ) -> User | None:
+        """The authenticated subscriber, or None after answering with a challenge
+        (401/407; stale=true for an old nonce) and counting a real failure."""
+        realm = self.domain
+        result = self.auth.check(req, self.snap, realm, now)
+        if result.outcome is Outcome.OK and result.user is not None:
+            self.security.auth_succeeded(source[1], now)
+            return result.user
+        if result.outcome is Outcome.FAILED:
+            self._auth_failed(req, source, result.reason, result.counts)
+        stale = result.outcome is Outcome.STALE
+        self.stack.respond(key, self.auth.challenge(req, realm, now, stale=stale))
+        return None
+
     def _auth_failed(self, req: Request, source: Address, reason: str, counts: bool) -> None:
         log.info("%s auth failed from %s:%s (%s)", req.method, source[1], source[2], reason)
         if counts:
@@ -265,16 +281,9 @@ class Engine:
         if not self._is_our_host(req.uri.host) or not self._is_our_host(to_uri.host):
             self.stack.respond(key, self._error(req, SipError("not our domain", 403)))
             return
-        realm = self.domain
-        result = self.auth.check(req, self.snap, realm, now)
-        if result.outcome is not Outcome.OK or result.user is None:
-            if result.outcome is Outcome.FAILED:
-                self._auth_failed(req, source, result.reason, result.counts)
-            stale = result.outcome is Outcome.STALE
-            self.stack.respond(key, self.auth.challenge(req, realm, now, stale=stale))
+        user = self._authenticate(req, source, key, now)
+        if user is None:
             return
-        user = result.user
-        self.security.auth_succeeded(source[1], now)
         if unescape(to_uri.user or "") != user.username:
             self.stack.respond(key, self._error(req, SipError("may only register yourself", 403)))
             return
@@ -289,22 +298,14 @@ class Engine:
     # ------------------------------------------------------------------ INVITE
     def _invite(self, req: Request, source: Address, key: AnyServerKey) -> None:
         now = self.loop.time()
-        snap = self.snap
         number = unescape(req.uri.user or "")
         trunk = self.trunks.trusted(source[1])
         if trunk is not None:
             self._inbound(req, source, key, trunk, number)
             return
-        realm = self.domain
-        result = self.auth.check(req, snap, realm, now)
-        if result.outcome is not Outcome.OK or result.user is None:
-            if result.outcome is Outcome.FAILED:
-                self._auth_failed(req, source, result.reason, result.counts)
-            stale = result.outcome is Outcome.STALE
-            self.stack.respond(key, self.auth.challenge(req, realm, now, stale=stale))
+        caller = self._authenticate(req, source, key, now)
+        if caller is None:
             return
-        caller = result.user
-        self.security.auth_succeeded(source[1], now)
         if unescape(req.from_.uri.user or "") != caller.username:
             self.stack.respond(key, self._error(req, SipError("From is not you", 403)))
             return
