@@ -233,11 +233,16 @@ class Baresip:
         self.sock.sendall(str(len(body)).encode() + b":" + body + b",")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            answer = None
+            # Keep every event of the batch: the whole call set-up may arrive in
+            # the same read as the answer to `dial`.
             for msg in self._read_messages(0.2):
                 if msg.get("response") and msg.get("token") == token:
-                    return msg
-                if msg.get("event"):
+                    answer = msg
+                elif msg.get("event"):
                     self.events.append(msg)
+            if answer is not None:
+                return answer
         raise TimeoutError(f"no answer to {command} from baresip")
 
     def wait_event(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
