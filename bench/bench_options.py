@@ -114,7 +114,18 @@ def main() -> int:
         )
         pbx = measure(
             "pbx run",
-            [py, "-m", "pbx_core", "run", "--config", str(cfg), "--listen", "127.0.0.1:PORT"],
+            [
+                py,
+                "-m",
+                "pbx_core",
+                "run",
+                "--config",
+                str(cfg),
+                "--listen",
+                "127.0.0.1:PORT",
+                "--state",
+                str(tmp / "state.mdb"),
+            ],
             "PBX ready",
             args,
             tmp,
