@@ -74,7 +74,12 @@ def start_watchdog(tmp: Path, *extra: str, config: Path = FACTORY, device: bool 
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PBX_RUNTIME_DIR": str(tmp / "run")},
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PBX_RUNTIME_DIR": str(tmp / "run"),
+            "PBX_DATA_DIR": str(tmp / "data"),  # the daemon's state LMDB: never the host's /data
+        },
     )
     return Watchdog(proc, log, dev, control)
 
