@@ -152,29 +152,31 @@ async def _serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with asyncio.TaskGroup() as tasks:
-        server = SipServer(loop, tasks, trace)
-        settings = store.snapshot.settings
-        media = MediaEngine(
-            loop,
-            media_address or _primary_address(listens),
-            int(settings.get("rtp_port_min", 10000)),
-            int(settings.get("rtp_port_max", 20000)),
-        )
-        engine = Engine(server, store, media, cdr)
-        try:
-            for host, port in listens:
-                await server.transports.listen(host, port)
-            started = loop.time()
-            control = ControlServer(
-                control_path,
-                {
-                    "ping": lambda _r: {"pong": loop.time()},
-                    "status": lambda _r: _status(server, store, started, engine),
-                    "reload": lambda _r: {"reloaded": _reload(store, engine)},
-                },
-            )
-            await control.start()
+    server = SipServer(loop, None, trace)
+    settings = store.snapshot.settings
+    media = MediaEngine(
+        loop,
+        media_address or _primary_address(listens),
+        int(settings.get("rtp_port_min", 10000)),
+        int(settings.get("rtp_port_max", 20000)),
+    )
+    engine = Engine(server, store, media, cdr)
+    started = loop.time()
+    control = ControlServer(
+        control_path,
+        {
+            "ping": lambda _r: {"pong": loop.time()},
+            "status": lambda _r: _status(server, store, started, engine),
+            "reload": lambda _r: {"reloaded": _reload(store, engine)},
+        },
+    )
+    try:
+        # Bind before the task group: a port in use is a plain OSError for run().
+        for host, port in listens:
+            await server.transports.listen(host, port)
+        await control.start()
+        async with asyncio.TaskGroup() as tasks:
+            server.transports.tasks = tasks
             engine.start()
             where = " ".join(f"{h}:{p}" for h, p in server.transports.addresses)
             print(
@@ -190,8 +192,8 @@ async def _serve(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            control.close()
-        finally:
-            engine.close()
-            media.close()
-            server.close()
+    finally:
+        control.close()
+        engine.close()
+        media.close()
+        server.close()

@@ -78,8 +78,10 @@ class ControlServer:
         return {"ok": True, **result}
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+        if self.server is None:
+            return  # never started: the socket there (if any) is another daemon's
+        self.server.close()
+        self.server = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
