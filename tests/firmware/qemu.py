@@ -162,6 +162,16 @@ class Console:
             raise ConsoleError(f"`{command}` exited {status}:\n{output}")
         return status, output
 
+    def value(self, command: str, timeout: float = 30) -> str:
+        """The output of `command` as one line (newlines become spaces), picked out of
+        the console by its own markers: the PBX's log lines, which share the console,
+        may land between the shell's markers but not inside this one line."""
+        _, out = self.run(f"printf '@@V%s@@\\n' \"$({command} | tr '\\n' ' ')\"", timeout)
+        m = re.search(r"@@V(.*?)@@", out)
+        if m is None:
+            raise ConsoleError(f"no value from `{command}`:\n{out}")
+        return m.group(1).strip()
+
 
 class Qmp:
     """A minimal QMP client (QEMU Machine Protocol over a unix socket)."""
