@@ -91,8 +91,16 @@ def boot_once(work: Path, measure_ram: bool) -> dict[str, float]:
             times["ram_total_kib"] = float(mem[1])
             times["ram_used_kib"] = float(mem[2])
             times["ram_available_kib"] = float(mem[6]) if len(mem) > 6 else float("nan")
-            _, rss = m.console.run("grep VmRSS /proc/$(pidof pbx)/status")
-            times["pbx_rss_kib"] = float(rss.split()[1])
+            # One line per pbx process: its subcommand and VmRSS (kB). `pbx watchdog`
+            # supervises `pbx run` when init starts the supervisor.
+            _, procs = m.console.run(
+                "for p in $(pidof pbx); do echo \"@@P $(tr '\\0' ' ' < /proc/$p/cmdline)"
+                ' $(grep VmRSS /proc/$p/status)"; done'
+            )
+            for cmd, rss in re.findall(r"@@P \S*pbx (\w+) .*VmRSS:\s+(\d+) kB", procs):
+                times[f"pbx_{cmd}_rss_kib"] = float(rss)
+            if "pbx_run_rss_kib" not in times:
+                raise RuntimeError(f"no `pbx run` process on the guest:\n{procs}")
         return times
     finally:
         m.kill()
@@ -147,7 +155,9 @@ def main() -> int:
     print("\nRAM after boot (guest has 256 MiB)")
     print(f"  used (free)            {ram['ram_used_kib'] / 1024:6.1f} MiB")
     print(f"  available              {ram['ram_available_kib'] / 1024:6.1f} MiB")
-    print(f"  pbx RSS                {ram['pbx_rss_kib'] / 1024:6.1f} MiB")
+    for key in sorted(k for k in ram if k.startswith("pbx_") and k.endswith("_rss_kib")):
+        name = "pbx " + key[len("pbx_") : -len("_rss_kib")] + " RSS"
+        print(f"  {name:22} {ram[key] / 1024:6.1f} MiB")
 
     out = TOP / "output" / "bench"
     out.mkdir(parents=True, exist_ok=True)
