@@ -71,8 +71,8 @@ cmd_test() {
     step_done
     ensure_venv
     step "lint (ruff)"
-    "$VENV/bin/ruff" check pbx_core tests bench
-    "$VENV/bin/ruff" format --check pbx_core tests bench
+    "$VENV/bin/ruff" check pbx_core tests bench firmware
+    "$VENV/bin/ruff" format --check pbx_core tests bench firmware
     step_done
     step "type check (mypy --strict)"
     "$VENV/bin/mypy"

@@ -121,7 +121,7 @@ def test_user_password_host_port_params_headers() -> None:
     uri = parse_uri("sip:alice:secretword@atlanta.com:5070;transport=tcp;lr?subject=project%20x")
     assert uri.scheme == "sip"
     assert uri.user == "alice"
-    assert uri.password == "secretword"  # noqa: S105  # RFC 3261 example, not a secret
+    assert uri.password == "secretword"  # RFC 3261 example, not a secret
     assert uri.host == "atlanta.com"
     assert uri.port == 5070
     assert uri.param("transport") == "tcp"
@@ -186,7 +186,7 @@ def test_rfc3261_examples_parse(
 
 def test_password_of_rfc3261_example() -> None:
     uri = parse_uri("sip:+1-212-555-1212:1234@gateway.com;user=phone")
-    assert uri.password == "1234"  # noqa: S105  # RFC 3261 example, not a secret
+    assert uri.password == "1234"  # RFC 3261 example, not a secret
     assert parse_uri("sip:alice@atlanta.com").password is None
 
 
