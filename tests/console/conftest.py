@@ -47,6 +47,16 @@ class ConsoleProc:
             with contextlib.suppress(OSError):
                 self.out += os.read(self.master, 65536)
 
+    def wait_exit(self, timeout: float = 30) -> int:
+        """The process's exit status, reading its output meanwhile (a full pty
+        buffer would block a shell that is exiting)."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still running after {timeout} s:\n{self.out[-2000:]!r}")
+            self.read(0.1)
+        return self.proc.returncode
+
     def expect(self, pattern: bytes | re.Pattern[bytes], timeout: float = 10) -> re.Match[bytes]:
         rx = pattern if isinstance(pattern, re.Pattern) else re.compile(re.escape(pattern))
         deadline = time.monotonic() + timeout

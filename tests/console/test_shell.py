@@ -19,7 +19,7 @@ def test_shell_replaces_the_console_after_login(console: ConsoleProc) -> None:
     assert int(m.group(1)) == console.proc.pid
     assert Path(f"/proc/{console.proc.pid}/cmdline").read_bytes().split(b"\0")[0] == b"-sh"
     console.type("exit 0")
-    assert console.proc.wait(10) == 0
+    assert console.wait_exit() == 0
 
 
 def test_shell_refused_with_staged_changes(console: ConsoleProc) -> None:
@@ -32,7 +32,7 @@ def test_shell_refused_with_staged_changes(console: ConsoleProc) -> None:
     console.type("shell")
     console.expect(b"Maintenance shell")
     console.type("exit")
-    assert console.proc.wait(10) == 0
+    assert console.wait_exit() == 0
 
 
 def test_shell_is_not_a_machine_mode_command(console: ConsoleProc) -> None:
