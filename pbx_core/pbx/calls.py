@@ -705,9 +705,28 @@ class CallManager:
                 "state": c.state.value,
                 "seconds": round(now - (c.answered_at or c.started)),
                 "legs": [f.target.label for f in c.forks],
+                "media": _media_status(c),
             }
             for c in self.calls.values()
         ]
+
+
+def _media_status(call: Call) -> dict[str, object]:
+    """Per leg, the RTCP-style figures (RFC 3550 A.3/A.8) for `pbx status`."""
+    legs = call.media.stats() if call.media is not None else {}
+    if call.endpoint is not None:
+        legs = {"caller": call.endpoint.stats()}
+    return {
+        side: {
+            "codec": st.codec,
+            "remote": st.remote_address,
+            "received": st.packets_received,
+            "sent": st.packets_sent,
+            "lost": st.lost,
+            "jitter_ms": round(st.jitter_ms, 1),
+        }
+        for side, st in legs.items()
+    }
 
 
 def req_source(call: Call, side: str) -> Address:

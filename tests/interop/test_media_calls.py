@@ -63,6 +63,12 @@ def test_audio_flows_both_ways_through_the_anchored_relay(tmp_path: Path, pbx: P
         bob.wait_event("CALL_ESTABLISHED", timeout=30)
         alice.wait_event("CALL_ESTABLISHED", timeout=30)
         time.sleep(3)
+        # pbx status shows the call with per-leg RTP figures (RFC 3550 A.3/A.8).
+        sock = pbx.stderr_path.parent / "run" / "control.sock"
+        (call,) = query(sock, {"cmd": "status"})["calls"]
+        media = call["media"]
+        assert set(media) == {"caller", "callee"}
+        assert all(leg["received"] > 50 and leg["codec"] for leg in media.values()), media
         alice.hangup()
         bob.wait_event("CALL_CLOSED", timeout=30)
     finally:
