@@ -8,11 +8,16 @@ from pathlib import Path
 from pbx_core.console import frame
 from tests.console.conftest import ConsoleProc
 
+SHELL_PROMPT = re.compile(rb"[#$] $", re.MULTILINE)
+
 
 def test_shell_replaces_the_console_after_login(console: ConsoleProc) -> None:
     console.login()
     console.type("shell")
     console.expect(b"Maintenance shell: exit (or Ctrl-D) returns to the console.")
+    # Type only at the shell's prompt: bytes queued while the line was still raw
+    # keep their bare CR once the shell's cooked mode is back (as a person would).
+    console.expect(SHELL_PROMPT)
     # The console process became the shell (init's respawn brings the console back).
     console.type("echo shell-$((6 * 7)) $$")
     m = console.expect(re.compile(rb"shell-42 (\d+)"))
@@ -31,6 +36,7 @@ def test_shell_refused_with_staged_changes(console: ConsoleProc) -> None:
     console.command("revert")
     console.type("shell")
     console.expect(b"Maintenance shell")
+    console.expect(SHELL_PROMPT)
     console.type("exit")
     assert console.wait_exit() == 0
 
