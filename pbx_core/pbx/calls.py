@@ -26,6 +26,7 @@ from enum import Enum
 
 from pbx_core.media.engine import AnchoredCall, MediaEngine
 from pbx_core.media.errors import MediaError
+from pbx_core.media.events import LegStats
 from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.dialog import Dialog
 from pbx_core.pbx.sipserver import SipServer
@@ -105,7 +106,7 @@ class Call:
     trunk: str | None = None
     reinvite_pending: bool = False  # glare: a second re-INVITE meanwhile gets 491
     media: AnchoredCall | None = None  # the anchored RTP of the call (issue 6)
-    media_stats: dict[str, object] = field(default_factory=dict)
+    media_stats: dict[str, LegStats] = field(default_factory=dict)  # at hang-up, for the CDR
     endpoint: MediaLeg | None = None  # a call the PBX answers itself (echo test …)
     ringback: bool = False  # we play ringback to the caller
     # Requests relayed across: our client key -> (server key on the other side, side)
@@ -672,6 +673,7 @@ class CallManager:
             call.media_stats = dict(call.media.stats())
             call.media.close()
         if call.endpoint is not None:
+            call.media_stats = {"caller": call.endpoint.stats()}
             call.endpoint.close()
         self.calls.pop(call.id, None)
         self.by_key.pop(call.a_key, None)

@@ -20,6 +20,20 @@ Fields follow what every PBX's CDR carries (Asterisk's cdr_csv is the best known
 | billsec | seconds from answer to end (0 if not answered) |
 | disposition | ANSWERED, NO ANSWER, BUSY, FAILED or CANCELLED |
 | cause | how it ended: the SIP status and reason, or which side hung up |
+
+Then, for each side S of an anchored call (`caller`, `callee`; empty when the media
+did not pass through the PBX), the RTP/RTCP figures of that side's leg at hang-up
+(RFC 3550 A.3 and A.8):
+
+| field | meaning |
+|---|---|
+| S_codec | the codec on that leg |
+| S_rtp_in | RTP packets the PBX received from that phone |
+| S_rtp_out | RTP packets the PBX sent to that phone |
+| S_lost | packets that phone sent which never reached the PBX |
+| S_jitter_ms | interarrival jitter of that phone's stream at the PBX |
+| S_reported_lost | what that phone's last RTCP report said it lost of ours (empty: no report) |
+| S_reported_jitter_ms | the jitter that report gave for our stream (empty: no report) |
 """
 
 from __future__ import annotations
@@ -36,18 +50,19 @@ import sys
 import tempfile
 import zoneinfo
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from pbx_core import paths
+from pbx_core.media.events import LegStats
 from pbx_core.store.errors import StoreError
 from pbx_core.store.state import StateStore
 
 log = logging.getLogger("pbx.cdr")
 
 DISPOSITIONS = frozenset({"ANSWERED", "NO ANSWER", "BUSY", "FAILED", "CANCELLED"})
-FIELDS = (
+BASE_FIELDS = (
     "seq",
     "call_id",
     "caller",
@@ -63,12 +78,88 @@ FIELDS = (
     "disposition",
     "cause",
 )
+SIDES = ("caller", "callee")
+MEDIA_FIELDS = (
+    "codec",
+    "rtp_in",
+    "rtp_out",
+    "lost",
+    "jitter_ms",
+    "reported_lost",
+    "reported_jitter_ms",
+)
+FIELDS = BASE_FIELDS + tuple(f"{side}_{name}" for side in SIDES for name in MEDIA_FIELDS)
 DEFAULT_MAX_RECORDS = 10_000
 
 
 def _seconds(span: float) -> int:
     """Whole seconds, half up (as billing rounds); never negative."""
     return max(0, math.floor(span + 0.5))
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFigures:
+    """One side's RTP figures at hang-up (what `pbx status` showed during the call)."""
+
+    codec: str = ""
+    rtp_in: int = 0
+    rtp_out: int = 0
+    lost: int = 0
+    jitter_ms: float = 0.0
+    reported_lost: int | None = None
+    reported_jitter_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.rtp_in, self.rtp_out, self.lost) < 0 or self.jitter_ms < 0:
+            raise ValueError("media figures are never negative")
+
+    @classmethod
+    def from_stats(cls, st: LegStats) -> MediaFigures:
+        return cls(
+            codec=st.codec,
+            rtp_in=st.packets_received,
+            rtp_out=st.packets_sent,
+            lost=st.lost,
+            jitter_ms=round(st.jitter_ms, 2),
+            reported_lost=st.remote_lost,
+            reported_jitter_ms=None
+            if st.remote_jitter_ms is None
+            else round(st.remote_jitter_ms, 2),
+        )
+
+    def record(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in MEDIA_FIELDS}
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> MediaFigures:
+        return cls(
+            codec=str(rec.get("codec") or ""),
+            rtp_in=int(rec.get("rtp_in") or 0),
+            rtp_out=int(rec.get("rtp_out") or 0),
+            lost=int(rec.get("lost") or 0),
+            jitter_ms=float(rec.get("jitter_ms") or 0.0),
+            reported_lost=_opt_int(rec.get("reported_lost")),
+            reported_jitter_ms=_opt_float(rec.get("reported_jitter_ms")),
+        )
+
+    def cells(self) -> list[object]:
+        return [
+            _cell(self.codec),
+            self.rtp_in,
+            self.rtp_out,
+            self.lost,
+            f"{self.jitter_ms:.1f}",
+            "" if self.reported_lost is None else self.reported_lost,
+            "" if self.reported_jitter_ms is None else f"{self.reported_jitter_ms:.1f}",
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +175,13 @@ class Cdr:
     did: str | None = None
     trunk: str | None = None
     source: str = ""
+    # Per side ("caller", "callee"), when the call's media passed through the PBX.
+    media: Mapping[str, MediaFigures] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        unknown = set(self.media) - set(SIDES)
+        if unknown:
+            raise ValueError(f"unknown CDR media side {sorted(unknown)[0]!r}")
         if self.disposition not in DISPOSITIONS:
             raise ValueError(f"unknown CDR disposition {self.disposition!r}")
         if self.end < self.start:
@@ -133,12 +229,17 @@ class Cdr:
             did=call.did,
             trunk=call.trunk,
             source=f"{call.a_source[1]}:{call.a_source[2]}",
+            media={
+                side: MediaFigures.from_stats(st)
+                for side, st in call.media_stats.items()
+                if side in SIDES
+            },
         )
 
     def record(self) -> dict[str, Any]:
         """The msgpack-able dict stored in the state LMDB."""
-        return {
-            "v": 1,
+        rec: dict[str, Any] = {
+            "v": 2,
             "call_id": self.call_id,
             "caller": self.caller,
             "callee": self.callee,
@@ -151,12 +252,16 @@ class Cdr:
             "disposition": self.disposition,
             "cause": self.cause,
         }
+        if self.media:
+            rec["media"] = {side: fig.record() for side, fig in self.media.items()}
+        return rec
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> Cdr:
         """A stored record back; ValueError if it is not one."""
         try:
             answer = rec.get("answer")
+            media = rec.get("media") or {}
             return cls(
                 call_id=str(rec["call_id"]),
                 caller=str(rec["caller"]),
@@ -169,8 +274,9 @@ class Cdr:
                 did=None if rec.get("did") is None else str(rec["did"]),
                 trunk=None if rec.get("trunk") is None else str(rec["trunk"]),
                 source=str(rec.get("source") or ""),
+                media={str(k): MediaFigures.from_record(v) for k, v in media.items()},
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a call record: {exc}") from None
 
 
@@ -201,6 +307,8 @@ class EndedCall(Protocol):
     def did(self) -> str | None: ...
     @property
     def trunk(self) -> str | None: ...
+    @property
+    def media_stats(self) -> Mapping[str, LegStats]: ...
 
 
 class _HasCallId(Protocol):
@@ -299,6 +407,13 @@ def export_csv(
                 c.billsec,
                 c.disposition,
                 _cell(c.cause),
+                *(
+                    cell
+                    for side in SIDES
+                    for cell in (
+                        c.media[side].cells() if side in c.media else [""] * len(MEDIA_FIELDS)
+                    )
+                ),
             ]
         )
         n += 1

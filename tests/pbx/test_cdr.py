@@ -6,14 +6,23 @@ import csv
 import io
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from pbx_core import cli
+from pbx_core.media.events import LegStats
 from pbx_core.pbx.calls import Call
-from pbx_core.pbx.cdr import FIELDS, Cdr, CdrWriter, EndedCall, export_csv
+from pbx_core.pbx.cdr import (
+    BASE_FIELDS,
+    FIELDS,
+    Cdr,
+    CdrWriter,
+    EndedCall,
+    MediaFigures,
+    export_csv,
+)
 from pbx_core.sip.message import Request, parse_message
 from pbx_core.store.state import StateStore
 
@@ -46,6 +55,24 @@ class FakeCall:
     cause: str = "callee hung up"
     did: str | None = None
     trunk: str | None = None
+    media_stats: dict[str, LegStats] = field(default_factory=dict)
+
+
+def leg_stats(**kw: object) -> LegStats:
+    base: dict[str, object] = {
+        "packets_received": 3000,
+        "packets_sent": 2990,
+        "bytes_received": 516000,
+        "bytes_sent": 514280,
+        "lost": 12,
+        "loss_fraction": 0.004,
+        "jitter_ms": 3.456,
+        "malformed": 0,
+        "codec": "PCMU",
+        "remote_address": "10.0.0.7:4000",
+    }
+    base.update(kw)
+    return LegStats(**base)  # type: ignore[arg-type]  # test kwargs
 
 
 def cdr(**kw: object) -> Cdr:
@@ -154,6 +181,85 @@ def test_from_record_rejects_garbage(rec: object) -> None:
         Cdr.from_record(rec)  # type: ignore[arg-type]  # garbage on purpose
 
 
+# ---------------------------------------------------------------- media figures
+
+
+def test_media_figures_of_each_side_reach_the_record() -> None:
+    call = FakeCall(
+        invite(),
+        media_stats={
+            "caller": leg_stats(remote_lost=5, remote_jitter_ms=7.25),
+            "callee": leg_stats(
+                packets_received=2900, packets_sent=3000, lost=0, jitter_ms=0.4, codec="PCMA"
+            ),
+        },
+    )
+    c = Cdr.from_call(call)
+    assert c.media["caller"] == MediaFigures("PCMU", 3000, 2990, 12, 3.46, 5, 7.25)
+    assert c.media["callee"] == MediaFigures("PCMA", 2900, 3000, 0, 0.4, None, None)
+    assert Cdr.from_record(c.record()) == c
+
+
+def test_endpoint_call_without_callee_leg() -> None:
+    c = Cdr.from_call(FakeCall(invite(), media_stats={"caller": leg_stats()}))
+    assert set(c.media) == {"caller"}
+    rec = c.record()
+    assert set(rec["media"]) == {"caller"} and rec["v"] == 2
+
+
+def test_version_1_records_still_read() -> None:
+    rec = cdr().record()
+    rec.pop("media", None)
+    rec["v"] = 1
+    assert Cdr.from_record(rec).media == {}
+
+
+@pytest.mark.parametrize(
+    ("media", "message"),
+    [
+        ({"caller": {"rtp_in": "many"}}, "not a call record"),
+        ({"caller": {"lost": -3}}, "never negative"),
+        ({"third": {}}, "unknown CDR media side 'third'"),
+        ({"caller": "text"}, "not a call record"),
+    ],
+)
+def test_bad_media_figures_are_refused(media: object, message: str) -> None:
+    rec = cdr().record()
+    rec["media"] = media
+    with pytest.raises(ValueError, match=message):
+        Cdr.from_record(rec)
+
+
+def test_export_csv_carries_media_columns(state: StateStore) -> None:
+    w = CdrWriter(state)
+    w.call_ended(
+        FakeCall(
+            invite("m1"),
+            media_stats={
+                "caller": leg_stats(remote_lost=5, remote_jitter_ms=7.25),
+                "callee": leg_stats(packets_received=2900, lost=0, jitter_ms=0.44),
+            },
+        )
+    )
+    (row,) = read_csv(_export(state))
+    assert {k: row[k] for k in FIELDS[len(BASE_FIELDS) :]} == {
+        "caller_codec": "PCMU",
+        "caller_rtp_in": "3000",
+        "caller_rtp_out": "2990",
+        "caller_lost": "12",
+        "caller_jitter_ms": "3.5",
+        "caller_reported_lost": "5",
+        "caller_reported_jitter_ms": "7.2",
+        "callee_codec": "PCMU",
+        "callee_rtp_in": "2900",
+        "callee_rtp_out": "2990",
+        "callee_lost": "0",
+        "callee_jitter_ms": "0.4",
+        "callee_reported_lost": "",
+        "callee_reported_jitter_ms": "",
+    }
+
+
 # ---------------------------------------------------------------- the writer
 
 
@@ -246,6 +352,7 @@ def test_export_csv(state: StateStore) -> None:
         "billsec": "57",
         "disposition": "ANSWERED",
         "cause": "caller hung up",
+        **dict.fromkeys(FIELDS[len(BASE_FIELDS) :], ""),  # no media figures in this record
     }
     assert (second["answer"], second["billsec"], second["disposition"]) == ("", "0", "BUSY")
     assert second["cause"] == "486 Busy Here"
