@@ -15,6 +15,13 @@ that rename the old generation is current and complete; after it the new one is,
 and it was complete before the rename. Stale staging directories and generations no
 symlink names are removed by `prune`.
 
+Writers (the console, `pbx db commit`, the supervisor's first commit of the factory
+tables) may run at the same time: commit, rollback and prune hold an exclusive
+flock(2) on `.lock` in the root, so one writer's prune never removes another's
+staging directory and numbers are never taken twice. The lock costs no write to the
+card after the file exists. `commit(..., expect=...)` commits only if the generation
+in force is still the one the caller started from.
+
 The daemon polls `GenerationWatcher.changed()` (one readlink) and calls
 `Store.reload()`, which swaps the lookup view: records already handed out are plain
 Python objects, so calls and registrations that hold them carry on untouched.
@@ -22,26 +29,41 @@ Python objects, so calls and registrations that hold them carry on untouched.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from pbx_core.store.build import build_config
 from pbx_core.store.compile import write_snapshot
 from pbx_core.store.dbtext import Table, format_table, fsync_dir, read_dir, table_files
 from pbx_core.store.errors import StoreError
+from pbx_core.store.model import Config
 from pbx_core.store.snapshot import Snapshot
 
 CURRENT = "current"
 PREVIOUS = "previous"
 SNAPSHOT = "snapshot.mdb"
 TABLES = "tables"
+LOCK = ".lock"
 _GEN = re.compile(r"gen-([0-9]{6,})")
 _STAGING = re.compile(r"\.staging-[0-9]+")
 
 Step = Callable[[str], None]
+
+
+class _Any:
+    """`expect` default: commit whatever generation is in force."""
+
+
+ANY = _Any()
+
+
+class ConcurrentCommitError(StoreError):
+    """Another writer committed since the caller read the configuration."""
 
 
 def _no_step(_name: str) -> None:
@@ -111,12 +133,39 @@ class Generations:
         fsync_dir(self.root)
         self.step(f"fsync:root:{link}")
 
-    def commit(self, tables: Mapping[str, Table]) -> Path:
-        """Make `tables` the current configuration; returns the new generation's path.
-        The tables are checked first: a configuration with an error is never written."""
-        config = build_config(tables)
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the root's writer lock (blocking)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"{self.root}: cannot take the writer lock: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def commit(self, tables: Mapping[str, Table], *, expect: str | _Any | None = ANY) -> Path:
+        """Make `tables` the current configuration; returns the new generation's path.
+        The tables are checked first: a configuration with an error is never written.
+        With `expect` (a generation name, or None for "none yet") the commit happens
+        only if that generation is still the current one, else ConcurrentCommitError."""
+        config = build_config(tables)
+        with self.locked():
+            if not isinstance(expect, _Any) and self._link(CURRENT) != expect:
+                raise ConcurrentCommitError(
+                    f"{self.root}: the configuration changed meanwhile "
+                    f"(now {self._link(CURRENT) or 'none'}, expected {expect or 'none'})"
+                )
+            final = self._commit_locked(tables, config)
+            self.prune()
+        self.step("prune")
+        return final
+
+    def _commit_locked(self, tables: Mapping[str, Table], config: Config) -> Path:
+        try:
             self.prune()
             number = self._next_number()
             staging = self.root / f".staging-{number:06d}"
@@ -141,25 +190,26 @@ class Generations:
             self._flip(CURRENT, final.name)
         except OSError as e:
             raise StoreError(f"{self.root}: commit failed: {e}") from None
-        self.prune()
-        self.step("prune")
         return final
 
-    def commit_dir(self, directory: str | os.PathLike[str]) -> Path:
+    def commit_dir(
+        self, directory: str | os.PathLike[str], *, expect: str | _Any | None = ANY
+    ) -> Path:
         """Commit the tables of a dbtext directory (e.g. the factory defaults)."""
-        return self.commit(read_dir(directory))
+        return self.commit(read_dir(directory), expect=expect)
 
     def rollback(self) -> Path:
         """Return to the previous generation (a second rollback undoes the first)."""
-        cur, prev = self._link(CURRENT), self._link(PREVIOUS)
-        if prev is None or not (self.root / prev / SNAPSHOT).is_file():
-            raise StoreError(f"{self.root}: no previous generation to roll back to")
-        try:
-            self._flip(CURRENT, prev)
-            if cur is not None:
-                self._flip(PREVIOUS, cur)
-        except OSError as e:
-            raise StoreError(f"{self.root}: rollback failed: {e}") from None
+        with self.locked():
+            cur, prev = self._link(CURRENT), self._link(PREVIOUS)
+            if prev is None or not (self.root / prev / SNAPSHOT).is_file():
+                raise StoreError(f"{self.root}: no previous generation to roll back to")
+            try:
+                self._flip(CURRENT, prev)
+                if cur is not None:
+                    self._flip(PREVIOUS, cur)
+            except OSError as e:
+                raise StoreError(f"{self.root}: rollback failed: {e}") from None
         return self.root / prev
 
     def prune(self) -> list[str]:

@@ -223,10 +223,16 @@ class Supervisor:
             for p in Path(self.config).iterdir()
         ):
             return self.config  # a plain dbtext directory: use it as it is
-        from pbx_core.store.generations import Generations  # noqa: PLC0415  # only on first boot
+        from pbx_core.store.generations import (  # noqa: PLC0415  # only on first boot
+            ConcurrentCommitError,
+            Generations,
+        )
 
         try:
-            gen = Generations(self.config).commit_dir(self.factory)
+            # Only while there is still none: the console may have committed meanwhile.
+            gen = Generations(self.config).commit_dir(self.factory, expect=None)
+        except ConcurrentCommitError:
+            return self.config
         except (StoreError, OSError) as e:
             log.error(  # noqa: TRY400  # the store's message is the story
                 "cannot commit the factory configuration to %s (%s): running on %s",

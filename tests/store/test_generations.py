@@ -12,8 +12,10 @@ from pbx_core.store.dbtext import Table, read_dir
 from pbx_core.store.errors import DbTextError, StoreError
 from pbx_core.store.generations import (
     CURRENT,
+    LOCK,
     SNAPSHOT,
     TABLES,
+    ConcurrentCommitError,
     Generations,
     GenerationWatcher,
     Store,
@@ -174,9 +176,43 @@ def test_power_cut_at_every_step_leaves_old_or_new(tmp_path: Path) -> None:
         store.close()
         # Recovery: a later commit prunes whatever the cut left behind.
         Generations(root).commit(renamed(factory(), "Later"))
-        assert not [p for p in root.iterdir() if p.name.startswith(".")]
+        assert not [p for p in root.iterdir() if p.name.startswith(".") and p.name != LOCK]
         assert len(Generations(root).names()) == 2
     assert set(outcomes.values()) == {"Office 1", "New"}
     flip = steps.index("rename:current")
     assert all(outcomes[s] == "Office 1" for s in steps[:flip])
     assert all(outcomes[s] == "New" for s in steps[flip:])
+
+
+def _commit_many(root: str, name: str, n: int) -> list[str]:
+    gens = Generations(root)
+    return [gens.commit(renamed(factory(), f"{name}{i}")).name for i in range(n)]
+
+
+def test_concurrent_writers_never_collide(tmp_path: Path) -> None:
+    # Two processes committing at once: without the writer lock one's prune removes
+    # the other's staging directory or both take the same number.
+    import multiprocessing  # only this test forks
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        runs = pool.starmap(_commit_many, [(str(tmp_path), "A", 8), (str(tmp_path), "B", 8)])
+    names = runs[0] + runs[1]
+    assert len(set(names)) == 16  # every commit got its own generation
+    gens = Generations(tmp_path)
+    assert gens.current() is not None and gens.current().name == max(names)  # type: ignore[union-attr]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging-")]
+    with Snapshot(tmp_path / CURRENT / SNAPSHOT) as snap:
+        assert display_name(snap) in {"A7", "B7"}
+
+
+def test_commit_expecting_a_generation(tmp_path: Path) -> None:
+    gens = Generations(tmp_path)
+    first = gens.commit(factory(), expect=None)  # none yet: committed
+    with pytest.raises(ConcurrentCommitError, match="changed meanwhile"):
+        gens.commit(factory(), expect=None)  # there is one now
+    second = gens.commit(renamed(factory(), "Two"), expect=first.name)
+    with pytest.raises(ConcurrentCommitError):
+        gens.commit(renamed(factory(), "Three"), expect=first.name)
+    assert gens.current() == second
+    assert gens.names() == [first.name, second.name]  # the refused ones wrote nothing
