@@ -6,24 +6,41 @@ INVITE client transaction we send (we are UAC) to a registered contact or a trun
 Provisional responses are relayed to A with our own To tag; the first 2xx wins, the
 other forks are CANCELled; that fork's dialog becomes the B side. Requests inside
 the call (BYE, re-INVITE, UPDATE, INFO …) arriving on one side are re-issued on the
-other side's dialog and their answers relayed back. SDP passes through unchanged
-here; the media engine anchors it (issue 6).
+other side's dialog and their answers relayed back.
 
-We ACK B's 2xx at once when the offer was in the INVITE; with a delayed offer (an
-INVITE without SDP) we wait for A's ACK, which carries the answer. Our 2xx to A is
-retransmitted until A's ACK arrives (§13.3.1.4); without one the call is torn down.
+Media (issue 6). Every call is anchored in the media engine: each phone sees the
+PBX's address in the SDP and the engine relays RTP between the legs. With the offer
+in A's INVITE, the engine turns it into our offer to B and B's answer into our answer
+to A. With a delayed offer (an INVITE without SDP) B's 2xx carries the offer: it is
+anchored then, A gets our offer in our 2xx, and A's ACK carries the answer, which we
+turn into the answer in our ACK to B (RFC 3261 §13.2.1). A 2xx without an offer or
+an ACK without an answer ends the call (B gets its ACK, then BYE). Early media from
+B on a delayed offer is not passed on (A could only answer it in a PRACK).
+
+With the `direct_media` setting, a call between two extensions on the LAN keeps its
+SDP end to end (RTP goes phone to phone): when the caller's SIP source and SDP
+address and every callee's registered source are in `lan_networks`. Should the
+callee's answer then carry an address off the LAN, the call is anchored after all:
+A gets the engine's answer and B a re-INVITE with the engine's offer (Asterisk's
+way back from direct media).
+
+We ACK B's 2xx at once when the offer was in the INVITE; with a delayed offer we wait
+for A's ACK. Our 2xx to A is retransmitted until A's ACK arrives (§13.3.1.4); without
+one the call is torn down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from pbx_core.media import negotiation as neg
 from pbx_core.media.engine import AnchoredCall, MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import LegStats
@@ -41,6 +58,39 @@ from pbx_core.transport.manager import Address
 log = logging.getLogger("pbx.calls")
 
 T1, T2 = 0.5, 4.0
+DEFAULT_LAN = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,fc00::/7,::1/128"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`lan_networks`: comma-separated CIDRs (a bare address is a /32 or /128).
+    ValueError names the first bad one."""
+    out: list[Network] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not a network (e.g. 192.168.1.0/24)") from None
+    return tuple(out)
+
+
+def in_networks(host: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a host name: we cannot tell where it is
+    return any(ip in net for net in networks)
+
+
+def sdp_address(body: bytes) -> str | None:
+    """The connection address of an SDP's audio stream, None when it has none."""
+    try:
+        return neg.stream_of(neg.parse_offer(body)).address
+    except MediaError:
+        return None
 
 
 class State(Enum):
@@ -105,6 +155,8 @@ class Call:
     did: str | None = None
     trunk: str | None = None
     reinvite_pending: bool = False  # glare: a second re-INVITE meanwhile gets 491
+    direct: bool = False  # direct media: SDP passes end to end (setting direct_media)
+    late_offer: bool = False  # an INVITE without SDP, anchored when B's 2xx offers
     media: AnchoredCall | None = None  # the anchored RTP of the call (issue 6)
     media_stats: dict[str, LegStats] = field(default_factory=dict)  # at hang-up, for the CDR
     endpoint: MediaLeg | None = None  # a call the PBX answers itself (echo test …)
@@ -128,6 +180,8 @@ class CallManager:
         self.stack = stack
         self.media = media
         self.rtp_timeout = rtp_timeout
+        self.direct_media = False
+        self.lan: tuple[Network, ...] = parse_networks(DEFAULT_LAN)
         # Music on hold for anchored calls (set by the engine when the file exists).
         self.music_on_hold: object | None = None
         self.loop = stack.loop
@@ -136,6 +190,16 @@ class CallManager:
         # (Call-ID, our tag) -> (call, side) for requests inside a call
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
         self.by_key: dict[AnyServerKey, Call] = {}
+
+    def configure(self, settings: Mapping[str, object]) -> None:
+        """The settings calls follow (pbx_settings); a bad value is logged and the
+        one in force kept. New values apply to new calls."""
+        self.rtp_timeout = float(str(settings.get("rtp_timeout", 60)))
+        self.direct_media = str(settings.get("direct_media", "no")).lower() == "yes"
+        try:
+            self.lan = parse_networks(str(settings.get("lan_networks", DEFAULT_LAN)))
+        except ValueError as exc:
+            log.error("lan_networks rejected, keeping the old ones: %s", exc)  # noqa: TRY400  # one line says it
 
     # ------------------------------------------------------------------ set-up
     def contact(self, dest: Address) -> str:
@@ -153,7 +217,11 @@ class CallManager:
         callee: str,
         targets: list[Target],
         ring_timeout: float,
+        direct_media: bool = False,
     ) -> Call:
+        """Ring `targets` for `req`. `direct_media`: the caller and every target are
+        extensions (no trunk), so the call may keep its media off the PBX when the
+        setting allows it and everybody is on the LAN."""
         call = Call(
             id=tag(),
             a_req=req,
@@ -167,15 +235,16 @@ class CallManager:
         self.calls[call.id] = call
         self.by_key[key] = call
         offer = req.body
-        if self.media is not None and req.body:
-            try:
-                call.media, offer = self.media.anchor(req.body)
-            except MediaError as exc:
-                self._fail_a(call, exc.status, exc.reason)
-                return call
-            if self.music_on_hold is not None:
-                call.media.music_on_hold = self.music_on_hold  # type: ignore[assignment]
-            call.media.on_inactivity(self.rtp_timeout, self._media_dead)
+        call.direct = direct_media and self._on_lan(call, targets)
+        if self.media is not None and not call.direct:
+            if req.body:
+                try:
+                    offer = self._anchor(call, req.body)
+                except MediaError as exc:
+                    self._fail_a(call, exc.status, exc.reason)
+                    return call
+            else:
+                call.late_offer = True
         for target in targets:
             self._fork(call, target, offer)
         if not call.forks:
@@ -183,6 +252,31 @@ class CallManager:
             return call
         call.ring_timer = self.loop.call_later(ring_timeout, self._ring_timeout, call)
         return call
+
+    def _on_lan(self, call: Call, targets: list[Target]) -> bool:
+        """Direct media for this call: the setting is on, the caller offered in its
+        INVITE, and its source, its SDP address and every target are on the LAN."""
+        if not self.direct_media or not call.a_req.body or not targets:
+            return False
+        address = sdp_address(call.a_req.body)
+        hosts = [call.a_source[1], *(t.dest[1] for t in targets)]
+        if address is None or not all(in_networks(h, self.lan) for h in hosts):
+            return False
+        # 0.0.0.0 (an offer on hold) says nothing about where the phone is.
+        return address in ("0.0.0.0", "::") or in_networks(address, self.lan)
+
+    def _anchor(self, call: Call, offer: bytes, offerer: str = "caller") -> bytes:
+        """Anchor the call's media on `offerer`'s SDP offer; the offer for the other
+        side. The legs are named for the phones ("caller" faces A, "callee" B) even
+        when B made the offer (a delayed offer)."""
+        assert self.media is not None  # noqa: S101  # only called with an engine
+        other = "callee" if offerer == "caller" else "caller"
+        media, body = self.media.anchor(offer, offerer, other)
+        call.media = media
+        if self.music_on_hold is not None:
+            media.music_on_hold = self.music_on_hold  # type: ignore[assignment]
+        media.on_inactivity(self.rtp_timeout, self._media_dead)
+        return body
 
     def _media_dead(self, media: AnchoredCall, leg: MediaLeg) -> None:
         for call in list(self.calls.values()):
@@ -301,7 +395,9 @@ class CallManager:
             self._prack(fork, resp)
         out = self._a_reply(call, resp.status, resp.reason)
         body = resp.body
-        if call.media is not None:
+        if call.late_offer:
+            body = b""  # an offer A could only answer in a PRACK we do not relay
+        elif call.media is not None:
             # A 180 keeps its meaning (the phone shows "ringing") and may carry the
             # early media, which is our ringback when the callee sent none (RFC 3960).
             body = self._early_media(call, resp)
@@ -319,11 +415,11 @@ class CallManager:
             if resp.body:
                 if call.ringback:
                     call.ringback = False
-                    media.caller.stop_play()
+                    media.leg("caller").stop_play()
                 return media.answer(resp.body)
             if not call.ringback and resp.status == 180:
                 body = media.early_answer()
-                media.caller.tone("ringback")
+                media.leg("caller").tone("ringback")
                 call.ringback = True
                 return body
         except MediaError as exc:
@@ -346,6 +442,8 @@ class CallManager:
             # A retransmitted 2xx: our ACK was lost.
             self.stack.send(fork.ack, fork.dialog.destination())
             return
+        if call.answered is fork and call.state is not State.ENDED:
+            return  # retransmitted while our ACK waits for A's (a delayed offer)
         if call.state is State.ENDED or (call.answered is not None and call.answered is not fork):
             # Another fork won, or the caller gave up: ACK and hang up this one.
             self._ack(fork, b"", None)
@@ -364,21 +462,81 @@ class CallManager:
             call.ack_to_b_pending = True  # A's ACK carries the answer to B's offer
         out = self._a_reply(call, 200, "OK")
         out.body = resp.body
-        if call.media is not None:
-            if call.ringback:
-                call.ringback = False
-                call.media.caller.stop_play()
-            try:
+        reanchor = b""
+        try:
+            if call.late_offer:
+                if not resp.body:
+                    raise MediaError("the callee's 2xx to an INVITE without SDP has no offer", 502)  # noqa: TRY301  # handled just below, with the other refusals
+                out.body = self._anchor(call, resp.body, offerer="callee")
+            elif call.media is not None:
+                if call.ringback:
+                    call.ringback = False
+                    call.media.leg("caller").stop_play()
                 out.body = call.media.answer(resp.body)
-            except MediaError as exc:
-                # The callee answered with nothing we can use: end both sides.
-                log.info("call %s: answer refused: %s", call.id, exc.reason)
-                self._bye(fork.dialog)
-                self._fail_a(call, exc.status, exc.reason)
-                return
+            elif call.direct and resp.body and not self._answer_on_lan(resp.body):
+                # Direct media was promised to a callee that answers from off the LAN:
+                # anchor after all (A's answer from the engine, B re-INVITEd below).
+                log.info("call %s: callee's media is off the LAN, anchoring it", call.id)
+                reanchor = self._anchor(call, call.a_req.body)
+                out.body = self._media(call).answer(resp.body)
+                call.direct = False
+        except MediaError as exc:
+            # The callee answered with nothing we can use: end both sides.
+            log.info("call %s: answer refused: %s", call.id, exc.reason)
+            if call.ack_to_b_pending:
+                call.ack_to_b_pending = False
+                self._ack(fork, b"", None)
+            self._bye(fork.dialog)
+            self._fail_a(call, exc.status, exc.reason)
+            return
         if out.body:
             out.headers.add("Content-Type", resp.headers.get("content-type") or "application/sdp")
         self._send_a_2xx(call, out)
+        if reanchor:
+            self._reanchor_callee(call, fork, reanchor)
+
+    def _media(self, call: Call) -> AnchoredCall:
+        assert call.media is not None  # noqa: S101  # callers anchored it just before
+        return call.media
+
+    def _answer_on_lan(self, body: bytes) -> bool:
+        address = sdp_address(body)
+        return address is not None and (
+            address in ("0.0.0.0", "::") or in_networks(address, self.lan)
+        )
+
+    def _reanchor_callee(self, call: Call, fork: Fork, offer: bytes) -> None:
+        """Move B's media to the PBX: a re-INVITE with the engine's offer; its answer
+        updates the engine's leg to B. A refusal ends the call: B would keep sending
+        to A directly while the engine waits for it in vain."""
+        reinvite = fork.dialog.request("INVITE", offer, "application/sdp")
+        call.reinvite_pending = True
+
+        def answered(resp: Response | None) -> None:
+            status = 408 if resp is None else resp.status
+            if status < 200 or call.state is State.ENDED:
+                return
+            call.reinvite_pending = False
+            if resp is not None and 200 <= status < 300:
+                self._ack_reinvite(fork.dialog, reinvite)
+                try:
+                    self._media(call).answer(resp.body)
+                except MediaError as exc:
+                    log.info("call %s: re-anchoring refused: %s", call.id, exc.reason)
+                    self.hangup(call, "media not anchored")
+                return
+            log.info("call %s: callee refused re-anchoring (%s)", call.id, status)
+            self.hangup(call, f"{status} media not anchored")
+
+        if self._send_in_dialog(fork.dialog, reinvite, answered) is None:
+            self.hangup(call, "media not anchored")
+
+    def _ack_reinvite(self, dialog: Dialog, invite: Request) -> None:
+        ack = dialog.request("ACK")
+        ack.headers.set("CSeq", f"{invite.cseq.seq} ACK")
+        dest = dialog.destination()
+        ack.headers.insert(0, "Via", str(self.stack.via_for(dest)))
+        self.stack.send(ack, dest)
 
     def _ack(self, fork: Fork, body: bytes, ctype: str | None) -> None:
         ack = fork.dialog.request("ACK", body, ctype)
@@ -655,6 +813,19 @@ class CallManager:
         if call.ack_to_b_pending and call.answered is not None:
             call.ack_to_b_pending = False
             ctype = req.headers.get("content-type") if req.body else None
+            if call.late_offer and call.media is not None:
+                # A's answer to the engine's offer; B gets the engine's answer.
+                try:
+                    if not req.body:
+                        raise MediaError("the caller's ACK carries no answer", 400)  # noqa: TRY301  # handled just below
+                    body = call.media.answer(req.body)
+                except MediaError as exc:
+                    log.info("call %s: %s, hanging up", call.id, exc.reason)
+                    self._ack(call.answered, b"", None)
+                    self.hangup(call, f"no usable answer in ACK: {exc.reason}")
+                    return
+                self._ack(call.answered, body, "application/sdp")
+                return
             self._ack(call.answered, req.body, ctype)
 
     # ------------------------------------------------------------ end

@@ -92,6 +92,7 @@ class Engine:
             media=media,
             rtp_timeout=float(settings.get("rtp_timeout", 60)),
         )
+        self.calls.configure(settings)
         if media is not None:
             self.calls.music_on_hold = _music_on_hold(media)
         self.trunks = TrunkManager(stack)
@@ -116,6 +117,7 @@ class Engine:
         self.registrar.min_expires = int(settings.get("reg_min_expires", 60))
         self.registrar.max_expires = int(settings.get("reg_max_expires", 3600))
         self.calls.rtp_timeout = float(settings.get("rtp_timeout", 60))
+        self.calls.configure(settings)
         self.trunks.configure(self.snap.trunks())
         self._configure_security()
 
@@ -431,7 +433,9 @@ class Engine:
         if not targets:
             self.stack.respond(key, req.reply(486 if busy else 480, to_tag=new_tag()))
             return None
-        return self.calls.start(req, key, source, caller, number, targets, timeout)
+        # Direct media only between extensions: never with a trunk's caller.
+        direct = self.trunks.trusted(source[1]) is None
+        return self.calls.start(req, key, source, caller, number, targets, timeout, direct)
 
     # ------------------------------------------------------------------ status
     def _call_ended(self, call: Call) -> None:

@@ -469,6 +469,38 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("reg_min_expires", int, 60, "shortest registration accepted"),
         Setting("reg_max_expires", int, 3600, "longest registration granted"),
         Setting("rtp_timeout", int, 60, "seconds without RTP before a call is ended"),
+        Setting(
+            "direct_media",
+            str,
+            "no",
+            "yes = a call between two extensions on the LAN (lan_networks: their SIP source "
+            "and SDP addresses) sends RTP phone to phone, not through the PBX; such calls get "
+            "no music on hold (the held phone hears silence) and no RTP timeout (session "
+            "timers still end dead calls). Calls with a trunk, *43 and delayed offers are "
+            "always anchored",
+            ("no", "yes"),
+        ),
+        Setting(
+            "lan_networks",
+            str,
+            "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,fc00::/7,::1/128",
+            "comma-separated networks that count as the LAN for direct_media (Asterisk's "
+            "localnet): RFC 1918, loopback and IPv6 unique-local by default",
+        ),
+        Setting(
+            "session_expires",
+            int,
+            1800,
+            "RFC 4028 session timer: the Session-Expires the PBX asks for on each leg, "
+            "seconds; a call nobody refreshes is ended after it (0 = no session timers)",
+        ),
+        Setting(
+            "session_min_se",
+            int,
+            90,
+            "RFC 4028 Min-SE: the shortest session interval accepted (smaller requests get "
+            "422); 90 is the RFC's floor, lower values are for tests only",
+        ),
         Setting("sec_ban_failures", int, 10, "failed logins that ban a source (0 = never)"),
         Setting("sec_ban_window", int, 60, "seconds in which sec_ban_failures count"),
         Setting("sec_ban_seconds", int, 900, "how long a ban lasts"),

@@ -156,3 +156,69 @@ def test_cdr_carries_each_legs_rtp_figures(env: Env, tmp_path: Path) -> None:
     # the PBX's ringback before the answer, so not the other way round).
     assert abs(int(row["caller_rtp_in"]) - int(row["callee_rtp_out"])) <= 5, row
     assert int(row["caller_rtp_out"]) >= int(row["callee_rtp_in"]), row
+
+
+# ---------------------------------------------------------------- delayed offer
+
+
+def _sent(res: Run, method: str) -> list[Message]:
+    return [m for m in res.messages if m.direction == "sent" and m.method == method]
+
+
+def test_delayed_offer_is_anchored(env: Env, tmp_path: Path) -> None:
+    """INVITE without SDP: B's offer reaches A rewritten to the PBX's address, A's
+    answer (in its ACK) reaches B in the PBX's ACK, and RTP flows through the relay."""
+    callee, _port = _callee(env, tmp_path, "uas_media_late.xml")
+    try:
+        res = _call(env, tmp_path, "uac_media_late.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    (invite,) = b.requests("INVITE")
+    assert invite.body.strip() == "", invite.text  # the offer is still B's to make
+    ok = next(m for m in res.received() if m.status == 200 and "INVITE" in m.header("CSeq"))
+    assert sdp_address(ok)[0] == PBX_MEDIA, ok.text  # B's offer, anchored
+    assert "o=callee" not in ok.body
+    (ack,) = b.requests("ACK")
+    assert sdp_address(ack)[0] == PBX_MEDIA, ack.text  # A's answer, anchored
+    assert "o=caller" not in ack.body and "PCMA/8000" in ack.body
+    row = env.cdr(a_call_id(res))
+    assert row["disposition"] == "ANSWERED", row
+    for side in ("caller", "callee"):
+        assert row[f"{side}_codec"] == "PCMA", row
+        assert int(row[f"{side}_rtp_in"]) > 40, row  # each phone's audio reached the PBX
+        assert int(row[f"{side}_rtp_out"]) > 40, row  # and was relayed to the other
+
+
+def test_delayed_offer_answered_without_offer_is_refused(env: Env, tmp_path: Path) -> None:
+    """B's 200 to an INVITE without SDP has no offer: B gets its ACK and a BYE, A a 502."""
+    callee, _port = _callee(env, tmp_path, "uas_late_no_offer.xml")
+    try:
+        res = _call(env, tmp_path, "uac_late_reject.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    assert res.statuses()[-1] == 502, res.report()
+    assert len(b.requests("ACK")) == 1 and len(b.requests("BYE")) == 1, b.report()
+    row = env.cdr(a_call_id(res))
+    assert row["disposition"] == "FAILED" and "no offer" in row["cause"], row
+
+
+def test_delayed_offer_ack_without_answer_ends_the_call(env: Env, tmp_path: Path) -> None:
+    """A's ACK carries no answer to the offer it got: both sides get a BYE."""
+    callee, _port = _callee(env, tmp_path, "uas_media_late.xml")
+    try:
+        res = _call(env, tmp_path, "uac_late_no_answer.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    assert len(res.requests("BYE")) == 1, res.report()
+    assert len(b.requests("BYE")) == 1, b.report()
+    row = env.cdr(a_call_id(res))
+    assert "no usable answer in ACK" in row["cause"], row
+    assert "ACK carries no answer" in env.pbx.log()
