@@ -144,6 +144,11 @@ def test_cdr_carries_each_legs_rtp_figures(env: Env, tmp_path: Path) -> None:
         callee.stop()
     check(res)
     check(b)
+    # Anchored (direct_media is off by default): each phone sees the PBX's address.
+    (invite,) = b.requests("INVITE")
+    assert sdp_address(invite)[0] == PBX_MEDIA, invite.text
+    ok = next(m for m in res.received() if m.status == 200 and "INVITE" in m.header("CSeq"))
+    assert sdp_address(ok)[0] == PBX_MEDIA, ok.text
     row = env.cdr(a_call_id(res))
     assert row["disposition"] == "ANSWERED"
     # Two seconds of 50 packet/s audio from each phone went through the relay.
@@ -222,3 +227,92 @@ def test_delayed_offer_ack_without_answer_ends_the_call(env: Env, tmp_path: Path
     row = env.cdr(a_call_id(res))
     assert "no usable answer in ACK" in row["cause"], row
     assert "ACK carries no answer" in env.pbx.log()
+
+
+# ---------------------------------------------------------------- direct media
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """A PBX with direct_media on (lan_networks left at its default, which holds
+    127.0.0.0/8 and so both phones)."""
+    e = _start(tmp_path_factory.mktemp("direct"), {"direct_media": "yes"})
+    yield e
+    stop_pbx(e.pbx)
+    assert "Traceback" not in e.pbx.log(), e.pbx.log()
+
+
+def _sdp_of(res: Run, direction: str, what: str) -> Message:
+    """The first message with SDP sent or received whose first line has `what`."""
+    return next(
+        m for m in res.messages if m.direction == direction and what in m.first_line and m.body
+    )
+
+
+def test_direct_media_between_lan_phones(direct: Env, tmp_path: Path) -> None:
+    """Both phones on the LAN: each sees the other's own SDP address and port, RTP
+    goes phone to phone, and the CDR has no relay figures."""
+    callee, _port = _callee(direct, tmp_path, "uas_media_talk.xml")
+    try:
+        res = _call(direct, tmp_path, "uac_media_talk.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    a_offer = [m for m in res.messages if m.direction == "sent" and m.method == "INVITE"][-1]
+    (b_invite,) = b.requests("INVITE")
+    assert sdp_address(b_invite) == sdp_address(a_offer) == (CALLER_IP, sdp_address(a_offer)[1])
+    b_answer = _sdp_of(b, "sent", "200 OK")
+    a_answer = next(m for m in res.received() if m.status == 200 and m.body)
+    assert sdp_address(a_answer) == sdp_address(b_answer)
+    assert sdp_address(a_answer)[0] == CALLEE_IP
+    row = direct.cdr(a_call_id(res))
+    assert row["disposition"] == "ANSWERED"
+    assert row["caller_codec"] == row["callee_codec"] == "" and row["caller_rtp_in"] == ""
+
+
+def test_direct_media_hold_passes_end_to_end(direct: Env, tmp_path: Path) -> None:
+    """With the media off the PBX, a hold re-INVITE goes to the other phone (no music
+    on hold: the PBX is not in the media path)."""
+    callee, _port = _callee(direct, tmp_path, "uas_answer.xml")
+    try:
+        res = _call(direct, tmp_path, "uac_call_hold.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    invites = b.requests("INVITE")
+    assert len(invites) == 2, b.report()
+    assert "a=sendonly" in invites[1].body or "a=inactive" in invites[1].body
+    assert sdp_address(invites[1])[0] == CALLER_IP
+
+
+def test_direct_media_callee_off_the_lan_is_anchored_after_all(direct: Env, tmp_path: Path) -> None:
+    """The callee answers with an address off the LAN (192.0.2.1): A gets the PBX's
+    answer and B a re-INVITE that moves its media to the PBX."""
+    port = free_port(CALLEE_IP)
+    register(direct.addr, tmp_path, "101", port, contact_ip=CALLEE_IP)
+    callee = Server(
+        "uas_media_elsewhere.xml",
+        tmp_path,
+        "callee-101",
+        local_ip=CALLEE_IP,
+        port=port,
+        keys={"media_addr": "192.0.2.1"},
+    )
+    try:
+        res = _call(direct, tmp_path, "uac_call.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    first, second = b.requests("INVITE")
+    assert sdp_address(first)[0] == CALLER_IP  # direct media was tried
+    assert sdp_address(second)[0] == PBX_MEDIA, second.text  # and then anchored
+    a_answer = next(m for m in res.received() if m.status == 200 and m.body)
+    assert sdp_address(a_answer)[0] == PBX_MEDIA, a_answer.text
+    assert "callee's media is off the LAN" in direct.pbx.log()
+    assert len(b.requests("BYE")) == 1
