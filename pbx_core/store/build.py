@@ -105,6 +105,7 @@ class _Builder:
         self.domain = str(sch.SETTINGS["domain"].default)
         # Destinations are checked last, when every table they may name is known.
         self._pending: list[tuple[Table, int, str, Destination]] = []
+        self._operator: tuple[Table, int] | None = None  # the row of the operator setting
 
     def rows(self, name: str) -> list[tuple[Table, int, dict[str, Value]]]:
         table = self.tables.get(name)
@@ -156,6 +157,8 @@ class _Builder:
                 )
             else:
                 values[name] = text
+                if name == "operator" and text:
+                    self._operator = (table, r)
         self.cfg.settings = values
         self.domain = str(values["domain"])
 
@@ -412,6 +415,11 @@ class _Builder:
             problem = self._dest_problem(dest)
             if problem:
                 self.err(table, r, column, problem)
+        if self._operator is not None:
+            op = str(self.cfg.settings["operator"])
+            if self.cfg.numbers.get(op, Destination("")).type not in ("extension", "group"):
+                table, r = self._operator
+                self.err(table, r, "value", f"operator {op!r} is not an extension or ring group")
 
     def _dest_problem(self, dest: Destination) -> str | None:
         t, target = dest.type, dest.target

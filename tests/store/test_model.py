@@ -140,6 +140,11 @@ def _factory_copy(tmp_path: Path) -> Path:
             "pbx_settings:2:10: setting 'sip_port' must be an integer",
         ),
         (
+            "pbx_settings",
+            "name(string) value(string,null)\noperator:109\n",
+            "pbx_settings:2:10: operator '109' is not an extension or ring group",
+        ),
+        (
             "subscriber",
             "username(string) domain(string) password(string) ha1(string)\n"
             "100:pbx.local:pw:00000000000000000000000000000000\n",
@@ -357,3 +362,11 @@ def test_state_store_grows_when_full(tmp_path: Path) -> None:
         for i in range(40):
             state.add_voicemail("100", f"{i:04d}", {"blob": "x" * 4000})
         assert len(state.voicemails("100")) == 40
+
+
+@pytest.mark.parametrize("operator", ["100", ""])
+def test_operator_naming_an_extension_or_nobody_passes(tmp_path: Path, operator: str) -> None:
+    d = _factory_copy(tmp_path)
+    (d / "pbx_settings").write_text(f"name(string) value(string,null)\noperator:{operator}\n")
+    report = check_dir(d)
+    assert not report.errors, report.errors
