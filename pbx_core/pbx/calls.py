@@ -24,6 +24,14 @@ callee's answer then carry an address off the LAN, the call is anchored after al
 A gets the engine's answer and B a re-INVITE with the engine's offer (Asterisk's
 way back from direct media).
 
+Session timers (RFC 4028, the sans-IO rules in session_timer.py) run on each leg on
+its own: negotiated on A's INVITE (422 when too short) and on our INVITE to B,
+restarted by every re-INVITE or UPDATE that succeeds on that leg. Where the PBX is
+the refresher it sends an UPDATE (or, to a phone that does not allow UPDATE, a
+re-INVITE without SDP whose offer the engine answers in the ACK) at half the
+interval; where the phone is, a missing refresh ends the call with BYE on both legs.
+A body-less UPDATE is a pure refresh and is answered on its leg, not passed across.
+
 We ACK B's 2xx at once when the offer was in the INVITE; with a delayed offer we wait
 for A's ACK. Our 2xx to A is retransmitted until A's ACK arrives (§13.3.1.4); without
 one the call is torn down.
@@ -46,6 +54,18 @@ from pbx_core.media.errors import MediaError
 from pbx_core.media.events import LegStats
 from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.dialog import Dialog
+from pbx_core.pbx.session_timer import (
+    Accept,
+    Action,
+    LegTimer,
+    Reject,
+    SessionTimerError,
+    TimerConfig,
+    negotiate_uac,
+    negotiate_uas,
+    retry_interval,
+    uac_headers,
+)
 from pbx_core.pbx.sipserver import SipServer
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.events import AnyServerKey, ClientKey
@@ -127,6 +147,7 @@ class Fork:
     final: int | None = None
     ack: Request | None = None
     auth_tries: int = 0
+    timer_retried: bool = False  # a 422 is retried once with its Min-SE (RFC 4028 §7.3)
 
 
 @dataclass
@@ -157,6 +178,11 @@ class Call:
     reinvite_pending: bool = False  # glare: a second re-INVITE meanwhile gets 491
     direct: bool = False  # direct media: SDP passes end to end (setting direct_media)
     late_offer: bool = False  # an INVITE without SDP, anchored when B's 2xx offers
+    # RFC 4028 session timers, one per leg ("a", "b"), and what A's INVITE negotiated
+    a_session: Accept | None = None
+    timers: dict[str, LegTimer] = field(default_factory=dict)
+    timer_handles: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    allows_update: dict[str, bool] = field(default_factory=dict)
     media: AnchoredCall | None = None  # the anchored RTP of the call (issue 6)
     media_stats: dict[str, LegStats] = field(default_factory=dict)  # at hang-up, for the CDR
     endpoint: MediaLeg | None = None  # a call the PBX answers itself (echo test …)
@@ -182,6 +208,7 @@ class CallManager:
         self.rtp_timeout = rtp_timeout
         self.direct_media = False
         self.lan: tuple[Network, ...] = parse_networks(DEFAULT_LAN)
+        self.session_timers = TimerConfig()
         # Music on hold for anchored calls (set by the engine when the file exists).
         self.music_on_hold: object | None = None
         self.loop = stack.loop
@@ -200,6 +227,13 @@ class CallManager:
             self.lan = parse_networks(str(settings.get("lan_networks", DEFAULT_LAN)))
         except ValueError as exc:
             log.error("lan_networks rejected, keeping the old ones: %s", exc)  # noqa: TRY400  # one line says it
+        try:
+            self.session_timers = TimerConfig(
+                int(str(settings.get("session_expires", 1800))),
+                int(str(settings.get("session_min_se", 90))),
+            )
+        except ValueError as exc:
+            log.error("session timer settings rejected, keeping the old ones: %s", exc)  # noqa: TRY400  # one line says it
 
     # ------------------------------------------------------------------ set-up
     def contact(self, dest: Address) -> str:
@@ -234,6 +268,8 @@ class CallManager:
         )
         self.calls[call.id] = call
         self.by_key[key] = call
+        if not self._a_session(call):
+            return call
         offer = req.body
         call.direct = direct_media and self._on_lan(call, targets)
         if self.media is not None and not call.direct:
@@ -252,6 +288,22 @@ class CallManager:
             return call
         call.ring_timer = self.loop.call_later(ring_timeout, self._ring_timeout, call)
         return call
+
+    def _a_session(self, call: Call) -> bool:
+        """Negotiate A's session timer from its INVITE (sent with our 2xx); False
+        when the call was refused (422 with our Min-SE, or 400)."""
+        req = call.a_req
+        try:
+            got = negotiate_uas(req.headers, self.session_timers)
+        except SessionTimerError as exc:
+            self._fail_a(call, exc.status, exc.reason)
+            return False
+        if isinstance(got, Reject):
+            self._fail_a(call, got.status, "session interval too small", got.headers())
+            return False
+        call.a_session = got
+        call.allows_update["a"] = _allows_update(req)
+        return True
 
     def _on_lan(self, call: Call, targets: list[Target]) -> bool:
         """Direct media for this call: the setting is on, the caller offered in its
@@ -309,6 +361,8 @@ class CallManager:
         call = Call(tag(), req, key, source, tag(), caller, callee, now, endpoint=leg)
         self.calls[call.id] = call
         self.by_key[key] = call
+        if not self._a_session(call):
+            return None
         out = self._a_reply(call, 200, "OK")
         out.body = body
         out.headers.add("Content-Type", "application/sdp")
@@ -339,6 +393,8 @@ class CallManager:
         dialog.local_cseq = 1
         invite.headers.set("Max-Forwards", str(max(0, (max_forwards or 70) - 1)))
         invite.headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO")
+        for name, value in uac_headers(self.session_timers):
+            invite.headers.add(name, value)
         for name, value in target.extra:
             invite.headers.add(name, value)
         fork = Fork(call, target, dialog, invite)
@@ -371,6 +427,8 @@ class CallManager:
             self._b_answer(fork, resp)
             return
         if status in (401, 407) and resp is not None and self._retry_with_auth(fork, resp):
+            return
+        if status == 422 and resp is not None and self._retry_with_interval(fork, resp):
             return
         fork.final = status
         self._forget_fork(fork)
@@ -452,6 +510,8 @@ class CallManager:
         call.answered = fork
         call.state = State.ANSWERED
         call.answered_at = self.loop.time()
+        call.allows_update["b"] = _allows_update(resp)
+        self._restart_uac_timer(call, "b", resp)
         self._cancel_timer(call, "ring_timer")
         for other in call.forks:
             if other is not fork and other.final is None:
@@ -546,6 +606,28 @@ class CallManager:
         fork.ack = ack
         self.stack.send(ack, dest)
 
+    def _retry_with_interval(self, fork: Fork, resp: Response) -> bool:
+        """B wants a longer session interval (422, RFC 4028 §7.3): ask again, once."""
+        try:
+            asked = fork.invite.headers.get("session-expires") or ""
+            interval = retry_interval(resp.headers, int(asked.split(";")[0] or 0))
+        except (SessionTimerError, ValueError):
+            return False
+        if interval is None or fork.timer_retried or fork.call.state is State.ENDED:
+            return False
+        fork.timer_retried = True
+        old = fork.invite
+        new = Request("INVITE", old.uri, old.headers.copy(), old.body)
+        new.headers.remove("via")
+        fork.dialog.local_cseq += 1
+        new.headers.set("CSeq", f"{fork.dialog.local_cseq} INVITE")
+        new.headers.set("Session-Expires", str(interval))
+        new.headers.set("Min-SE", str(interval))
+        fork.invite = new
+        fork.provisional = False
+        self._send_invite(fork)
+        return True
+
     def _retry_with_auth(self, fork: Fork, resp: Response) -> bool:
         """A trunk challenged our INVITE: send it again with credentials (once)."""
         from pbx_core.sip.digest import DigestClient  # noqa: PLC0415  # trunks only
@@ -588,6 +670,11 @@ class CallManager:
         return resp
 
     def _send_a_2xx(self, call: Call, resp: Response) -> None:
+        resp.headers.add("Supported", "timer")
+        if call.a_session is not None:
+            for name, value in call.a_session.headers():
+                resp.headers.add(name, value)
+            self._restart_timer(call, "a", LegTimer.start(self.loop.time(), call.a_session))
         call.a_2xx = resp
         call.a_final_sent = True
         self.stack.respond(call.a_key, resp)
@@ -607,10 +694,15 @@ class CallManager:
 
         call.a_2xx_timer = self.loop.call_later(interval, again)
 
-    def _fail_a(self, call: Call, status: int, why: str) -> None:
+    def _fail_a(
+        self, call: Call, status: int, why: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         if not call.a_final_sent:
             call.a_final_sent = True
-            self.stack.respond(call.a_key, self._a_reply(call, status))
+            resp = self._a_reply(call, status)
+            for name, value in headers or ():
+                resp.headers.add(name, value)
+            self.stack.respond(call.a_key, resp)
         self._end(call, _disposition(status), f"{status} {why}")
 
     def _ring_timeout(self, call: Call) -> None:
@@ -707,6 +799,8 @@ class CallManager:
         if call.state is State.ENDED:
             self.stack.respond(key, req.reply(481))
             return True
+        if req.method in ("INVITE", "UPDATE") and not self._refresh_request(call, side, req, key):
+            return True
         if self._media_request(call, side, req, key):
             return True
         self._relay(call, side, req, key)
@@ -752,11 +846,13 @@ class CallManager:
         self, call: Call, side: str, req: Request, key: AnyServerKey, body: bytes
     ) -> None:
         resp = req.reply(200)
-        resp.body = body
-        resp.headers.add("Content-Type", "application/sdp")
+        if body:
+            resp.body = body
+            resp.headers.add("Content-Type", "application/sdp")
         resp.headers.add(
             "Contact", self.contact(call.a_source if side == "a" else req_source(call, side))
         )
+        self._timer_reply(call, side, req, resp)
         self.stack.respond(key, resp)
 
     def _other_dialog(self, call: Call, side: str) -> Dialog | None:
@@ -778,6 +874,11 @@ class CallManager:
         for name in ("event", "subscription-state", "rack", "info-package"):
             for value in req.headers.getall(name):
                 out.headers.add(name, value)
+        other_side = "b" if side == "a" else "a"
+        refresh = req.method in ("INVITE", "UPDATE")
+        if refresh:
+            for name, value in self._refresh_headers(call, other_side):
+                out.headers.add(name, value)
 
         def answered(resp: Response | None) -> None:
             status = 408 if resp is None else resp.status
@@ -785,6 +886,8 @@ class CallManager:
                 return
             if req.method == "INVITE":
                 call.reinvite_pending = False
+            if refresh and resp is not None and 200 <= status < 300:
+                self._restart_uac_timer(call, other_side, resp)
             reply = req.reply(status, None if resp is None else resp.reason)
             if resp is not None and resp.body:
                 reply.body = resp.body
@@ -798,6 +901,7 @@ class CallManager:
                 dest = other.destination()
                 ack.headers.insert(0, "Via", str(self.stack.via_for(dest)))
                 self.stack.send(ack, dest)
+            self._timer_reply(call, side, req, reply)
             self.stack.respond(key, reply)
 
         if self._send_in_dialog(other, out, answered) is None:
@@ -828,6 +932,158 @@ class CallManager:
                 return
             self._ack(call.answered, req.body, ctype)
 
+    # ------------------------------------------------------------ session timers
+    def _refresh_request(self, call: Call, side: str, req: Request, key: AnyServerKey) -> bool:
+        """A re-INVITE or UPDATE from a phone (RFC 4028 §9): False when it was
+        answered here (422, 400, or a body-less UPDATE, which is only a refresh)."""
+        try:
+            got = negotiate_uas(req.headers, self.session_timers)
+        except SessionTimerError as exc:
+            self.stack.respond(key, req.reply(exc.status))
+            return False
+        if isinstance(got, Reject):
+            resp = req.reply(got.status)
+            for name, value in got.headers():
+                resp.headers.add(name, value)
+            self.stack.respond(key, resp)
+            return False
+        if req.method == "UPDATE" and not req.body:
+            self._answer_offer(call, side, req, key, b"")
+            return False
+        return True
+
+    def _timer_reply(self, call: Call, side: str, req: Request, resp: Response) -> None:
+        """Our 2xx to a phone's re-INVITE/UPDATE carries the leg's new session timer,
+        which starts again now."""
+        if req.method not in ("INVITE", "UPDATE") or not 200 <= resp.status < 300:
+            return
+        try:
+            got = negotiate_uas(req.headers, self.session_timers)
+        except SessionTimerError:
+            return  # answered with 400 before it got here
+        if isinstance(got, Reject):
+            return
+        resp.headers.add("Supported", "timer")
+        for name, value in got.headers():
+            resp.headers.add(name, value)
+        self._restart_timer(call, side, LegTimer.start(self.loop.time(), got))
+
+    def _refresh_headers(self, call: Call, side: str) -> list[tuple[str, str]]:
+        """Session timer headers of a re-INVITE/UPDATE we send on `side`: the leg's
+        interval, and the same refresher as now."""
+        timer = call.timers.get(side)
+        if timer is None:
+            return uac_headers(self.session_timers)
+        return uac_headers(self.session_timers, timer.interval, timer.we_refresh)
+
+    def _restart_uac_timer(self, call: Call, side: str, resp: Response) -> None:
+        """A 2xx to our INVITE/UPDATE on `side` (RFC 4028 §7.2) restarts its timer."""
+        try:
+            got = negotiate_uac(resp.headers, self.session_timers)
+        except SessionTimerError as exc:
+            log.info("call %s: bad session timer in a 2xx (%s): no timer", call.id, exc)
+            got = None
+        self._restart_timer(call, side, LegTimer.start(self.loop.time(), got))
+
+    def _restart_timer(self, call: Call, side: str, timer: LegTimer | None) -> None:
+        old = call.timer_handles.pop(side, None)
+        if old is not None:
+            old.cancel()
+        if timer is None:
+            call.timers.pop(side, None)
+            return
+        call.timers[side] = timer
+        when, action = timer.due()
+        call.timer_handles[side] = self.loop.call_at(when, self._session_timer, call, side, action)
+
+    def _session_timer(self, call: Call, side: str, action: Action) -> None:
+        call.timer_handles.pop(side, None)
+        if call.state is State.ENDED:
+            return
+        who = "caller" if side == "a" else "callee"
+        if action is Action.EXPIRE:
+            log.info("call %s: no session refresh from the %s, hanging up", call.id, who)
+            self.hangup(call, f"session timer expired ({who})")
+            return
+        self._send_refresh(call, side)
+
+    def _send_refresh(self, call: Call, side: str) -> None:
+        """We are the refresher on `side` (RFC 4028 §10): UPDATE without a body when
+        the phone allows it, else a re-INVITE without SDP whose offer (in the 2xx)
+        the media engine answers in the ACK."""
+        timer = call.timers.get(side)
+        dialog = call.a_dialog if side == "a" else (call.answered.dialog if call.answered else None)
+        if timer is None or dialog is None:
+            return
+        method = "UPDATE" if call.allows_update.get(side) else "INVITE"
+        if method == "INVITE" and (
+            call.reinvite_pending or (call.media is None and call.endpoint is None)
+        ):
+            if call.reinvite_pending:  # our relayed re-INVITE is out: try again soon
+                call.timer_handles[side] = self.loop.call_later(
+                    2.0, self._session_timer, call, side, Action.REFRESH
+                )
+                return
+            # Media passes end to end and the phone takes no UPDATE: we have no SDP
+            # to answer its offer with, so this leg goes without a timer.
+            log.info("call %s: cannot refresh the %s leg, its session timer is off", call.id, side)
+            self._restart_timer(call, side, None)
+            return
+        req = dialog.request(method)
+        for name, value in uac_headers(self.session_timers, timer.interval, we_refresh=True):
+            req.headers.add(name, value)
+        if method == "INVITE":
+            call.reinvite_pending = True
+
+        def answered(resp: Response | None) -> None:
+            status = 408 if resp is None else resp.status
+            if status < 200 or call.state is State.ENDED:
+                return
+            if method == "INVITE":
+                call.reinvite_pending = False
+            if resp is not None and 200 <= status < 300:
+                if method == "INVITE" and not self._answer_refresh_offer(call, side, req, resp):
+                    return
+                self._restart_uac_timer(call, side, resp)
+                return
+            if status in (408, 481):  # §10: the session is gone
+                self.hangup(call, f"session refresh failed ({status})")
+                return
+            # Refused for another reason: stop refreshing, and end the call at expiry
+            # unless the phone refreshes meanwhile.
+            log.info("call %s: session refresh got %s", call.id, status)
+            self._restart_timer(call, side, LegTimer(timer.interval, False, timer.refreshed_at))
+
+        if self._send_in_dialog(dialog, req, answered) is None:
+            call.reinvite_pending = False
+            self.hangup(call, "session refresh failed")
+
+    def _answer_refresh_offer(self, call: Call, side: str, invite: Request, resp: Response) -> bool:
+        """The phone's offer in its 2xx to our body-less refresh re-INVITE: answered
+        by the engine in our ACK. False (and the call ended) when it is unusable."""
+        dialog = call.a_dialog if side == "a" else (call.answered.dialog if call.answered else None)
+        assert dialog is not None  # noqa: S101  # the refresh went out on it
+        body = b""
+        try:
+            if not resp.body:
+                raise MediaError("no offer in the 2xx to a refresh re-INVITE", 400)  # noqa: TRY301  # handled just below
+            if call.endpoint is not None:
+                assert self.media is not None  # noqa: S101  # endpoints come from it
+                body = self.media.reoffer_endpoint(call.endpoint, resp.body)
+            elif call.media is not None:
+                body = call.media.reoffer("caller" if side == "a" else "callee", resp.body)
+        except MediaError as exc:
+            self._ack_reinvite(dialog, invite)
+            log.info("call %s: refresh answer refused: %s", call.id, exc.reason)
+            self.hangup(call, "session refresh failed")
+            return False
+        ack = dialog.request("ACK", body, "application/sdp" if body else None)
+        ack.headers.set("CSeq", f"{invite.cseq.seq} ACK")
+        dest = dialog.destination()
+        ack.headers.insert(0, "Via", str(self.stack.via_for(dest)))
+        self.stack.send(ack, dest)
+        return True
+
     # ------------------------------------------------------------ end
     def _forget_fork(self, fork: Fork) -> None:
         self.dialogs.pop((fork.dialog.call_id, fork.dialog.local_tag), None)
@@ -840,6 +1096,9 @@ class CallManager:
         call.cause = cause
         call.ended_at = self.loop.time()
         self._cancel_timer(call, "ring_timer")
+        for handle in call.timer_handles.values():
+            handle.cancel()
+        call.timer_handles.clear()
         if call.media is not None:
             call.media_stats = dict(call.media.stats())
             call.media.close()
@@ -900,6 +1159,13 @@ def _media_status(call: Call) -> dict[str, object]:
         }
         for side, st in legs.items()
     }
+
+
+def _allows_update(msg: Request | Response) -> bool:
+    """The phone said (Allow) that it takes UPDATE (RFC 3311)."""
+    return any(
+        t.strip().upper() == "UPDATE" for v in msg.headers.getall("allow") for t in v.split(",")
+    )
 
 
 def req_source(call: Call, side: str) -> Address:
