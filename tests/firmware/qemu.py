@@ -3,8 +3,10 @@
 `Machine` boots a disk image with the serial console on a TCP socket (driven with
 pyserial's `socket://`, every byte also logged to a file), QMP on a unix socket, user
 networking that forwards SIP (UDP and TCP) and a few RTP ports from 127.0.0.1, and an
-i6300esb watchdog. `Machine.console` runs shell commands on the serial console;
-`Machine.qmp` queries QEMU (block statistics) and cuts the power (`quit`).
+i6300esb watchdog. The serial line belongs to `pbx console`, as on a real box:
+`Machine.wait_shell` logs in there and opens the console's maintenance shell, then
+`Machine.console` runs shell commands on the line; `Machine.qmp` queries QEMU (block
+statistics) and cuts the power (`quit`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ import serial
 TOP = Path(__file__).resolve().parents[2]
 READY = re.compile(rb"PBX ready, SIP on [^\r\n]*")
 PROMPT = re.compile(rb"wafer-pbx:[^\r\n]*# ")
+# `pbx console`, which init runs on ttyS0: its password prompt (not "New password: "),
+# the line it shows above that prompt while the factory password is still in force,
+# and its command prompt (with a * while changes are staged).
+PASSWORD_PROMPT = re.compile(rb"(?<!new )Password: ")
+FACTORY_NOTICE = b"Factory password: "
+CONSOLE_PROMPT = re.compile(rb"pbx\*?> ")
+FACTORY_PASSWORD = "admin"
 
 
 def _load_run_qemu() -> ModuleType:
@@ -143,6 +152,11 @@ class Console:
     def write(self, data: bytes) -> None:
         self.ser.write(data)
 
+    def before(self, end: int, n: int) -> bytes:
+        """The `n` bytes seen before offset `end`."""
+        with self.lock:
+            return bytes(self.buf[max(0, end - n) : end])
+
     def run(self, command: str, timeout: float = 30, check: bool = True) -> tuple[int, str]:
         """Run a shell command on the console; return (exit status, its output).
 
@@ -238,6 +252,9 @@ class Machine:
     rtp_host_base: int = 0
     started_at: float = 0.0
     boots: int = 0
+    # The admin password the harness logs in with at the console; it replaces the
+    # factory one whenever the console says that one is still in force.
+    admin_password: str = "wafer-harness-4711"
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -289,23 +306,52 @@ class Machine:
             return False
         return True
 
-    def wait_ready(self, timeout: float = 180) -> float:
-        """Wait for the PBX's ready line and a shell prompt; seconds since QEMU start."""
+    def wait_ready(self, timeout: float = 180, *, login: bool = True) -> float:
+        """Wait for the PBX's ready line, then (unless `login` is false) log in at the
+        console and open its shell; seconds from QEMU's start to the ready line."""
         self.console.expect(READY, timeout)
         elapsed = time.monotonic() - self.started_at
-        self.wait_shell(30)
+        if login:
+            self.wait_shell()
         return elapsed
 
-    def wait_shell(self, timeout: float = 60) -> None:
-        """Wait until the console shell answers a command."""
+    def wait_shell(self, timeout: float = 120) -> None:
+        """Get the harness a root shell on ttyS0, as an installer would: log in at
+        `pbx console` (setting `admin_password` if the factory one is still in force)
+        and run its `shell` command. For a freshly booted machine, or after the shell
+        was left."""
+        con = self.console
         deadline = time.monotonic() + timeout
+        # Ctrl-C leaves whatever the console was asking (the failsafe question after
+        # boot, a menu); Enter alone at the password prompt shows the banner again.
+        con.mark()
+        con.write(b"\x03\r")
         while True:
-            self.console.write(b"\n")
             try:
-                self.console.run("true", timeout=3)
+                prompt = con.expect(PASSWORD_PROMPT, 3)
+                break
             except ConsoleError:
                 if time.monotonic() > deadline:
                     raise
+                con.mark()
+                con.write(b"\r")
+        factory = FACTORY_NOTICE in con.before(prompt.start(), 160)
+        con.write((FACTORY_PASSWORD if factory else self.admin_password).encode() + b"\r")
+        if factory:
+            for _ in range(2):
+                con.expect(re.compile(rb"(New|Retype new) password: "), 60)
+                con.write(self.admin_password.encode() + b"\r")
+        con.expect(CONSOLE_PROMPT, 60)
+        con.write(b"shell\r")
+        con.expect(b"Maintenance shell", 10)
+        con.expect(PROMPT, 20)
+        while True:  # the shell answers commands (its prompt may come before it reads)
+            try:
+                con.run("true", timeout=3)
+            except ConsoleError:
+                if time.monotonic() > deadline:
+                    raise
+                con.write(b"\n")
             else:
                 return
 

@@ -1,7 +1,7 @@
 """A fresh image configured over its serial line by `pbx remote`, then used by phones.
 
-One machine serves the module; the tests run in file order. The shell on ttyS0 execs
-`pbx console`; the harness lets go of the line and `pbx remote --port
+One machine serves the module; the tests run in file order. init runs `pbx console`
+on ttyS0; the harness lets go of the line and `pbx remote --port
 socket://127.0.0.1:PORT` (QEMU's serial socket) logs in with the factory password,
 sets a new one, keeps the network on DHCP, adds two extensions with their passwords,
 sets the trunk and commits. Refused commands change nothing. Then the harness logs in
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.firmware.qemu import READY, TOP, Machine, prepare_image
-from tests.firmware.serial_login import console_to_shell, reconnect, release, start_console
+from tests.firmware.serial_login import reconnect, release
 from tests.interop.sipp_agents import Run, Server, free_port, run
 
 pytestmark = [pytest.mark.firmware, pytest.mark.slow]
@@ -55,10 +55,12 @@ def box(firmware_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     work = tmp_path_factory.mktemp("qemu-console")
     disk = work / "cf.img"
     prepare_image(firmware_image, disk)
-    m = Machine(disk, work)
+    m = Machine(disk, work, admin_password=ADMIN_PASSWORD)
     m.start()
     try:
-        m.wait_ready(timeout=240)
+        # Nobody logs in yet: the first login (pbx remote's) must change the factory
+        # password.
+        m.wait_ready(timeout=240, login=False)
         yield Box(m)
     finally:
         m.kill()
@@ -89,8 +91,24 @@ def pull(box: Box, dest: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(dest.iterdir())}
 
 
+def test_the_serial_line_belongs_to_the_console(box: Box) -> None:
+    # No shell on ttyS0 without the admin password: the line shows the console's
+    # banner and asks for the password (the factory one, still in force, is shown).
+    con = box.machine.console
+    con.mark()
+    con.write(b"\r")
+    prompt = con.expect(re.compile(rb"(?<!new )Password: "), 30)
+    seen = con.text(0)
+    assert "serial console" in seen, seen
+    assert b"Factory password: admin" in con.before(prompt.start(), 160), seen
+    start = con.mark()
+    con.write(b"id; echo not-a-shell\r")  # a password attempt, not a command
+    con.expect(b"Login incorrect", 30)
+    after = con.text(start)
+    assert "uid=0" not in after and "not-a-shell" not in after, after
+
+
 def test_configured_over_the_serial_line_by_pbx_remote(box: Box, tmp_path: Path) -> None:
-    start_console(box.machine)
     box.url = release(box.machine)
     commands = ["set settings.net_mode=dhcp"]
     for ext, password in EXTENSIONS.items():
@@ -144,7 +162,7 @@ def test_reboot_keeps_the_configuration(box: Box) -> None:
     assert box.generation, "needs the configuration of the first test"
     m = box.machine
     reconnect(m, box.url)
-    console_to_shell(m, ADMIN_PASSWORD)
+    m.wait_shell()
     # (The PBX's log lines share the console: look for the value on a line of its own.)
     generation = re.compile(rf"^{box.generation}\r?$", re.MULTILINE)
     _, current = m.console.run("readlink /data/config/current")
