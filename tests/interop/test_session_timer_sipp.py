@@ -16,7 +16,15 @@ import pytest
 
 from tests.conftest import stop_pbx
 from tests.interop.sipp_agents import PASSWORDS, Run, Server, free_port, register, run
-from tests.interop.test_media_anchor import CALLEE_IP, CALLER_IP, Env, _start, a_call_id, check
+from tests.interop.test_media_anchor import (
+    CALLEE_IP,
+    CALLER_IP,
+    PBX_MEDIA,
+    Env,
+    _start,
+    a_call_id,
+    check,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -118,3 +126,29 @@ def test_interval_below_min_se_gets_422(env: Env, tmp_path: Path) -> None:
     assert final.header("Min-SE") == str(SE)
     row = env.cdr(a_call_id(res))
     assert row["disposition"] == "FAILED" and row["cause"].startswith("422"), row
+
+
+def test_pbx_refreshes_a_caller_without_the_extension(env: Env, tmp_path: Path) -> None:
+    """The caller cannot refresh (no Supported: timer) and takes no UPDATE: the PBX
+    refreshes it at half the interval with a re-INVITE without SDP; the phone's offer
+    in the 200 is answered by the media engine in the ACK (the PBX's address)."""
+    callee = _callee(env, tmp_path, "uas_answer.xml")
+    try:
+        res = _call(env, tmp_path, "uac_timer_pbx_refresh.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    ok = next(m for m in res.received() if m.status == 200 and "INVITE" in m.header("CSeq"))
+    assert ok.header("Session-Expires") == f"{SE};refresher=uas", ok.text
+    assert ok.header("Require") is None  # the phone is not asked to know the extension
+    (refresh,) = res.requests("INVITE")
+    assert refresh.body.strip() == "" and refresh.header("Session-Expires") == (
+        f"{SE};refresher=uac"
+    ), refresh.text
+    (ack,) = res.requests("ACK")
+    assert f"c=IN IP4 {PBX_MEDIA}" in ack.body, ack.text
+    assert b.requests("INVITE")[1:] == []  # the callee's leg never heard of it
+    row = env.cdr(a_call_id(res))
+    assert row["cause"] == "caller hung up", row
