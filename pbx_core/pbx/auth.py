@@ -25,6 +25,7 @@ from pbx_core.store.model import User
 from pbx_core.store.snapshot import Snapshot
 
 NONCE_LIFETIME = 300.0
+USER_CACHE = 4096  # subscribers remembered per snapshot
 
 
 class Outcome(Enum):
@@ -49,6 +50,11 @@ class Authenticator:
         self.server = DigestServer(
             NonceFactory(secret or secrets.token_bytes(32), NONCE_LIFETIME), algorithms=("MD5",)
         )
+        # Subscribers looked up in the current snapshot (a snapshot never changes,
+        # and decoding a row costs more than verifying the digest). Unknown users
+        # are remembered too, so both cost the same. Bounded; a new snapshot empties it.
+        self._snap: Snapshot | None = None
+        self._users: dict[tuple[str, str], User | None] = {}
 
     def check(self, req: Request, snap: Snapshot, realm: str, now: float) -> AuthResult:
         """Verify the request's credentials for `realm`."""
@@ -68,7 +74,7 @@ class Authenticator:
         domain = realm
         if "@" in username:  # ha1b style: user@domain
             username, _, domain = username.partition("@")
-        user = snap.user(username, domain)
+        user = self._user(snap, username, domain)
         ha1 = None
         if user is not None:
             ha1 = user.ha1b if "@" in creds.username else user.ha1
@@ -79,6 +85,22 @@ class Authenticator:
             return AuthResult(Outcome.STALE, user, result.reason)
         fresh = self.server.nonces.check(creds.nonce, now, bind=realm) is NonceStatus.VALID
         return AuthResult(Outcome.FAILED, reason=result.reason, counts=fresh)
+
+    def _user(self, snap: Snapshot, username: str, domain: str) -> User | None:
+        users = self._users
+        if snap is not self._snap:
+            self._snap = snap
+            users.clear()
+        key = (username, domain)
+        try:
+            return users[key]
+        except KeyError:
+            pass
+        user = snap.user(username, domain)
+        if len(users) >= USER_CACHE:
+            users.clear()
+        users[key] = user
+        return user
 
     def challenge(self, req: Request, realm: str, now: float, *, stale: bool = False) -> Response:
         status = 401 if req.method == "REGISTER" else 407

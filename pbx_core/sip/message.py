@@ -29,210 +29,40 @@ from pbx_core.sip.headers import (
     parse_via,
     split_commas,
 )
+from pbx_core.sip.names import (
+    CANONICAL,
+    KEYS,
+    LIST_HEADERS,
+    NAME_ENTRIES,
+    REASONS,
+    header_key,
+    name_entry,
+)
 from pbx_core.sip.uri import URI, parse_uri
+
+__all__ = [
+    "LIST_HEADERS",
+    "MAX_MESSAGE",
+    "REASONS",
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "frame_length",
+    "header_key",
+    "parse_message",
+]
 
 # RFC 3261 §18.1.1 / §18.3: we refuse anything bigger (and answer 513 where we can).
 MAX_MESSAGE = 65536
-
-_COMPACT = {
-    "a": "accept-contact",
-    "b": "referred-by",
-    "c": "content-type",
-    "d": "request-disposition",
-    "e": "content-encoding",
-    "f": "from",
-    "i": "call-id",
-    "j": "reject-contact",
-    "k": "supported",
-    "l": "content-length",
-    "m": "contact",
-    "n": "identity-info",
-    "o": "event",
-    "r": "refer-to",
-    "s": "subject",
-    "t": "to",
-    "u": "allow-events",
-    "v": "via",
-    "x": "session-expires",
-    "y": "identity",
-}
-
-# How we spell the headers we know when we write them.
-_CANONICAL = {
-    name.lower(): name
-    for name in (
-        "Accept",
-        "Accept-Contact",
-        "Accept-Encoding",
-        "Accept-Language",
-        "Alert-Info",
-        "Allow",
-        "Allow-Events",
-        "Authentication-Info",
-        "Authorization",
-        "Call-ID",
-        "Call-Info",
-        "Contact",
-        "Content-Disposition",
-        "Content-Encoding",
-        "Content-Language",
-        "Content-Length",
-        "Content-Type",
-        "CSeq",
-        "Date",
-        "Error-Info",
-        "Event",
-        "Expires",
-        "From",
-        "Identity",
-        "Identity-Info",
-        "In-Reply-To",
-        "Max-Forwards",
-        "MIME-Version",
-        "Min-Expires",
-        "Min-SE",
-        "Organization",
-        "P-Asserted-Identity",
-        "P-Preferred-Identity",
-        "Path",
-        "Priority",
-        "Privacy",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Proxy-Require",
-        "RAck",
-        "Reason",
-        "Record-Route",
-        "Refer-To",
-        "Referred-By",
-        "Reject-Contact",
-        "Reply-To",
-        "Request-Disposition",
-        "Require",
-        "Retry-After",
-        "Route",
-        "RSeq",
-        "Server",
-        "Service-Route",
-        "Session-Expires",
-        "Subject",
-        "Subscription-State",
-        "Supported",
-        "Timestamp",
-        "To",
-        "Unsupported",
-        "User-Agent",
-        "Via",
-        "Warning",
-        "WWW-Authenticate",
-    )
-}
-
-# Headers whose value is a comma-separated list (RFC 3261 §7.3.1: "#" rules). Others
-# (Date, Authorization, User-Agent, Call-ID …) may contain commas of their own.
-LIST_HEADERS = frozenset(
-    {
-        "accept",
-        "accept-encoding",
-        "accept-language",
-        "alert-info",
-        "allow",
-        "allow-events",
-        "call-info",
-        "contact",
-        "content-encoding",
-        "content-language",
-        "error-info",
-        "in-reply-to",
-        "p-asserted-identity",
-        "p-preferred-identity",
-        "path",
-        "privacy",
-        "proxy-require",
-        "reason",
-        "record-route",
-        "require",
-        "route",
-        "service-route",
-        "supported",
-        "unsupported",
-        "via",
-        "warning",
-    }
-)
 
 # At most one of each in a message (RFC 3261 §7.3.1, Table 2/3); RFC 4475 §3.3.8.
 _SINGLE = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
 # RFC 3261 §8.1.1: the same five in requests and responses.
 _REQUIRED = ("to", "from", "cseq", "call-id", "via")
 
-REASONS = {
-    100: "Trying",
-    180: "Ringing",
-    181: "Call Is Being Forwarded",
-    182: "Queued",
-    183: "Session Progress",
-    199: "Early Dialog Terminated",
-    200: "OK",
-    202: "Accepted",
-    204: "No Notification",
-    300: "Multiple Choices",
-    301: "Moved Permanently",
-    302: "Moved Temporarily",
-    305: "Use Proxy",
-    380: "Alternative Service",
-    400: "Bad Request",
-    401: "Unauthorized",
-    402: "Payment Required",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    406: "Not Acceptable",
-    407: "Proxy Authentication Required",
-    408: "Request Timeout",
-    410: "Gone",
-    413: "Request Entity Too Large",
-    414: "Request-URI Too Long",
-    415: "Unsupported Media Type",
-    416: "Unsupported URI Scheme",
-    420: "Bad Extension",
-    421: "Extension Required",
-    422: "Session Interval Too Small",
-    423: "Interval Too Brief",
-    480: "Temporarily Unavailable",
-    481: "Call/Transaction Does Not Exist",
-    482: "Loop Detected",
-    483: "Too Many Hops",
-    484: "Address Incomplete",
-    485: "Ambiguous",
-    486: "Busy Here",
-    487: "Request Terminated",
-    488: "Not Acceptable Here",
-    489: "Bad Event",
-    491: "Request Pending",
-    493: "Undecipherable",
-    500: "Server Internal Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Server Time-out",
-    505: "Version Not Supported",
-    513: "Message Too Large",
-    580: "Precondition Failure",
-    600: "Busy Everywhere",
-    603: "Decline",
-    604: "Does Not Exist Anywhere",
-    606: "Not Acceptable",
-}
 
 _UINT32 = 2**32 - 1
-# Names as code spells them -> key, so header_key() is one dict lookup in the hot path.
-_KEYS = {
-    **{n: n for n in _CANONICAL},
-    **{v: _COMPACT.get(k, k) for k, v in _CANONICAL.items()},
-    **_COMPACT,
-    **{c.upper(): long for c, long in _COMPACT.items()},
-}
 _REPLY_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
 _HEADER_NAME = TOKEN
 _DATE = re.compile(
@@ -247,15 +77,6 @@ _MEDIA_TYPE = re.compile(
 )
 _WARNING = re.compile(r"[0-9]{3} [^ ]+ \"(?:[^\"\\]|\\.)*\"")
 _RETRY_AFTER = re.compile(r"[ \t]*([0-9]+)[ \t]*(?:\(.*\))?[ \t]*(?:;.*)?")
-
-
-def header_key(name: str) -> str:
-    """Lower-case long form of a header name: 'v' and 'VIA' -> 'via'."""
-    key = _KEYS.get(name)
-    if key is None:
-        lower = name.lower()
-        key = _COMPACT.get(lower, lower)
-    return key
 
 
 class Headers:
@@ -284,12 +105,19 @@ class Headers:
 
     @staticmethod
     def _entry(name: str, value: str) -> tuple[str, str, str]:
-        key = header_key(name)
-        return (key, _CANONICAL.get(key, name), value)
+        key, spelling = name_entry(name)
+        return (key, spelling, value)
 
     def add(self, name: str, value: str) -> None:
-        self._items.append(self._entry(name, value))
-        self._index = None
+        entry = self._entry(name, value)
+        self._items.append(entry)
+        index = self._index
+        if index is not None:  # appending keeps the index in order
+            values = index.get(entry[0])
+            if values is None:
+                index[entry[0]] = [value]
+            else:
+                values.append(value)
 
     def insert(self, index: int, name: str, value: str) -> None:
         self._items.insert(index, self._entry(name, value))
@@ -312,12 +140,12 @@ class Headers:
         self._index = None
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        values = self._lookup().get(header_key(name))
+        values = self._lookup().get(KEYS.get(name) or header_key(name))
         return values[0] if values else default
 
     def getall(self, name: str) -> list[str]:
         """Every value of a header; list headers are split at top-level commas."""
-        key = header_key(name)
+        key = KEYS.get(name) or header_key(name)
         values = self._lookup().get(key)
         if values is None:
             return []
@@ -337,7 +165,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        return header_key(name) in self._lookup()
+        return (KEYS.get(name) or header_key(name)) in self._lookup()
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((n, v) for _k, n, v in self._items)
@@ -447,12 +275,17 @@ class Message:
             raise TypeError("only requests can be answered")
         headers = Headers()
         items = headers._items
-        for item in self.headers._items:
-            if item[0] in _REPLY_COPY:
-                items.append(item)
         tagged = to_tag is not None and status > 100 and self.to.tag is None
-        if tagged:
-            headers.set("To", f"{self.headers.get('to')};tag={to_tag}")
+        to_done = False
+        for item in self.headers._items:
+            key = item[0]
+            if key in _REPLY_COPY:
+                if key == "to" and tagged:
+                    if to_done:
+                        continue  # one To (a request with more was refused already)
+                    item = (key, item[1], f"{item[2]};tag={to_tag}")  # noqa: PLW2901  # the tagged copy
+                    to_done = True
+                items.append(item)
         if status == 100 and "timestamp" in self.headers:
             headers.add("Timestamp", self.headers.get("timestamp") or "")
         resp = Response(status, reason, headers)
@@ -547,15 +380,16 @@ class Message:
     def _single(self, key: str) -> str:
         value = self._optional(key)
         if value is None:
-            raise ParseError(f"missing {_CANONICAL.get(key, key)} header")
+            raise ParseError(f"missing {CANONICAL.get(key, key)} header")
         return value
 
     def _optional(self, key: str) -> str | None:
-        values = self.headers.getall(key)
+        # Only for headers that are not lists (Call-ID, CSeq, From …): no splitting.
+        values = self.headers._lookup().get(key)
         if not values:
             return None
         if len(values) > 1:
-            raise ParseError(f"more than one {_CANONICAL.get(key, key)} header")
+            raise ParseError(f"more than one {CANONICAL.get(key, key)} header")
         return values[0]
 
     # -- validation --------------------------------------------------------------
@@ -567,10 +401,10 @@ class Message:
         for key in _SINGLE:
             values = index.get(key)
             if values is not None and len(values) > 1:
-                raise ParseError(f"more than one {_CANONICAL[key]} header")
+                raise ParseError(f"more than one {CANONICAL[key]} header")
         for key in _REQUIRED:
             if key not in index:
-                raise ParseError(f"missing {_CANONICAL[key]} header")
+                raise ParseError(f"missing {CANONICAL[key]} header")
         _ = self.via, self.from_, self.to, self.call_id, self.cseq, self.max_forwards
         if isinstance(self, Request) and self.cseq.method != self.method:
             # RFC 4475 §3.1.2.17/18: CSeq method must match the request method.
@@ -674,12 +508,12 @@ def _check_addresses(msg: Message, key: str) -> None:
 def _check_tokens(msg: Message, key: str) -> None:
     for v in msg.headers.getall(key):
         if not TOKEN.fullmatch(v):
-            raise ParseError(f"invalid {_CANONICAL[key]} value {v[:40]!r}")
+            raise ParseError(f"invalid {CANONICAL[key]} value {v[:40]!r}")
 
 
 def _check_uint32(msg: Message, key: str) -> None:
     for v in msg.headers.getall(key):
-        parse_uint(v, _CANONICAL[key], _UINT32)
+        parse_uint(v, CANONICAL[key], _UINT32)
 
 
 def _check_date(msg: Message, key: str) -> None:
@@ -739,6 +573,25 @@ _CHECKS: dict[str, Callable[[Message, str], None]] = {
 # Parsing
 
 _VERSION = re.compile(r"[Ss][Ii][Pp]/([0-9]+)\.([0-9]+)")
+# Methods known to be tokens: no regex needed for them.
+_METHODS = frozenset(
+    {
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "INFO",
+        "INVITE",
+        "MESSAGE",
+        "NOTIFY",
+        "OPTIONS",
+        "PRACK",
+        "PUBLISH",
+        "REFER",
+        "REGISTER",
+        "SUBSCRIBE",
+        "UPDATE",
+    }
+)
 
 
 def _split_head(data: bytes) -> tuple[bytes, int]:
@@ -764,44 +617,27 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     if len(data) > MAX_MESSAGE:
         raise ParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}", 513)
     # RFC 3261 §7.5: ignore CRLFs before the start line (keepalives).
-    start = 0
-    while data[start : start + 2] == b"\r\n":
-        start += 2
-    if start:
+    if data[:2] == b"\r\n":
+        start = 2
+        while data[start : start + 2] == b"\r\n":
+            start += 2
         data = data[start:]
     if not data:
         raise ParseError("empty message")
     head_b, body_at = _split_head(data)
     head = head_b.decode("utf-8", "surrogateescape")
-    if "\r" in head.replace("\r\n", ""):
-        raise ParseError("bare CR in the header section")
-    lines = head.replace("\r\n", "\n").split("\n")
-    first = lines[0]
+    lines = head.split("\r\n")
+    crlfs = len(lines) - 1
     headers = Headers()
-    items = headers._items
-    canon = _CANONICAL
-    compact = _COMPACT
-    for line in lines[1:]:
-        if not line:
-            raise ParseError("empty line inside the header section")
-        if line[0] in " \t":
-            # RFC 3261 §7.3.1: a line starting with whitespace continues the previous.
-            if not items:
-                raise ParseError("continuation line before any header")
-            k, n, v = items[-1]
-            more = line.strip(" \t")
-            items[-1] = (k, n, f"{v} {more}" if v else more)
-            continue
-        colon = line.find(":")
-        if colon <= 0:
-            raise ParseError(f"header line without a name and ':': {line[:60]!r}")
-        name = line[:colon].rstrip(" \t")
-        if not _HEADER_NAME.fullmatch(name):
-            raise ParseError(f"invalid header name {name[:40]!r}")
-        lower = name.lower()
-        key = compact.get(lower, lower)
-        items.append((key, canon.get(key, name), line[colon + 1 :].strip(" \t")))
-
+    # Every line ends in CRLF (no bare CR or LF) and no line is folded: the common
+    # case, one pass. Anything else is unfolded and checked line by line.
+    fast = head.count("\n") == crlfs and head.count("\r") == crlfs
+    if fast and _simple_lines(lines, headers):
+        first = lines[0]
+    else:
+        first, pairs = _careful_lines(head)
+        headers._items = [(*name_entry(name), value) for name, value in pairs]
+        headers._index = None
     msg: Request | Response
     if first.startswith(("SIP/", "sip/", "Sip/")) and " " in first:
         msg = _parse_status_line(first, headers)
@@ -809,20 +645,75 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         msg = _parse_request_line(first, headers)
 
     # Content-Length governs the body (RFC 3261 §18.3, §20.14).
-    lengths = [v for k, _n, v in items if k == "content-length"]
+    lengths = headers._lookup().get("content-length")
     rest = data[body_at:]
-    if len(lengths) > 1:
-        raise ParseError("more than one Content-Length header")
-    if lengths:
+    if lengths is not None:
+        if len(lengths) > 1:
+            raise ParseError("more than one Content-Length header")
         clen = parse_uint(lengths[0], "Content-Length", MAX_MESSAGE)
         if clen > len(rest):
             raise ParseError(f"Content-Length {clen} exceeds the {len(rest)} bytes received")
-        msg.body = rest[:clen]
+        msg.body = rest[:clen] if clen != len(rest) else rest
     elif stream:
         raise ParseError("missing Content-Length on a stream transport")
     else:
         msg.body = rest
     return msg
+
+
+def _simple_lines(lines: list[str], headers: Headers) -> bool:
+    """Fill `headers` from lines of the form `name: value`; False (headers left
+    half-filled) at the first line of another shape."""
+    items = headers._items
+    index: dict[str, list[str]] = {}
+    entries = NAME_ENTRIES
+    for line in lines[1:]:
+        name, sep, raw = line.partition(":")
+        entry = entries.get(name)
+        if entry is None:
+            # A name met for the first time, or whitespace before the colon, a
+            # folded line, no colon: the careful path sorts these out.
+            if not sep or not _HEADER_NAME.fullmatch(name):
+                return False
+            entry = name_entry(name)
+        key = entry[0]
+        value = raw.strip(" \t")
+        items.append((key, entry[1], value))
+        values = index.get(key)
+        if values is None:
+            index[key] = [value]
+        else:
+            values.append(value)
+    headers._index = index
+    return True
+
+
+def _careful_lines(head: str) -> tuple[str, list[tuple[str, str]]]:
+    """The start line and (name, value) per header, folded lines joined (RFC 3261
+    §7.3.1), names checked; ParseError for what is not a header line."""
+    if "\r" in head.replace("\r\n", ""):
+        raise ParseError("bare CR in the header section")
+    lines = head.replace("\r\n", "\n").split("\n")
+    pairs: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            raise ParseError("empty line inside the header section")
+        if line[0] in " \t":
+            # RFC 3261 §7.3.1: a line starting with whitespace continues the previous.
+            if not pairs:
+                raise ParseError("continuation line before any header")
+            n, v = pairs[-1]
+            more = line.strip(" \t")
+            pairs[-1] = (n, f"{v} {more}" if v else more)
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise ParseError(f"header line without a name and ':': {line[:60]!r}")
+        name = line[:colon].rstrip(" \t")
+        if not _HEADER_NAME.fullmatch(name):
+            raise ParseError(f"invalid header name {name[:40]!r}")
+        pairs.append((name, line[colon + 1 :].strip(" \t")))
+    return lines[0], pairs
 
 
 def _parse_request_line(first: str, headers: Headers) -> Request:
@@ -831,13 +722,14 @@ def _parse_request_line(first: str, headers: Headers) -> Request:
     if len(parts) != 3:
         raise ParseError(f"malformed request line {first[:80]!r}")
     method, uri_text, version = parts
-    if not TOKEN.fullmatch(method):
+    if method not in _METHODS and not TOKEN.fullmatch(method):
         raise ParseError(f"invalid method {method[:40]!r}")
-    vm = _VERSION.fullmatch(version)
-    if vm is None:
-        raise ParseError(f"malformed request line {first[:80]!r}")
-    if (int(vm.group(1)), int(vm.group(2))) != (2, 0):
-        raise ParseError(f"SIP version {version!r} not supported", 505)
+    if version != "SIP/2.0":
+        vm = _VERSION.fullmatch(version)
+        if vm is None:
+            raise ParseError(f"malformed request line {first[:80]!r}")
+        if (int(vm.group(1)), int(vm.group(2))) != (2, 0):
+            raise ParseError(f"SIP version {version!r} not supported", 505)
     if not uri_text:
         raise ParseError("empty Request-URI")
     uri = parse_uri(uri_text)
@@ -850,11 +742,12 @@ def _parse_request_line(first: str, headers: Headers) -> Request:
 def _parse_status_line(first: str, headers: Headers) -> Response:
     # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF
     version, _, rest = first.partition(" ")
-    vm = _VERSION.fullmatch(version)
-    if vm is None:
-        raise ParseError(f"malformed status line {first[:80]!r}")
-    if (int(vm.group(1)), int(vm.group(2))) != (2, 0):
-        raise ParseError(f"SIP version {version!r} not supported", 505)
+    if version != "SIP/2.0":
+        vm = _VERSION.fullmatch(version)
+        if vm is None:
+            raise ParseError(f"malformed status line {first[:80]!r}")
+        if (int(vm.group(1)), int(vm.group(2))) != (2, 0):
+            raise ParseError(f"SIP version {version!r} not supported", 505)
     code, _, reason = rest.partition(" ")
     if len(code) != 3 or not code.isascii() or not code.isdigit() or code[0] == "0":
         raise ParseError(f"invalid status code {code[:20]!r}")

@@ -204,14 +204,31 @@ def _norm_pvalue(value: str | None) -> str:
     return "" if value is None else _normalize_escapes(value).lower()
 
 
+# Parsed URIs by their text. A URI is immutable, and the same few recur in every
+# message of a phone (its AOR, its Contact, our domain), so parsing one is a dict
+# lookup the second time. Bounded: a peer sending ever new URIs only empties it.
+_PARSED: dict[str, URI] = {}
+_PARSED_MAX = 4096
+
+
 def parse_uri(text: str) -> URI:
     """Parse a URI as found in a Request-URI or inside <...>. Raises ParseError(400)."""
+    uri = _PARSED.get(text)
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> URI:
     colon = text.find(":")
     if colon <= 0 or not _SCHEME.fullmatch(text, 0, colon):
         raise ParseError(f"invalid URI {text[:80]!r}: no scheme")
     scheme = text[:colon].lower()
     rest = text[colon + 1 :]
-    if _BAD_ESCAPE.search(rest):
+    if "%" in rest and _BAD_ESCAPE.search(rest):
         raise ParseError(f"invalid %-escape in URI {text[:80]!r}")
     if scheme in ("sip", "sips"):
         return _parse_sip(scheme, rest, text)

@@ -31,10 +31,12 @@ def check_request(
             _ = msg.content_type
     except ParseError as exc:
         return exc
-    for header in ("require", "proxy-require"):
-        for option in msg.headers.getall(header):
-            if not TOKEN.fullmatch(option):
-                return ParseError(f"invalid option tag {option[:40]!r} in {header}")
+    requires = "require" in msg.headers or "proxy-require" in msg.headers
+    if requires:
+        for header in ("require", "proxy-require"):
+            for option in msg.headers.getall(header):
+                if not TOKEN.fullmatch(option):
+                    return ParseError(f"invalid option tag {option[:40]!r} in {header}")
     # RFC 3261 §10.2: the To of a REGISTER is the address of record, a SIP(S) URI
     # (RFC 4475 §3.3.4).
     if msg.method == "REGISTER" and not msg.to.uri.is_sip:
@@ -47,7 +49,7 @@ def check_request(
         return SipError("Max-Forwards reached 0", 483)
     # RFC 3261 §8.2.2.3: Require (and, acting as proxy, Proxy-Require); never for
     # ACK and CANCEL.
-    if msg.method not in ("ACK", "CANCEL"):
+    if requires and msg.method not in ("ACK", "CANCEL"):
         unknown: list[str] = []
         for header in ("require", "proxy-require"):
             for option in msg.headers.getall(header):

@@ -556,6 +556,27 @@ def test_challenges_offer_sha256_then_md5_with_one_nonce() -> None:
     assert make_server(auth_int=True).qop == ("auth", "auth-int")
 
 
+@settings(max_examples=200)
+@given(
+    realm=_text | st.sampled_from(['a", nonce="x', 'nonce=""', "back\\slash", 'q"uote']),
+    nonce=_text | st.from_regex(r"[A-Za-z0-9_-]{38}", fullmatch=True),
+    algorithm=st.sampled_from(["MD5", "SHA-256", "MD5-sess"]),
+    stale=st.booleans(),
+    opaque=st.none() | _text,
+)
+def test_challenge_text_is_the_challenge_written_out(
+    realm: str, nonce: str, algorithm: str, stale: bool, opaque: str | None
+) -> None:
+    # make_challenge writes the text around the nonce once per realm and reuses it:
+    # the result must be exactly what the Challenge itself writes, every time.
+    server = make_server(algorithms=("SHA-256", "MD5", "MD5-sess"))
+    expected = str(Challenge(realm, nonce, algorithm, server.qop, opaque=opaque, stale=stale))
+    for _ in range(2):
+        text = server.make_challenge(realm, 1.0, algorithm, stale=stale, opaque=opaque, nonce=nonce)
+        assert text == expected
+        assert parse_challenge(text).nonce == nonce
+
+
 @pytest.mark.parametrize("algorithm", ["MD5", "SHA-256", "MD5-sess", "SHA-256-sess"])
 def test_verify_ok_for_each_algorithm(algorithm: str) -> None:
     server = make_server(algorithms=[algorithm])
