@@ -102,10 +102,20 @@ class Authenticator:
         users[key] = user
         return user
 
-    def challenge(self, req: Request, realm: str, now: float, *, stale: bool = False) -> Response:
+    def challenge(
+        self,
+        req: Request,
+        realm: str,
+        now: float,
+        *,
+        stale: bool = False,
+        to_tag: str | None = None,
+    ) -> Response:
+        """The 401/407 with a fresh nonce; `to_tag` for a stateless answer (the same
+        tag for every retransmission), else a random one."""
         status = 401 if req.method == "REGISTER" else 407
         header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
-        resp = req.reply(status, to_tag=secrets.token_hex(6))
+        resp = req.reply(status, to_tag=to_tag or secrets.token_hex(6))
         for value in self.server.challenges(realm, now, stale=stale):
             resp.headers.add(header, value)
         return resp

@@ -78,6 +78,8 @@ class Engine:
         self.allow = ", ".join(ALLOW)
         self.supported = ", ".join(sorted(SUPPORTED))
         self._tag_key = secrets.token_bytes(16)
+        self._hosts_snap: Snapshot | None = None
+        self._our_hosts: dict[str, bool] = {}
         self.auth = Authenticator()
         settings = self.snap.settings
         self.registrar = Registrar(
@@ -196,8 +198,8 @@ class Engine:
             self._is_our_host(req.uri.host) and self._is_our_host(req.to.uri.host)
         ):
             return False
-        resp = self.auth.challenge(req, self.domain, self.loop.time())
-        resp.headers.set("To", f"{req.headers.get('to')};tag={self.stateless_tag(req)}")
+        tag = self.stateless_tag(req)
+        resp = self.auth.challenge(req, self.domain, self.loop.time(), to_tag=tag)
         self.stack.send(resp, source)
         return True
 
@@ -276,10 +278,22 @@ class Engine:
 
     # ------------------------------------------------------------------ REGISTER
     def _is_our_host(self, host: str) -> bool:
-        host = host.lower()
-        return host in (self.domain.lower(), str(self.snap.settings.get("hostname", ""))) or (
-            _is_ip(host) or host == "localhost"
-        )
+        # Asked twice per REGISTER about the same few names: answers are kept per
+        # snapshot (the domain and hostname are settings).
+        snap = self.snap
+        if snap is not self._hosts_snap:
+            self._hosts_snap = snap
+            self._our_hosts.clear()
+        ours = self._our_hosts.get(host)
+        if ours is None:
+            name = host.lower()
+            ours = name in (self.domain.lower(), str(snap.settings.get("hostname", ""))) or (
+                _is_ip(name) or name == "localhost"
+            )
+            if len(self._our_hosts) >= 1024:
+                self._our_hosts.clear()
+            self._our_hosts[host] = ours
+        return ours
 
     def _register(self, req: Request, source: Address, key: AnyServerKey) -> None:
         now = self.loop.time()

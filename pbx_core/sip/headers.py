@@ -247,8 +247,23 @@ class Via:
                 params.append((k, v or None))
         return Via(self.transport, self.host, self.port, tuple(params), self.protocol)
 
+    def received_from(self, host: str, port: int | None) -> Via:
+        """This via-parm as a server stamps it on arrival from host:port (RFC 3261
+        §18.2.1 `received`; RFC 3581 §4 `rport` filled in when `port` is given)."""
+        if port is None:
+            params = [p for p in self.params if p[0].lower() != "received"]
+        else:
+            params = [p for p in self.params if p[0].lower() not in ("received", "rport")]
+            params.append(("rport", str(port)))
+        params.append(("received", host))
+        return Via(self.transport, self.host, self.port, tuple(params), self.protocol)
+
     def __str__(self) -> str:
-        return f"{self.protocol}/{self.transport} {self.sent_by}{format_params(self.params)}"
+        params = self.params
+        if not params:
+            return f"{self.protocol}/{self.transport} {self.sent_by}"
+        text = "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params])
+        return f"{self.protocol}/{self.transport} {self.sent_by}{text}"
 
 
 # via-parm = sent-protocol LWS sent-by; sent-protocol = name SLASH version SLASH transport

@@ -255,12 +255,17 @@ class Message:
 
     def replace_top_via(self, via: Via) -> None:
         """Rewrite the first via-parm in place (received/rport stamping, RFC 3581)."""
-        items = self.headers._items
+        headers = self.headers
+        items = headers._items
         for i, (key, name, value) in enumerate(items):
             if key == "via":
-                rest = split_commas(value)[1:] if "," in value else []
-                items[i] = (key, name, ", ".join([str(via), *rest]))
-                self.headers._index = None
+                text = str(via)
+                if "," in value:
+                    text = ", ".join([text, *split_commas(value)[1:]])
+                items[i] = (key, name, text)
+                index = headers._index
+                if index is not None:  # the first Via line is the first indexed one
+                    index["via"][0] = text
                 break
         else:
             raise ParseError("missing Via header")

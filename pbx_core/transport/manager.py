@@ -161,14 +161,10 @@ class TransportManager:
         """RFC 3261 §18.2.1 `received`, RFC 3581 §4 `rport`."""
         via = msg.top_via
         _transport, host, port = source
-        changes: dict[str, str | None] = {}
         if via.has_rport:
-            changes["rport"] = str(port)
-            changes["received"] = host
+            msg.replace_top_via(via.received_from(host, port))
         elif via.host.strip("[]").lower() != host.lower():
-            changes["received"] = host
-        if changes:
-            msg.replace_top_via(via.with_params(**changes))
+            msg.replace_top_via(via.received_from(host, None))
 
     def _answer_garbage(
         self, data: bytes, exc: ParseError, answer: Callable[[bytes], None]

@@ -171,3 +171,43 @@ async def test_large_request_over_udp_moves_to_tcp() -> None:
     assert got.top_via.transport == "TCP"
     client.close()
     server.close()
+
+
+@pytest.mark.parametrize(
+    ("via", "source", "stamped"),
+    [
+        # RFC 3581 §4: rport filled in, received added even when the host matches.
+        (
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport",
+            ("UDP", "10.0.0.5", 5062),
+            "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport=5062;received=10.0.0.5",
+        ),
+        # A stale received/rport from the sender is replaced, not repeated.
+        (
+            "SIP/2.0/UDP phone.lan;RPORT=1;received=1.1.1.1;branch=z9hG4bKb",
+            ("UDP", "192.0.2.7", 40000),
+            "SIP/2.0/UDP phone.lan;branch=z9hG4bKb;rport=40000;received=192.0.2.7",
+        ),
+        # RFC 3261 §18.2.1: received only when the sent-by host is not the source.
+        (
+            "SIP/2.0/UDP phone.lan:5060;branch=z9hG4bKc",
+            ("UDP", "192.0.2.7", 5060),
+            "SIP/2.0/UDP phone.lan:5060;branch=z9hG4bKc;received=192.0.2.7",
+        ),
+        ("SIP/2.0/TCP [2001:db8::1];branch=z9hG4bKd", ("TCP", "2001:db8::1", 5060), None),
+    ],
+)
+def test_received_and_rport_stamping(
+    via: str, source: tuple[str, str, int], stamped: str | None
+) -> None:
+    data = (
+        f"OPTIONS sip:pbx SIP/2.0\r\nVia: {via}\r\nVia: SIP/2.0/UDP proxy;branch=z9hG4bKp\r\n"
+        "From: <sip:a@b>;tag=1\r\nTo: <sip:pbx>\r\nCall-ID: s\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    ).encode()
+    msg = parse_message(data)
+    assert isinstance(msg, Request)
+    _ = msg.headers.get("via")  # the index is kept up to date, not rebuilt
+    TransportManager._stamp_via(msg, source)
+    assert msg.headers.getall("via") == [stamped or via, "SIP/2.0/UDP proxy;branch=z9hG4bKp"]
+    assert str(msg.top_via) == (stamped or via)
+    assert parse_message(bytes(msg)).top_via == msg.top_via
