@@ -7,6 +7,11 @@ under cProfile and the top functions are printed when it stops.
 
 Profiling slows the server several times over, so read shares of the time, not
 rates. The raw profile is kept with --out FILE (open it with `python -m pstats`).
+
+A garbage collection is charged to whatever function happened to allocate when it
+started, so its cost shows up scattered over unrelated lines. `--gc off` runs the
+server with the collector disabled for a clean profile of the work itself; the
+collector's own share is printed in either case (from gc.callbacks).
 """
 
 from __future__ import annotations
@@ -22,6 +27,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_calls as bc  # the bench's own set-up, found through sys.path
 
+# The server's bootstrap: collector on or off, the time each collection takes added
+# up per generation and written out at exit, `pbx` run under cProfile.
+BOOT = """
+import atexit, cProfile, gc, runpy, sys, time
+mode, prof, gc_out = sys.argv[1:4]
+sys.argv = ["pbx", *sys.argv[4:]]
+spent = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}
+started = [0.0]
+def on_gc(phase, info):
+    if phase == "start":
+        started[0] = time.perf_counter()
+    else:
+        spent[info["generation"]][0] += 1
+        spent[info["generation"]][1] += time.perf_counter() - started[0]
+gc.callbacks.append(on_gc)
+if mode == "off":
+    gc.disable()
+def report():
+    with open(gc_out, "w") as f:
+        f.write(", ".join(f"gen{g} {n} runs {t:.3f} s" for g, (n, t) in spent.items()))
+atexit.register(report)
+cProfile.run('runpy.run_module("pbx_core", run_name="__main__")', prof)
+"""
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -31,13 +60,14 @@ def main() -> int:
     ap.add_argument("--sort", default="tottime", help="pstats sort key (tottime, cumulative)")
     ap.add_argument("--top", type=int, default=40, help="functions to print")
     ap.add_argument("--out", help="keep the raw profile here")
+    ap.add_argument("--gc", choices=("on", "off"), default="on", help="the server's collector")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="profile-pbx-") as d:
         tmp = Path(d)
         tables = bc.write_tables(tmp / "tables")
         prof = Path(args.out).resolve() if args.out else tmp / "pbx.prof"
         port, callee_port = bc.free_port(), bc.free_port()
-        cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "pbx_core", "run"]
+        cmd = [sys.executable, "-c", BOOT, args.gc, str(prof), str(tmp / "gc.txt"), "run"]
         cmd += ["--config", str(tables), "--listen", f"127.0.0.1:{port}"]
         cmd += ["--state", str(tmp / "state.mdb")]
         env = {"PBX_RUNTIME_DIR": str(tmp / "pbx-run"), "PYTHONPATH": str(bc.ROOT)}
@@ -79,6 +109,9 @@ def main() -> int:
         if not prof.exists():
             print("no profile written (did the server stop cleanly?)", file=sys.stderr)
             return 1
+        gc_file = tmp / "gc.txt"
+        if gc_file.exists():
+            print(f"garbage collector: {gc_file.read_text().strip()}")
         out = io.StringIO()
         stats = pstats.Stats(str(prof), stream=out)
         stats.strip_dirs().sort_stats(args.sort).print_stats(args.top)

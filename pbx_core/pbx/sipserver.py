@@ -68,6 +68,11 @@ class SipServer:
             log.warning("response %s dropped: %s", resp.status, exc.reason)
             return
         self._process(events, now)
+        if resp.status >= 200:
+            # Sent. The transaction keeps it up to 32 s for retransmissions, which
+            # need only its text: the parsed Via, From, To, CSeq go, so the collector
+            # has fewer long-lived objects to walk (they come back if asked for).
+            resp.invalidate()
 
     def request(self, req: Request, dest: Address, on_response: ResponseCallback) -> ev.ClientKey:
         now = self.loop.time()
@@ -75,6 +80,12 @@ class SipServer:
         self._callbacks[key] = on_response
         self._process(events, now)
         return key
+
+    def forget(self, key: ev.ClientKey) -> None:
+        """Stop passing responses of a client transaction to its callback: for an
+        INVITE whose call is over (RFC 6026 keeps the transaction 32 s for 2xx
+        retransmissions, and the callback would keep the whole call alive)."""
+        self._callbacks.pop(key, None)
 
     def send(self, msg: Request | Response, dest: Address) -> None:
         """Outside any transaction: ACK for a 2xx, 2xx retransmissions, stateless."""

@@ -76,6 +76,8 @@ from pbx_core.sip.uri import URI
 UNRELIABLE = frozenset({"UDP"})
 
 _LegacyAckKey = tuple[URI, str | None, str, int, Via]
+# States in which a transaction only absorbs or answers retransmissions.
+_SETTLED = frozenset({State.COMPLETED, State.ACCEPTED, State.CONFIRMED})
 
 
 class _Transaction:
@@ -105,9 +107,10 @@ class _Transaction:
         self.key = key
         self.machine = machine
         self.state = machine.start.target
-        # Released once a server transaction has sent its final response: only that
-        # response is needed to answer retransmissions, and a REGISTER or BYE
-        # transaction lingers 32 s (Timer J) — less to keep, less for the GC to scan.
+        # Released once a server transaction has sent its final response (only that
+        # response is needed to answer retransmissions) and once a client one has
+        # its final response: a REGISTER or BYE transaction lingers 32 s (Timer J),
+        # an answered INVITE 32 s (Timer M) — less to keep, less for the GC to scan.
         self.request: Request | None = request
         self.peer = peer  # client: where the request goes; server: where it came from
         self.reliable = peer[0].upper() not in UNRELIABLE
@@ -372,6 +375,10 @@ class TransactionLayer:
         if tr.target is State.TERMINATED:
             self._destroy(tx, step.out)
             return
+        if tr.target in _SETTLED:
+            # Nothing is sent from the request any more (a client's ACK for a non-2xx
+            # is built by now); the transaction may linger 32 s: let the request go.
+            tx.request = None
         for timer in due:  # zero duration: fires at once (reliable transports)
             if tx.alive and tx.timers.pop(timer, None) is not None:
                 self._armed -= 1
