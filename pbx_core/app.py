@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pbx_core import paths
+from pbx_core import logsetup, paths
 from pbx_core.media.engine import MediaEngine
 from pbx_core.pbx.cdr import CdrWriter
 from pbx_core.pbx.control import ControlServer
@@ -32,10 +32,11 @@ log = logging.getLogger("pbx")
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
+    logsetup.configure(
+        logging.getLogger(),
+        "%(asctime)s %(name)s %(levelname)s %(message)s",
+        syslog=args.syslog,
+        tag="pbx",
     )
     if not os.path.exists(args.config):
         print(f"pbx run: configuration {args.config!r} not found", file=sys.stderr)

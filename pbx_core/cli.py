@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trace", metavar="FILE", help="log every SIP message in/out ('-' = stderr)")
     run.add_argument("--control", metavar="PATH", help="control socket (default: in the RAM dir)")
     run.add_argument(
+        "--syslog",
+        action="store_true",
+        help="log to syslog (/dev/log); stderr then gets warnings and errors only",
+    )
+    run.add_argument(
         "--state",
         metavar="PATH",
         help="runtime-state LMDB (CDRs, toggles, voicemail index; default /data/state.mdb)",
@@ -265,7 +270,10 @@ def _watchdog_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="watchdog device, or none (default: %(default)s)",
     )
     wd.add_argument(
-        "--syslog", action="store_true", help="log to syslog (/dev/log) as well as stderr"
+        "--syslog",
+        action="store_true",
+        help="log to syslog (/dev/log), stderr then gets warnings and errors only; "
+        "passed to pbx run",
     )
     for flag, kind, default, what in (
         ("--timeout", int, 30, "hardware watchdog timeout, s"),

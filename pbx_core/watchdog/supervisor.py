@@ -28,7 +28,6 @@ import ctypes
 import enum
 import errno
 import logging
-import logging.handlers
 import os
 import select
 import signal
@@ -38,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pbx_core import paths
+from pbx_core import logsetup, paths
 from pbx_core.store.errors import StoreError
 from pbx_core.watchdog import health
 from pbx_core.watchdog.device import WatchdogDevice
@@ -397,26 +396,10 @@ class Supervisor:
         os.close(self.wake_w)
 
 
-class _SyslogFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"pbx-watchdog[{os.getpid()}]: {record.getMessage()}"
-
-
 def setup_logging(syslog: bool) -> None:
     root = logging.getLogger("pbx.watchdog")
-    root.setLevel(logging.INFO)
     root.propagate = False
-    err = logging.StreamHandler(sys.stderr)
-    err.setFormatter(logging.Formatter("pbx watchdog: %(message)s"))
-    root.addHandler(err)
-    if syslog:
-        try:
-            handler = logging.handlers.SysLogHandler(address="/dev/log")
-        except OSError as e:
-            root.warning("no syslog at /dev/log (%s): logging to stderr only", e.strerror)
-        else:
-            handler.setFormatter(_SyslogFormatter())
-            root.addHandler(handler)
+    logsetup.configure(root, "pbx watchdog: %(message)s", syslog=syslog, tag="pbx-watchdog")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -447,6 +430,8 @@ def main(args: argparse.Namespace) -> int:
         child_args += ["--listen", listen]
     if args.trace:
         child_args += ["--trace", args.trace]
+    if args.syslog:
+        child_args.append("--syslog")
     control = Path(args.control) if args.control else paths.control_socket()
     device = None if args.device == "none" else args.device
     try:
