@@ -3,7 +3,7 @@
 One machine serves the module; the tests run in file order. init runs `pbx console`
 on ttyS0; the harness lets go of the line and `pbx remote --port
 socket://127.0.0.1:PORT` (QEMU's serial socket) logs in with the factory password,
-sets a new one, keeps the network on DHCP, adds two extensions with their passwords,
+sets a new one, sets a static network address, adds two extensions with their passwords,
 sets the trunk and commits. Refused commands change nothing. Then the harness logs in
 at the console, opens its maintenance shell and reboots; after the boot two SIPp
 phones register with the new credentials and call each other through the PBX (SIP
@@ -28,6 +28,14 @@ from tests.interop.sipp_agents import Run, Server, free_port, run
 pytestmark = [pytest.mark.firmware, pytest.mark.slow]
 
 ADMIN_PASSWORD = "wafer-admin-7"
+# A static address in QEMU's user network (what its DHCP would give), its gateway
+# and its DNS forwarder: the box must come up on these after the reboot, not on DHCP.
+NETWORK = {
+    "net_mode": "static",
+    "net_address": "10.0.2.15/24",
+    "net_gateway": "10.0.2.2",
+    "net_dns": "10.0.2.3",
+}
 EXTENSIONS = {"200": "sales-pw-8342", "201": "support-pw-1177"}
 TRUNK = {
     # A documentation address (RFC 5737): with register=0 and no outbound call in these
@@ -110,7 +118,7 @@ def test_the_serial_line_belongs_to_the_console(box: Box) -> None:
 
 def test_configured_over_the_serial_line_by_pbx_remote(box: Box, tmp_path: Path) -> None:
     box.url = release(box.machine)
-    commands = ["set settings.net_mode=dhcp"]
+    commands = [f"set settings.{k}={v}" for k, v in NETWORK.items()]
     for ext, password in EXTENSIONS.items():
         commands += [
             f"add subscriber username={ext} domain=pbx.local password={password}",
@@ -126,7 +134,7 @@ def test_configured_over_the_serial_line_by_pbx_remote(box: Box, tmp_path: Path)
     res = remote(box, "run", "get settings.net_mode", "get subscriber[201].password", "status")
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
-    assert lines[:2] == ["dhcp", EXTENSIONS["201"]], res.stdout
+    assert lines[:2] == ["static", EXTENSIONS["201"]], res.stdout
     assert f"configuration {box.generation}" in res.stdout, res.stdout
     box.pulled = pull(box, tmp_path / "before")
     trunk = box.pulled["pbx_trunk"].decode()
@@ -172,9 +180,15 @@ def test_reboot_keeps_the_configuration(box: Box) -> None:
     m.console.expect(b"SYSLINUX", 60)
     m.console.expect(READY, 180)
     m.wait_shell()
-    _, out = m.console.run("readlink /data/config/current; ip -4 addr show eth0; pidof udhcpc")
+    _, out = m.console.run(
+        "readlink /data/config/current; ip -4 addr show eth0; ip route; cat /etc/resolv.conf"
+    )
     assert generation.search(out), out
-    assert "inet 10.0.2.15/24" in out, out  # DHCP from QEMU's user network
+    assert "inet 10.0.2.15/24" in out, out
+    assert "default via 10.0.2.2 dev eth0" in out, out
+    assert "nameserver 10.0.2.3" in out, out
+    status, _ = m.console.run("pidof udhcpc", check=False)
+    assert status == 1, "udhcpc runs although the network is static"
 
 
 def register(box: Box, tmp: Path, user: str, port: int, password: str, expires: int = 600) -> Run:
