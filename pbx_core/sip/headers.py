@@ -32,16 +32,20 @@ _TRAILING_WS = re.compile(r"[ \t]*")
 def parse_params(text: str, start: int = 0, what: str = "header") -> tuple[Params, int]:
     """Parse `*( SEMI generic-param )` from text[start:]. Returns the params and the
     index where they end (the caller checks what may follow)."""
+    n = len(text)
+    if start >= n:
+        return (), start
     out: list[tuple[str, str | None]] = []
     pos = start
-    n = len(text)
+    match = _PARAM.match
     while True:
-        m = _PARAM.match(text, pos)
+        m = match(text, pos)
         if m is None:
             break
-        out.append((m.group("name"), m.group("value")))
+        out.append(m.group(1, 2))
         pos = m.end()
-    pos = _TRAILING_WS.match(text, pos).end()  # type: ignore[union-attr]  # always matches
+    if pos < n:
+        pos = _TRAILING_WS.match(text, pos).end()  # type: ignore[union-attr]  # always matches
     if pos < n and text[pos] == ";":
         raise ParseError(f"invalid parameter in {what}: {text[pos : pos + 40]!r}")
     return tuple(out), pos
@@ -52,7 +56,7 @@ def param_value(params: Params, name: str) -> str | None:
     Quoted values are returned with the quotes."""
     lname = name.lower()
     for k, v in params:
-        if k.lower() == lname:
+        if k == lname or k.lower() == lname:
             return "" if v is None else v
     return None
 

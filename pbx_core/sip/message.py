@@ -229,6 +229,10 @@ class Message:
     @property
     def via(self) -> list[Via]:
         if self._via is None:
+            lines = self.headers._lookup().get("via")
+            if lines is not None and len(lines) == 1 and "," not in lines[0]:
+                self._via = [self.top_via]  # one via-parm: parsed once, for both views
+                return self._via
             values = self.headers.getall("via")
             if not values:
                 raise ParseError("missing Via header")
@@ -354,7 +358,7 @@ class Message:
     @property
     def contacts(self) -> list[NameAddr] | None:
         """Every Contact address ([] when there is none); None for `Contact: *`."""
-        values = [v for _n, v in self._pairs("contact")]
+        values = self.headers._lookup().get("contact")  # one value per header line
         if not values:
             return []
         if any(v.strip() == "*" for v in values):
@@ -379,9 +383,6 @@ class Message:
             raise ParseError(f"invalid Content-Type {value[:60]!r}")
         return f"{m.group(1)}/{m.group(2)}".lower()
 
-    def _pairs(self, key: str) -> list[tuple[str, str]]:
-        return [(n, v) for n, v in self.headers if header_key(n) == key]
-
     def _single(self, key: str) -> str:
         value = self._optional(key)
         if value is None:
@@ -390,7 +391,8 @@ class Message:
 
     def _optional(self, key: str) -> str | None:
         # Only for headers that are not lists (Call-ID, CSeq, From …): no splitting.
-        values = self.headers._lookup().get(key)
+        headers = self.headers
+        values = (headers._index or headers._lookup()).get(key)
         if not values:
             return None
         if len(values) > 1:

@@ -211,11 +211,20 @@ class TransportManager:
             if dest[0] != "UDP" and (dest[1], dest[2]) in self.connections:
                 return dest
             return (via.transport, via.received or via.host.strip("[]"), via.port or DEFAULT_PORT)
-        maddr = via.param("maddr")
+        maddr = received = rport = None
+        # One pass for the three that routing needs (backwards: the first one wins).
+        for k, v in reversed(via.params):
+            name = k.lower()
+            if name == "maddr":
+                maddr = v
+            elif name == "received":
+                received = v
+            elif name == "rport":
+                rport = v
         if maddr:
             return ("UDP", maddr, via.port or DEFAULT_PORT)
-        host = via.received or via.host.strip("[]")
-        port = via.rport or via.port or DEFAULT_PORT
+        host = received or via.host.strip("[]")
+        port = int(rport) if rport else via.port or DEFAULT_PORT
         return ("UDP", host, port)
 
     def _udp_for(self, host: str) -> UdpEndpoint:

@@ -211,3 +211,35 @@ def test_received_and_rport_stamping(
     assert msg.headers.getall("via") == [stamped or via, "SIP/2.0/UDP proxy;branch=z9hG4bKp"]
     assert str(msg.top_via) == (stamped or via)
     assert parse_message(bytes(msg)).top_via == msg.top_via
+
+
+@pytest.mark.parametrize(
+    ("via", "target"),
+    [
+        # RFC 3581 §4: to received and rport.
+        ("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport=5062;received=192.0.2.1",
+         ("UDP", "192.0.2.1", 5062)),
+        # RFC 3261 §18.2.2: received, the sent-by port (5060 when absent).
+        ("SIP/2.0/UDP phone.lan;received=192.0.2.1;branch=z9hG4bKb", ("UDP", "192.0.2.1", 5060)),
+        ("SIP/2.0/UDP phone.lan:5070;branch=z9hG4bKc", ("UDP", "phone.lan", 5070)),
+        # maddr first; an rport without a value (not filled in) is no port.
+        ("SIP/2.0/UDP h:5080;maddr=239.1.1.1;received=192.0.2.1;rport", ("UDP", "239.1.1.1", 5080)),
+        ("SIP/2.0/UDP [2001:db8::1];rport;branch=z9hG4bKd", ("UDP", "2001:db8::1", 5060)),
+        # The first of a repeated parameter counts, whatever its case.
+        ("SIP/2.0/UDP h;RECEIVED=192.0.2.1;received=192.0.2.9;rport=7;rport=8",
+         ("UDP", "192.0.2.1", 7)),
+        ("SIP/2.0/TCP h:5070;received=192.0.2.1", ("TCP", "192.0.2.1", 5070)),
+    ],
+)  # fmt: skip
+def test_response_goes_where_the_top_via_says(via: str, target: Address) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        m = TransportManager(loop, lambda _msg, _src: None)
+        resp = parse_message(
+            f"SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\n"
+            "Call-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n".encode()
+        )
+        assert isinstance(resp, Response)
+        assert m._response_target(resp, ("UDP", "198.51.100.1", 1)) == target
+    finally:
+        loop.close()
