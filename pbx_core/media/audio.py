@@ -13,7 +13,7 @@ from pbx_core.media.errors import MediaError
 from pbx_core.media.tones import Tone, render
 from pbx_core.media.wav import parse_wav
 
-__all__ = ["Audio", "AudioSource", "Source"]
+__all__ = ["Audio", "AudioSource", "Interrupt", "Source"]
 
 
 class Audio:
@@ -89,6 +89,24 @@ class AudioSource(Source):
                 silence = b"\xff" if codec == "PCMU" else b"\xd5"
                 chunk += silence * (samples - len(chunk))
         return chunk
+
+
+class Interrupt(Source):
+    """A short source played over another, which resumes where it was after it."""
+
+    __slots__ = ("first", "then")
+
+    def __init__(self, first: Source, then: Source) -> None:
+        self.first: Source | None = first
+        self.then = then
+
+    def frame(self, codec: str, samples: int) -> bytes | None:
+        if self.first is not None:
+            f = self.first.frame(codec, samples)
+            if f is not None:
+                return f
+            self.first = None
+        return self.then.frame(codec, samples)
 
 
 def dtmf_audio(digit: str, ms: int = 100) -> Audio:

@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import random
 import socket
 import struct
@@ -49,14 +48,13 @@ from typing import TYPE_CHECKING
 
 from pbx_core.media import negotiation as neg
 from pbx_core.media import rtcp
-from pbx_core.media.audio import Audio, AudioSource, Source, dtmf_audio
+from pbx_core.media.audio import Audio, AudioSource, Interrupt, Source, dtmf_audio
 from pbx_core.media.codecs import CODECS, registry
 from pbx_core.media.dtmf import InbandDetector, Rfc4733Receiver, rfc4733_packets
 from pbx_core.media.errors import MediaError, RtpError
 from pbx_core.media.events import DtmfEvent, DtmfSource, LegStats
-from pbx_core.media.jitter import JitterBuffer
+from pbx_core.media.recorder import DoneCallback, Recorder
 from pbx_core.media.rtp import ReceptionStats
-from pbx_core.media.wav import wav_header
 
 if TYPE_CHECKING:
     from pbx_core.media.engine import MediaEngine
@@ -78,60 +76,6 @@ DtmfCallback = Callable[[DtmfEvent], None]
 def _jitter_factor() -> float:
     # RFC 3550 §6.3.1 randomises the report interval; timing, not secrecy.
     return random.uniform(0.5, 1.5)  # noqa: S311
-
-
-DoneCallback = Callable[[], None]
-
-
-class _Recorder:
-    """Writes what a leg receives to a WAV file through a jitter buffer; the file
-    appears under its name only when complete (written as NAME.part, renamed)."""
-
-    def __init__(
-        self, path: Path, fmt: str, max_samples: int | None, on_done: DoneCallback | None
-    ) -> None:
-        self.path = path
-        self.fmt = fmt
-        self.part = path.with_name(path.name + ".part")
-        self.file = self.part.open("wb")
-        self.file.write(wav_header(fmt, 0))
-        self.samples = 0
-        self.max_samples = max_samples
-        self.on_done = on_done
-        self.jitter = JitterBuffer()
-
-    def write(self, codec: str, payload: bytes | None, samples: int) -> bool:
-        """Append a frame (None: silence); False once the length limit is reached."""
-        if self.max_samples is not None:
-            samples = min(samples, self.max_samples - self.samples)
-        if samples <= 0:
-            return False
-        c = CODECS[codec]
-        pcm = c.decode(payload[:samples]) if payload is not None else bytes(2 * samples)
-        if len(pcm) < 2 * samples:
-            pcm += bytes(2 * samples - len(pcm))
-        if self.fmt == "pcm":
-            self.file.write(pcm)
-        else:
-            self.file.write(CODECS["PCMU" if self.fmt == "ulaw" else "PCMA"].encode(pcm))
-        self.samples += samples
-        return self.max_samples is None or self.samples < self.max_samples
-
-    def finish(self) -> None:
-        width = 2 if self.fmt == "pcm" else 1
-        if (self.samples * width) & 1:
-            self.file.write(b"\x00")
-        self.file.seek(0)
-        self.file.write(wav_header(self.fmt, self.samples))
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        self.part.replace(self.path)
-
-    def abort(self) -> None:
-        self.file.close()
-        with contextlib.suppress(OSError):
-            self.part.unlink()
 
 
 class MediaLeg:
@@ -175,7 +119,7 @@ class MediaLeg:
         self._te = Rfc4733Receiver()
         self._te_last = 0.0
         self._inband: InbandDetector | None = None
-        self._recorder: _Recorder | None = None
+        self._recorder: Recorder | None = None
         self._dtmf_callbacks: list[DtmfCallback] = []
         # Send side.
         self.ssrc = random.getrandbits(32)
@@ -537,7 +481,7 @@ class MediaLeg:
         if self._source is not None and not temporary:
             self._finish_source(notify=False)  # replaced, as by stop_play
         if temporary and self._source is not None and not isinstance(self._source, _HeldTone):
-            src = _Interrupt(src, self._source)
+            src = Interrupt(src, self._source)
             on_done = self._source_done
         self._source = src
         self._source_done = on_done
@@ -672,7 +616,7 @@ class MediaLeg:
             raise MediaError(f"unknown recording format {fmt!r} (pcm, ulaw, alaw)")
         limit = int(max_seconds * 8000) if max_seconds is not None else None
         try:
-            self._recorder = _Recorder(Path(path), fmt, limit, on_done)
+            self._recorder = Recorder(Path(path), fmt, limit, on_done)
         except OSError as exc:
             raise MediaError(f"cannot record to {path}: {exc.strerror}") from exc
 
@@ -808,21 +752,3 @@ class _HeldTone(Source):
             return None
         self.played += samples
         return self.inner.frame(codec, samples)
-
-
-class _Interrupt(Source):
-    """A short source played over another, which resumes where it was after it."""
-
-    __slots__ = ("first", "then")
-
-    def __init__(self, first: Source, then: Source) -> None:
-        self.first: Source | None = first
-        self.then = then
-
-    def frame(self, codec: str, samples: int) -> bytes | None:
-        if self.first is not None:
-            f = self.first.frame(codec, samples)
-            if f is not None:
-                return f
-            self.first = None
-        return self.then.frame(codec, samples)

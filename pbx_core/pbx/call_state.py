@@ -1,0 +1,178 @@
+"""What the B2BUA keeps about a call (calls.py drives it): the `Call`, the `Fork`s it
+rings and the `Target`s they ring, and the small pure helpers around them.
+
+A call has two sides, named for the dialogs: "a" faces the caller (we are its UAS),
+"b" the callee (we are its UAC). The media engine names its legs for the phones
+("caller", "callee"); `media_side` maps one to the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pbx_core.media.engine import AnchoredCall
+from pbx_core.media.events import LegStats
+from pbx_core.media.leg import MediaLeg
+from pbx_core.pbx.dialog import Dialog
+from pbx_core.pbx.session_timer import Accept, LegTimer
+from pbx_core.sip.events import AnyServerKey, ClientKey
+from pbx_core.sip.headers import NameAddr
+from pbx_core.sip.message import Request, Response
+from pbx_core.sip.uri import URI, parse_uri
+from pbx_core.transport.manager import Address
+
+
+class State(Enum):
+    ROUTING = "routing"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+@dataclass
+class Target:
+    """One place to send the B-leg INVITE."""
+
+    uri: URI
+    dest: Address
+    label: str  # extension AOR or trunk name, for status and CDR
+    from_value: str  # From (name-addr, no tag) the callee sees
+    to_value: str
+    extra: list[tuple[str, str]] = field(default_factory=list)
+    # For trunks that challenge us: (username, password)
+    credentials: tuple[str, str] | None = None
+
+
+@dataclass
+class Fork:
+    call: Call
+    target: Target
+    dialog: Dialog
+    invite: Request
+    key: ClientKey | None = None
+    provisional: bool = False
+    cancel_pending: bool = False
+    cancelled: bool = False
+    final: int | None = None
+    ack: Request | None = None
+    auth_tries: int = 0
+    timer_retried: bool = False  # a 422 is retried once with its Min-SE (RFC 4028 §7.3)
+
+
+@dataclass
+class Call:
+    id: str
+    a_req: Request
+    a_key: AnyServerKey
+    a_source: Address
+    a_tag: str
+    caller: str
+    callee: str
+    started: float
+    state: State = State.ROUTING
+    forks: list[Fork] = field(default_factory=list)
+    answered: Fork | None = None
+    a_dialog: Dialog | None = None
+    a_final_sent: bool = False
+    a_2xx: Response | None = None
+    a_2xx_timer: asyncio.TimerHandle | None = None
+    ring_timer: asyncio.TimerHandle | None = None
+    ack_to_b_pending: bool = False  # delayed offer: B's ACK waits for A's
+    answered_at: float | None = None
+    ended_at: float | None = None
+    disposition: str = ""
+    cause: str = ""
+    did: str | None = None
+    trunk: str | None = None
+    reinvite_pending: bool = False  # glare: a second re-INVITE meanwhile gets 491
+    direct: bool = False  # direct media: SDP passes end to end (setting direct_media)
+    late_offer: bool = False  # an INVITE without SDP, anchored when B's 2xx offers
+    # RFC 4028 session timers, one per leg ("a", "b"), and what A's INVITE negotiated
+    a_session: Accept | None = None
+    timers: dict[str, LegTimer] = field(default_factory=dict)
+    timer_handles: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    allows_update: dict[str, bool] = field(default_factory=dict)
+    media: AnchoredCall | None = None  # the anchored RTP of the call (issue 6)
+    media_stats: dict[str, LegStats] = field(default_factory=dict)  # at hang-up, for the CDR
+    endpoint: MediaLeg | None = None  # a call the PBX answers itself (echo test …)
+    ringback: bool = False  # we play ringback to the caller
+    wall_start: float = field(default_factory=time.time)
+
+    def dialog(self, side: str) -> Dialog | None:
+        """Our dialog with `side` ("a" or "b"), None before it exists."""
+        if side == "a":
+            return self.a_dialog
+        return self.answered.dialog if self.answered is not None else None
+
+
+def other_side(side: str) -> str:
+    return "b" if side == "a" else "a"
+
+
+def media_side(side: str) -> str:
+    """The media engine's name for the leg facing `side`."""
+    return "caller" if side == "a" else "callee"
+
+
+def tag() -> str:
+    return secrets.token_hex(6)
+
+
+def allows_update(msg: Request | Response) -> bool:
+    """The phone said (Allow) that it takes UPDATE (RFC 3311)."""
+    return any(
+        t.strip().upper() == "UPDATE" for v in msg.headers.getall("allow") for t in v.split(",")
+    )
+
+
+def req_source(call: Call, side: str) -> Address:
+    """Where the other side of `call` talks to us from (for our Contact)."""
+    if side == "b" and call.answered is not None:
+        return call.answered.target.dest
+    return call.a_source
+
+
+def best_status(statuses: list[int]) -> int:
+    """The response to give the caller when every fork failed (§16.7 step 6, simplified):
+    a 6xx wins, then busy, then the lowest class."""
+    six = [s for s in statuses if s >= 600]
+    if six:
+        return min(six)
+    if 486 in statuses:
+        return 486
+    return min(statuses, key=lambda s: (s // 100, s != 480, s))
+
+
+def disposition(status: int) -> str:
+    if status in (486, 600):
+        return "BUSY"
+    if status in (408, 480, 487):
+        return "NO ANSWER"
+    return "FAILED"
+
+
+def name_addr(display: str | None, uri: str) -> str:
+    """A From/To value (no tag) for the B leg."""
+    return str(NameAddr(parse_uri(uri), display))
+
+
+def media_status(call: Call) -> dict[str, object]:
+    """Per leg, the RTCP-style figures (RFC 3550 A.3/A.8) for `pbx status`."""
+    legs = call.media.stats() if call.media is not None else {}
+    if call.endpoint is not None:
+        legs = {"caller": call.endpoint.stats()}
+    return {
+        side: {
+            "codec": st.codec,
+            "remote": st.remote_address,
+            "received": st.packets_received,
+            "sent": st.packets_sent,
+            "lost": st.lost,
+            "jitter_ms": round(st.jitter_ms, 1),
+        }
+        for side, st in legs.items()
+    }
