@@ -42,7 +42,8 @@ def parse_params(text: str, start: int = 0, what: str = "header") -> tuple[Param
         m = match(text, pos)
         if m is None:
             break
-        out.append(m.group(1, 2))
+        name, value = m.group(1, 2)
+        out.append((name, value))
         pos = m.end()
     if pos < n:
         pos = _TRAILING_WS.match(text, pos).end()  # type: ignore[union-attr]  # always matches
