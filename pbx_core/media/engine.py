@@ -180,6 +180,15 @@ class MediaEngine:
         leg._apply(stream, choice)
         return leg, body
 
+    def offer_endpoint(self, leg: MediaLeg) -> bytes:
+        """An offer for a re-INVITE without SDP on an endpoint leg (see
+        ``AnchoredCall.offer``)."""
+        return _leg_offer(self, leg)
+
+    def answer_endpoint(self, leg: MediaLeg, sdp: bytes) -> None:
+        """The phone's answer to ``offer_endpoint`` (in its ACK)."""
+        _take_answer(leg, sdp)
+
     def reoffer_endpoint(self, leg: MediaLeg, offer: bytes) -> bytes:
         """Answer a re-INVITE on an endpoint leg."""
         offer_sd = neg.parse_offer(offer)
@@ -376,6 +385,25 @@ class AnchoredCall:
             self._hold_changed(leg, other)
         return body
 
+    def offer(self, side: str) -> bytes:
+        """The PBX's offer to ``side``, which re-INVITEd without SDP (RFC 3264 §8):
+        the codec in use on that leg first, the engine's other G.711 law after it.
+        The answer comes back to ``take_answer``; the other leg is not touched."""
+        return _leg_offer(self.engine, self.leg(side))
+
+    def take_answer(self, side: str, sdp: bytes) -> None:
+        """The phone's answer (from its ACK) to our ``offer``: it may move the stream,
+        change the codec (transcoded), hold or resume.  NegotiationError leaves the
+        leg as it was."""
+        leg = self.leg(side)
+        other = leg.partner
+        assert other is not None  # noqa: S101 - anchored legs always have a partner
+        was_held = leg.held
+        _take_answer(leg, sdp)
+        self._wire()
+        if leg.held != was_held:
+            self._hold_changed(leg, other)
+
     def _hold_changed(self, leg: MediaLeg, other: MediaLeg) -> None:
         if leg.held and self.music_on_hold is not None and other.codec in ("PCMU", "PCMA"):
             other.play(self.music_on_hold, loop=True)
@@ -436,3 +464,27 @@ class AnchoredCall:
         self.caller.close()
         self.callee.close()
         self.engine.calls.discard(self)
+
+
+def _leg_offer(engine: MediaEngine, leg: MediaLeg) -> bytes:
+    if leg.stream is None:
+        raise NegotiationError("nothing negotiated on this leg yet", 500)
+    body = neg.leg_reoffer(
+        leg.stream,
+        leg.pt,
+        leg.te_pt,
+        engine.settings.codecs,
+        engine.address,
+        leg.port,
+        leg.local,
+    )
+    leg.pending_offer = body
+    return body
+
+
+def _take_answer(leg: MediaLeg, sdp: bytes) -> None:
+    offer, leg.pending_offer = leg.pending_offer, None
+    if offer is None:
+        raise NegotiationError("an answer to no offer of ours", 400)
+    stream, choice = neg.reoffer_answered(offer, neg.parse_offer(sdp), leg.codec)
+    leg._apply(stream, choice, we_answered=False)

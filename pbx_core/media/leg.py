@@ -104,6 +104,7 @@ class MediaLeg:
         self.te_pt: int | None = None
         self.ptime = 20
         self.held = False  # the phone put us on hold (it will not listen)
+        self.pending_offer: bytes | None = None  # ours, while its answer is awaited
         self._pts: dict[int, str] = {}  # payload types the phone may send -> codec name
         # Where to send.
         self.remote: tuple[str, int] | None = None

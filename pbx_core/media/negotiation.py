@@ -20,6 +20,11 @@ the PBX's port for that phone's leg, and the engine relays between the legs.
   the far phone noticing.
 * Session version (§8): our o= line keeps its session id; its version goes up only
   when the body we send on a leg changes, so a refresh re-INVITE gets the same SDP.
+* A re-INVITE without SDP (RFC 3261 §14, RFC 3264 §8) asks the PBX for an offer on
+  that leg: ``leg_reoffer`` offers the codec in use first (so nothing need change),
+  the engine's other G.711 law after it and telephone-event, with every m-line of
+  the previous SDP kept in its place (§8: rejected ones stay at port 0);
+  ``reoffer_answered`` reads the phone's answer (in its ACK) to it.
 
 Only the first ``RTP/AVP`` audio stream is anchored (secure or video streams are
 rejected in the answer); an offer without one raises NegotiationError (488).
@@ -52,7 +57,9 @@ __all__ = [
     "callee_offer",
     "caller_answer",
     "endpoint_answer",
+    "leg_reoffer",
     "parse_offer",
+    "reoffer_answered",
     "stream_of",
 ]
 
@@ -186,6 +193,12 @@ class LocalSession:
             "wafer", str(session_id), 1, "IN", "IP6" if ":" in address else "IP4", address
         )
         self._last: str | None = None
+
+    @property
+    def last(self) -> str | None:
+        """The last SDP we sent on this leg, its o= version at 0 (None before the
+        first)."""
+        return self._last
 
     def body(self, sd: SessionDescription) -> bytes:
         sd.origin = copy.copy(self.origin)
@@ -380,3 +393,66 @@ def endpoint_answer(
 ) -> tuple[bytes, Choice]:
     """Answer a call the PBX terminates (IVR, voicemail, echo test): G.711 only."""
     return answer_reoffer(offer_sd, offer, None, acceptable, address, port, local)
+
+
+def leg_reoffer(
+    phone: Stream,
+    pt: int,
+    te_pt: int | None,
+    more: tuple[str, ...],
+    address: str,
+    port: int,
+    local: LocalSession,
+) -> bytes:
+    """The PBX's offer on a negotiated leg, for a phone that re-INVITEd without SDP.
+
+    ``phone`` is the phone's last SDP stream on the leg and ``pt`` the payload type of
+    the codec in use (a number of that SDP); ``more`` are further codecs (G.711) to
+    offer after it. The m-lines of our previous SDP on the leg keep their places
+    (RFC 3264 §8); only the audio one has a port. NegotiationError when the leg has
+    not been negotiated."""
+    previous = local.last
+    rtpmap = phone.codecs.get(pt)
+    if previous is None or rtpmap is None:
+        raise NegotiationError("nothing negotiated on this leg yet", 500)
+    chosen: list[tuple[int, RtpMap, str | None]] = [(pt, rtpmap, phone.fmtps.get(pt))]
+    if rtpmap.encoding.upper() in CODECS:  # pass-through codecs are never swapped
+        for name in more:
+            static = _G711_STATIC.get(name.upper())
+            if static is not None and all(
+                c[1].encoding.upper() != name.upper() and c[0] != static for c in chosen
+            ):
+                chosen.append((static, RtpMap(static, name.upper(), 8000), None))
+    te = te_pt if te_pt is not None else _free_pt(chosen)
+    audio = _audio_media(port, chosen, (te, phone.te_fmtp), phone.ptime, Direction.SENDRECV)
+    before = parse_offer(previous).media
+    if phone.index >= len(before):
+        raise NegotiationError("the leg's audio stream is not in our last SDP", 500)
+    media = [
+        audio if index == phone.index else Media(m.media, 0, m.proto, list(m.formats) or ["0"])
+        for index, m in enumerate(before)
+    ]
+    return local.body(_session(address, media))
+
+
+def reoffer_answered(
+    offer: bytes, answer: SessionDescription, current: str
+) -> tuple[Stream, Choice]:
+    """The phone's answer to our ``leg_reoffer``: its stream and the codec we send
+    from now on, which stays ``current`` when the answer keeps it (no transcoding
+    change mid-call), else the answer's first codec that we offered.
+    NegotiationError (400) when it names none."""
+    ours = stream_of(parse_offer(offer)).names()
+    stream = stream_of(answer)
+    pick: int | None = None
+    for pt, m in stream.codecs.items():
+        name = m.encoding.upper()
+        if name == current.upper():
+            pick = pt
+            break
+        if pick is None and name in ours:
+            pick = pt
+    if pick is None:
+        answered = ", ".join(m.encoding for m in stream.codecs.values()) or "none"
+        raise NegotiationError(f"the answer has no codec we offered (answered: {answered})")
+    return stream, Choice(pick, stream.codecs[pick], stream.te_pt)

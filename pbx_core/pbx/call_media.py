@@ -14,7 +14,10 @@ in a PRACK).
 Once anchored, offers inside the call are answered by the PBX on that leg alone
 (hold, codec or address changes; the other side hears music on hold), SIP INFO key
 presses become RTP events for the other phone, and the offer in a phone's 2xx to our
-body-less refresh re-INVITE (call_timers.py) is answered in our ACK.
+body-less refresh re-INVITE (call_timers.py) is answered in our ACK. A phone's own
+re-INVITE without SDP gets the engine's offer for its leg in our 2xx (the codec in
+use first) and its ACK's answer is applied to that leg; the other phone hears of
+none of it. An ACK without a usable answer, or none at all, ends the call.
 
 With the `direct_media` setting, a call between two extensions on the LAN keeps its
 SDP end to end (RTP goes phone to phone): when the caller's SIP source and SDP
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pbx_core.media import negotiation as neg
@@ -219,31 +223,25 @@ class CallMedia:
     # ------------------------------------------------------------ in the call
     def request(self, call: Call, side: str, req: Request, key: AnyServerKey) -> bool:
         """With anchored media the PBX answers offers itself (hold, codec or address
-        changes stay on that leg; the other side hears music on hold) and turns SIP
-        INFO key presses into RTP events for the other phone. False when the request
-        is for the other side."""
+        changes stay on that leg; the other side hears music on hold), makes one for
+        a re-INVITE without SDP, and turns SIP INFO key presses into RTP events for
+        the other phone. False when the request is for the other side."""
         manager = self.manager
-        if call.endpoint is not None and req.method in ("INVITE", "UPDATE") and req.body:
-            assert manager.media is not None  # noqa: S101  # endpoints come from it
-            try:
-                body = manager.media.reoffer_endpoint(call.endpoint, req.body)
-            except MediaError as exc:
-                manager.stack.respond(key, req.reply(exc.status))
-                return True
-            manager.call_relay.answer(call, side, req, key, body)
-            return True
         media = call.media
-        if media is None or not media.answered:
+        if call.endpoint is None and (media is None or not media.answered):
             return False
         if req.method in ("INVITE", "UPDATE") and req.body:
             try:
-                body = media.reoffer(media_side(side), req.body)
+                body = self._reoffer(call, side, req.body)
             except MediaError as exc:
                 manager.stack.respond(key, req.reply(exc.status))
                 return True
             manager.call_relay.answer(call, side, req, key, body)
             return True
-        if req.method == "INFO" and req.body:
+        if req.method == "INVITE":
+            self._offer(call, side, req, key)
+            return True
+        if req.method == "INFO" and req.body and media is not None:
             try:
                 event = media.dtmf_info(
                     media_side(side), req.headers.get("content-type") or "", req.body
@@ -255,6 +253,54 @@ class CallMedia:
                 manager.stack.respond(key, req.reply(200))
                 return True
         return False
+
+    def _reoffer(self, call: Call, side: str, offer: bytes) -> bytes:
+        """The engine's answer to a phone's offer inside the call."""
+        if call.endpoint is not None:
+            assert self.manager.media is not None  # noqa: S101  # endpoints come from it
+            return self.manager.media.reoffer_endpoint(call.endpoint, offer)
+        return self.anchored(call).reoffer(media_side(side), offer)
+
+    def _offer(self, call: Call, side: str, req: Request, key: AnyServerKey) -> None:
+        """A re-INVITE without SDP (RFC 3264 §8): the engine's offer for that leg in
+        our 200; the answer comes in the ACK (`_offer_answered`)."""
+        manager = self.manager
+        if call.reinvite_pending:
+            # §14.2: one of our re-INVITEs is out; the phone tries again later.
+            manager.stack.respond(key, req.reply(491))
+            return
+        try:
+            if call.endpoint is not None:
+                assert manager.media is not None  # noqa: S101  # endpoints come from it
+                body = manager.media.offer_endpoint(call.endpoint)
+            else:
+                body = self.anchored(call).offer(media_side(side))
+        except MediaError as exc:
+            manager.stack.respond(key, req.reply(exc.status))
+            return
+        on_ack = partial(self._offer_answered, call, side)
+        manager.call_relay.answer(call, side, req, key, body, on_ack=on_ack)
+
+    def _offer_answered(self, call: Call, side: str, ack: Request | None) -> None:
+        manager = self.manager
+        if call.state is State.ENDED:
+            return
+        who = media_side(side)
+        if ack is None:
+            log.info("call %s: no ACK to our offer from the %s, hanging up", call.id, who)
+            manager.hangup(call, "no ACK")
+            return
+        try:
+            if not ack.body:
+                raise MediaError(f"the {who}'s ACK carries no answer", 400)  # noqa: TRY301  # handled just below
+            if call.endpoint is not None:
+                assert manager.media is not None  # noqa: S101  # endpoints come from it
+                manager.media.answer_endpoint(call.endpoint, ack.body)
+            else:
+                self.anchored(call).take_answer(who, ack.body)
+        except MediaError as exc:
+            log.info("call %s: %s, hanging up", call.id, exc.reason)
+            manager.hangup(call, f"no usable answer in ACK: {exc.reason}")
 
     def answer_refresh_offer(self, call: Call, side: str, invite: Request, resp: Response) -> bool:
         """The phone's offer in its 2xx to our body-less refresh re-INVITE: answered

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -24,6 +25,8 @@ from pbx_core.sip.headers import NameAddr
 from pbx_core.sip.message import Request, Response
 from pbx_core.sip.uri import URI, parse_uri
 from pbx_core.transport.manager import Address
+
+T1, T2 = 0.5, 4.0  # RFC 3261 §17.1.1.1, for the 2xx we retransmit (§13.3.1.4)
 
 
 class State(Enum):
@@ -64,6 +67,20 @@ class Fork:
 
 
 @dataclass
+class AwaitingAck:
+    """Our 2xx to a phone's re-INVITE whose ACK matters: it carries the answer to
+    the offer in that 2xx (a re-INVITE without SDP, RFC 3264 §8). The 2xx is
+    retransmitted until the ACK comes (RFC 3261 §13.3.1.4); `on_ack` gets the ACK, or
+    None when none came in 64*T1."""
+
+    cseq: int
+    key: AnyServerKey
+    resp: Response
+    on_ack: Callable[[Request | None], None]
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
 class Call:
     id: str
     a_req: Request
@@ -100,6 +117,7 @@ class Call:
     media_stats: dict[str, LegStats] = field(default_factory=dict)  # at hang-up, for the CDR
     endpoint: MediaLeg | None = None  # a call the PBX answers itself (echo test …)
     ringback: bool = False  # we play ringback to the caller
+    awaiting_ack: dict[str, AwaitingAck] = field(default_factory=dict)  # by side
     wall_start: float = field(default_factory=time.time)
 
     def dialog(self, side: str) -> Dialog | None:

@@ -31,6 +31,8 @@ from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia, Network, parse_networks
 from pbx_core.pbx.call_relay import CallRelay
 from pbx_core.pbx.call_state import (
+    T1,
+    T2,
     Call,
     Fork,
     State,
@@ -55,8 +57,6 @@ from pbx_core.transport.manager import Address
 __all__ = ["Call", "CallManager", "State", "Target", "name_addr"]
 
 log = logging.getLogger("pbx.calls")
-
-T1, T2 = 0.5, 4.0
 
 
 class CallManager:
@@ -337,13 +337,14 @@ class CallManager:
         if reanchor:
             self.call_media.reanchor_callee(call, fork, reanchor)
 
-    def ack_reinvite(self, dialog: Dialog, invite: Request, body: bytes = b"") -> None:
+    def ack_reinvite(self, dialog: Dialog, invite: Request, body: bytes = b"") -> Request:
         """ACK a 2xx to a re-INVITE we sent (with the answer when it offered)."""
         ack = dialog.request("ACK", body, "application/sdp" if body else None)
         ack.headers.set("CSeq", f"{invite.cseq.seq} ACK")
         dest = dialog.destination()
         ack.headers.insert(0, "Via", str(self.stack.via_for(dest)))
         self.stack.send(ack, dest)
+        return ack
 
     def _ack(self, fork: Fork, body: bytes, ctype: str | None) -> None:
         ack = fork.dialog.request("ACK", body, ctype)
@@ -527,6 +528,8 @@ class CallManager:
         if call.state is State.ENDED:
             self.stack.respond(key, req.reply(481))
             return True
+        if req.method == "INVITE" and self.call_relay.overlaps(call, side, req, key):
+            return True
         if req.method in ("INVITE", "UPDATE") and not self.call_timers.on_request(
             call, side, req, key
         ):
@@ -537,8 +540,10 @@ class CallManager:
         return True
 
     def _on_ack(self, call: Call, side: str, req: Request) -> None:
+        if self.call_relay.on_ack(call, side, req):
+            return  # the ACK of a re-INVITE's 2xx, with the answer to its offer
         if side != "a":
-            return  # B ACKs nothing of ours (we never answer B's INVITEs)
+            return  # B ACKs nothing else of ours (we never answer B's INVITEs)
         if call.a_2xx is not None:
             call.a_2xx = None
             self._cancel_timer(call, "a_2xx_timer")
@@ -571,6 +576,7 @@ class CallManager:
         call.ended_at = self.loop.time()
         self._cancel_timer(call, "ring_timer")
         self.call_timers.stop(call)
+        self.call_relay.stop(call)
         if call.media is not None:
             call.media_stats = dict(call.media.stats())
             call.media.close()

@@ -503,3 +503,53 @@ def test_endpoint_reoffer_and_stats() -> None:
         del answer
 
     run(body)
+
+
+def test_offer_on_a_leg_and_its_answer_from_the_ack() -> None:
+    """A re-INVITE without SDP from the caller: the engine offers the leg's codec
+    first; the phone's answer (in its ACK) moves the stream to a new port and to
+    PCMA, which the relay then transcodes; the callee's leg is untouched."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        rig = Rig(loop, "0 101", "0 101")
+        offer = rig.call.offer("caller")
+        assert port_of(offer) == rig.pa
+        assert b"m=audio %d RTP/AVP 0 8 101" % rig.pa in offer and b"a=sendrecv" in offer
+        callee_before = (rig.call.callee.codec, rig.call.callee.remote)
+        c = Phone(loop)
+        rig.call.take_answer("caller", sdp(c.port, "8 101"))
+        assert rig.call.caller.codec == "PCMA"
+        assert (rig.call.callee.codec, rig.call.callee.remote) == callee_before
+        rig.b.send(rig.pb, b"\xff" * 160)  # µ-law silence from the callee
+        assert await until(lambda: len(c.received) == 1)
+        assert c.received[0][0].payload_type == 8
+        assert c.received[0][0].payload == b"\xd5" * 160  # A-law silence
+        # An answer needs an offer; one with no codec we offered is refused.
+        with pytest.raises(NegotiationError):
+            rig.call.take_answer("caller", sdp(c.port, "8 101"))
+        rig.call.offer("callee")
+        with pytest.raises(NegotiationError):
+            rig.call.take_answer("callee", sdp(rig.b.port, "18"))
+        assert rig.call.callee.codec == "PCMU"  # left as it was
+        c.close()
+        rig.close()
+
+    run(body)
+
+
+def test_offer_on_an_endpoint_leg() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        engine = MediaEngine(loop, "127.0.0.1", 32700, 32799)
+        phone = Phone(loop)
+        leg, answer = engine.endpoint(sdp(phone.port, "0"))
+        offer = engine.offer_endpoint(leg)
+        assert port_of(offer) == port_of(answer) and b"RTP/AVP 0 8 101" in offer
+        engine.answer_endpoint(leg, sdp(phone.port, "0 101", "sendonly"))
+        assert leg.held and leg.te_pt == 101 and leg.codec == "PCMU"
+        leg.close()
+        phone.close()
+        engine.close()
+
+    run(body)

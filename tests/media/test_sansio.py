@@ -440,3 +440,48 @@ def test_offers_without_usable_audio() -> None:
     with pytest.raises(NegotiationError) as exc:
         neg.parse_offer(b"garbage")
     assert exc.value.status == 400
+
+
+def test_leg_reoffer_keeps_the_codec_in_use_first_and_every_m_line() -> None:
+    """A re-INVITE without SDP (RFC 3264 §8): our offer on the caller's leg has the
+    codec in use first, then the other law and telephone-event, sendrecv, and the
+    rejected video line stays in its place at port 0; its version goes up."""
+    offer_sd = parse_sdp(sdp(4000, "8 101") + b"m=video 4002 RTP/AVP 31\r\n")
+    caller = neg.stream_of(offer_sd)
+    callee = neg.stream_of(parse_sdp(sdp(5000, "8 101")))
+    local = neg.LocalSession("192.0.2.1", 9)
+    answer, choice = neg.caller_answer(offer_sd, caller, callee, "192.0.2.1", 30002, local)
+    held = neg.stream_of(parse_sdp(sdp(4000, "8 101", "sendonly")))  # and the phone held
+    body = neg.leg_reoffer(
+        held, choice.pt, choice.te_pt, ("PCMU", "PCMA"), "192.0.2.1", 30002, local
+    )
+    out = parse_sdp(body)
+    assert [(m.media, m.port) for m in out.media] == [("audio", 30002), ("video", 0)]
+    assert out.media[0].formats == ["8", "0", "101"]
+    assert out.direction_of(out.media[0]).value == "sendrecv"
+    assert out.origin.sess_version == parse_sdp(answer).origin.sess_version + 1
+    assert local.last is not None and "RTP/AVP 8 0 101" in local.last
+    # Nothing negotiated yet on a leg: no offer to make.
+    with pytest.raises(NegotiationError) as exc:
+        neg.leg_reoffer(held, 8, None, (), "192.0.2.1", 1, neg.LocalSession("192.0.2.1", 1))
+    assert exc.value.status == 500
+
+
+def test_leg_reoffer_of_a_pass_through_codec_offers_only_it() -> None:
+    sd = parse_sdp(sdp(4000, "18"))
+    stream = neg.stream_of(sd)
+    local = neg.LocalSession("192.0.2.1", 3)
+    neg.answer_reoffer(sd, stream, None, ("G729",), "192.0.2.1", 1000, local)
+    body = neg.leg_reoffer(stream, 18, None, ("PCMU", "PCMA"), "192.0.2.1", 1000, local)
+    assert parse_sdp(body).media[0].formats == ["18", "101"]
+
+
+def test_reoffer_answered_keeps_the_current_codec_else_the_first_offered() -> None:
+    ours = sdp(30000, "0 8 101")
+    stream, choice = neg.reoffer_answered(ours, parse_sdp(sdp(4000, "8 0 101")), "PCMU")
+    assert choice.pt == 0 and choice.te_pt == 101 and stream.port == 4000
+    _, choice = neg.reoffer_answered(ours, parse_sdp(sdp(4000, "8")), "PCMU")
+    assert choice.pt == 8 and choice.rtpmap.encoding == "PCMA" and choice.te_pt is None
+    with pytest.raises(NegotiationError) as exc:
+        neg.reoffer_answered(ours, parse_sdp(sdp(4000, "18")), "PCMU")
+    assert "no codec we offered" in exc.value.reason

@@ -1,0 +1,130 @@
+"""A phone's re-INVITE without SDP in the middle of a call, against SIPp (RFC 3261 §14,
+RFC 3264 §8: the offer comes in the 2xx and the answer in the ACK).
+
+With anchored media the PBX answers it itself: its 200 carries the engine's offer
+for the caller's leg (same address and port, the codec in use first) and the
+caller's answer in the ACK is applied to that leg alone, so the callee never hears
+of it. With direct media the re-INVITE goes to the callee, whose offer comes back in
+our 200, and our ACK to the callee carries the caller's answer. Either way a
+re-INVITE with SDP afterwards still works, and an unusable answer ends the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import stop_pbx
+from tests.interop.sipp_agents import Message, Run
+from tests.interop.test_media_anchor import (
+    CALLEE_IP,
+    CALLER_IP,
+    PBX_MEDIA,
+    Env,
+    _call,
+    _callee,
+    _start,
+    a_call_id,
+    check,
+    sdp_address,
+)
+
+pytestmark = pytest.mark.interop
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    e = _start(tmp_path_factory.mktemp("reinvite"))
+    yield e
+    stop_pbx(e.pbx)
+    assert "Traceback" not in e.pbx.log(), e.pbx.log()
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    e = _start(tmp_path_factory.mktemp("reinvite-direct"), {"direct_media": "yes"})
+    yield e
+    stop_pbx(e.pbx)
+    assert "Traceback" not in e.pbx.log(), e.pbx.log()
+
+
+def _ok(res: Run, cseq: str) -> Message:
+    """The caller's 200 to its INVITE with CSeq `cseq`."""
+    return next(
+        m for m in res.received() if m.status == 200 and m.header("CSeq") == f"{cseq} INVITE"
+    )
+
+
+def _m_line(msg: Message) -> str:
+    return next(line for line in msg.body.splitlines() if line.startswith("m=audio"))
+
+
+def test_reinvite_without_sdp_is_answered_by_the_pbx(env: Env, tmp_path: Path) -> None:
+    callee, _port = _callee(env, tmp_path, "uas_reinvite_late.xml")
+    try:
+        res = _call(env, tmp_path, "uac_reinvite_late.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    first, late, second = _ok(res, "2"), _ok(res, "3"), _ok(res, "4")
+    # Our offer: the caller's leg as it is (the PBX's address and port), the codec
+    # in use (PCMU) first, then PCMA and telephone-event.
+    assert sdp_address(late) == sdp_address(first), late.text
+    assert sdp_address(late)[0] == PBX_MEDIA
+    port = sdp_address(first)[1]
+    assert _m_line(late) == f"m=audio {port} RTP/AVP 0 8 101", late.text
+    assert "a=sendrecv" in late.body and "o=caller" not in late.body
+    assert "Session-Expires" in late.text  # a refresh like any re-INVITE
+    # The caller answered PCMA in its ACK: the next re-INVITE offers PCMA and PCMU
+    # and the PBX keeps PCMA, the codec the ACK's answer put in use.
+    assert _m_line(second).startswith(f"m=audio {port} RTP/AVP 8"), second.text
+    # The anchor hid it all from the callee, and the PBX hung up no one.
+    assert [m.body.strip() != "" for m in b.requests("INVITE")] == [True], b.report()
+    assert res.requests("BYE") == [], res.report()
+    row = env.cdr(a_call_id(res))
+    assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row
+    assert row["caller_codec"] == "PCMA" and row["callee_codec"] == "PCMU", row
+
+
+def test_unusable_answer_in_the_ack_ends_the_call(env: Env, tmp_path: Path) -> None:
+    callee, _port = _callee(env, tmp_path, "uas_reinvite_late.xml")
+    try:
+        res = _call(env, tmp_path, "uac_reinvite_late_bad.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    assert len(res.requests("BYE")) == 1 and len(b.requests("BYE")) == 1, res.report()
+    row = env.cdr(a_call_id(res))
+    assert row["cause"].startswith("no usable answer in ACK"), row
+    assert "no codec we offered" in row["cause"], row
+
+
+def test_reinvite_without_sdp_relayed_with_direct_media(direct: Env, tmp_path: Path) -> None:
+    callee, _port = _callee(direct, tmp_path, "uas_reinvite_late.xml")
+    try:
+        res = _call(direct, tmp_path, "uac_reinvite_late.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    invites = b.requests("INVITE")
+    assert [m.body.strip() != "" for m in invites] == [True, False, True], b.report()
+    # The callee's offer reached the caller unchanged (media phone to phone) ...
+    late = _ok(res, "3")
+    assert sdp_address(late)[0] == CALLEE_IP and "o=callee" in late.body, late.text
+    # ... and the caller's answer reached the callee in the PBX's ACK.
+    acks = b.requests("ACK")
+    assert len(acks) == 3, b.report()
+    assert "o=caller" in acks[1].body and sdp_address(acks[1])[0] == CALLER_IP, acks[1].text
+    assert "RTP/AVP 8" in acks[1].body
+    assert acks[0].body.strip() == "" and acks[2].body.strip() == ""
+    assert _ok(res, "4").body and res.requests("BYE") == []
+    row = direct.cdr(a_call_id(res))
+    assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row
