@@ -403,7 +403,20 @@ def _log_auth(message: str) -> None:
     syslog.closelog()
 
 
+# init respawns the console on ttyS0 at once when it exits: one that fails at start
+# would spin a CPU the PBX needs. A failure soon after start waits this long first.
+RESPAWN_PAUSE = 5.0
+
+
 def main(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    rc = _main(args)
+    if rc not in (0, 130) and time.monotonic() - started < RESPAWN_PAUSE:
+        time.sleep(RESPAWN_PAUSE)
+    return rc
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         opts = Options(args)
         channel, raw = open_channel(args)
@@ -421,6 +434,10 @@ def main(args: argparse.Namespace) -> int:
         pass
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001  # a bug must not leave the line dead: init restarts us
+        print(f"\r\npbx console: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        _log_auth(f"console ended by an internal error: {type(e).__name__}: {e}")
+        return 1
     if session.shell_requested:
         return exec_shell(channel)
     return 0

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from pbx_core.console import auth
+import pytest
+
+from pbx_core import cli
+from pbx_core.console import auth, session
 from pbx_core.store.generations import Generations
 from tests.conftest import start_pbx, stop_pbx
 from tests.console.conftest import PROMPT, ConsoleProc
@@ -253,3 +257,26 @@ def test_failsafe_resets_the_password_once_per_boot(tmp_path: Path) -> None:
         assert b"Failsafe" not in c.out
     finally:
         c.close()
+
+
+def test_a_failing_start_pauses_before_init_respawns_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # init restarts the console on ttyS0 at once: a console that cannot start must not
+    # spin. (No factory tables: it says so, waits, exits 2.)
+    slept: list[float] = []
+    monkeypatch.setattr(session.time, "sleep", slept.append)
+    master, slave = os.openpty()
+    try:
+        args = cli.build_parser().parse_args(
+            [
+                *("console", "--tty", os.ttyname(slave)),
+                *("--factory", str(tmp_path / "none"), "--config-root", str(tmp_path / "c")),
+            ]
+        )
+        assert session.main(args) == 2
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert slept == [session.RESPAWN_PAUSE]
+    assert "no factory tables" in capsys.readouterr().err
