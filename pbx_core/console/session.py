@@ -404,14 +404,15 @@ def _log_auth(message: str) -> None:
 
 
 # init respawns the console on ttyS0 at once when it exits: one that fails at start
-# would spin a CPU the PBX needs. A failure soon after start waits this long first.
+# (or a line that reads end-of-file at once) would spin a CPU the PBX needs. An end
+# this soon after the start waits this long first.
 RESPAWN_PAUSE = 5.0
 
 
 def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     rc = _main(args)
-    if rc not in (0, 130) and time.monotonic() - started < RESPAWN_PAUSE:
+    if rc != 130 and time.monotonic() - started < RESPAWN_PAUSE:
         time.sleep(RESPAWN_PAUSE)
     return rc
 
