@@ -41,6 +41,7 @@ from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.call_state import Call, Fork, State, media_side
 from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request, Response
+from pbx_core.store.schema import SETTINGS, Network
 
 if TYPE_CHECKING:
     from pbx_core.pbx.call_state import Target
@@ -48,23 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pbx.calls")
 
-DEFAULT_LAN = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,fc00::/7,::1/128"
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """`lan_networks`: comma-separated CIDRs (a bare address is a /32 or /128).
-    ValueError names the first bad one."""
-    out: list[Network] = []
-    for raw in text.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        try:
-            out.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"{item!r} is not a network (e.g. 192.168.1.0/24)") from None
-    return tuple(out)
+DEFAULT_LAN = str(SETTINGS["lan_networks"].default)
 
 
 def in_networks(host: str, networks: tuple[Network, ...]) -> bool:

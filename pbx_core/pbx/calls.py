@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
-from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia, Network, parse_networks
+from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
 from pbx_core.pbx.call_relay import CallRelay
 from pbx_core.pbx.call_state import (
     T1,
@@ -52,6 +52,7 @@ from pbx_core.sip.errors import ParseError
 from pbx_core.sip.events import AnyServerKey, ClientKey
 from pbx_core.sip.message import Request, Response
 from pbx_core.sip.transaction import cancel_for
+from pbx_core.store.schema import Network, parse_networks
 from pbx_core.transport.manager import Address
 
 __all__ = ["Call", "CallManager", "State", "Target", "name_addr"]

@@ -137,6 +137,7 @@ class _Builder:
 
     def settings(self) -> None:
         values: dict[str, str | int] = {k: s.default for k, s in sch.SETTINGS.items()}
+        set_at: dict[str, tuple[Table, int]] = {}  # the row of each setting given
         for table, r, rec in self.rows("pbx_settings"):
             name, value = str(rec["name"]), rec["value"]
             spec = sch.SETTINGS.get(name)
@@ -146,6 +147,7 @@ class _Builder:
             if value is None:
                 continue
             text = str(value)
+            set_at[name] = (table, r)
             if spec.type is int:
                 if not re.fullmatch(r"-?[0-9]+", text):
                     self.err(table, r, "value", f"setting {name!r} must be an integer")
@@ -161,6 +163,45 @@ class _Builder:
                     self._operator = (table, r)
         self.cfg.settings = values
         self.domain = str(values["domain"])
+        self.check_settings(values, set_at)
+
+    def check_settings(
+        self, values: Mapping[str, str | int], set_at: Mapping[str, tuple[Table, int]]
+    ) -> None:
+        """What one setting alone cannot say: `lan_networks` is a list of networks;
+        the RFC 4028 session timer settings agree with each other."""
+
+        def where(*names: str) -> tuple[Table, int] | None:
+            return next((set_at[n] for n in names if n in set_at), None)
+
+        lan = where("lan_networks")
+        if lan is not None:
+            try:
+                sch.parse_networks(str(values["lan_networks"]))
+            except ValueError as exc:
+                self.err(*lan, "value", f"setting 'lan_networks': {exc}")
+        expires, min_se = int(values["session_expires"]), int(values["session_min_se"])
+        at = where("session_min_se")
+        if min_se < 1 and at is not None:
+            self.err(*at, "value", "setting 'session_min_se' must be at least 1 second")
+            return
+        if min_se < sch.RFC4028_MIN_SE and at is not None:
+            self.warnings.append(
+                at[0].error(
+                    at[1],
+                    "value",
+                    f"setting 'session_min_se' {min_se} is below RFC 4028's floor of "
+                    f"{sch.RFC4028_MIN_SE} s (for tests only)",
+                )
+            )
+        at = where("session_expires", "session_min_se")
+        if at is not None and (expires < 0 or 0 < expires < min_se):
+            self.err(
+                *at,
+                "value",
+                f"setting 'session_expires' must be 0 (no session timers) or at least "
+                f"session_min_se ({min_se}), not {expires}",
+            )
 
     def users(self) -> None:
         for table, r, rec in self.rows("subscriber"):

@@ -14,6 +14,7 @@ strict: an unknown column is an error, so a misspelt optional column is caught.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -440,6 +441,25 @@ PBX_SETTINGS = TableSchema(
 )
 
 
+RFC4028_MIN_SE = 90  # RFC 4028 §4: no Min-SE below 90 seconds
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """A comma-separated list of networks (`lan_networks`): CIDRs, a bare address
+    being a /32 or /128; empty items are skipped. ValueError names the first bad one."""
+    out: list[Network] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not a network (e.g. 192.168.1.0/24)") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -497,7 +517,7 @@ SETTINGS: Mapping[str, Setting] = {
         Setting(
             "session_min_se",
             int,
-            90,
+            RFC4028_MIN_SE,
             "RFC 4028 Min-SE: the shortest session interval accepted (smaller requests get "
             "422); 90 is the RFC's floor, lower values are for tests only",
         ),

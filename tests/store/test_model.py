@@ -145,6 +145,35 @@ def _factory_copy(tmp_path: Path) -> Path:
             "pbx_settings:2:10: operator '109' is not an extension or ring group",
         ),
         (
+            "pbx_settings",
+            "name(string) value(string,null)\nlan_networks:10.0.0.0/8, 192.168.1/33\n",
+            "pbx_settings:2:14: setting 'lan_networks': '192.168.1/33' is not a network "
+            "(e.g. 192.168.1.0/24)",
+        ),
+        (
+            "pbx_settings",
+            "name(string) value(string,null)\nsession_min_se:120\nsession_expires:100\n",
+            "pbx_settings:3:17: setting 'session_expires' must be 0 (no session timers) or at "
+            "least session_min_se (120), not 100",
+        ),
+        (
+            "pbx_settings",
+            "name(string) value(string,null)\nsession_min_se:2000\n",
+            "pbx_settings:2:16: setting 'session_expires' must be 0 (no session timers) or at "
+            "least session_min_se (2000), not 1800",
+        ),
+        (
+            "pbx_settings",
+            "name(string) value(string,null)\nsession_expires:-5\n",
+            "pbx_settings:2:17: setting 'session_expires' must be 0 (no session timers) or at "
+            "least session_min_se (90), not -5",
+        ),
+        (
+            "pbx_settings",
+            "name(string) value(string,null)\nsession_min_se:0\n",
+            "pbx_settings:2:16: setting 'session_min_se' must be at least 1 second",
+        ),
+        (
             "subscriber",
             "username(string) domain(string) password(string) ha1(string)\n"
             "100:pbx.local:pw:00000000000000000000000000000000\n",
@@ -180,6 +209,32 @@ def test_model_errors_are_located(tmp_path: Path, table: str, content: str, mess
     # first error is the one this row causes.
     assert report.errors
     assert str(report.errors[0]).replace(f"{d}/", "") == message
+
+
+@pytest.mark.parametrize(
+    ("rows", "warnings"),
+    [
+        # The interop tests' settings: allowed, with a warning at the row.
+        (
+            "session_min_se:8\nsession_expires:60\n",
+            [
+                "pbx_settings:2:16: setting 'session_min_se' 8 is below RFC 4028's floor of 90 s "
+                "(for tests only)"
+            ],
+        ),
+        ("session_min_se:90\nsession_expires:0\n", []),  # timers off
+        ("lan_networks:192.168.1.0/24, 10.1.2.3 ,fd00\\:\\:/8\n", []),
+        ("lan_networks:\n", []),  # no LAN: direct media never applies
+    ],
+)
+def test_settings_that_pass_and_their_warnings(
+    tmp_path: Path, rows: str, warnings: list[str]
+) -> None:
+    d = _factory_copy(tmp_path)
+    (d / "pbx_settings").write_text("name(string) value(string,null)\n" + rows)
+    report = check_dir(d)
+    assert report.errors == []
+    assert [str(w).replace(f"{d}/", "") for w in report.warnings] == warnings
 
 
 def test_readme_documents_every_table_and_column() -> None:
