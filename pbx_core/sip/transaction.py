@@ -65,7 +65,14 @@ class TransactionError(SipError):
         super().__init__(reason, 500)
 
 
+# The three enums below hash by identity: members are singletons compared by
+# identity, so that is consistent, and Enum's own __hash__ is a Python function (the
+# hash of the name) run for every one of the layer's several dict lookups a message.
+
+
 class State(enum.Enum):
+    __hash__ = object.__hash__  # by identity (see above)
+
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -76,6 +83,8 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
+    __hash__ = object.__hash__  # by identity (see above)
+
     # from the peer, through the transport
     REQUEST = "request retransmission"
     ACK = "ACK"
@@ -112,6 +121,8 @@ TU_INPUTS = frozenset({Input.TU_1XX, Input.TU_2XX, Input.TU_300_699})
 
 
 class Action(enum.Enum):
+    __hash__ = object.__hash__  # by identity (see above)
+
     SEND_REQUEST = "pass the request to the transport (first time or retransmission)"
     SEND_ACK = "send the ACK for a non-2xx final response (built once, §17.1.1.3)"
     REQUEST_TO_TU = "pass the new request to the TU"
