@@ -8,7 +8,8 @@ first 2xx wins, the other forks are CANCELled; that fork's dialog becomes the B 
 A BYE from either side ends both. Other requests inside the call (re-INVITE, UPDATE,
 INFO …) arriving on one side are re-issued on the other side's dialog and their
 answers relayed back (call_relay.py), except those the PBX answers on their leg
-itself: offers on anchored media and key presses in INFO (call_media.py, which also
+itself: offers on anchored media, re-INVITEs without SDP on anchored media (the
+engine offers, the ACK answers) and key presses in INFO (call_media.py, which also
 holds how media is anchored, delayed offers and direct media) and body-less UPDATEs,
 which only refresh a session timer (call_timers.py, RFC 4028 on each leg).
 

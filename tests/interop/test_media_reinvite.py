@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import stop_pbx
+from tests.interop.sipp import SCENARIOS
 from tests.interop.sipp_agents import Message, Run
 from tests.interop.test_media_anchor import (
     CALLEE_IP,
@@ -128,3 +129,25 @@ def test_reinvite_without_sdp_relayed_with_direct_media(direct: Env, tmp_path: P
     assert _ok(res, "4").body and res.requests("BYE") == []
     row = direct.cdr(a_call_id(res))
     assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row
+
+
+def test_our_offer_is_retransmitted_until_the_ack(env: Env, tmp_path: Path) -> None:
+    """The caller takes 1.6 s to ACK: the PBX's 200 (with its offer) is sent again
+    meanwhile (RFC 3261 §13.3.1.4: T1, 2*T1 …), the late ACK's answer still counts."""
+    src = (SCENARIOS / "uac_reinvite_late.xml").read_text()
+    ack3 = src.index("      ACK [next_url] SIP/2.0", src.index("CSeq: 3 INVITE"))
+    send = src.rindex("  <send>", 0, ack3)
+    slow = tmp_path / "uac_reinvite_slow_ack.xml"
+    slow.write_text(src[:send] + '  <pause milliseconds="1600"/>\n' + src[send:])
+    callee, _port = _callee(env, tmp_path, "uas_reinvite_late.xml")
+    try:
+        res = _call(env, tmp_path, str(slow))
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    oks = [m for m in res.received() if m.status == 200 and m.header("CSeq") == "3 INVITE"]
+    assert len(oks) >= 2 and len({m.body for m in oks}) == 1, res.report()
+    assert _m_line(_ok(res, "4")).split()[3] == "8", res.report()  # the answer counted
+    assert res.requests("BYE") == [], res.report()
