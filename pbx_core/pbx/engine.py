@@ -46,7 +46,7 @@ log = logging.getLogger("pbx.engine")
 ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO", "PRACK")
 # Methods we recognise but do not serve (yet): 405 with Allow (RFC 3261 §8.2.1).
 KNOWN_METHODS = frozenset({"MESSAGE", "NOTIFY", "PUBLISH", "REFER", "SUBSCRIBE", *ALLOW})
-SUPPORTED: frozenset[str] = frozenset({"timer"})  # RFC 4028 session timers (calls.py)
+SUPPORTED: frozenset[str] = frozenset({"timer"})  # RFC 4028 session timers (call_timers.py)
 SCHEMES = frozenset({"sip", "sips", "tel"})
 SERVER = f"Wafer PBX {VERSION}"
 CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}

@@ -512,7 +512,8 @@ SETTINGS: Mapping[str, Setting] = {
             int,
             1800,
             "RFC 4028 session timer: the Session-Expires the PBX asks for on each leg, "
-            "seconds; a call nobody refreshes is ended after it (0 = no session timers)",
+            "seconds, 0 or at least session_min_se; a call nobody refreshes is ended after it "
+            "(0 = no session timers)",
         ),
         Setting(
             "session_min_se",
