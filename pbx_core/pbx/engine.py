@@ -205,11 +205,10 @@ class Engine:
 
     def stateless_tag(self, req: Request) -> str:
         """The same To tag for every retransmission of a request (RFC 3261 §8.2.7)."""
-        h = hashlib.blake2s(key=self._tag_key, digest_size=6)
-        for name in ("call-id", "from", "via"):
-            h.update((req.headers.get(name) or "").encode("utf-8", "surrogateescape"))
-            h.update(b"\0")
-        return h.hexdigest()
+        get = req.headers.get
+        text = f"{get('call-id') or ''}\0{get('from') or ''}\0{get('via') or ''}\0"
+        data = text.encode("utf-8", "surrogateescape")
+        return hashlib.blake2s(data, key=self._tag_key, digest_size=6).hexdigest()
 
     def _options(self, req: Request) -> Response:
         tag = self.stateless_tag(req)
