@@ -97,9 +97,10 @@ class Authenticator:
         except KeyError:
             pass
         user = snap.user(username, domain)
-        if len(users) >= USER_CACHE:
-            users.clear()
-        users[key] = user
+        if len(username) + len(domain) <= 128:  # a flood of long names stays small
+            if len(users) >= USER_CACHE:
+                users.clear()
+            users[key] = user
         return user
 
     def challenge(

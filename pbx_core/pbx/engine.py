@@ -289,9 +289,10 @@ class Engine:
             ours = name in (self.domain.lower(), str(snap.settings.get("hostname", ""))) or (
                 _is_ip(name) or name == "localhost"
             )
-            if len(self._our_hosts) >= 1024:
-                self._our_hosts.clear()
-            self._our_hosts[host] = ours
+            if len(host) <= 255:  # a DNS name's length at most: the cache stays small
+                if len(self._our_hosts) >= 1024:
+                    self._our_hosts.clear()
+                self._our_hosts[host] = ours
         return ours
 
     def _register(self, req: Request, source: Address, key: AnyServerKey) -> None:

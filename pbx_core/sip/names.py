@@ -214,9 +214,10 @@ def header_key(name: str) -> str:
 
 # A header name as received -> (key, name to write). Seeded with the spellings of the
 # headers we know; the parser adds the (already validated) names it meets, up to a
-# bound, so a peer inventing names cannot make it grow without end.
+# bound in count and length, so a peer inventing names cannot make it grow much.
 NAME_ENTRIES: dict[str, tuple[str, str]] = {}
 _NAME_ENTRIES_MAX = 1024
+_NAME_LONGEST = 64
 
 
 def name_entry(name: str) -> tuple[str, str]:
@@ -225,7 +226,7 @@ def name_entry(name: str) -> tuple[str, str]:
     if entry is None:
         key = header_key(name)
         entry = (key, CANONICAL.get(key, name))
-        if len(NAME_ENTRIES) < _NAME_ENTRIES_MAX:
+        if len(NAME_ENTRIES) < _NAME_ENTRIES_MAX and len(name) <= _NAME_LONGEST:
             NAME_ENTRIES[name] = entry
     return entry
 

@@ -206,9 +206,11 @@ def _norm_pvalue(value: str | None) -> str:
 
 # Parsed URIs by their text. A URI is immutable, and the same few recur in every
 # message of a phone (its AOR, its Contact, our domain), so parsing one is a dict
-# lookup the second time. Bounded: a peer sending ever new URIs only empties it.
+# lookup the second time. Bounded in count and in length (at most ~1 MiB of text):
+# a peer sending ever new or huge URIs only empties it or bypasses it.
 _PARSED: dict[str, URI] = {}
 _PARSED_MAX = 4096
+_PARSED_LONGEST = 256
 
 
 def parse_uri(text: str) -> URI:
@@ -216,9 +218,10 @@ def parse_uri(text: str) -> URI:
     uri = _PARSED.get(text)
     if uri is None:
         uri = _parse_uri(text)
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        _PARSED[text] = uri
+        if len(text) <= _PARSED_LONGEST:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[text] = uri
     return uri
 
 

@@ -604,3 +604,19 @@ def test_leading_crlfs_are_ignored() -> None:
     """RFC 3261 §7.5: CRLFs before the start line (keep-alives) are skipped."""
     data = _message("Call-ID: x@y")
     assert parse_message(b"\r\n\r\n" + data) == parse_message(data)
+
+
+def test_header_names_met_are_remembered_within_bounds() -> None:
+    from pbx_core.sip import names
+
+    long_name = "X-" + "n" * 100
+    data = (
+        "OPTIONS sip:pbx SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        f"From: <sip:a@b>;tag=1\r\nTo: <sip:pbx>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+        f"X-Short: 1\r\n{long_name}: 2\r\n\r\n"
+    ).encode()
+    for _ in range(2):
+        msg = parse_message(data)
+        assert msg.headers.get(long_name) == "2" and msg.headers.get("x-short") == "1"
+    assert long_name not in names.NAME_ENTRIES  # (short ones are, while there is room)
+    assert len(names.NAME_ENTRIES) <= names._NAME_ENTRIES_MAX

@@ -369,3 +369,22 @@ def test_generated_uris_parse_back(
     # the host's case never matters (RFC 3261 §19.1.4)
     shouted = parse_uri(str(uri.with_(host=host.upper())))
     assert uri.equivalent(shouted) and shouted.equivalent(uri)
+
+
+def test_parsed_uris_are_remembered_within_bounds() -> None:
+    from pbx_core.sip import uri as uri_module
+
+    first = parse_uri("sip:201@pbx.local")
+    assert parse_uri("sip:201@pbx.local") is first  # immutable, so shared
+    # A long URI is parsed every time (a flood of them must not fill memory) ...
+    long_uri = "sip:" + "a" * 1000 + "@pbx.local"
+    assert parse_uri(long_uri) == parse_uri(long_uri)
+    assert long_uri not in uri_module._PARSED
+    # ... and ever new short ones only empty the table now and then.
+    for i in range(uri_module._PARSED_MAX + 10):
+        parse_uri(f"sip:{i}@pbx.local")
+    assert len(uri_module._PARSED) <= uri_module._PARSED_MAX
+    # A bad URI is refused every time, never remembered.
+    for _ in range(2):
+        with pytest.raises(ParseError):
+            parse_uri("sip:a@b:99999")
