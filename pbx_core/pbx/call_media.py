@@ -42,6 +42,7 @@ from pbx_core.pbx.call_state import Call, Fork, State, media_side
 from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request, Response
 from pbx_core.store.schema import SETTINGS, Network
+from pbx_core.transport.manager import Address
 
 if TYPE_CHECKING:
     from pbx_core.pbx.call_state import Target
@@ -206,11 +207,14 @@ class CallMedia:
         return self.anchored(call).answer(ack.body)
 
     # ------------------------------------------------------------ in the call
-    def request(self, call: Call, side: str, req: Request, key: AnyServerKey) -> bool:
+    def request(
+        self, call: Call, side: str, req: Request, key: AnyServerKey, source: Address
+    ) -> bool:
         """With anchored media the PBX answers offers itself (hold, codec or address
         changes stay on that leg; the other side hears music on hold), makes one for
         a re-INVITE without SDP, and turns SIP INFO key presses into RTP events for
-        the other phone. False when the request is for the other side."""
+        the other phone. False when the request (from `source`) is for the other
+        side."""
         manager = self.manager
         media = call.media
         if call.endpoint is None and (media is None or not media.answered):
@@ -221,10 +225,10 @@ class CallMedia:
             except MediaError as exc:
                 manager.stack.respond(key, req.reply(exc.status))
                 return True
-            manager.call_relay.answer(call, side, req, key, body)
+            manager.call_relay.answer(call, side, req, key, body, source)
             return True
         if req.method == "INVITE":
-            self._offer(call, side, req, key)
+            self._offer(call, side, req, key, source)
             return True
         if req.method == "INFO" and req.body and media is not None:
             try:
@@ -246,7 +250,9 @@ class CallMedia:
             return self.manager.media.reoffer_endpoint(call.endpoint, offer)
         return self.anchored(call).reoffer(media_side(side), offer)
 
-    def _offer(self, call: Call, side: str, req: Request, key: AnyServerKey) -> None:
+    def _offer(
+        self, call: Call, side: str, req: Request, key: AnyServerKey, source: Address
+    ) -> None:
         """A re-INVITE without SDP (RFC 3264 §8): the engine's offer for that leg in
         our 200; the answer comes in the ACK (`_offer_answered`)."""
         manager = self.manager
@@ -264,7 +270,7 @@ class CallMedia:
             manager.stack.respond(key, req.reply(exc.status))
             return
         on_ack = partial(self._offer_answered, call, side)
-        manager.call_relay.answer(call, side, req, key, body, on_ack=on_ack)
+        manager.call_relay.answer(call, side, req, key, body, source, on_ack=on_ack)
 
     def _offer_answered(self, call: Call, side: str, ack: Request | None) -> None:
         manager = self.manager
@@ -272,9 +278,7 @@ class CallMedia:
             return
         who = media_side(side)
         if ack is None:
-            log.info("call %s: no ACK to our offer from the %s, hanging up", call.id, who)
-            manager.hangup(call, "no ACK")
-            return
+            return  # none came: call_acks.py hangs up
         try:
             if not ack.body:
                 raise MediaError(f"the {who}'s ACK carries no answer", 400)  # noqa: TRY301  # handled just below

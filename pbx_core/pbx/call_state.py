@@ -68,15 +68,16 @@ class Fork:
 
 @dataclass
 class AwaitingAck:
-    """Our 2xx to a phone's re-INVITE whose ACK matters: it carries the answer to
-    the offer in that 2xx (a re-INVITE without SDP, RFC 3264 §8). The 2xx is
-    retransmitted until the ACK comes (RFC 3261 §13.3.1.4); `on_ack` gets the ACK, or
-    None when none came in 64*T1."""
+    """Our 2xx to an INVITE from one side, sent again until its ACK (RFC 3261
+    §13.3.1.4, call_acks.py). `offer`: the 2xx carries an offer, the ACK the answer,
+    which `on_ack` gets (None when no ACK came in 64*T1)."""
 
+    side: str
     cseq: int
-    key: AnyServerKey
     resp: Response
-    on_ack: Callable[[Request | None], None]
+    dest: Address  # where the INVITE came from
+    offer: bool = False
+    on_ack: Callable[[Request | None], None] | None = None
     timer: asyncio.TimerHandle | None = None
 
 
@@ -95,8 +96,6 @@ class Call:
     answered: Fork | None = None
     a_dialog: Dialog | None = None
     a_final_sent: bool = False
-    a_2xx: Response | None = None
-    a_2xx_timer: asyncio.TimerHandle | None = None
     ring_timer: asyncio.TimerHandle | None = None
     ack_to_b_pending: bool = False  # delayed offer: B's ACK waits for A's
     answered_at: float | None = None
@@ -117,7 +116,8 @@ class Call:
     media_stats: dict[str, LegStats] = field(default_factory=dict)  # at hang-up, for the CDR
     endpoint: MediaLeg | None = None  # a call the PBX answers itself (echo test …)
     ringback: bool = False  # we play ringback to the caller
-    awaiting_ack: dict[str, AwaitingAck] = field(default_factory=dict)  # by side
+    # our 2xx to INVITEs waiting for their ACK, by (side, CSeq number)
+    awaiting_ack: dict[tuple[str, int], AwaitingAck] = field(default_factory=dict)
     wall_start: float = field(default_factory=time.time)
 
     def dialog(self, side: str) -> Dialog | None:

@@ -29,6 +29,7 @@ from pbx_core.pbx.session_timer import (
 )
 from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request, Response
+from pbx_core.transport.manager import Address
 
 if TYPE_CHECKING:
     from pbx_core.pbx.calls import CallManager
@@ -88,9 +89,12 @@ class CallTimers:
         )
         return True
 
-    def on_request(self, call: Call, side: str, req: Request, key: AnyServerKey) -> bool:
-        """A re-INVITE or UPDATE from a phone (RFC 4028 §9): False when it was
-        answered here (422, 400, or a body-less UPDATE, which is only a refresh)."""
+    def on_request(
+        self, call: Call, side: str, req: Request, key: AnyServerKey, source: Address
+    ) -> bool:
+        """A re-INVITE or UPDATE from a phone at `source` (RFC 4028 §9): False when
+        it was answered here (422, 400, or a body-less UPDATE, which is only a
+        refresh)."""
         try:
             got = negotiate_uas(req.headers, self.config)
         except SessionTimerError as exc:
@@ -103,7 +107,7 @@ class CallTimers:
             self.manager.stack.respond(key, resp)
             return False
         if req.method == "UPDATE" and not req.body:
-            self.manager.call_relay.answer(call, side, req, key, b"")
+            self.manager.call_relay.answer(call, side, req, key, b"", source)
             return False
         return True
 

@@ -14,11 +14,12 @@ holds how media is anchored, delayed offers and direct media) and body-less UPDA
 which only refresh a session timer (call_timers.py, RFC 4028 on each leg).
 
 We ACK B's 2xx at once when the offer was in the INVITE; with a delayed offer we wait
-for A's ACK, which carries the answer to the offer B made. Our 2xx to A is
-retransmitted until A's ACK arrives (§13.3.1.4); without one the call is torn down.
+for A's ACK, which carries the answer to the offer B made. Every 2xx we send to an
+INVITE (A's, or a re-INVITE from either side) is retransmitted until its ACK arrives
+(§13.3.1.4, call_acks.py); without one the call is torn down.
 
 This module is the orchestrator: it owns the calls, their dialogs and transactions,
-and calls on `CallMedia`, `CallTimers` and `CallRelay` for the rest.
+and calls on `CallMedia`, `CallTimers`, `CallRelay` and `CallAcks` for the rest.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from collections.abc import Callable, Mapping
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
+from pbx_core.pbx.call_acks import CallAcks
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
 from pbx_core.pbx.call_relay import CallRelay
 from pbx_core.pbx.call_state import (
-    T1,
-    T2,
     Call,
     Fork,
     State,
@@ -87,6 +87,7 @@ class CallManager:
         self.call_media = CallMedia(self)
         self.call_timers = CallTimers(self)
         self.call_relay = CallRelay(self)
+        self.call_acks = CallAcks(self)
 
     def configure(self, settings: Mapping[str, object]) -> None:
         """The settings calls follow (pbx_settings); a bad value is logged and the
@@ -405,25 +406,19 @@ class CallManager:
         return resp
 
     def _send_a_2xx(self, call: Call, resp: Response) -> None:
+        """Our 2xx to A's INVITE, until A's ACK (`_a_acked`)."""
         self.call_timers.start_a(call, resp)
-        call.a_2xx = resp
         call.a_final_sent = True
-        self.stack.respond(call.a_key, resp)
-        self._retransmit_2xx(call, T1, self.loop.time() + 64 * T1)
-
-    def _retransmit_2xx(self, call: Call, interval: float, give_up: float) -> None:
-        def again() -> None:
-            if call.a_2xx is None or call.state is State.ENDED:
-                return
-            if self.loop.time() >= give_up:
-                log.info("call %s: no ACK for our 2xx, hanging up", call.id)
-                call.a_2xx = None
-                self.hangup(call, "no ACK")
-                return
-            self.stack.send(call.a_2xx, call.a_source)
-            self._retransmit_2xx(call, min(2 * interval, T2), give_up)
-
-        call.a_2xx_timer = self.loop.call_later(interval, again)
+        offer = bool(resp.body) and not call.a_req.body
+        self.call_acks.send_2xx(
+            call,
+            "a",
+            call.a_key,
+            resp,
+            call.a_source,
+            offer=offer,
+            on_ack=lambda ack: self._a_acked(call, ack),
+        )
 
     def fail_a(
         self, call: Call, status: int, why: str, headers: list[tuple[str, str]] | None = None
@@ -505,7 +500,9 @@ class CallManager:
             return False
         call, side = found
         if req.method == "ACK":
-            self._on_ack(call, side, req)
+            # Every ACK reaching us is for a 2xx of ours (the transaction layer keeps
+            # those for non-2xx finals); an unmatched one is a retransmission.
+            self.call_acks.on_ack(call, side, req)
             return True
         if key is None:
             return True
@@ -530,40 +527,39 @@ class CallManager:
         if call.state is State.ENDED:
             self.stack.respond(key, req.reply(481))
             return True
-        if req.method == "INVITE" and self.call_relay.overlaps(call, side, req, key):
+        if req.method == "INVITE" and self.call_acks.overlaps(call, side, req, key):
             return True
         if req.method in ("INVITE", "UPDATE") and not self.call_timers.on_request(
-            call, side, req, key
+            call, side, req, key, source
         ):
             return True
-        if self.call_media.request(call, side, req, key):
+        if self.call_media.request(call, side, req, key, source):
             return True
-        self.call_relay.relay(call, side, req, key)
+        self.call_relay.relay(call, side, req, key, source)
         return True
 
-    def _on_ack(self, call: Call, side: str, req: Request) -> None:
-        if self.call_relay.on_ack(call, side, req):
-            return  # the ACK of a re-INVITE's 2xx, with the answer to its offer
-        if side != "a":
-            return  # B ACKs nothing else of ours (we never answer B's INVITEs)
-        if call.a_2xx is not None:
-            call.a_2xx = None
-            self._cancel_timer(call, "a_2xx_timer")
-        if call.ack_to_b_pending and call.answered is not None:
-            call.ack_to_b_pending = False
-            ctype = req.headers.get("content-type") if req.body else None
-            if call.late_offer and call.media is not None:
-                # A's answer to the engine's offer; B gets the engine's answer.
-                try:
-                    body = self.call_media.ack_answer(call, req)
-                except MediaError as exc:
-                    log.info("call %s: %s, hanging up", call.id, exc.reason)
-                    self._ack(call.answered, b"", None)
-                    self.hangup(call, f"no usable answer in ACK: {exc.reason}")
-                    return
-                self._ack(call.answered, body, "application/sdp")
+    def _a_acked(self, call: Call, ack: Request | None) -> None:
+        """A's ACK to our 2xx to its INVITE (None: none came, the call is being hung
+        up). With a delayed offer it carries the answer that our ACK to B waits for."""
+        if not call.ack_to_b_pending or call.answered is None:
+            return
+        call.ack_to_b_pending = False
+        if ack is None:
+            self._ack(call.answered, b"", None)  # B's 2xx is ACKed before its BYE
+            return
+        ctype = ack.headers.get("content-type") if ack.body else None
+        if call.late_offer and call.media is not None:
+            # A's answer to the engine's offer; B gets the engine's answer.
+            try:
+                body = self.call_media.ack_answer(call, ack)
+            except MediaError as exc:
+                log.info("call %s: %s, hanging up", call.id, exc.reason)
+                self._ack(call.answered, b"", None)
+                self.hangup(call, f"no usable answer in ACK: {exc.reason}")
                 return
-            self._ack(call.answered, req.body, ctype)
+            self._ack(call.answered, body, "application/sdp")
+            return
+        self._ack(call.answered, ack.body, ctype)
 
     # ------------------------------------------------------------ end
     def _forget_fork(self, fork: Fork) -> None:
@@ -578,7 +574,7 @@ class CallManager:
         call.ended_at = self.loop.time()
         self._cancel_timer(call, "ring_timer")
         self.call_timers.stop(call)
-        self.call_relay.stop(call)
+        self.call_acks.stop(call)
         if call.media is not None:
             call.media_stats = dict(call.media.stats())
             call.media.close()
@@ -596,7 +592,6 @@ class CallManager:
                 log.exception("call-end hook failed")
 
     def _forget(self, call: Call) -> None:
-        self._cancel_timer(call, "a_2xx_timer")
         for k in [k for k, (c, _s) in self.dialogs.items() if c is call]:
             del self.dialogs[k]
 

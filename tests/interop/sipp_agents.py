@@ -160,6 +160,7 @@ def _command(
     timeout: float,
     recv_timeout: float | None,
     transport: str = "u1",
+    extra: list[str] | None = None,
 ) -> list[str]:
     cmd = [sipp_path()]
     if remote is not None:
@@ -178,7 +179,7 @@ def _command(
         cmd += ["-au", auth[0], "-ap", auth[1]]
     for k, v in {"domain": DOMAIN, **keys}.items():
         cmd += ["-key", k, v]
-    return cmd
+    return cmd + (extra or [])
 
 
 def run(
@@ -196,9 +197,11 @@ def run(
     timeout: float = 15,
     recv_timeout: float | None = None,
     transport: str = "u1",
+    extra: list[str] | None = None,
 ) -> Run:
     """Run a client scenario against the PBX until it is done (from local_port when
-    given, else from a free port), over UDP ("u1") or TCP ("t1")."""
+    given, else from a free port), over UDP ("u1") or TCP ("t1"); `extra`: more
+    SIPp options (`-nr`: no retransmissions, and no absorbing of identical ones)."""
     run_dir = _fresh_dir(tmp, name)
     cmd = _command(
         scenario,
@@ -213,6 +216,7 @@ def run(
         timeout=timeout,
         recv_timeout=recv_timeout,
         transport=transport,
+        extra=extra,
     )
     proc = subprocess.run(
         cmd, check=False, capture_output=True, text=True, timeout=timeout + 20, cwd=run_dir
@@ -234,6 +238,7 @@ class Server:
         keys: dict[str, str] | None = None,
         calls: int = 1,
         timeout: float = 20,
+        extra: list[str] | None = None,
     ) -> None:
         self.port = port or free_port(local_ip)
         self.ip = local_ip
@@ -250,6 +255,7 @@ class Server:
             rate=10,
             timeout=timeout,
             recv_timeout=None,
+            extra=extra,
         )
         self._out = (self.run.dir / "output.txt").open("w")
         self.proc = subprocess.Popen(

@@ -98,13 +98,18 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     assert "Traceback" not in e.pbx.log(), e.pbx.log()
 
 
-def _callee(env: Env, tmp: Path, scenario: str, user: str = "101") -> tuple[Server, int]:
+def _callee(
+    env: Env, tmp: Path, scenario: str, user: str = "101", extra: list[str] | None = None
+) -> tuple[Server, int]:
     port = free_port(CALLEE_IP)
     register(env.addr, tmp, user, port, contact_ip=CALLEE_IP)
-    return Server(scenario, tmp, f"callee-{user}", local_ip=CALLEE_IP, port=port), port
+    server = Server(scenario, tmp, f"callee-{user}", local_ip=CALLEE_IP, port=port, extra=extra)
+    return server, port
 
 
-def _call(env: Env, tmp: Path, scenario: str, callee: str = "101") -> Run:
+def _call(
+    env: Env, tmp: Path, scenario: str, callee: str = "101", extra: list[str] | None = None
+) -> Run:
     return run(
         scenario,
         env.addr,
@@ -113,6 +118,7 @@ def _call(env: Env, tmp: Path, scenario: str, callee: str = "101") -> Run:
         local_ip=CALLER_IP,
         keys={"user": "100", "callee": callee},
         auth=("100", PASSWORDS["100"]),
+        extra=extra,
     )
 
 

@@ -151,3 +151,61 @@ def test_our_offer_is_retransmitted_until_the_ack(env: Env, tmp_path: Path) -> N
     assert len(oks) >= 2 and len({m.body for m in oks}) == 1, res.report()
     assert _m_line(_ok(res, "4")).split()[3] == "8", res.report()  # the answer counted
     assert res.requests("BYE") == [], res.report()
+
+
+# ---------------------------------------------------------------- 2xx until the ACK
+
+
+def _oks(res: Run, cseq: str) -> list[Message]:
+    return [m for m in res.received() if m.status == 200 and m.header("CSeq") == f"{cseq} INVITE"]
+
+
+@pytest.mark.parametrize("mode", ["anchored", "direct"])
+def test_200_to_a_callers_reinvite_is_resent_until_the_ack(
+    mode: str, env: Env, direct: Env, tmp_path: Path
+) -> None:
+    """The caller holds back its ACK to the 200 to its re-INVITE with SDP until it got
+    that 200 a second time (over UDP a lost 200 is repaired only so, RFC 3261
+    §13.3.1.4): answered by the PBX (anchored) or by the callee (direct media) alike.
+    The call goes on and the caller's BYE ends it."""
+    pbx = env if mode == "anchored" else direct
+    callee, _port = _callee(pbx, tmp_path, "uas_reinvite_late.xml")
+    try:
+        res = _call(pbx, tmp_path, "uac_reinvite_ack_late.xml", extra=["-nr"])
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    first, again = _oks(res, "3")[:2]
+    assert first.text == again.text, res.report()  # the very same 200
+    assert "m=audio" in first.body
+    assert len(b.requests("INVITE")) == (1 if mode == "anchored" else 2), b.report()
+    assert res.requests("BYE") == [] and len(b.requests("BYE")) == 1, res.report()
+    row = pbx.cdr(a_call_id(res))
+    assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row
+
+
+@pytest.mark.parametrize("mode", ["anchored", "direct"])
+def test_200_to_a_callees_reinvite_is_resent_until_the_ack(
+    mode: str, env: Env, direct: Env, tmp_path: Path
+) -> None:
+    """The same from the callee's side: its re-INVITE inside our dialog with it gets
+    a 200 that comes again until the callee ACKs it."""
+    pbx = env if mode == "anchored" else direct
+    callee, _port = _callee(pbx, tmp_path, "uas_reinvite_ack_late.xml", extra=["-nr"])
+    try:
+        res = _call(pbx, tmp_path, "uac_call_peer_reinvite.xml")
+        b = callee.finish()
+    finally:
+        callee.stop()
+    check(res)
+    check(b)
+    first, again = _oks(b, "1")[:2]
+    assert first.text == again.text, b.report()
+    assert "m=audio" in first.body
+    # Anchored, the PBX answered on the callee's leg; direct, the caller did.
+    assert len(res.requests("INVITE")) == (0 if mode == "anchored" else 1), res.report()
+    assert len(b.requests("BYE")) == 1, b.report()
+    row = pbx.cdr(a_call_id(res))
+    assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row
