@@ -14,7 +14,6 @@ import logging
 import math
 import secrets
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pbx_core import paths
@@ -23,7 +22,7 @@ from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
-from pbx_core.pbx.cdr import Cdr, CdrWriter
+from pbx_core.pbx.cdr import Cdr, CdrQueue, CdrWriter
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import SipServer
@@ -33,7 +32,6 @@ from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request, Response
 from pbx_core.sip.uri import unescape
 from pbx_core.sip.validate import check_request
-from pbx_core.store.errors import StoreError
 from pbx_core.store.generations import Store
 from pbx_core.store.model import Destination, User
 from pbx_core.store.snapshot import Snapshot
@@ -87,7 +85,7 @@ class Engine:
         )
         self.media = media
         self.cdr = cdr
-        self._cdr_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdr")
+        self._cdr_queue = CdrQueue(cdr) if cdr is not None else None
         self.calls = CallManager(
             stack,
             on_end=self._call_ended,
@@ -172,7 +170,8 @@ class Engine:
 
     def close(self) -> None:
         self.trunks.close()
-        self._cdr_thread.shutdown(wait=True)  # the last calls' records reach the disk
+        if self._cdr_queue is not None:
+            self._cdr_queue.close()  # the last calls' records reach the disk
 
     # ------------------------------------------------------------------ OPTIONS
     def _stateless(self, req: Request, source: Address) -> bool:
@@ -463,22 +462,15 @@ class Engine:
         )
         self.ended_calls.append(call)
         del self.ended_calls[:-100]
-        if self.cdr is not None:
+        if self._cdr_queue is not None:
             try:
                 record = Cdr.from_call(call)
             except ValueError as exc:
                 log.error("CDR of call %s not made: %s", call.id, exc)  # noqa: TRY400  # says it all
                 return
             # A synced LMDB commit takes milliseconds on a CF card: not in the event
-            # loop. One writer thread keeps the records in order; close() waits for it.
-            self._cdr_thread.submit(self._write_cdr, record)
-
-    def _write_cdr(self, record: Cdr) -> None:
-        assert self.cdr is not None  # noqa: S101  # only submitted when there is one
-        try:
-            self.cdr.write(record)
-        except (StoreError, ValueError) as exc:
-            log.error("CDR of call from %s not written: %s", record.caller, exc)  # noqa: TRY400
+            # loop (CdrQueue: one writer thread, records in order, batched under load).
+            self._cdr_queue.put(record)
 
     def status(self) -> dict[str, Any]:
         now = self.loop.time()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,11 +151,19 @@ class StateStore:
 
     def add_cdr(self, record: Mapping[str, Any]) -> int:
         """Append a call record; returns its sequence number."""
+        return self.add_cdrs([record])[0]
+
+    def add_cdrs(self, records: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Append call records in one transaction (one sync); their sequence numbers."""
         with self.env.begin(write=True, db=self.dbs["cdr"]) as txn:
             with txn.cursor() as cur:
                 seq = _SEQ.unpack(cur.key())[0] + 1 if cur.last() else 1
-            txn.put(_SEQ.pack(seq), msgpack.packb(dict(record), use_bin_type=True), append=True)
-        return seq
+            out = []
+            for record in records:
+                txn.put(_SEQ.pack(seq), msgpack.packb(dict(record), use_bin_type=True), append=True)
+                out.append(seq)
+                seq += 1
+        return out
 
     def cdrs(self, since: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
         """Call records with sequence number >= since, oldest first."""
