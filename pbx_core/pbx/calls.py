@@ -373,7 +373,7 @@ class CallManager:
 
     def _retry_with_auth(self, fork: Fork, resp: Response) -> bool:
         """A trunk challenged our INVITE: send it again with credentials (once)."""
-        from pbx_core.sip.digest import DigestClient  # noqa: PLC0415  # trunks only
+        from pbx_core.sip.digest_client import DigestClient  # noqa: PLC0415  # trunks only
 
         if (
             fork.target.credentials is None

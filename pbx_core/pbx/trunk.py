@@ -14,7 +14,7 @@ from typing import Any
 
 from pbx_core.pbx.calls import Target, name_addr
 from pbx_core.pbx.sipserver import SipServer
-from pbx_core.sip.digest import DigestClient
+from pbx_core.sip.digest_client import DigestClient
 from pbx_core.sip.message import Headers, Request, Response
 from pbx_core.sip.uri import parse_uri
 from pbx_core.store.model import Trunk, User

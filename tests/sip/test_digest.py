@@ -18,12 +18,10 @@ from pbx_core.sip.digest import (
     AuthStatus,
     Challenge,
     Credentials,
-    DigestClient,
     DigestError,
     DigestServer,
     NonceFactory,
     NonceStatus,
-    answer_challenge,
     choose_challenge,
     compute_ha1,
     compute_ha1b,
@@ -31,6 +29,7 @@ from pbx_core.sip.digest import (
     parse_challenge,
     parse_credentials,
 )
+from pbx_core.sip.digest_client import DigestClient, answer_challenge
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.message import parse_message
 
