@@ -1,26 +1,38 @@
-"""SIPp agents for the call and security tests: phones, callees and a "provider".
+"""SIPp agents for the call and security tests: phones, callees and a "provider",
+and what the PBX under test says about them (its CDRs and `pbx status`).
 
 Every run gets its own directory under the test's tmp dir with the message trace
 (`-trace_msg`), the statistics (`-trace_stat`) and SIPp's output, so a failing test
 shows what went over the wire. Client runs block until done; servers (a callee, the
-provider) run in the background until their calls are done.
+provider) run in the background until their calls are done. `Phones` puts them
+together: a callee registered for the length of a call, a caller that answers the
+PBX's challenge, and `talk` for the usual "a callee answers, a caller calls, both
+finish" of a call test.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import re
 import socket
 import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+from tests.conftest import ROOT
 from tests.interop.sipp import SCENARIOS, sipp_path
 
 DOMAIN = "pbx.local"
 PASSWORDS = {n: f"change-me-{n}" for n in ("100", "101", "102", "103")}
-_SEPARATOR = re.compile(r"^-{20,} .*$", re.MULTILINE)
+# "----------------------------------------------- 2026-11-26 11:18:51.046995"
+_SEPARATOR = re.compile(r"^-{20,} (.*)$", re.MULTILINE)
 # "UDP message received [463] bytes :" / "UDP message sent (276 bytes):"
 _HEAD = re.compile(
     r"^(\w+) message (received|sent) (?:\[\d+\] bytes|\(\d+ bytes\)) ?:\s*$", re.MULTILINE
@@ -37,6 +49,7 @@ def free_port(ip: str = "127.0.0.1") -> int:
 class Message:
     direction: str  # "received" or "sent"
     text: str
+    at: float | None = None  # when SIPp logged it (Unix time), when it says
 
     @property
     def first_line(self) -> str:
@@ -77,11 +90,16 @@ def parse_trace(path: Path) -> list[Message]:
         return []
     text = path.read_text(errors="replace")
     out = []
-    for chunk in _SEPARATOR.split(text):
+    parts = _SEPARATOR.split(text)  # text, stamp, text, stamp, text …
+    for stamp, chunk in zip(parts[1::2], parts[2::2], strict=True):
         m = _HEAD.search(chunk)
         if m is None:
             continue
-        out.append(Message(m.group(2), chunk[m.end() :].lstrip("\r\n")))
+        try:
+            at: float | None = datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        except ValueError:
+            at = None
+        out.append(Message(m.group(2), chunk[m.end() :].lstrip("\r\n"), at))
     return out
 
 
@@ -126,6 +144,25 @@ class Run:
             for m in self.received()
             if m.method is not None and (method is None or m.method == method)
         ]
+
+    def responses(self, status: int, cseq: str = "INVITE") -> list[Message]:
+        """The responses with `status` received to requests whose CSeq is `cseq`
+        ("2 INVITE") or whose method is (a bare "INVITE")."""
+
+        def matches(msg: Message) -> bool:
+            value = msg.header("CSeq") or ""
+            return value == cseq if " " in cseq else value.split()[-1:] == [cseq]
+
+        return [m for m in self.received() if m.status == status and matches(m)]
+
+    def sent(self, method: str) -> list[Message]:
+        """The requests with `method` this agent sent."""
+        return [m for m in self.messages if m.direction == "sent" and m.method == method]
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID of the first message this agent sent (a caller's call)."""
+        return next(m for m in self.messages if m.direction == "sent").header("Call-ID") or ""
 
     def report(self) -> str:
         """Everything needed to see why a run failed."""
@@ -326,3 +363,142 @@ def register(
     )
     assert res.returncode == 0 and res.statuses()[-1:] == [200], res.report()
     return res
+
+
+def check(res: Run) -> None:
+    """The run completed its one call, as its scenario says."""
+    assert res.returncode == 0 and res.failed == 0 and res.successful == 1, res.report()
+
+
+@dataclass(frozen=True)
+class Phones:
+    """SIPp phones of the PBX at `pbx`: extensions call from `caller_ip`, callees
+    answer on `callee_ip`; `keys` go to every scenario (a call's own win)."""
+
+    pbx: tuple[str, int]
+    caller_ip: str = "127.0.0.1"
+    callee_ip: str = "127.0.0.1"
+    keys: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 15  # a caller's whole run
+
+    @contextmanager
+    def callee(
+        self,
+        tmp: Path,
+        scenario: str,
+        user: str = "101",
+        *,
+        keys: Mapping[str, str] | None = None,
+        extra: list[str] | None = None,
+    ) -> Iterator[Server]:
+        """A SIPp callee registered as `user` for the duration, unregistered after.
+        The REGISTER is sent from the callee's port before the callee starts there."""
+        port = free_port(self.callee_ip)
+        register(self.pbx, tmp, user, port, contact_ip=self.callee_ip)
+        server = None
+        try:
+            server = Server(
+                scenario,
+                tmp,
+                f"callee-{user}",
+                local_ip=self.callee_ip,
+                port=port,
+                keys={**self.keys, **(keys or {})},
+                extra=extra,
+            )
+            yield server
+        finally:
+            if server is not None:
+                server.stop()
+            register(self.pbx, tmp, user, port, contact_ip=self.callee_ip, expires=0)
+
+    def call(
+        self,
+        tmp: Path,
+        scenario: str,
+        number: str = "101",
+        *,
+        user: str = "100",
+        name: str = "caller",
+        keys: Mapping[str, str] | None = None,
+        **kw: object,
+    ) -> Run:
+        """Extension `user` (answering the PBX's challenge) calls `number`; more
+        keyword arguments go to `run`."""
+        options: dict[str, object] = {"timeout": self.timeout, **kw}
+        return run(
+            scenario,
+            self.pbx,
+            tmp,
+            name,
+            local_ip=self.caller_ip,
+            keys={**self.keys, "user": user, "callee": number, **(keys or {})},
+            auth=(user, PASSWORDS[user]),
+            **options,  # type: ignore[arg-type]  # run's keyword arguments
+        )
+
+    def talk(
+        self,
+        tmp: Path,
+        caller: str,
+        callee: str,
+        number: str = "101",
+        *,
+        callee_keys: Mapping[str, str] | None = None,
+        callee_extra: list[str] | None = None,
+        callee_completes: bool = True,
+        **kw: object,
+    ) -> tuple[Run, Run]:
+        """A callee running scenario `callee` registered as `number`, called by 100
+        running `caller` (keyword arguments as for `call`): the caller's run and the
+        callee's, each checked to have completed its call (the callee's not when
+        `callee_completes` is False: the PBX is to cut its scenario short)."""
+        with self.callee(tmp, callee, number, keys=callee_keys, extra=callee_extra) as server:
+            res = self.call(tmp, caller, number, **kw)
+            answered = server.finish()
+        check(res)
+        if callee_completes:
+            check(answered)
+        return res, answered
+
+
+# ---------------------------------------------------------------- what the PBX says
+
+
+def pbx_command(*args: str) -> str:
+    """What `pbx ARGS…` (from the source tree) prints; it must succeed."""
+    return subprocess.run(
+        [sys.executable, "-m", "pbx_core", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=10,
+    ).stdout
+
+
+def cdrs(state: Path) -> list[dict[str, str]]:
+    """Every CDR in the state LMDB at `state`, as `pbx cdr export` writes them."""
+    out = pbx_command("cdr", "export", "--state", str(state))
+    return list(csv.DictReader(io.StringIO(out)))
+
+
+def wait_cdr(state: Path, call_id: str) -> dict[str, str]:
+    """The CDR of the call whose caller used `call_id` (written as the call ends,
+    so given up to 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = [r for r in cdrs(state) if r["call_id"] == call_id]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(found) == 1, (call_id, cdrs(state))
+    return found[0]
+
+
+def pbx_status(control: Path) -> dict[str, object]:
+    """`pbx status --json` of the PBX whose control socket is `control`."""
+    answer: dict[str, object] = json.loads(
+        pbx_command("status", "--json", "--control", str(control))
+    )
+    return answer

@@ -10,28 +10,26 @@ the trunk's address, so nothing else may come from it).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, PbxProcess, start_pbx, stop_pbx
+from tests.conftest import PbxProcess, start_pbx, stop_pbx
 from tests.interop.sipp_agents import (
     PASSWORDS,
+    Phones,
     Run,
     Server,
+    cdrs,
+    check,
     free_port,
-    register,
+    pbx_status,
     run,
+    wait_cdr,
 )
 
 pytestmark = pytest.mark.interop
@@ -51,27 +49,6 @@ def write_config(dest: Path, provider_port: int) -> Path:
     return dest
 
 
-def status(tmp: Path) -> dict[str, object]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pbx_core",
-            "status",
-            "--json",
-            "--control",
-            str(tmp / "run" / "control.sock"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=10,
-    ).stdout
-    answer: dict[str, object] = json.loads(out)
-    return answer
-
-
 @dataclass
 class Env:
     pbx: PbxProcess
@@ -83,8 +60,16 @@ class Env:
     def addr(self) -> tuple[str, int]:
         return (self.pbx.host, self.pbx.port)
 
+    @property
+    def phones(self) -> Phones:
+        return Phones(self.addr)
+
+    @property
+    def state(self) -> Path:
+        return self.tmp / "state.mdb"
+
     def status(self) -> dict[str, object]:
-        return status(self.tmp)
+        return pbx_status(self.tmp / "run" / "control.sock")
 
 
 @pytest.fixture(scope="module")
@@ -105,40 +90,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         provider.stop()
         stop_pbx(pbx)
     assert "Traceback" not in pbx.log(), pbx.log()
-
-
-@contextmanager
-def phone(env: Env, tmp: Path, user: str, scenario: str) -> Iterator[Server]:
-    """A SIPp callee registered as `user` for the duration; unregistered after. The
-    REGISTER is sent from the callee's port before the callee starts there."""
-    port = free_port()
-    register(env.addr, tmp, user, port)
-    callee = None
-    try:
-        callee = Server(scenario, tmp, f"callee-{user}", port=port)
-        yield callee
-    finally:
-        if callee is not None:
-            callee.stop()
-        register(env.addr, tmp, user, port, expires=0)
-
-
-def call(
-    env: Env, tmp: Path, scenario: str, callee: str, name: str = "caller", **kw: object
-) -> Run:
-    return run(
-        scenario,
-        env.addr,
-        tmp,
-        name,
-        keys={"user": "100", "callee": callee},
-        auth=("100", PASSWORDS["100"]),
-        **kw,  # type: ignore[arg-type]  # test kwargs
-    )
-
-
-def check(res: Run) -> None:
-    assert res.returncode == 0 and res.failed == 0 and res.successful == 1, res.report()
 
 
 # ---------------------------------------------------------------- registration
@@ -241,11 +192,7 @@ def test_register_refusals(env: Env, tmp_path: Path) -> None:
 
 
 def test_call_answered_caller_hangs_up(env: Env, tmp_path: Path) -> None:
-    with phone(env, tmp_path, "101", "uas_answer.xml") as callee:
-        res = call(env, tmp_path, "uac_call.xml", "101")
-        b = callee.finish()
-    check(res)
-    check(b)
+    res, b = env.phones.talk(tmp_path, "uac_call.xml", "uas_answer.xml")
     assert res.statuses()[0] == 407, res.report()
     assert 200 in res.statuses()
     (invite,) = b.requests("INVITE")
@@ -269,11 +216,11 @@ def test_parallel_fork_first_answer_wins(env: Env, tmp_path: Path) -> None:
     """101 registered twice: both ring, the one that answers gets the call, the other
     is CANCELled (RFC 3261 16.7 step 10, as a B2BUA does it)."""
     with (
-        phone(env, tmp_path, "101", "uas_ring.xml") as desk,
-        phone(env, tmp_path, "101", "uas_answer.xml") as mobile,
+        env.phones.callee(tmp_path, "uas_ring.xml", "101") as desk,
+        env.phones.callee(tmp_path, "uas_answer.xml", "101") as mobile,
     ):
         assert len(bindings(env, "101@pbx.local")) == 2
-        res = call(env, tmp_path, "uac_call.xml", "101")
+        res = env.phones.call(tmp_path, "uac_call.xml", "101")
         rang, answered = desk.finish(), mobile.finish()
     check(res)
     check(rang)
@@ -284,15 +231,8 @@ def test_parallel_fork_first_answer_wins(env: Env, tmp_path: Path) -> None:
 
 def test_alias_reaches_its_extension(env: Env, tmp_path: Path) -> None:
     # Factory dbaliases: reception@pbx.local is 100.
-    with phone(env, tmp_path, "100", "uas_answer.xml") as callee:
-        res = run(
-            "uac_call.xml",
-            env.addr,
-            tmp_path,
-            "caller",
-            keys={"user": "102", "callee": "reception"},
-            auth=("102", PASSWORDS["102"]),
-        )
+    with env.phones.callee(tmp_path, "uas_answer.xml", "100") as callee:
+        res = env.phones.call(tmp_path, "uac_call.xml", "reception", user="102")
         b = callee.finish()
     check(res)
     check(b)
@@ -304,17 +244,10 @@ def test_ring_group_rings_its_registered_members(env: Env, tmp_path: Path) -> No
     # Factory pbx_ring_group 600 rings 100, 101 and 102: here only 101 and 102 are
     # registered; 102 answers, 101 is CANCELled.
     with (
-        phone(env, tmp_path, "101", "uas_ring.xml") as ringing,
-        phone(env, tmp_path, "102", "uas_answer.xml") as answering,
+        env.phones.callee(tmp_path, "uas_ring.xml", "101") as ringing,
+        env.phones.callee(tmp_path, "uas_answer.xml", "102") as answering,
     ):
-        res = run(
-            "uac_call.xml",
-            env.addr,
-            tmp_path,
-            "caller",
-            keys={"user": "103", "callee": "600"},
-            auth=("103", PASSWORDS["103"]),
-        )
+        res = env.phones.call(tmp_path, "uac_call.xml", "600", user="103")
         rang, answered = ringing.finish(), answering.finish()
     check(res)
     check(rang)
@@ -325,32 +258,20 @@ def test_ring_group_rings_its_registered_members(env: Env, tmp_path: Path) -> No
 
 def test_call_from_tcp_to_udp(env: Env, tmp_path: Path) -> None:
     """The caller's leg over TCP, the callee's over UDP: the B2BUA bridges them."""
-    with phone(env, tmp_path, "101", "uas_answer.xml") as callee:
-        res = call(env, tmp_path, "uac_call.xml", "101", transport="t1")
-        b = callee.finish()
-    check(res)
-    check(b)
+    _res, b = env.phones.talk(tmp_path, "uac_call.xml", "uas_answer.xml", transport="t1")
     (invite,) = b.requests("INVITE")
     assert "SIP/2.0/UDP" in (invite.header("Via") or "")
     assert len(b.requests("BYE")) == 1
 
 
 def test_call_callee_hangs_up(env: Env, tmp_path: Path) -> None:
-    with phone(env, tmp_path, "101", "uas_bye.xml") as callee:
-        res = call(env, tmp_path, "uac_call_callee_bye.xml", "101")
-        b = callee.finish()
-    check(res)
-    check(b)
+    res, b = env.phones.talk(tmp_path, "uac_call_callee_bye.xml", "uas_bye.xml")
     assert [m.method for m in res.requests()] == ["BYE"]
     assert b.statuses()[-1] == 200
 
 
 def test_hold_reinvite(env: Env, tmp_path: Path) -> None:
-    with phone(env, tmp_path, "101", "uas_answer.xml") as callee:
-        res = call(env, tmp_path, "uac_call_hold.xml", "101")
-        b = callee.finish()
-    check(res)
-    check(b)
+    res, b = env.phones.talk(tmp_path, "uac_call_hold.xml", "uas_answer.xml")
     held = [
         m
         for m in res.received()
@@ -363,39 +284,27 @@ def test_hold_reinvite(env: Env, tmp_path: Path) -> None:
 
 
 def test_callee_puts_the_call_on_hold(env: Env, tmp_path: Path) -> None:
-    with phone(env, tmp_path, "101", "uas_hold.xml") as callee:
-        res = call(env, tmp_path, "uac_call_peer_hold.xml", "101")
-        b = callee.finish()
-    check(res)
-    check(b)
+    _res, b = env.phones.talk(tmp_path, "uac_call_peer_hold.xml", "uas_hold.xml")
     held = [m for m in b.received() if m.status == 200 and m.header("CSeq") == "1 INVITE"]
     assert held and ("a=recvonly" in held[0].body or "a=inactive" in held[0].body), b.report()
     assert len(b.requests("BYE")) == 1
 
 
 def test_cancel_while_ringing(env: Env, tmp_path: Path) -> None:
-    with phone(env, tmp_path, "101", "uas_ring.xml") as callee:
-        res = call(env, tmp_path, "uac_cancel.xml", "101")
-        b = callee.finish()
-    check(res)
-    check(b)
+    res, b = env.phones.talk(tmp_path, "uac_cancel.xml", "uas_ring.xml")
     assert 487 in res.statuses(), res.report()
     assert len(b.requests("CANCEL")) == 1
 
 
 def test_busy(env: Env, tmp_path: Path) -> None:
-    with phone(env, tmp_path, "101", "uas_busy.xml") as callee:
-        res = call(env, tmp_path, "uac_reject.xml", "101")
-        b = callee.finish()
-    check(res)
-    check(b)
+    res, _b = env.phones.talk(tmp_path, "uac_reject.xml", "uas_busy.xml")
     assert res.statuses()[-1] == 486, res.report()
 
 
 def test_no_answer_times_out_with_480(env: Env, tmp_path: Path) -> None:
-    with phone(env, tmp_path, "101", "uas_ring.xml") as callee:
+    with env.phones.callee(tmp_path, "uas_ring.xml", "101") as callee:
         t0 = time.monotonic()
-        res = call(env, tmp_path, "uac_reject.xml", "101", timeout=20)
+        res = env.phones.call(tmp_path, "uac_reject.xml", "101", timeout=20)
         elapsed = time.monotonic() - t0
         b = callee.finish()
     check(res)
@@ -406,13 +315,13 @@ def test_no_answer_times_out_with_480(env: Env, tmp_path: Path) -> None:
 
 
 def test_unknown_number_404(env: Env, tmp_path: Path) -> None:
-    res = call(env, tmp_path, "uac_reject.xml", "555")
+    res = env.phones.call(tmp_path, "uac_reject.xml", "555")
     check(res)
     assert res.statuses()[-1] == 404, res.report()
 
 
 def test_offline_extension_480(env: Env, tmp_path: Path) -> None:
-    res = call(env, tmp_path, "uac_reject.xml", "102")  # exists, never registered
+    res = env.phones.call(tmp_path, "uac_reject.xml", "102")  # exists, never registered
     check(res)
     assert res.statuses()[-1] == 480, res.report()
 
@@ -439,7 +348,7 @@ def test_outbound_call_through_the_trunk(env: Env, tmp_path: Path) -> None:
         "provider.xml", tmp_path, "provider", local_ip=PROVIDER_IP, port=env.provider_port
     )
     try:
-        res = call(env, tmp_path, "uac_call.xml", "04930777")
+        res = env.phones.call(tmp_path, "uac_call.xml", "04930777")
         prov = provider.finish()
     finally:
         provider.stop()
@@ -451,7 +360,7 @@ def test_outbound_call_through_the_trunk(env: Env, tmp_path: Path) -> None:
     assert invite.first_line.startswith(f"INVITE sip:4930777@{PROVIDER_IP}:{env.provider_port}")
     assert "4930100" in (invite.header("From") or ""), invite.text
     assert len(prov.requests("BYE")) == 1
-    cdr = wait_cdr(env, a_call_id(res))
+    cdr = wait_cdr(env.state, res.call_id)
     assert (cdr["caller"], cdr["callee"], cdr["trunk"]) == ("100@pbx.local", "04930777", "provider")
     assert cdr["disposition"] == "ANSWERED" and cdr["did"] == ""
 
@@ -491,7 +400,7 @@ def test_outside_number_needs_authentication(env: Env, tmp_path: Path) -> None:
 
 
 def test_inbound_did_rings_the_extension(env: Env, tmp_path: Path) -> None:
-    with phone(env, tmp_path, "101", "uas_answer.xml") as callee:
+    with env.phones.callee(tmp_path, "uas_answer.xml", "101") as callee:
         res = run(
             "provider_call.xml",
             env.addr,
@@ -508,7 +417,7 @@ def test_inbound_did_rings_the_extension(env: Env, tmp_path: Path) -> None:
     assert invite.first_line.startswith("INVITE sip:101@127.0.0.1:")
     assert "4930999888" in (invite.header("From") or "")
     assert len(b.requests("BYE")) == 1
-    cdr = wait_cdr(env, a_call_id(res))
+    cdr = wait_cdr(env.state, res.call_id)
     assert (cdr["did"], cdr["trunk"], cdr["disposition"]) == ("4930555", "provider", "ANSWERED")
     assert "4930999888" in cdr["caller"]
 
@@ -516,54 +425,26 @@ def test_inbound_did_rings_the_extension(env: Env, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- accounting
 
 
-def cdrs(env: Env) -> list[dict[str, str]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "pbx_core", "cdr", "export", "--state", str(env.tmp / "state.mdb")],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=10,
-    ).stdout
-    return list(csv.DictReader(io.StringIO(out)))
-
-
-def a_call_id(res: Run) -> str:
-    return next(m for m in res.messages if m.direction == "sent").header("Call-ID") or ""
-
-
-def wait_cdr(env: Env, call_id: str) -> dict[str, str]:
-    """The CDR of the call whose caller used `call_id` (written when the call ends)."""
-    deadline = time.monotonic() + 5
-    while True:
-        found = [r for r in cdrs(env) if r["call_id"] == call_id]
-        if found or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert len(found) == 1, (call_id, cdrs(env))
-    return found[0]
-
-
 def test_every_call_is_accounted(env: Env, tmp_path: Path) -> None:
-    with phone(env, tmp_path, "101", "uas_answer.xml") as callee:
-        answered = call(env, tmp_path, "uac_call.xml", "101", name="answered")
+    with env.phones.callee(tmp_path, "uas_answer.xml", "101") as callee:
+        answered = env.phones.call(tmp_path, "uac_call.xml", "101", name="answered")
         callee.finish()
-    with phone(env, tmp_path, "101", "uas_busy.xml") as callee:
-        busy = call(env, tmp_path, "uac_reject.xml", "101", name="busy")
+    with env.phones.callee(tmp_path, "uas_busy.xml", "101") as callee:
+        busy = env.phones.call(tmp_path, "uac_reject.xml", "101", name="busy")
         callee.finish()
-    with phone(env, tmp_path, "101", "uas_ring.xml") as callee:
-        cancelled = call(env, tmp_path, "uac_cancel.xml", "101", name="cancelled")
+    with env.phones.callee(tmp_path, "uas_ring.xml", "101") as callee:
+        cancelled = env.phones.call(tmp_path, "uac_cancel.xml", "101", name="cancelled")
         callee.finish()
     for res in (answered, busy, cancelled):
         check(res)
     # The record is written when the call ends: give the PBX a moment.
-    wanted = {a_call_id(r): r.name for r in (answered, busy, cancelled)}
+    wanted = {r.call_id: r.name for r in (answered, busy, cancelled)}
     deadline = time.monotonic() + 5
     rows: dict[str, dict[str, str]] = {}
     while time.monotonic() < deadline and len(rows) < 3:
-        rows = {r["call_id"]: r for r in cdrs(env) if r["call_id"] in wanted}
+        rows = {r["call_id"]: r for r in cdrs(env.state) if r["call_id"] in wanted}
         time.sleep(0.2)
-    assert len(rows) == 3, (wanted, cdrs(env))
+    assert len(rows) == 3, (wanted, cdrs(env.state))
     by_name = {wanted[cid]: row for cid, row in rows.items()}
     ok = by_name["answered"]
     assert (ok["caller"], ok["callee"], ok["disposition"]) == ("100@pbx.local", "101", "ANSWERED")

@@ -9,21 +9,17 @@ carries. The phones send G.711 A-law from the pcap Debian's sip-tester ships.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FACTORY, ROOT, PbxProcess, start_pbx, stop_pbx
-from tests.interop.sipp_agents import PASSWORDS, Message, Run, Server, free_port, register, run
+from tests.conftest import FACTORY, PbxProcess, start_pbx, stop_pbx
+from tests.interop.sipp_agents import Message, Phones, Run, wait_cdr
 
 PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 PBX_MEDIA = "127.0.0.9"
@@ -37,38 +33,20 @@ pytestmark = [
 
 @dataclass
 class Env:
+    """A PBX on the factory tables (with some settings changed), its media on
+    PBX_MEDIA, and SIPp phones on CALLER_IP and CALLEE_IP."""
+
     pbx: PbxProcess
     tmp: Path
-
-    @property
-    def addr(self) -> tuple[str, int]:
-        return (self.pbx.host, self.pbx.port)
-
-    def cdrs(self) -> list[dict[str, str]]:
-        out = subprocess.run(
-            [sys.executable, "-m", "pbx_core", "cdr", "export", "--state", str(self.state)],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=10,
-        ).stdout
-        return list(csv.DictReader(io.StringIO(out)))
+    phones: Phones
 
     @property
     def state(self) -> Path:
         return self.tmp / "state.mdb"
 
-    def cdr(self, call_id: str) -> dict[str, str]:
-        """The CDR of the call whose caller used `call_id` (written as the call ends)."""
-        deadline = time.monotonic() + 5
-        while True:
-            found = [r for r in self.cdrs() if r["call_id"] == call_id]
-            if found or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert len(found) == 1, (call_id, self.cdrs())
-        return found[0]
+    def cdr(self, res: Run) -> dict[str, str]:
+        """The CDR of the call `res` (a caller's run) made."""
+        return wait_cdr(self.state, res.call_id)
 
 
 def _config(dest: Path, settings: dict[str, str]) -> Path:
@@ -82,52 +60,36 @@ def _config(dest: Path, settings: dict[str, str]) -> Path:
     return dest
 
 
-def _start(tmp: Path, settings: dict[str, str] | None = None) -> Env:
+@contextmanager
+def media_pbx(
+    tmp: Path, settings: dict[str, str] | None = None, keys: dict[str, str] | None = None
+) -> Iterator[Env]:
+    """A PBX with `settings` for as long as the block runs (its phones get `keys` in
+    every scenario); it must shut down without a traceback."""
     config = _config(tmp / "config", settings or {})
     pbx = start_pbx(
         tmp, config=config, extra=["--state", str(tmp / "state.mdb"), "--media-address", PBX_MEDIA]
     )
-    return Env(pbx, tmp)
+    phones = Phones((pbx.host, pbx.port), CALLER_IP, CALLEE_IP, keys or {})
+    try:
+        yield Env(pbx, tmp, phones)
+    finally:
+        stop_pbx(pbx)
+    assert "Traceback" not in pbx.log(), pbx.log()
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    e = _start(tmp_path_factory.mktemp("media"))
-    yield e
-    stop_pbx(e.pbx)
-    assert "Traceback" not in e.pbx.log(), e.pbx.log()
+    with media_pbx(tmp_path_factory.mktemp("media")) as e:
+        yield e
 
 
-def _callee(
-    env: Env, tmp: Path, scenario: str, user: str = "101", extra: list[str] | None = None
-) -> tuple[Server, int]:
-    port = free_port(CALLEE_IP)
-    register(env.addr, tmp, user, port, contact_ip=CALLEE_IP)
-    server = Server(scenario, tmp, f"callee-{user}", local_ip=CALLEE_IP, port=port, extra=extra)
-    return server, port
-
-
-def _call(
-    env: Env, tmp: Path, scenario: str, callee: str = "101", extra: list[str] | None = None
-) -> Run:
-    return run(
-        scenario,
-        env.addr,
-        tmp,
-        "caller",
-        local_ip=CALLER_IP,
-        keys={"user": "100", "callee": callee},
-        auth=("100", PASSWORDS["100"]),
-        extra=extra,
-    )
-
-
-def check(res: Run) -> None:
-    assert res.returncode == 0 and res.failed == 0 and res.successful == 1, res.report()
-
-
-def a_call_id(res: Run) -> str:
-    return next(m for m in res.messages if m.direction == "sent").header("Call-ID") or ""
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """A PBX with direct_media on (lan_networks left at its default, which holds
+    127.0.0.0/8 and so both phones)."""
+    with media_pbx(tmp_path_factory.mktemp("direct"), {"direct_media": "yes"}) as e:
+        yield e
 
 
 def sdp_address(msg: Message) -> tuple[str, int]:
@@ -142,20 +104,13 @@ def sdp_address(msg: Message) -> tuple[str, int]:
 
 
 def test_cdr_carries_each_legs_rtp_figures(env: Env, tmp_path: Path) -> None:
-    callee, _port = _callee(env, tmp_path, "uas_media_talk.xml")
-    try:
-        res = _call(env, tmp_path, "uac_media_talk.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
+    res, b = env.phones.talk(tmp_path, "uac_media_talk.xml", "uas_media_talk.xml")
     # Anchored (direct_media is off by default): each phone sees the PBX's address.
     (invite,) = b.requests("INVITE")
     assert sdp_address(invite)[0] == PBX_MEDIA, invite.text
-    ok = next(m for m in res.received() if m.status == 200 and "INVITE" in m.header("CSeq"))
+    ok = res.responses(200)[0]
     assert sdp_address(ok)[0] == PBX_MEDIA, ok.text
-    row = env.cdr(a_call_id(res))
+    row = env.cdr(res)
     assert row["disposition"] == "ANSWERED"
     # Two seconds of 50 packet/s audio from each phone went through the relay.
     for side in ("caller", "callee"):
@@ -172,30 +127,19 @@ def test_cdr_carries_each_legs_rtp_figures(env: Env, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- delayed offer
 
 
-def _sent(res: Run, method: str) -> list[Message]:
-    return [m for m in res.messages if m.direction == "sent" and m.method == method]
-
-
 def test_delayed_offer_is_anchored(env: Env, tmp_path: Path) -> None:
     """INVITE without SDP: B's offer reaches A rewritten to the PBX's address, A's
     answer (in its ACK) reaches B in the PBX's ACK, and RTP flows through the relay."""
-    callee, _port = _callee(env, tmp_path, "uas_media_late.xml")
-    try:
-        res = _call(env, tmp_path, "uac_media_late.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
+    res, b = env.phones.talk(tmp_path, "uac_media_late.xml", "uas_media_late.xml")
     (invite,) = b.requests("INVITE")
     assert invite.body.strip() == "", invite.text  # the offer is still B's to make
-    ok = next(m for m in res.received() if m.status == 200 and "INVITE" in m.header("CSeq"))
+    ok = res.responses(200)[0]
     assert sdp_address(ok)[0] == PBX_MEDIA, ok.text  # B's offer, anchored
     assert "o=callee" not in ok.body
     (ack,) = b.requests("ACK")
     assert sdp_address(ack)[0] == PBX_MEDIA, ack.text  # A's answer, anchored
     assert "o=caller" not in ack.body and "PCMA/8000" in ack.body
-    row = env.cdr(a_call_id(res))
+    row = env.cdr(res)
     assert row["disposition"] == "ANSWERED", row
     for side in ("caller", "callee"):
         assert row[f"{side}_codec"] == "PCMA", row
@@ -205,47 +149,26 @@ def test_delayed_offer_is_anchored(env: Env, tmp_path: Path) -> None:
 
 def test_delayed_offer_answered_without_offer_is_refused(env: Env, tmp_path: Path) -> None:
     """B's 200 to an INVITE without SDP has no offer: B gets its ACK and a BYE, A a 502."""
-    callee, _port = _callee(env, tmp_path, "uas_late_no_offer.xml")
-    try:
-        res = _call(env, tmp_path, "uac_late_reject.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
+    res, b = env.phones.talk(tmp_path, "uac_late_reject.xml", "uas_late_no_offer.xml")
     assert res.statuses()[-1] == 502, res.report()
     assert len(b.requests("ACK")) == 1 and len(b.requests("BYE")) == 1, b.report()
-    row = env.cdr(a_call_id(res))
+    row = env.cdr(res)
     assert row["disposition"] == "FAILED" and "no offer" in row["cause"], row
 
 
 def test_delayed_offer_ack_without_answer_ends_the_call(env: Env, tmp_path: Path) -> None:
     """A's ACK carries no answer to the offer it got: both sides get a BYE."""
-    callee, _port = _callee(env, tmp_path, "uas_media_late.xml")
-    try:
-        res = _call(env, tmp_path, "uac_late_no_answer.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
+    res, b = env.phones.talk(
+        tmp_path, "uac_late_no_answer.xml", "uas_media_late.xml", callee_completes=False
+    )
     assert len(res.requests("BYE")) == 1, res.report()
     assert len(b.requests("BYE")) == 1, b.report()
-    row = env.cdr(a_call_id(res))
+    row = env.cdr(res)
     assert "no usable answer in ACK" in row["cause"], row
     assert "ACK carries no answer" in env.pbx.log()
 
 
 # ---------------------------------------------------------------- direct media
-
-
-@pytest.fixture(scope="module")
-def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    """A PBX with direct_media on (lan_networks left at its default, which holds
-    127.0.0.0/8 and so both phones)."""
-    e = _start(tmp_path_factory.mktemp("direct"), {"direct_media": "yes"})
-    yield e
-    stop_pbx(e.pbx)
-    assert "Traceback" not in e.pbx.log(), e.pbx.log()
 
 
 def _sdp_of(res: Run, direction: str, what: str) -> Message:
@@ -258,22 +181,15 @@ def _sdp_of(res: Run, direction: str, what: str) -> Message:
 def test_direct_media_between_lan_phones(direct: Env, tmp_path: Path) -> None:
     """Both phones on the LAN: each sees the other's own SDP address and port, RTP
     goes phone to phone, and the CDR has no relay figures."""
-    callee, _port = _callee(direct, tmp_path, "uas_media_talk.xml")
-    try:
-        res = _call(direct, tmp_path, "uac_media_talk.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
-    a_offer = [m for m in res.messages if m.direction == "sent" and m.method == "INVITE"][-1]
+    res, b = direct.phones.talk(tmp_path, "uac_media_talk.xml", "uas_media_talk.xml")
+    a_offer = res.sent("INVITE")[-1]
     (b_invite,) = b.requests("INVITE")
     assert sdp_address(b_invite) == sdp_address(a_offer) == (CALLER_IP, sdp_address(a_offer)[1])
     b_answer = _sdp_of(b, "sent", "200 OK")
     a_answer = next(m for m in res.received() if m.status == 200 and m.body)
     assert sdp_address(a_answer) == sdp_address(b_answer)
     assert sdp_address(a_answer)[0] == CALLEE_IP
-    row = direct.cdr(a_call_id(res))
+    row = direct.cdr(res)
     assert row["disposition"] == "ANSWERED"
     assert row["caller_codec"] == row["callee_codec"] == "" and row["caller_rtp_in"] == ""
 
@@ -281,14 +197,7 @@ def test_direct_media_between_lan_phones(direct: Env, tmp_path: Path) -> None:
 def test_direct_media_hold_passes_end_to_end(direct: Env, tmp_path: Path) -> None:
     """With the media off the PBX, a hold re-INVITE goes to the other phone (no music
     on hold: the PBX is not in the media path)."""
-    callee, _port = _callee(direct, tmp_path, "uas_answer.xml")
-    try:
-        res = _call(direct, tmp_path, "uac_call_hold.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
+    _res, b = direct.phones.talk(tmp_path, "uac_call_hold.xml", "uas_answer.xml")
     invites = b.requests("INVITE")
     assert len(invites) == 2, b.report()
     assert "a=sendonly" in invites[1].body or "a=inactive" in invites[1].body
@@ -298,23 +207,9 @@ def test_direct_media_hold_passes_end_to_end(direct: Env, tmp_path: Path) -> Non
 def test_direct_media_callee_off_the_lan_is_anchored_after_all(direct: Env, tmp_path: Path) -> None:
     """The callee answers with an address off the LAN (192.0.2.1): A gets the PBX's
     answer and B a re-INVITE that moves its media to the PBX."""
-    port = free_port(CALLEE_IP)
-    register(direct.addr, tmp_path, "101", port, contact_ip=CALLEE_IP)
-    callee = Server(
-        "uas_media_elsewhere.xml",
-        tmp_path,
-        "callee-101",
-        local_ip=CALLEE_IP,
-        port=port,
-        keys={"media_addr": "192.0.2.1"},
+    res, b = direct.phones.talk(
+        tmp_path, "uac_call.xml", "uas_media_elsewhere.xml", callee_keys={"media_addr": "192.0.2.1"}
     )
-    try:
-        res = _call(direct, tmp_path, "uac_call.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
     first, second = b.requests("INVITE")
     assert sdp_address(first)[0] == CALLER_IP  # direct media was tried
     assert sdp_address(second)[0] == PBX_MEDIA, second.text  # and then anchored

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import stop_pbx
 from tests.interop.sipp import SCENARIOS
 from tests.interop.sipp_agents import Message, Run
 from tests.interop.test_media_anchor import (
@@ -24,11 +23,7 @@ from tests.interop.test_media_anchor import (
     CALLER_IP,
     PBX_MEDIA,
     Env,
-    _call,
-    _callee,
-    _start,
-    a_call_id,
-    check,
+    media_pbx,
     sdp_address,
 )
 
@@ -37,25 +32,19 @@ pytestmark = pytest.mark.interop
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    e = _start(tmp_path_factory.mktemp("reinvite"))
-    yield e
-    stop_pbx(e.pbx)
-    assert "Traceback" not in e.pbx.log(), e.pbx.log()
+    with media_pbx(tmp_path_factory.mktemp("reinvite")) as e:
+        yield e
 
 
 @pytest.fixture(scope="module")
 def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    e = _start(tmp_path_factory.mktemp("reinvite-direct"), {"direct_media": "yes"})
-    yield e
-    stop_pbx(e.pbx)
-    assert "Traceback" not in e.pbx.log(), e.pbx.log()
+    with media_pbx(tmp_path_factory.mktemp("reinvite-direct"), {"direct_media": "yes"}) as e:
+        yield e
 
 
 def _ok(res: Run, cseq: str) -> Message:
     """The caller's 200 to its INVITE with CSeq `cseq`."""
-    return next(
-        m for m in res.received() if m.status == 200 and m.header("CSeq") == f"{cseq} INVITE"
-    )
+    return res.responses(200, f"{cseq} INVITE")[0]
 
 
 def _m_line(msg: Message) -> str:
@@ -63,14 +52,7 @@ def _m_line(msg: Message) -> str:
 
 
 def test_reinvite_without_sdp_is_answered_by_the_pbx(env: Env, tmp_path: Path) -> None:
-    callee, _port = _callee(env, tmp_path, "uas_reinvite_late.xml")
-    try:
-        res = _call(env, tmp_path, "uac_reinvite_late.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
+    res, b = env.phones.talk(tmp_path, "uac_reinvite_late.xml", "uas_reinvite_late.xml")
     first, late, second = _ok(res, "2"), _ok(res, "3"), _ok(res, "4")
     # Our offer: the caller's leg as it is (the PBX's address and port), the codec
     # in use (PCMU) first, then PCMA and telephone-event.
@@ -86,35 +68,21 @@ def test_reinvite_without_sdp_is_answered_by_the_pbx(env: Env, tmp_path: Path) -
     # The anchor hid it all from the callee, and the PBX hung up no one.
     assert [m.body.strip() != "" for m in b.requests("INVITE")] == [True], b.report()
     assert res.requests("BYE") == [], res.report()
-    row = env.cdr(a_call_id(res))
+    row = env.cdr(res)
     assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row
     assert row["caller_codec"] == "PCMA" and row["callee_codec"] == "PCMU", row
 
 
 def test_unusable_answer_in_the_ack_ends_the_call(env: Env, tmp_path: Path) -> None:
-    callee, _port = _callee(env, tmp_path, "uas_reinvite_late.xml")
-    try:
-        res = _call(env, tmp_path, "uac_reinvite_late_bad.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
+    res, b = env.phones.talk(tmp_path, "uac_reinvite_late_bad.xml", "uas_reinvite_late.xml")
     assert len(res.requests("BYE")) == 1 and len(b.requests("BYE")) == 1, res.report()
-    row = env.cdr(a_call_id(res))
+    row = env.cdr(res)
     assert row["cause"].startswith("no usable answer in ACK"), row
     assert "no codec we offered" in row["cause"], row
 
 
 def test_reinvite_without_sdp_relayed_with_direct_media(direct: Env, tmp_path: Path) -> None:
-    callee, _port = _callee(direct, tmp_path, "uas_reinvite_late.xml")
-    try:
-        res = _call(direct, tmp_path, "uac_reinvite_late.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
+    res, b = direct.phones.talk(tmp_path, "uac_reinvite_late.xml", "uas_reinvite_late.xml")
     invites = b.requests("INVITE")
     assert [m.body.strip() != "" for m in invites] == [True, False, True], b.report()
     # The callee's offer reached the caller unchanged (media phone to phone) ...
@@ -127,7 +95,7 @@ def test_reinvite_without_sdp_relayed_with_direct_media(direct: Env, tmp_path: P
     assert "RTP/AVP 8" in acks[1].body
     assert acks[0].body.strip() == "" and acks[2].body.strip() == ""
     assert _ok(res, "4").body and res.requests("BYE") == []
-    row = direct.cdr(a_call_id(res))
+    row = direct.cdr(res)
     assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row
 
 
@@ -139,25 +107,14 @@ def test_our_offer_is_retransmitted_until_the_ack(env: Env, tmp_path: Path) -> N
     send = src.rindex("  <send>", 0, ack3)
     slow = tmp_path / "uac_reinvite_slow_ack.xml"
     slow.write_text(src[:send] + '  <pause milliseconds="1600"/>\n' + src[send:])
-    callee, _port = _callee(env, tmp_path, "uas_reinvite_late.xml")
-    try:
-        res = _call(env, tmp_path, str(slow))
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
-    oks = [m for m in res.received() if m.status == 200 and m.header("CSeq") == "3 INVITE"]
+    res, _b = env.phones.talk(tmp_path, str(slow), "uas_reinvite_late.xml")
+    oks = res.responses(200, "3 INVITE")
     assert len(oks) >= 2 and len({m.body for m in oks}) == 1, res.report()
     assert _m_line(_ok(res, "4")).split()[3] == "8", res.report()  # the answer counted
     assert res.requests("BYE") == [], res.report()
 
 
 # ---------------------------------------------------------------- 2xx until the ACK
-
-
-def _oks(res: Run, cseq: str) -> list[Message]:
-    return [m for m in res.received() if m.status == 200 and m.header("CSeq") == f"{cseq} INVITE"]
 
 
 @pytest.mark.parametrize("mode", ["anchored", "direct"])
@@ -169,20 +126,15 @@ def test_200_to_a_callers_reinvite_is_resent_until_the_ack(
     §13.3.1.4): answered by the PBX (anchored) or by the callee (direct media) alike.
     The call goes on and the caller's BYE ends it."""
     pbx = env if mode == "anchored" else direct
-    callee, _port = _callee(pbx, tmp_path, "uas_reinvite_late.xml")
-    try:
-        res = _call(pbx, tmp_path, "uac_reinvite_ack_late.xml", extra=["-nr"])
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
-    first, again = _oks(res, "3")[:2]
+    res, b = pbx.phones.talk(
+        tmp_path, "uac_reinvite_ack_late.xml", "uas_reinvite_late.xml", extra=["-nr"]
+    )
+    first, again = res.responses(200, "3 INVITE")[:2]
     assert first.text == again.text, res.report()  # the very same 200
     assert "m=audio" in first.body
     assert len(b.requests("INVITE")) == (1 if mode == "anchored" else 2), b.report()
     assert res.requests("BYE") == [] and len(b.requests("BYE")) == 1, res.report()
-    row = pbx.cdr(a_call_id(res))
+    row = pbx.cdr(res)
     assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row
 
 
@@ -193,19 +145,14 @@ def test_200_to_a_callees_reinvite_is_resent_until_the_ack(
     """The same from the callee's side: its re-INVITE inside our dialog with it gets
     a 200 that comes again until the callee ACKs it."""
     pbx = env if mode == "anchored" else direct
-    callee, _port = _callee(pbx, tmp_path, "uas_reinvite_ack_late.xml", extra=["-nr"])
-    try:
-        res = _call(pbx, tmp_path, "uac_call_peer_reinvite.xml")
-        b = callee.finish()
-    finally:
-        callee.stop()
-    check(res)
-    check(b)
-    first, again = _oks(b, "1")[:2]
+    res, b = pbx.phones.talk(
+        tmp_path, "uac_call_peer_reinvite.xml", "uas_reinvite_ack_late.xml", callee_extra=["-nr"]
+    )
+    first, again = b.responses(200, "1 INVITE")[:2]
     assert first.text == again.text, b.report()
     assert "m=audio" in first.body
     # Anchored, the PBX answered on the callee's leg; direct, the caller did.
     assert len(res.requests("INVITE")) == (0 if mode == "anchored" else 1), res.report()
     assert len(b.requests("BYE")) == 1, b.report()
-    row = pbx.cdr(a_call_id(res))
+    row = pbx.cdr(res)
     assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row

@@ -148,43 +148,37 @@ class Env:
             if s.data.startswith(wanted) and f"\r\nCSeq: {cseq}\r\n".encode() in s.data
         ]
 
-    def a_invite(self, cseq: int, body: bytes = SDP) -> Request:
-        """A re-INVITE from the caller inside its dialog."""
-        return request(
-            f"""INVITE sip:pbx@10.0.0.1:5060 SIP/2.0
-Via: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bKa{cseq}
-From: <sip:100@pbx.local>;tag=atag
-To: <sip:101@pbx.local>;tag={self.call.a_tag}
-Call-ID: call-a@10.0.0.7
-CSeq: {cseq} INVITE
-Contact: <sip:100@10.0.0.7:5062>""",
-            body,
-        )
+    def acks(self) -> list[Sent]:
+        """The ACKs we sent the phones."""
+        return [s for s in self.stack.out if s.data.startswith(b"ACK ")]
 
-    def a_ack(self, cseq: int) -> Request:
-        return request(
-            f"""ACK sip:pbx@10.0.0.1:5060 SIP/2.0
-Via: SIP/2.0/UDP 10.0.0.7:5062;branch=z9hG4bKack{cseq}
-From: <sip:100@pbx.local>;tag=atag
-To: <sip:101@pbx.local>;tag={self.call.a_tag}
-Call-ID: call-a@10.0.0.7
-CSeq: {cseq} ACK"""
-        )
-
-    def b_request(self, method: str, cseq: int, body: bytes = b"") -> Request:
-        """A request from the callee inside our dialog with it."""
-        assert self.call.answered is not None
-        dialog = self.call.answered.dialog
+    def in_dialog(self, side: str, method: str, cseq: int, body: bytes = b"") -> Request:
+        """A request from the caller ("a") or the callee ("b") inside our dialog with
+        it."""
+        if side == "a":
+            ip, port, phone, us, call_id = "10.0.0.7", 5062, "100", "101", "call-a@10.0.0.7"
+            tags = ("atag", self.call.a_tag)
+        else:
+            assert self.call.answered is not None
+            dialog = self.call.answered.dialog
+            ip, port, phone, us, call_id = "10.0.0.8", 5064, "101", "100", dialog.call_id
+            tags = ("btag", dialog.local_tag)
         return request(
             f"""{method} sip:pbx@10.0.0.1:5060 SIP/2.0
-Via: SIP/2.0/UDP 10.0.0.8:5064;branch=z9hG4bKb{method}{cseq}
-From: <sip:101@pbx.local>;tag=btag
-To: <sip:100@pbx.local>;tag={dialog.local_tag}
-Call-ID: {dialog.call_id}
+Via: SIP/2.0/UDP {ip}:{port};branch=z9hG4bK{side}{method}{cseq}
+From: <sip:{phone}@pbx.local>;tag={tags[0]}
+To: <sip:{us}@pbx.local>;tag={tags[1]}
+Call-ID: {call_id}
 CSeq: {cseq} {method}
-Contact: <sip:101@10.0.0.8:5064>""",
+Contact: <sip:{phone}@{ip}:{port}>""",
             body,
         )
+
+    def a_invite(self, cseq: int, body: bytes = SDP) -> Request:
+        return self.in_dialog("a", "INVITE", cseq, body)
+
+    def a_ack(self, cseq: int) -> Request:
+        return self.in_dialog("a", "ACK", cseq)
 
 
 @pytest.fixture
@@ -263,7 +257,7 @@ def _relay_reinvite_from_a(env: Env, cseq: int, body: bytes = SDP) -> Request:
 def test_a_relayed_reinvites_2xx_is_resent_until_the_ack_with_its_cseq(env: Env) -> None:
     out = _relay_reinvite_from_a(env, 2)
     # The callee's 2xx was ACKed at once (its offer was in our re-INVITE) ...
-    acks = [s for s in env.stack.out if s.data.startswith(b"ACK ")]
+    acks = env.acks()
     assert len(acks) == 2 and f"CSeq: {out.cseq.seq} ACK".encode() in acks[-1].data
     (first,) = env.responses("2 INVITE")
     assert first.how == "respond" and first.dest == "key-a2"
@@ -285,9 +279,9 @@ def test_a_relayed_reinvites_2xx_is_resent_until_the_ack_with_its_cseq(env: Env)
 def test_the_callees_2xx_again_gets_our_same_ack_and_no_second_answer(env: Env) -> None:
     out = _relay_reinvite_from_a(env, 2)
     _out, _dest, answer = env.stack.requests[-1]
-    acks = [s for s in env.stack.out if s.data.startswith(b"ACK ")]
+    acks = env.acks()
     answer(ok(out, body=SDP))  # our ACK was lost: the callee sends its 2xx again
-    acks_now = [s for s in env.stack.out if s.data.startswith(b"ACK ")]
+    acks_now = env.acks()
     assert len(acks_now) == len(acks) + 1 and acks_now[-1].data == acks[-1].data
     assert len(env.responses("2 INVITE")) == 1  # the caller was answered once
 
@@ -305,13 +299,13 @@ def test_a_relayed_reinvite_without_sdp_waits_for_the_callers_answer(env: Env) -
     our ACK to the callee; meanwhile our 2xx is resent, and the callee's 2xx again
     gets no ACK yet (we have no answer for it)."""
     out = _relay_reinvite_from_a(env, 2, body=b"")
-    acks = [s for s in env.stack.out if s.data.startswith(b"ACK ")]
+    acks = env.acks()
     assert len(acks) == 1  # only the initial INVITE's
     env.stack.loop.advance(0.6)
     assert len(env.responses("2 INVITE")) == 2
     _out, _dest, answer = env.stack.requests[-1]
     answer(ok(out, body=SDP))
-    assert len([s for s in env.stack.out if s.data.startswith(b"ACK ")]) == 1
+    assert len(env.acks()) == 1
     # A new offer from the caller before its answer: 500 with Retry-After (§14.2).
     env.calls.in_dialog(env.a_invite(3), A_SRC, "key-a3")
     (refused,) = env.responses("3 INVITE", 500)
@@ -320,19 +314,24 @@ def test_a_relayed_reinvite_without_sdp_waits_for_the_callers_answer(env: Env) -
     answer_ack.body = SDP.replace(b"o=x 1 1", b"o=x 1 2")
     answer_ack.headers.add("Content-Type", "application/sdp")
     env.calls.in_dialog(answer_ack, A_SRC, None)
-    acks = [s for s in env.stack.out if s.data.startswith(b"ACK ")]
+    acks = env.acks()
     assert len(acks) == 2 and b"o=x 1 2" in acks[-1].data
     assert f"CSeq: {out.cseq.seq} ACK".encode() in acks[-1].data
     env.stack.loop.advance(40.0)
     assert len(env.responses("2 INVITE")) == 2 and env.call.state is State.ANSWERED
 
 
-def test_the_callees_reinvite_gets_its_2xx_resent_and_its_ack_matched(env: Env) -> None:
+def _relay_request_from_b(env: Env, method: str, cseq: int) -> None:
+    """The callee's request (with SDP), passed to the caller, who answers it."""
     env.calls.in_dialog(env.a_ack(1), A_SRC, None)
-    env.calls.in_dialog(env.b_request("INVITE", 1, SDP), B_SRC, "key-b1")
+    env.calls.in_dialog(env.in_dialog("b", method, cseq, SDP), B_SRC, f"key-b{cseq}")
     out, dest, answer = env.stack.requests[-1]
-    assert out.method == "INVITE" and dest == A_SRC  # passed to the caller
+    assert out.method == method and dest == A_SRC
     answer(ok(out, body=SDP))
+
+
+def test_the_callees_reinvite_gets_its_2xx_resent_and_its_ack_matched(env: Env) -> None:
+    _relay_request_from_b(env, "INVITE", 1)
     (first,) = env.responses("1 INVITE")[1:]  # after the caller's own 200
     assert first.dest == "key-b1"
     env.stack.loop.advance(0.6)
@@ -342,16 +341,13 @@ def test_the_callees_reinvite_gets_its_2xx_resent_and_its_ack_matched(env: Env) 
     env.calls.in_dialog(env.a_ack(1), A_SRC, None)
     env.stack.loop.advance(1.0)
     assert len(env.responses("1 INVITE")) == 4
-    env.calls.in_dialog(env.b_request("ACK", 1), B_SRC, None)
+    env.calls.in_dialog(env.in_dialog("b", "ACK", 1), B_SRC, None)
     env.stack.loop.advance(40.0)
     assert len(env.responses("1 INVITE")) == 4 and env.call.state is State.ANSWERED
 
 
 def test_no_ack_from_the_callee_ends_the_call(env: Env) -> None:
-    env.calls.in_dialog(env.a_ack(1), A_SRC, None)
-    env.calls.in_dialog(env.b_request("INVITE", 1, SDP), B_SRC, "key-b1")
-    out, _dest, answer = env.stack.requests[-1]
-    answer(ok(out, body=SDP))
+    _relay_request_from_b(env, "INVITE", 1)
     env.stack.loop.advance(32.1)
     assert env.call.state is State.ENDED and env.call.cause == "no ACK from the callee"
     assert len(env.stack.sent_requests("BYE")) == 2
@@ -359,9 +355,6 @@ def test_no_ack_from_the_callee_ends_the_call(env: Env) -> None:
 
 def test_a_non_invite_is_answered_once(env: Env) -> None:
     """A relayed UPDATE's 200 is left to its (non-INVITE) transaction."""
-    env.calls.in_dialog(env.a_ack(1), A_SRC, None)
-    env.calls.in_dialog(env.b_request("UPDATE", 2, SDP), B_SRC, "key-b2")
-    out, _dest, answer = env.stack.requests[-1]
-    answer(ok(out, body=SDP))
+    _relay_request_from_b(env, "UPDATE", 2)
     env.stack.loop.advance(5.0)
     assert [s.how for s in env.responses("2 UPDATE")] == ["respond"]
