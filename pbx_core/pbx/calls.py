@@ -581,6 +581,12 @@ class CallManager:
         if call.endpoint is not None:
             call.media_stats = {"caller": call.endpoint.stats()}
             call.endpoint.close()
+        # The forks' INVITE transactions live on for 2xx retransmissions (RFC 6026)
+        # and their callbacks would keep the whole call alive for 32 s: let go of the
+        # settled ones (a fork still ringing may yet answer and must get ACK + BYE).
+        for fork in call.forks:
+            if fork.key is not None and (fork.final is not None or fork is call.answered):
+                self.stack.forget(fork.key)
         self.calls.pop(call.id, None)
         self.by_key.pop(call.a_key, None)
         # Keep the dialog entries a little while: late BYEs/ACKs get their answer.
