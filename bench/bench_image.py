@@ -101,6 +101,23 @@ def boot_once(work: Path, measure_ram: bool) -> dict[str, float]:
                 times[f"pbx_{cmd}_rss_kib"] = float(rss)
             if "pbx_run_rss_kib" not in times:
                 raise RuntimeError(f"no `pbx run` process on the guest:\n{procs}")
+            # The console on ttyS0 waits at its password prompt on a real box; here
+            # the harness's shell has replaced it, so start another one on a FIFO and
+            # read its RSS once it shows its prompt.
+            _, out = m.console.run(
+                "rm -f /tmp/bench-con && mkfifo /tmp/bench-con"
+                " && { sleep 60 > /tmp/bench-con & }"
+                " && { pbx console --failsafe 0 < /tmp/bench-con > /tmp/bench-con.out 2>&1 & }"
+                " && c=$! && i=0"
+                " && while ! grep -q 'Password: ' /tmp/bench-con.out && [ $i -lt 60 ];"
+                " do sleep 1; i=$((i+1)); done"
+                ' && echo "@@C $(grep VmRSS /proc/$c/status)"; kill $c',
+                timeout=90,
+            )
+            found = re.search(r"@@C VmRSS:\s+(\d+) kB", out)
+            if found is None:
+                raise RuntimeError(f"no RSS of a `pbx console` on the guest:\n{out}")
+            times["pbx_console_rss_kib"] = float(found.group(1))
         return times
     finally:
         m.kill()
