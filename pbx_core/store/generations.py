@@ -16,9 +16,9 @@ and it was complete before the rename. Stale staging directories and generations
 symlink names are removed by `prune`.
 
 Writers (the console, `pbx db commit`, the supervisor's first commit of the factory
-tables) may run at the same time: commit, rollback and prune hold an exclusive
-flock(2) on `.lock` in the root, so one writer's prune never removes another's
-staging directory and numbers are never taken twice. The lock costs no write to the
+tables) may run at the same time: commit (with its prune) and rollback hold an
+exclusive flock(2) on `.lock` in the root, so one writer's prune never removes
+another's staging directory and numbers are never taken twice. The lock costs no write to the
 card after the file exists. `commit(..., expect=...)` commits only if the generation
 in force is still the one the caller started from.
 
