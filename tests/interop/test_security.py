@@ -10,17 +10,14 @@ test cannot touch another.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, PbxProcess, start_pbx, stop_pbx
-from tests.interop.sipp_agents import PASSWORDS, Message, Run, run
+from tests.conftest import PbxProcess, start_pbx, stop_pbx
+from tests.interop.sipp_agents import PASSWORDS, Message, Run, pbx_status, run
 
 pytestmark = pytest.mark.interop
 
@@ -39,16 +36,8 @@ def addr(pbx: tuple[PbxProcess, Path]) -> tuple[str, int]:
 
 
 def bans(pbx: tuple[PbxProcess, Path]) -> list[dict[str, object]]:
-    sock = pbx[1] / "run" / "control.sock"
-    out = subprocess.run(
-        [sys.executable, "-m", "pbx_core", "status", "--json", "--control", str(sock)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=10,
-    ).stdout
-    found: list[dict[str, object]] = json.loads(out).get("bans", [])
+    found = pbx_status(pbx[1] / "run" / "control.sock").get("bans", [])
+    assert isinstance(found, list)
     return found
 
 
