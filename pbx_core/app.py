@@ -193,7 +193,7 @@ async def _serve(
             # the default thresholds (700, 10, 10) full passes over every live call
             # took 20-25 % of a call's CPU under load (bench/profile_pbx.py). Cycles
             # are still collected, just in larger, rarer batches.
-            gc.set_threshold(GC_THRESHOLDS[0], GC_THRESHOLDS[1], GC_THRESHOLDS[2])
+            gc.set_threshold(*GC_THRESHOLDS)
             watcher = tasks.create_task(_watch_config(store, engine))
             await stop.wait()
             log.info("shutting down")

@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum
 
+from pbx_core.memo import Memo
 from pbx_core.sip.digest import (
     AuthStatus,
     DigestServer,
@@ -54,7 +55,7 @@ class Authenticator:
         # and decoding a row costs more than verifying the digest). Unknown users
         # are remembered too, so both cost the same. Bounded; a new snapshot empties it.
         self._snap: Snapshot | None = None
-        self._users: dict[tuple[str, str], User | None] = {}
+        self._users: Memo[tuple[str, str], User | None] = Memo(USER_CACHE, 128)
 
     def check(self, req: Request, snap: Snapshot, realm: str, now: float) -> AuthResult:
         """Verify the request's credentials for `realm`."""
@@ -93,15 +94,9 @@ class Authenticator:
             users.clear()
         key = (username, domain)
         try:
-            return users[key]
+            return users[key]  # None is remembered too: unknown users cost the same
         except KeyError:
-            pass
-        user = snap.user(username, domain)
-        if len(username) + len(domain) <= 128:  # a flood of long names stays small
-            if len(users) >= USER_CACHE:
-                users.clear()
-            users[key] = user
-        return user
+            return users.keep(key, snap.user(username, domain), len(username) + len(domain))
 
     def challenge(
         self,

@@ -20,6 +20,7 @@ from pbx_core import paths
 from pbx_core.media.audio import Audio
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
+from pbx_core.memo import Memo
 from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
 from pbx_core.pbx.cdr import Cdr, CdrQueue, CdrWriter
@@ -77,7 +78,7 @@ class Engine:
         self.supported = ", ".join(sorted(SUPPORTED))
         self._tag_key = secrets.token_bytes(16)
         self._hosts_snap: Snapshot | None = None
-        self._our_hosts: dict[str, bool] = {}
+        self._our_hosts: Memo[str, bool] = Memo(1024, 255)  # 255: a DNS name's longest
         self.auth = Authenticator()
         settings = self.snap.settings
         self.registrar = Registrar(
@@ -288,10 +289,7 @@ class Engine:
             ours = name in (self.domain.lower(), str(snap.settings.get("hostname", ""))) or (
                 _is_ip(name) or name == "localhost"
             )
-            if len(host) <= 255:  # a DNS name's length at most: the cache stays small
-                if len(self._our_hosts) >= 1024:
-                    self._our_hosts.clear()
-                self._our_hosts[host] = ours
+            self._our_hosts.keep(host, ours, len(host))
         return ours
 
     def _register(self, req: Request, source: Address, key: AnyServerKey) -> None:

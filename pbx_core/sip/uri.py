@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pbx_core.memo import Memo
 from pbx_core.sip.errors import ParseError
 
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
@@ -206,22 +207,16 @@ def _norm_pvalue(value: str | None) -> str:
 
 # Parsed URIs by their text. A URI is immutable, and the same few recur in every
 # message of a phone (its AOR, its Contact, our domain), so parsing one is a dict
-# lookup the second time. Bounded in count and in length (at most ~1 MiB of text):
-# a peer sending ever new or huge URIs only empties it or bypasses it.
-_PARSED: dict[str, URI] = {}
+# lookup the second time. Bounded in count and in length (at most ~1 MiB of text).
 _PARSED_MAX = 4096
-_PARSED_LONGEST = 256
+_PARSED: Memo[str, URI] = Memo(_PARSED_MAX, 256)
 
 
 def parse_uri(text: str) -> URI:
     """Parse a URI as found in a Request-URI or inside <...>. Raises ParseError(400)."""
     uri = _PARSED.get(text)
     if uri is None:
-        uri = _parse_uri(text)
-        if len(text) <= _PARSED_LONGEST:
-            if len(_PARSED) >= _PARSED_MAX:
-                _PARSED.clear()
-            _PARSED[text] = uri
+        uri = _PARSED.keep(text, _parse_uri(text), len(text))
     return uri
 
 
