@@ -1,7 +1,8 @@
 """Call accounting: one call detail record (CDR) per call, kept in the state LMDB.
 
-The engine hands every finished call to `CdrWriter.call_ended`; the record is written
-then, in one short transaction, so an idle PBX writes nothing. The store keeps the
+The engine hands every finished call to `CdrQueue.call_ended`; its writer thread
+writes the record then (`CdrWriter`), in one short transaction, so an idle PBX
+writes nothing. The store keeps the
 newest `max_records` (oldest rotated out, in batches so a busy day does not turn
 every call's write into a delete as well). `pbx cdr export` prints them as CSV.
 
@@ -346,14 +347,29 @@ class CdrWriter:
         return seqs
 
     def call_ended(self, call: EndedCall) -> int | None:
-        """The engine's call-end hook: account for the call, never raise."""
+        """Account for the call at once (in this thread), never raise."""
+        cdr = _cdr_of(call)
+        if cdr is None:
+            return None
         try:
-            cdr = Cdr.from_call(call)
             return self.write(cdr)
         except (StoreError, ValueError) as exc:
-            # The reason is the whole story (a full disk, a bad record): no traceback.
-            log.error("CDR of call from %s not written: %s", getattr(call, "caller", "?"), exc)  # noqa: TRY400
+            _not_written(cdr.caller, exc)
             return None
+
+
+def _not_written(caller: str, exc: Exception) -> None:
+    # The reason is the whole story (a full disk, a bad record): no traceback.
+    log.error("CDR of call from %s not written: %s", caller, exc)
+
+
+def _cdr_of(call: EndedCall) -> Cdr | None:
+    """The call's record, or None (logged) if the call cannot make one."""
+    try:
+        return Cdr.from_call(call)
+    except ValueError as exc:
+        _not_written(getattr(call, "caller", "?"), exc)
+        return None
 
 
 class CdrQueue:
@@ -367,6 +383,12 @@ class CdrQueue:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdr")
         self._lock = threading.Lock()
         self._pending: list[Cdr] = []
+
+    def call_ended(self, call: EndedCall) -> None:
+        """The engine's call-end hook: queue the call's record, never raise."""
+        cdr = _cdr_of(call)
+        if cdr is not None:
+            self.put(cdr)
 
     def put(self, cdr: Cdr) -> None:
         with self._lock:
@@ -382,7 +404,7 @@ class CdrQueue:
             self.writer.write_many(records)
         except (StoreError, ValueError) as exc:
             for record in records:
-                log.error("CDR of call from %s not written: %s", record.caller, exc)  # noqa: TRY400  # the reason says it all
+                _not_written(record.caller, exc)
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)

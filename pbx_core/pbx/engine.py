@@ -23,7 +23,7 @@ from pbx_core.media.errors import MediaError
 from pbx_core.memo import Memo
 from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
-from pbx_core.pbx.cdr import Cdr, CdrQueue, CdrWriter
+from pbx_core.pbx.cdr import CdrQueue, CdrWriter
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import SipServer
@@ -461,14 +461,9 @@ class Engine:
         self.ended_calls.append(call)
         del self.ended_calls[:-100]
         if self._cdr_queue is not None:
-            try:
-                record = Cdr.from_call(call)
-            except ValueError as exc:
-                log.error("CDR of call %s not made: %s", call.id, exc)  # noqa: TRY400  # says it all
-                return
             # A synced LMDB commit takes milliseconds on a CF card: not in the event
             # loop (CdrQueue: one writer thread, records in order, batched under load).
-            self._cdr_queue.put(record)
+            self._cdr_queue.call_ended(call)
 
     def status(self) -> dict[str, Any]:
         now = self.loop.time()

@@ -105,7 +105,7 @@ class _Builder:
         self.domain = str(sch.SETTINGS["domain"].default)
         # Destinations are checked last, when every table they may name is known.
         self._pending: list[tuple[Table, int, str, Destination]] = []
-        self._operator: tuple[Table, int] | None = None  # the row of the operator setting
+        self._settings_at: dict[str, tuple[Table, int]] = {}  # the row of each setting given
 
     def rows(self, name: str) -> list[tuple[Table, int, dict[str, Value]]]:
         table = self.tables.get(name)
@@ -137,7 +137,7 @@ class _Builder:
 
     def settings(self) -> None:
         values: dict[str, str | int] = {k: s.default for k, s in sch.SETTINGS.items()}
-        set_at: dict[str, tuple[Table, int]] = {}  # the row of each setting given
+        set_at = self._settings_at
         for table, r, rec in self.rows("pbx_settings"):
             name, value = str(rec["name"]), rec["value"]
             spec = sch.SETTINGS.get(name)
@@ -159,8 +159,6 @@ class _Builder:
                 )
             else:
                 values[name] = text
-                if name == "operator" and text:
-                    self._operator = (table, r)
         self.cfg.settings = values
         self.domain = str(values["domain"])
         self.check_settings(values, set_at)
@@ -456,11 +454,10 @@ class _Builder:
             problem = self._dest_problem(dest)
             if problem:
                 self.err(table, r, column, problem)
-        if self._operator is not None:
-            op = str(self.cfg.settings["operator"])
-            if self.cfg.numbers.get(op, Destination("")).type not in ("extension", "group"):
-                table, r = self._operator
-                self.err(table, r, "value", f"operator {op!r} is not an extension or ring group")
+        op = str(self.cfg.settings["operator"])
+        if op and self.cfg.numbers.get(op, Destination("")).type not in ("extension", "group"):
+            table, r = self._settings_at["operator"]
+            self.err(table, r, "value", f"operator {op!r} is not an extension or ring group")
 
     def _dest_problem(self, dest: Destination) -> str | None:
         t, target = dest.type, dest.target
