@@ -87,13 +87,8 @@ class Engine:
         self.media = media
         self.cdr = cdr
         self._cdr_queue = CdrQueue(cdr) if cdr is not None else None
-        self.calls = CallManager(
-            stack,
-            on_end=self._call_ended,
-            media=media,
-            rtp_timeout=float(settings.get("rtp_timeout", 60)),
-        )
-        self.calls.configure(settings)
+        self.calls = CallManager(stack, on_end=self._call_ended, media=media)
+        self.calls.configure(settings)  # rtp_timeout, direct media, session timers
         if media is not None:
             self.calls.music_on_hold = _music_on_hold(media)
         self.trunks = TrunkManager(stack)
@@ -117,7 +112,6 @@ class Engine:
         settings = self.snap.settings
         self.registrar.min_expires = int(settings.get("reg_min_expires", 60))
         self.registrar.max_expires = int(settings.get("reg_max_expires", 3600))
-        self.calls.rtp_timeout = float(settings.get("rtp_timeout", 60))
         self.calls.configure(settings)
         self.trunks.configure(self.snap.trunks())
         self._configure_security()
