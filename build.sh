@@ -4,6 +4,7 @@
 #   ./build.sh run     build the image and boot it in QEMU (console on this terminal)
 #   ./build.sh image   build output/images/cf.img
 #   ./build.sh bench   run the benchmarks in bench/
+#   ./build.sh fuzz    the fuzz tests only, with a larger budget (PBX_FUZZ_SCALE, default 50)
 #   ./build.sh host    run the PBX on this machine from the source tree
 # Idempotent: installs its own Debian packages and the .venv when missing.
 set -euo pipefail
@@ -82,6 +83,13 @@ cmd_test() {
     step_done
 }
 
+cmd_fuzz() {
+    ensure_venv
+    step "pytest -m fuzz (PBX_FUZZ_SCALE=${PBX_FUZZ_SCALE:-50})"
+    PBX_FUZZ_SCALE="${PBX_FUZZ_SCALE:-50}" "$VENV/bin/python" -m pytest -m fuzz "$@"
+    step_done
+}
+
 cmd_host() {
     ensure_venv
     local cfg="${PBX_CONFIG:-$TOP/rootfs_overlay/etc/pbx/factory}"
@@ -126,6 +134,7 @@ case "${1:-}" in
     run) shift; cmd_run "$@" ;;
     image) shift; cmd_image "$@" ;;
     bench) shift; cmd_bench "$@" ;;
+    fuzz) shift; cmd_fuzz "$@" ;;
     host) shift; cmd_host "$@" ;;
-    *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
