@@ -26,7 +26,7 @@ from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
 from pbx_core.pbx.cdr import CdrQueue, CdrWriter
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
-from pbx_core.pbx.sipserver import SipServer
+from pbx_core.pbx.sipserver import DEFAULT_USER_AGENT, SipServer, header_text
 from pbx_core.pbx.trunk import TrunkManager
 from pbx_core.sip.errors import ParseError, SipError
 from pbx_core.sip.events import AnyServerKey
@@ -37,7 +37,6 @@ from pbx_core.store.generations import Store
 from pbx_core.store.model import Destination, User
 from pbx_core.store.snapshot import Snapshot
 from pbx_core.transport.manager import Address
-from pbx_core.version import VERSION
 
 log = logging.getLogger("pbx.engine")
 
@@ -47,7 +46,6 @@ ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INF
 KNOWN_METHODS = frozenset({"MESSAGE", "NOTIFY", "PUBLISH", "REFER", "SUBSCRIBE", *ALLOW})
 SUPPORTED: frozenset[str] = frozenset({"timer"})  # RFC 4028 session timers (call_timers.py)
 SCHEMES = frozenset({"sip", "sips", "tel"})
-SERVER = f"Wafer PBX {VERSION}"
 CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}
 
 
@@ -98,6 +96,8 @@ class Engine:
         stack.tu = self
         stack.stateless = self._stateless
         stack.gate = self._gate
+        stack.transports.set_in_use(self._streams_in_use)
+        stack.user_agent = self._user_agent()
 
     @property
     def snap(self) -> Snapshot:
@@ -115,6 +115,26 @@ class Engine:
         self.calls.configure(settings)
         self.trunks.configure(self.snap.trunks())
         self._configure_security()
+        self.stack.user_agent = self._user_agent()
+
+    def _user_agent(self) -> str:
+        return header_text(str(self.snap.settings.get("user_agent", DEFAULT_USER_AGENT)))
+
+    def _streams_in_use(self) -> set[tuple[str, int]]:
+        """(host, port) of every TCP peer a live registration or call talks to: the
+        transport spares these connections when it evicts or times out."""
+        now = self.loop.time()
+        used = {
+            (b.source[1], b.source[2])
+            for found in self.registrar.bindings.values()
+            for b in found.values()
+            if b.source[0] != "UDP" and b.expires_at > now
+        }
+        for call in self.calls.calls.values():
+            used.add((call.a_source[1], call.a_source[2]))
+            for fork in call.forks:
+                used.add((fork.target.dest[1], fork.target.dest[2]))
+        return used
 
     def _configure_security(self) -> None:
         trusted = [t.host for t in self.snap.trunks() if t.enabled and _is_ip(t.host)]
@@ -180,7 +200,7 @@ class Engine:
         ):
             return False
         if method == "OPTIONS":
-            self.stack.send(self._options(req), source)
+            self.stack.send(self._options(req, source), source)
             return True
         header = "authorization" if method == "REGISTER" else "proxy-authorization"
         if header in req.headers or (method == "INVITE" and self.trunks.trusted(source[1])):
@@ -204,10 +224,11 @@ class Engine:
         data = text.encode("utf-8", "surrogateescape")
         return hashlib.blake2s(data, key=self._tag_key, digest_size=6).hexdigest()
 
-    def _options(self, req: Request) -> Response:
+    def _options(self, req: Request, source: Address) -> Response:
         tag = self.stateless_tag(req)
         err = check_request(req, SUPPORTED, SCHEMES)
         if err is not None:
+            self._refused(req, source, err)
             return self._error(req, err, tag)
         resp = req.reply(200, to_tag=tag)
         h = resp.headers
@@ -216,8 +237,13 @@ class Engine:
         h.add("Accept-Encoding", "identity")
         h.add("Accept-Language", "en")
         h.add("Supported", self.supported)
-        h.add("Server", SERVER)
+        h.add("Server", self.stack.user_agent)
         return resp
+
+    @staticmethod
+    def _refused(req: Request, source: Address, err: SipError) -> None:
+        peer = f"{source[1]}:{source[2]}"
+        log.info("%s from %s refused with %d: %s", req.method, peer, err.status, err.reason)
 
     def _error(self, req: Request, err: SipError, tag: str | None = None) -> Response:
         resp = req.reply(err.status, to_tag=tag or new_tag())
@@ -241,6 +267,7 @@ class Engine:
             return
         err = check_request(req, SUPPORTED, SCHEMES)
         if err is not None:
+            self._refused(req, source, err)
             self.stack.respond(key, self._error(req, err))
             return
         if req.method == "CANCEL":

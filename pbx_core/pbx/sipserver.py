@@ -10,8 +10,10 @@ message, and build Via headers for what it sends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import logging
+import re
+import secrets
 from collections.abc import Callable
 from typing import Protocol
 
@@ -19,12 +21,28 @@ from pbx_core.sip import events as ev
 from pbx_core.sip.errors import ParseError, SipError
 from pbx_core.sip.headers import Via
 from pbx_core.sip.message import Request, Response
-from pbx_core.sip.transaction import TransactionError, new_branch
+from pbx_core.sip.transaction import State, TransactionError, new_branch
 from pbx_core.sip.transaction_layer import TransactionLayer
 from pbx_core.transport.manager import Address, TransportManager
 from pbx_core.transport.trace import Trace
 
 log = logging.getLogger("pbx.sip")
+
+# What Server and User-Agent say unless the `user_agent` setting says otherwise: the
+# product, never its exact version (that tells an attacker which holes to try).
+DEFAULT_USER_AGENT = "Wafer PBX"
+_UA_MAX = 100
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f]+")
+# Server transactions not yet answered with a final response.
+_UNANSWERED = frozenset({State.TRYING, State.PROCEEDING})
+
+
+def header_text(value: str, default: str = DEFAULT_USER_AGENT) -> str:
+    """A setting's text made safe for a header value: control characters (CR, LF …)
+    become spaces, at most 100 characters; empty gives `default`."""
+    text = " ".join(_NOT_TEXT.sub(" ", value).split())[:_UA_MAX].strip()
+    return text or default
+
 
 # A client transaction's outcome: a response, or None when it timed out or the
 # transport failed (the TU acts as if a 408/503 came, RFC 3261 §8.1.3.1).
@@ -58,6 +76,9 @@ class SipServer:
         # The security policy's say before anything else is spent on a message:
         # False drops it (the gate answers itself when it rejects).
         self.gate: Callable[[Request | Response, Address], bool] | None = None
+        # Server and User-Agent of what the PBX sends (the `user_agent` setting).
+        self.user_agent = DEFAULT_USER_AGENT
+        self._tag_key = secrets.token_bytes(16)
 
     # -- what the TU calls ----------------------------------------------------------
     def respond(self, key: ev.AnyServerKey, resp: Response) -> None:
@@ -103,24 +124,58 @@ class SipServer:
 
     # -- what the transport calls ---------------------------------------------------
     def _on_message(self, msg: Request | Response, source: Address) -> None:
-        if self.gate is not None and not self.gate(msg, source):
-            return
-        if isinstance(msg, Request) and self.stateless is not None and self.stateless(msg, source):
+        """Every request that parses but cannot be served gets its status here, with
+        one log line (never a traceback): whatever the gate, the core checks
+        (RFC 3261 §8.1.1: Via, From, To, Call-ID, CSeq matching the method,
+        Max-Forwards) or the stateless answerer find wrong."""
+        try:
+            if self.gate is not None and not self.gate(msg, source):
+                return
+            if isinstance(msg, Request):
+                msg.check_core()
+                if self.stateless is not None and self.stateless(msg, source):
+                    return
+        except SipError as exc:
+            self._refuse(msg, source, exc)
             return
         now = self.loop.time()
-        try:
-            events = self.layer.receive(msg, source, now)
-        except ParseError as exc:
-            log.info("dropping malformed message from %s: %s", source, exc.reason)
-            if isinstance(msg, Request) and msg.method != "ACK":
-                self._reject(msg, source, exc)
-            return
-        self._process(events, now)
+        self._process(self.layer.receive(msg, source, now), now)
 
-    def _reject(self, req: Request, source: Address, exc: SipError) -> None:
-        # Without even a Via or CSeq to answer with, the request is dropped.
-        with contextlib.suppress(ParseError):
-            self.transports.send(req.reply(exc.status), source)
+    def _refuse(
+        self, msg: Request | Response, source: Address, exc: SipError, level: int = logging.INFO
+    ) -> None:
+        """One log line, and for a request other than ACK its error status, sent
+        statelessly (there is no transaction). Without a Via it cannot be routed."""
+        peer = f"{source[1]}:{source[2]}"
+        if not isinstance(msg, Request) or msg.method == "ACK":
+            what = msg.method if isinstance(msg, Request) else f"{msg.status} response"
+            log.log(level, "%s from %s dropped: %s", what, peer, exc.reason)
+            return
+        try:
+            self.transports.send(self.error_response(msg, exc), source)
+        except ParseError as err:
+            log.log(level, "%s from %s dropped: %s (%s)", msg.method, peer, exc.reason, err.reason)
+            return
+        log.log(level, "%s from %s refused with %d: %s", msg.method, peer, exc.status, exc.reason)
+
+    def error_response(self, req: Request, exc: SipError) -> Response:
+        """The response to a request that failed `exc`: its status, its headers (Accept,
+        Unsupported …), a Warning with the reason, and the same To tag for every
+        retransmission (RFC 3261 §8.2.7). Raises ParseError when there is no Via."""
+        _ = req.top_via  # nothing to route the answer with: nothing to answer
+        resp = req.reply(exc.status, to_tag=self.stateless_tag(req))
+        for name, value in exc.headers:
+            resp.headers.add(name, value)
+        reason = exc.reason.replace('"', "'").replace("\\", "/")
+        resp.headers.add("Warning", f'399 pbx "{header_text(reason, "error")}"')
+        return resp
+
+    def stateless_tag(self, req: Request) -> str:
+        """A To tag that is the same for every retransmission of a request."""
+        get = req.headers.get
+        text = f"{get('call-id') or ''}\0{get('from') or ''}\0{get('via') or ''}\0"
+        data = text.encode("utf-8", "surrogateescape")
+        return hashlib.blake2s(data, key=self._tag_key, digest_size=6).hexdigest()
 
     def _process(self, events: list[ev.Event], now: float) -> None:
         for event in events:
@@ -136,7 +191,10 @@ class SipServer:
             self.transports.send(event.message, event.dest)
         elif isinstance(event, ev.RequestReceived):
             if self.tu is not None:
-                self.tu.on_request(event.request, event.source, event.key, event.cancels)
+                try:
+                    self.tu.on_request(event.request, event.source, event.key, event.cancels)
+                except SipError as exc:  # a header the TU needed is malformed
+                    self._tu_refused(event.request, event.source, event.key, exc)
         elif isinstance(event, ev.ResponseReceived):
             cb = self._callbacks.get(event.handle)
             if cb is not None:
@@ -152,10 +210,27 @@ class SipServer:
         elif isinstance(event, ev.StrayResponse):
             if self.tu is not None:
                 self.tu.on_stray_response(event.response, event.source)
-        elif isinstance(event, ev.BadRequest) and event.request.method != "ACK":
-            self._reject(event.request, event.source, event.error)
+        elif isinstance(event, ev.BadRequest):
+            self._refuse(event.request, event.source, event.error)
         elif isinstance(event, ev.Overloaded) and event.request.method != "ACK":
-            self._reject(event.request, event.source, SipError("overloaded", 503))
+            # Quietly: under overload a line per request would add to the load.
+            self._refuse(event.request, event.source, SipError("overloaded", 503), logging.DEBUG)
+
+    def _tu_refused(
+        self, req: Request, source: Address, key: ev.AnyServerKey | None, exc: SipError
+    ) -> None:
+        """The TU raised on a header it read: answer in the transaction if nobody has
+        yet (else it would hang until the peer gives up), one log line either way."""
+        peer = f"{source[1]}:{source[2]}"
+        if key is None or self.layer.state(key) not in _UNANSWERED:
+            log.info("%s from %s: %s", req.method, peer, exc.reason)
+            return
+        log.info("%s from %s refused with %d: %s", req.method, peer, exc.status, exc.reason)
+        try:
+            resp = self.error_response(req, exc)
+        except ParseError:
+            return
+        self.respond(key, resp)
 
     def _schedule(self) -> None:
         when = self.layer.next_timer()

@@ -125,7 +125,7 @@ class TrunkManager:
         h.add("CSeq", f"{st.cseq} REGISTER")
         h.add("Contact", f"<sip:{user}@{host}:{port}>")
         h.add("Expires", str(t.register_expires))
-        h.add("User-Agent", "Wafer PBX")
+        h.add("User-Agent", self.stack.user_agent)
         uri = f"sip:{domain}" if t.port == 5060 else f"sip:{domain}:{t.port}"
         if st.auth is not None and st.auth.challenge is not None:
             creds = st.auth.authorization("REGISTER", uri, secrets.token_hex(8))

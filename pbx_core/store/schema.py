@@ -475,6 +475,12 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("domain", str, "pbx.local", "SIP domain and digest realm of the extensions"),
         Setting("hostname", str, "pbx", "host name"),
         Setting("sip_port", int, 5060, "SIP port (UDP and TCP)"),
+        Setting(
+            "user_agent",
+            str,
+            "Wafer PBX",
+            "Server and User-Agent header of what the PBX sends (no version by default)",
+        ),
         Setting("rtp_port_min", int, 10000, "first RTP port"),
         Setting("rtp_port_max", int, 20000, "last RTP port"),
         Setting("net_mode", str, "dhcp", "dhcp or static", ("dhcp", "static")),

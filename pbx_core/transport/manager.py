@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.message import Request, Response, parse_message
+from pbx_core.transport.connections import DEFAULT_LIMITS, ConnectionTable, InUse, TcpLimits
 from pbx_core.transport.stateless import error_response
 from pbx_core.transport.tcp import TcpConnection
 from pbx_core.transport.trace import Trace
@@ -29,8 +30,6 @@ MessageHandler = Callable[[Request | Response, Address], None]
 # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1500) goes over TCP.
 UDP_REQUEST_LIMIT = 1300
 DEFAULT_PORT = 5060
-# Bound the connection table (a scanner must not exhaust file descriptors).
-MAX_TCP_CONNECTIONS = 1024
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -54,6 +53,7 @@ class TransportManager:
         on_message: MessageHandler,
         trace: Trace | None = None,
         tasks: asyncio.TaskGroup | None = None,
+        limits: TcpLimits = DEFAULT_LIMITS,
     ) -> None:
         self.loop = loop
         self.on_message = on_message
@@ -61,9 +61,15 @@ class TransportManager:
         self.tasks = tasks
         self.udp: list[UdpEndpoint] = []
         self.tcp_servers: list[asyncio.Server] = []
-        self.connections: dict[tuple[str, int], TcpConnection] = {}
+        self.connections = ConnectionTable(limits.within_fd_limit(), loop.time)
         self.stats = {"in": 0, "out": 0, "bad": 0, "dropped": 0}
         self._local_cache: dict[str, str] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def set_in_use(self, in_use: InUse) -> None:
+        """How the PBX says which TCP peers (host, port) live registrations and calls
+        use: those connections are spared by eviction and the idle timeout."""
+        self.connections.in_use = in_use
 
     # -- listening ----------------------------------------------------------------
     async def listen(self, host: str, port: int) -> None:
@@ -74,6 +80,13 @@ class TransportManager:
         self.udp.append(udp)
         server = await self.loop.create_server(self._new_connection, host, udp.port)
         self.tcp_servers.append(server)
+        if self._sweeper is None:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        self.connections.sweep(self.loop.time())
+        interval = self.connections.limits.sweep_interval
+        self._sweeper = self.loop.call_later(interval, self._sweep)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -103,9 +116,7 @@ class TransportManager:
         return (cached, ep.port)
 
     def _new_connection(self) -> TcpConnection:
-        if len(self.connections) >= MAX_TCP_CONNECTIONS:
-            oldest = next(iter(self.connections.values()))
-            oldest.close()
+        # The table admits it (or refuses it) once its peer is known.
         return TcpConnection(self.connections, self._on_frame, self._on_frame_error)
 
     # -- receiving ----------------------------------------------------------------
@@ -117,7 +128,7 @@ class TransportManager:
         try:
             msg = parse_message(data)
         except ParseError as exc:
-            self._answer_garbage(data, exc, lambda out: self._send_udp(ep, out, addr))
+            self._answer_garbage(data, exc, addr, lambda out: self._send_udp(ep, out, addr))
             return
         self._deliver(
             msg, ("UDP", addr[0], addr[1]), data, lambda out: self._send_udp(ep, out, addr)
@@ -129,7 +140,7 @@ class TransportManager:
         try:
             msg = parse_message(data, stream=True)
         except ParseError as exc:
-            self._answer_garbage(data, exc, lambda out: self._send_tcp(conn, out))
+            self._answer_garbage(data, exc, conn.peer, lambda out: self._send_tcp(conn, out))
             return
         self._deliver(
             msg, ("TCP", conn.peer[0], conn.peer[1]), data, lambda out: self._send_tcp(conn, out)
@@ -138,7 +149,7 @@ class TransportManager:
     def _on_frame_error(self, data: bytes, exc: ParseError, conn: TcpConnection) -> None:
         if self.trace:
             self.trace.message("in", "TCP", conn.peer, data)
-        self._answer_garbage(data, exc, lambda out: self._send_tcp(conn, out))
+        self._answer_garbage(data, exc, conn.peer, lambda out: self._send_tcp(conn, out))
 
     def _deliver(
         self,
@@ -152,7 +163,7 @@ class TransportManager:
             try:
                 self._stamp_via(msg, source)
             except ParseError as exc:
-                self._answer_garbage(data, exc, answer)
+                self._answer_garbage(data, exc, (source[1], source[2]), answer)
                 return
         self.on_message(msg, source)
 
@@ -167,12 +178,23 @@ class TransportManager:
             msg.replace_top_via(via.received_from(host, None))
 
     def _answer_garbage(
-        self, data: bytes, exc: ParseError, answer: Callable[[bytes], None]
+        self,
+        data: bytes,
+        exc: ParseError,
+        peer: tuple[str, int],
+        answer: Callable[[bytes], None],
     ) -> None:
+        """A request that does not parse gets its status when it can be routed, and
+        one log line; noise that is no request is dropped with a debug line only."""
         self.stats["bad"] += 1
         out = error_response(data, exc.status, exc.reason)
-        if out is not None:
-            answer(out)
+        method = data.lstrip(b"\r\n").split(b" ", 1)[0][:20].decode("ascii", "replace")
+        if out is None:
+            level = logging.INFO if method == "ACK" else logging.DEBUG
+            log.log(level, "unparsable %s from %s:%s dropped: %s", method, *peer, exc.reason)
+            return
+        log.info("%s from %s:%s refused with %d: %s", method, *peer, exc.status, exc.reason)
+        answer(out)
 
     # -- sending ------------------------------------------------------------------
     def send(self, msg: Request | Response, dest: Address) -> None:
@@ -205,25 +227,29 @@ class TransportManager:
             log.warning("no TCP connection to %s:%s", host, port)
 
     def _response_target(self, msg: Response, dest: Address) -> Address:
+        """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4). `dest` is where its
+        request came from, and the response goes back over that same transport,
+        whatever the Via says: a UDP request whose Via names TCP must not make us
+        open a connection to an address the message chose (a connect reflector).
+        A stream request: on its connection, or when that is gone a new one to the
+        host it came from and its sent-by port. A datagram: to received (the source,
+        stamped on arrival) and rport, else the sent-by port. maddr is not followed:
+        it would send answers to any address a sender names (a UDP reflector)."""
         via = msg.top_via
-        if via.transport != "UDP":
-            # Reliable: the connection the request came on, if still open (§18.2.2).
-            if dest[0] != "UDP" and (dest[1], dest[2]) in self.connections:
-                return dest
-            return (via.transport, via.received or via.host.strip("[]"), via.port or DEFAULT_PORT)
-        maddr = received = rport = None
-        # One pass for the three that routing needs (backwards: the first one wins).
+        transport = dest[0]
+        received = rport = None
+        # One pass for the two that routing needs (backwards: the first one wins).
         for k, v in reversed(via.params):
             name = k.lower()
-            if name == "maddr":
-                maddr = v
-            elif name == "received":
+            if name == "received":
                 received = v
             elif name == "rport":
                 rport = v
-        if maddr:
-            return ("UDP", maddr, via.port or DEFAULT_PORT)
         host = received or via.host.strip("[]")
+        if transport != "UDP":
+            if (dest[1], dest[2]) in self.connections:
+                return dest
+            return (transport, host, via.port or DEFAULT_PORT)
         port = int(rport) if rport else via.port or DEFAULT_PORT
         return ("UDP", host, port)
 
@@ -248,7 +274,9 @@ class TransportManager:
         try:
             _t, conn = await asyncio.wait_for(
                 self.loop.create_connection(
-                    lambda: TcpConnection(self.connections, self._on_frame, self._on_frame_error),
+                    lambda: TcpConnection(
+                        self.connections, self._on_frame, self._on_frame_error, inbound=False
+                    ),
                     host,
                     port,
                 ),
@@ -258,12 +286,18 @@ class TransportManager:
             self.stats["dropped"] += 1
             log.warning("TCP connect to %s:%s failed: %s", host, port, exc)
             return
+        if conn.closed:  # refused by the table: every connection is in use
+            self.stats["dropped"] += 1
+            return
         self._send_tcp(conn, data)
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for ep in self.udp:
             ep.close()
         for server in self.tcp_servers:
             server.close()
-        for conn in list(self.connections.values()):
+        for conn in self.connections:
             conn.close()

@@ -1,6 +1,7 @@
 """SIP over TCP: framing by Content-Length (RFC 3261 §18.3), CRLF keepalives
-(RFC 5626 §4.4.1: a double-CRLF ping is answered with a single CRLF pong), and a
-table of open connections so requests and responses reuse them.
+(RFC 5626 §4.4.1: a double-CRLF ping is answered with a single CRLF pong). Each
+connection enters the ConnectionTable (connections.py) when it is made, so requests
+and responses reuse it and the table's bounds apply to it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.message import MAX_MESSAGE, frame_length
+from pbx_core.transport.connections import ConnectionTable
 
 log = logging.getLogger("pbx.transport")
 
@@ -26,11 +28,14 @@ _MAX_BUFFER = 2 * MAX_MESSAGE
 class TcpConnection(asyncio.Protocol):
     def __init__(
         self,
-        registry: dict[tuple[str, int], TcpConnection],
+        table: ConnectionTable,
         on_frame: FrameHandler,
         on_error: FrameErrorHandler,
+        *,
+        inbound: bool = True,
     ) -> None:
-        self.registry = registry
+        self.table = table
+        self.inbound = inbound
         self.on_frame = on_frame
         self.on_error = on_error
         self.transport: asyncio.Transport | None = None
@@ -38,6 +43,10 @@ class TcpConnection(asyncio.Protocol):
         self.local: tuple[str, int] = ("", 0)
         self.buffer = bytearray()
         self.closed = False
+        # Set by the table: when the last complete message came (or the connect),
+        # and when the message now being received began (None: between messages).
+        self.last_activity = 0.0
+        self.message_started: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # noqa: S101  # asyncio contract
@@ -46,16 +55,28 @@ class TcpConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self.peer = (peer[0], peer[1])
         self.local = (local[0], local[1])
-        self.registry[self.peer] = self
+        if not self.table.admit(self, inbound=self.inbound):
+            self.closed = True
+            transport.abort()  # refused: no lingering close for a flood
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.registry.get(self.peer) is self:
-            del self.registry[self.peer]
+        self.table.remove(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         buf = self.buffer
         buf += data
+        try:
+            self._frames(buf)
+        finally:
+            if not buf:
+                self.message_started = None
+            elif self.message_started is None:
+                self.message_started = self.table.clock()
+
+    def _frames(self, buf: bytearray) -> None:
         while buf:
             # Keepalives between messages: CRLFCRLF ping gets a CRLF pong.
             if buf[0] in b"\r\n":
@@ -82,6 +103,8 @@ class TcpConnection(asyncio.Protocol):
                 return
             frame = bytes(buf[:length])
             del buf[:length]
+            self.table.touch(self)
+            self.message_started = None  # whatever follows is a new message
             try:
                 self.on_frame(frame, self)
             except Exception:
@@ -92,6 +115,9 @@ class TcpConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def close(self) -> None:
+        """Close now and leave the table at once (asyncio reports the loss later:
+        counting the connection until then would let a burst overshoot the cap)."""
+        self.table.remove(self)
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()

@@ -214,24 +214,33 @@ def test_received_and_rport_stamping(
 
 
 @pytest.mark.parametrize(
-    ("via", "target"),
+    ("via", "arrived", "target"),
     [
         # RFC 3581 §4: to received and rport.
-        ("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport=5062;received=192.0.2.1",
+        ("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport=5062;received=192.0.2.1", "UDP",
          ("UDP", "192.0.2.1", 5062)),
         # RFC 3261 §18.2.2: received, the sent-by port (5060 when absent).
-        ("SIP/2.0/UDP phone.lan;received=192.0.2.1;branch=z9hG4bKb", ("UDP", "192.0.2.1", 5060)),
-        ("SIP/2.0/UDP phone.lan:5070;branch=z9hG4bKc", ("UDP", "phone.lan", 5070)),
-        # maddr first; an rport without a value (not filled in) is no port.
-        ("SIP/2.0/UDP h:5080;maddr=239.1.1.1;received=192.0.2.1;rport", ("UDP", "239.1.1.1", 5080)),
-        ("SIP/2.0/UDP [2001:db8::1];rport;branch=z9hG4bKd", ("UDP", "2001:db8::1", 5060)),
+        ("SIP/2.0/UDP phone.lan;received=192.0.2.1;branch=z9hG4bKb", "UDP",
+         ("UDP", "192.0.2.1", 5060)),
+        ("SIP/2.0/UDP phone.lan:5070;branch=z9hG4bKc", "UDP", ("UDP", "phone.lan", 5070)),
+        # maddr is not followed (it would reflect answers anywhere); an rport without a
+        # value (not filled in) is no port.
+        ("SIP/2.0/UDP h:5080;maddr=239.1.1.1;received=192.0.2.1;rport", "UDP",
+         ("UDP", "192.0.2.1", 5080)),
+        ("SIP/2.0/UDP [2001:db8::1];rport;branch=z9hG4bKd", "UDP", ("UDP", "2001:db8::1", 5060)),
         # The first of a repeated parameter counts, whatever its case.
-        ("SIP/2.0/UDP h;RECEIVED=192.0.2.1;received=192.0.2.9;rport=7;rport=8",
+        ("SIP/2.0/UDP h;RECEIVED=192.0.2.1;received=192.0.2.9;rport=7;rport=8", "UDP",
          ("UDP", "192.0.2.1", 7)),
-        ("SIP/2.0/TCP h:5070;received=192.0.2.1", ("TCP", "192.0.2.1", 5070)),
+        # A TCP request whose connection is gone: a new one to its host, sent-by port.
+        ("SIP/2.0/TCP h:5070;received=192.0.2.1", "TCP", ("TCP", "192.0.2.1", 5070)),
+        # The transport the request came on wins over the Via's (§18.2.2 + RFC 3581):
+        # a UDP request whose Via names TCP is answered over UDP, never by connecting.
+        ("SIP/2.0/TCP h:5070;received=192.0.2.1;rport=4000", "UDP", ("UDP", "192.0.2.1", 4000)),
+        ("SIP/2.0/TCP h:5070;received=192.0.2.1", "UDP", ("UDP", "192.0.2.1", 5070)),
+        ("SIP/2.0/UDP h:5070;received=192.0.2.1", "TCP", ("TCP", "192.0.2.1", 5070)),
     ],
 )  # fmt: skip
-def test_response_goes_where_the_top_via_says(via: str, target: Address) -> None:
+def test_response_goes_where_the_top_via_says(via: str, arrived: str, target: Address) -> None:
     loop = asyncio.new_event_loop()
     try:
         m = TransportManager(loop, lambda _msg, _src: None)
@@ -240,6 +249,6 @@ def test_response_goes_where_the_top_via_says(via: str, target: Address) -> None
             "Call-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n".encode()
         )
         assert isinstance(resp, Response)
-        assert m._response_target(resp, ("UDP", "198.51.100.1", 1)) == target
+        assert m._response_target(resp, (arrived, "192.0.2.1", 1)) == target
     finally:
         loop.close()
