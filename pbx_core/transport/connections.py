@@ -107,7 +107,7 @@ class ConnectionTable:
             return False
         if len(self._conns) >= limits.max_connections and not self._evict_one():
             self.stats["refused"] += 1
-            log.warning("TCP from %s:%s refused: all %d connections in use", *conn.peer, len(self))
+            log.info("TCP from %s:%s refused: all %d connections in use", *conn.peer, len(self))
             return False
         now = self.clock()
         conn.last_activity = now
@@ -147,7 +147,7 @@ class ConnectionTable:
         for peer, conn in self._conns.items():
             if peer not in used:
                 self.stats["evicted"] += 1
-                log.info("TCP %s:%s closed to make room (least recently active)", *peer)
+                log.debug("TCP %s:%s closed to make room (least recently active)", *peer)
                 conn.close()  # close() removes it from the table at once
                 return True
         return False
