@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,95 @@ def test_oversized_datagram_rejected(shared_pbx: PbxProcess) -> None:
         s.sendall(req)
         data = s.recv(65536)
     assert data.startswith(b"SIP/2.0 513 "), data
+
+
+def _request(method: str, via: str, call_id: str, drop: str = "") -> bytes:
+    lines = [
+        f"{method} sip:pbx@127.0.0.1 SIP/2.0",
+        f"Via: {via}",
+        "From: <sip:a@127.0.0.1>;tag=1",
+        "To: <sip:pbx@127.0.0.1>",
+        f"Call-ID: {call_id}",
+        f"CSeq: 1 {method}",
+        "Max-Forwards: 70",
+    ]
+    lines = [line for line in lines if not (drop and line.startswith(f"{drop}:"))]
+    return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def _log_lines(pbx: PbxProcess, port: int) -> list[str]:
+    return [line for line in pbx.log().splitlines() if f"127.0.0.1:{port} " in line]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("method", ["OPTIONS", "REGISTER", "INVITE", "MESSAGE"])
+def test_request_without_to_gets_400_and_one_log_line(
+    shared_pbx: PbxProcess, transport: str, method: str
+) -> None:
+    """Issue 11: an OPTIONS without To got no answer and a traceback on the console."""
+    target = (shared_pbx.host, shared_pbx.port)
+    if transport == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+    else:
+        s = socket.create_connection(target, timeout=5)
+    with s:
+        s.settimeout(5)
+        port = s.getsockname()[1]
+        via = f"SIP/2.0/{transport.upper()} 127.0.0.1:{port};branch=z9hG4bKnoto{port};rport"
+        s.sendto(_request(method, via, f"noto{port}", drop="To"), target)
+        data = s.recv(65536)
+        assert data.startswith(b"SIP/2.0 400 "), data
+        assert b"To header" in data  # the Warning says why
+        time.sleep(0.3)  # the log line is written after the answer
+    lines = _log_lines(shared_pbx, port)
+    assert len(lines) == 1, lines
+    assert "Traceback" not in shared_pbx.log()
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "MESSAGE"], ids=["stateless", "stateful"])
+@pytest.mark.parametrize("rport", [True, False])
+def test_udp_request_naming_tcp_is_answered_over_udp(
+    shared_pbx: PbxProcess, method: str, rport: bool
+) -> None:
+    """RFC 3261 §18.2.2 with RFC 3581: the answer goes back over the transport the
+    request came on. A UDP request whose Via says TCP must not make the PBX connect
+    to the address the Via names (a connect reflector)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as victim,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as via_udp,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s,
+    ):
+        victim.bind(("127.0.0.1", 0))
+        victim.listen(5)
+        victim.settimeout(1.5)
+        vport = victim.getsockname()[1]
+        via_udp.bind(("127.0.0.1", vport))  # where a Via-port answer arrives over UDP
+        via_udp.settimeout(5)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        via = f"SIP/2.0/TCP 127.0.0.1:{vport};branch=z9hG4bKrefl{vport}" + (";rport" * rport)
+        s.sendto(_request(method, via, f"refl{vport}{rport}"), (shared_pbx.host, shared_pbx.port))
+        data, _ = (s if rport else via_udp).recvfrom(65536)
+        assert data.startswith(b"SIP/2.0 "), data
+        assert int(data.split()[1]) >= 200
+        with pytest.raises(TimeoutError):
+            victim.accept()  # the PBX never connected
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "MESSAGE"], ids=["stateless", "stateful"])
+def test_tcp_request_naming_udp_is_answered_on_its_connection(
+    shared_pbx: PbxProcess, method: str
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as via_udp:
+        via_udp.bind(("127.0.0.1", 0))
+        via_udp.settimeout(1.5)
+        uport = via_udp.getsockname()[1]
+        with socket.create_connection((shared_pbx.host, shared_pbx.port), timeout=5) as s:
+            via = f"SIP/2.0/UDP 127.0.0.1:{uport};branch=z9hG4bKtu{uport}"
+            s.sendall(_request(method, via, f"tu{uport}"))
+            data = s.recv(65536)
+            assert data.startswith(b"SIP/2.0 "), data
+            assert int(data.split()[1]) >= 200
+        with pytest.raises(TimeoutError):
+            via_udp.recvfrom(65536)  # nothing went to the Via's UDP address
