@@ -174,7 +174,9 @@ class TransportManager:
         _transport, host, port = source
         if via.has_rport:
             msg.replace_top_via(via.received_from(host, port))
-        elif via.host.strip("[]").lower() != host.lower():
+        elif via.host.strip("[]").lower() != host.lower() or via.received is not None:
+            # A `received` the sender wrote itself is replaced by the truth: it would
+            # otherwise choose where the answer goes (a reflector).
             msg.replace_top_via(via.received_from(host, None))
 
     def _answer_garbage(

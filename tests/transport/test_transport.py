@@ -10,9 +10,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pbx_core.sip.message import Request, Response, parse_message
 from pbx_core.transport.manager import Address, TransportManager, parse_listen
+from tests.fuzzing import fuzz_settings
 
 OPTIONS = (
     b"OPTIONS sip:pbx@127.0.0.1 SIP/2.0\r\n"
@@ -195,6 +198,12 @@ async def test_large_request_over_udp_moves_to_tcp() -> None:
             "SIP/2.0/UDP phone.lan:5060;branch=z9hG4bKc;received=192.0.2.7",
         ),
         ("SIP/2.0/TCP [2001:db8::1];branch=z9hG4bKd", ("TCP", "2001:db8::1", 5060), None),
+        # A received the sender wrote is not believed, even when its host matches.
+        (
+            "SIP/2.0/UDP 192.0.2.7;received=198.51.100.9;branch=z9hG4bKe",
+            ("UDP", "192.0.2.7", 5060),
+            "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKe;received=192.0.2.7",
+        ),
     ],
 )
 def test_received_and_rport_stamping(
@@ -252,3 +261,55 @@ def test_response_goes_where_the_top_via_says(via: str, arrived: str, target: Ad
         assert m._response_target(resp, (arrived, "192.0.2.1", 1)) == target
     finally:
         loop.close()
+
+
+_via_params = st.lists(
+    st.sampled_from(
+        ["rport", "rport=1", "rport=65000", "received=198.51.100.9", "maddr=239.1.1.1",
+         "maddr=203.0.113.5", "branch=z9hG4bKq", "transport=tcp", "ttl=1"]
+    ),
+    max_size=5,
+)  # fmt: skip
+
+
+@pytest.mark.fuzz
+@fuzz_settings(300)
+@given(
+    via_transport=st.sampled_from(["UDP", "TCP", "TLS", "SCTP", "WS"]),
+    via_host=st.sampled_from(["192.0.2.1", "phone.lan", "203.0.113.7", "[2001:db8::5]"]),
+    via_port=st.one_of(st.none(), st.integers(1, 65535)),
+    params=_via_params,
+    arrived=st.sampled_from(["UDP", "TCP"]),
+    source=st.sampled_from([("192.0.2.1", 5062), ("10.1.2.3", 40000), ("2001:db8::5", 5070)]),
+)
+def test_answers_go_to_the_source_over_its_transport(
+    via_transport: str,
+    via_host: str,
+    via_port: int | None,
+    params: list[str],
+    arrived: str,
+    source: tuple[str, int],
+) -> None:
+    """Whatever the Via says, a response goes back over the transport its request came
+    on, to the host it came from: the message cannot pick another host (received,
+    maddr) or another transport (RFC 3261 §18.2.2 with RFC 3581; issue 11)."""
+    sent_by = via_host + (f":{via_port}" if via_port is not None else "")
+    via = f"SIP/2.0/{via_transport} {sent_by}" + "".join(f";{p}" for p in params)
+    data = (
+        f"OPTIONS sip:pbx SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:pbx>\r\n"
+        "Call-ID: r\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    ).encode()
+    req = parse_message(data)
+    assert isinstance(req, Request)
+    dest: Address = (arrived, *source)
+    TransportManager._stamp_via(req, dest)
+    loop = asyncio.new_event_loop()
+    try:
+        m = TransportManager(loop, lambda _msg, _src: None)
+        target = m._response_target(req.reply(200, to_tag="t"), dest)
+    finally:
+        loop.close()
+    assert target[0] == arrived
+    assert target[1] == source[0]
+    if arrived == "UDP" and "rport" in "".join(params).lower():
+        assert target[2] == source[1]  # RFC 3581: the port it came from
