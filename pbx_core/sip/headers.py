@@ -351,3 +351,29 @@ def parse_contacts(value: str) -> list[NameAddr] | None:
 
 # qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
 _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
+# Bounds on repetition (RFC 3261 leaves them to us). A request crosses at most 70
+# hops (Max-Forwards' recommended start, §8.1.1.6), so it carries at most that many
+# Via, Route, Record-Route or Path values, whether on lines of their own or comma-
+# separated; and a message has at most this many header lines in all.
+MAX_HOPS = 70
+MAX_HEADER_LINES = 256
+_HOP_HEADERS = {"via": "Via", "route": "Route", "record-route": "Record-Route", "path": "Path"}
+
+
+def check_repetition(lines: int, index: dict[str, list[str]]) -> None:
+    """ParseError (400) for a message with more header lines than MAX_HEADER_LINES,
+    or more Via, Route, Record-Route or Path values than MAX_HOPS. `index`: header
+    key -> raw values, one per line."""
+    if lines > MAX_HEADER_LINES:
+        raise ParseError(f"{lines} header lines: at most {MAX_HEADER_LINES}")
+    for key, name in _HOP_HEADERS.items():
+        values = index.get(key)
+        if values is None:
+            continue
+        rough = len(values) + sum(v.count(",") for v in values)  # an upper bound
+        if rough > MAX_HOPS:
+            n = sum(len(split_commas(v)) for v in values)
+            if n > MAX_HOPS:
+                raise ParseError(f"{n} {name} values: at most {MAX_HOPS}")

@@ -19,10 +19,13 @@ from collections.abc import Callable, Iterable, Iterator
 
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.headers import (
+    MAX_HEADER_LINES,
+    MAX_HOPS,
     TOKEN,
     CSeq,
     NameAddr,
     Via,
+    check_repetition,
     parse_contacts,
     parse_cseq,
     parse_name_addr,
@@ -43,6 +46,8 @@ from pbx_core.sip.uri import URI, parse_uri
 
 __all__ = [
     "LIST_HEADERS",
+    "MAX_HEADER_LINES",
+    "MAX_HOPS",
     "MAX_MESSAGE",
     "REASONS",
     "Headers",
@@ -59,13 +64,6 @@ MAX_MESSAGE = 65536
 
 # At most one of each in a message (RFC 3261 §7.3.1, Table 2/3); RFC 4475 §3.3.8.
 _SINGLE = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
-# Bounds on repetition (RFC 3261 leaves them to us). A request crosses at most 70
-# hops (Max-Forwards' recommended start, §8.1.1.6), so it carries at most that many
-# Via, Route, Record-Route or Path values, whether on lines of their own or comma-
-# separated; and a message has at most this many header lines in all.
-MAX_HOPS = 70
-MAX_HEADER_LINES = 256
-_HOP_HEADERS = ("via", "route", "record-route", "path")
 # RFC 3261 §8.1.1: the same five in requests and responses.
 _REQUIRED = ("to", "from", "cseq", "call-id", "via")
 
@@ -657,7 +655,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         first, pairs = _careful_lines(head)
         headers._items = [(*name_entry(name), value) for name, value in pairs]
         headers._index = None
-    _check_repetition(headers)
+    check_repetition(len(headers._items), headers._lookup())
     msg: Request | Response
     if first.startswith(("SIP/", "sip/", "Sip/")) and " " in first:
         msg = _parse_status_line(first, headers)
@@ -679,23 +677,6 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     else:
         msg.body = rest
     return msg
-
-
-def _check_repetition(headers: Headers) -> None:
-    """ParseError (400) for a message with more header lines, or more Via, Route,
-    Record-Route or Path values, than any real one has (see MAX_HOPS)."""
-    if len(headers._items) > MAX_HEADER_LINES:
-        raise ParseError(f"{len(headers._items)} header lines: at most {MAX_HEADER_LINES}")
-    index = headers._lookup()
-    for key in _HOP_HEADERS:
-        values = index.get(key)
-        if values is None:
-            continue
-        rough = len(values) + sum(v.count(",") for v in values)  # an upper bound
-        if rough > MAX_HOPS:
-            n = sum(len(split_commas(v)) for v in values)
-            if n > MAX_HOPS:
-                raise ParseError(f"{n} {CANONICAL[key]} values: at most {MAX_HOPS}")
 
 
 def _simple_lines(lines: list[str], headers: Headers) -> bool:

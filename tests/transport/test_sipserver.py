@@ -4,6 +4,7 @@ with datagrams through a recording UDP endpoint: no sockets, no running loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -130,3 +131,33 @@ def test_forget_stops_responses_reaching_the_callback(
     receive(server, ep, ok)
     assert got == [200, 200]
     assert server.layer.state(key) is not None  # the transaction itself lives on
+
+
+class Fussy(Registrar):
+    """A TU that reads a header only it needs and finds it malformed (ParseError), the
+    way the registrar reads Contact: before answering, or after."""
+
+    def __init__(self, stack: SipServer, answer_first: bool) -> None:
+        super().__init__(stack)
+        self.answer_first = answer_first
+
+    def on_request(
+        self, req: Request, source: Address, key: ev.AnyServerKey | None, cancels: object
+    ) -> None:
+        if self.answer_first:
+            super().on_request(req, source, key, cancels)
+        _ = req.contacts  # Contact: <sip:201@127.0.0.1:5070 (unclosed)
+
+
+@pytest.mark.parametrize("answer_first", [False, True])
+def test_tu_error_answers_the_transaction_once_with_one_log_line(
+    stack: tuple[SipServer, Endpoint], caplog: pytest.LogCaptureFixture, answer_first: bool
+) -> None:
+    server, ep = stack
+    server.tu = Fussy(server, answer_first)
+    caplog.set_level(logging.INFO, logger="pbx")
+    receive(server, ep, REGISTER.replace(b"5070>\r\n", b"5070\r\n"))
+    statuses = [parse_message(d).status for d, _a in ep.sent]  # type: ignore[union-attr]
+    assert statuses == ([200] if answer_first else [400])
+    assert len(caplog.records) == 1, caplog.records
+    assert not any(r.exc_info for r in caplog.records)
