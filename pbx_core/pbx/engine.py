@@ -134,6 +134,9 @@ class Engine:
             used.add((call.a_source[1], call.a_source[2]))
             for fork in call.forks:
                 used.add((fork.target.dest[1], fork.target.dest[2]))
+        for st in self.trunks.trunks.values():  # the provider calls in over it
+            if st.transport != "UDP" and st.address is not None:
+                used.add((st.address, st.trunk.port))
         return used
 
     def _configure_security(self) -> None:
@@ -290,6 +293,7 @@ class Engine:
             else:
                 self.stack.respond(key, self._error(req, SipError("unknown method", 501)))
         except ParseError as exc:
+            self._refused(req, source, exc)
             self.stack.respond(key, self._error(req, exc))
 
     def on_stray_response(self, resp: Response, source: Address) -> None:

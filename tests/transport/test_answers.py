@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from pbx_core.pbx.engine import Engine
 from pbx_core.pbx.sipserver import SipServer, header_text
-from pbx_core.sip.message import MAX_HOPS, Response, parse_message
+from pbx_core.sip.message import MAX_HOPS, Request, Response, parse_message
 from pbx_core.store.generations import Store
 from pbx_core.version import VERSION
 from tests.conftest import FACTORY
@@ -322,3 +322,22 @@ def test_user_agent_setting_follows_a_reload(tmp_path: Path) -> None:
 )
 def test_header_text_is_one_safe_line(value: str, expected: str) -> None:
     assert header_text(value) == expected
+
+
+def test_streams_in_use_are_tcp_registrations_and_trunks(tmp_path: Path) -> None:
+    """What the engine tells the transport to spare (eviction, idle timeout)."""
+    trunk = "1:provider:1:127.0.0.1:5999:tcp:acct:secret:1::PCMA,PCMU"
+    for pbx in _pbx(tmp_path, {}, trunk):
+        pbx.engine.start()
+        now = pbx.loop.time()
+        for n, src in enumerate([("TCP", "10.5.5.5", 40000), ("UDP", "10.5.5.6", 5060)]):
+            req = parse_message(request("REGISTER", 300 + n, {"To": "<sip:100@pbx.local>"}))
+            assert isinstance(req, Request)
+            req.headers.add("Contact", f"<sip:100@{src[1]}:{src[2]}>")
+            pbx.engine.registrar.register(req, "100@pbx.local", src, now, 5)
+        used = pbx.engine._streams_in_use()
+        assert used == {("10.5.5.5", 40000), ("127.0.0.1", 5999)}
+        for found in pbx.engine.registrar.bindings.values():
+            for b in found.values():
+                b.expires_at = now - 1  # expired: no longer in use
+        assert pbx.engine._streams_in_use() == {("127.0.0.1", 5999)}
