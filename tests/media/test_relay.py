@@ -34,14 +34,15 @@ class Rig:
         settings: MediaSettings | None = None,
         port_min: int = 0,
         port_max: int = 0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.engine = MediaEngine(
-            loop, "127.0.0.1", port_min or 31000, port_max or 31999, settings=settings
+            loop, host, port_min or 31000, port_max or 31999, settings=settings
         )
-        self.a = Phone(loop)
-        self.b = Phone(loop)
-        self.call, self.offer = self.engine.anchor(sdp(self.a.port, caller_codecs))
-        self.answer = self.call.answer(sdp(self.b.port, callee_codecs))
+        self.a = Phone(loop, host)
+        self.b = Phone(loop, host)
+        self.call, self.offer = self.engine.anchor(sdp(self.a.port, caller_codecs, address=host))
+        self.answer = self.call.answer(sdp(self.b.port, callee_codecs, address=host))
         self.pa = port_of(self.answer)  # where phone A sends
         self.pb = port_of(self.offer)  # where phone B sends
 
@@ -244,6 +245,31 @@ def test_reoffer_moves_the_stream_to_a_new_address() -> None:
         rig.call.reoffer("callee", sdp(c.port, "8 0 101"))
         assert rig.call.callee.codec == "PCMA"
         c.close()
+        rig.close()
+
+    run(body)
+
+
+@pytest.mark.tools("ipv6")
+def test_relay_both_ways_over_ipv6() -> None:
+    """IPv6 phones (the socket reports a 4-tuple source): every packet is relayed,
+    not only the one the leg latched on."""
+
+    async def body() -> None:
+        rig = Rig(asyncio.get_running_loop(), host="::1")
+        assert b"c=IN IP6 ::1" in rig.answer and b"c=IN IP6 ::1" in rig.offer
+        for i in range(20):
+            rig.a.send(rig.pa, bytes([i]) * 160)
+            rig.b.send(rig.pb, bytes([100 + i]) * 160)
+            await asyncio.sleep(0.002)
+        assert await until(lambda: len(rig.a.received) == 20 and len(rig.b.received) == 20), (
+            len(rig.a.received),
+            len(rig.b.received),
+        )
+        assert [p.payload[0] for p, _ in rig.b.received] == list(range(20))
+        assert [p.payload[0] for p, _ in rig.a.received] == list(range(100, 120))
+        stats = rig.call.stats()
+        assert stats["caller"].packets_received == 20 and stats["callee"].packets_received == 20
         rig.close()
 
     run(body)
