@@ -107,11 +107,17 @@ class PbxProcess:
         return self.stderr_path.read_text(errors="replace")
 
 
-def start_pbx(tmp: Path, config: Path | None = None, extra: list[str] | None = None) -> PbxProcess:
-    """Start `python -m pbx_core run` on 127.0.0.1 with a free port; wait for ready."""
+def start_pbx(
+    tmp: Path,
+    config: Path | None = None,
+    extra: list[str] | None = None,
+    listen: str = "127.0.0.1:0",
+) -> PbxProcess:
+    """Start `python -m pbx_core run` on `listen` (default 127.0.0.1 with a free port;
+    "[::1]:0" for IPv6); wait for ready. `host` is the listener's address, unbracketed."""
     cfg = config or FACTORY
     err = tmp / "pbx.stderr"
-    cmd = [sys.executable, "-m", "pbx_core", "run", "--config", str(cfg), "--listen", "127.0.0.1:0"]
+    cmd = [sys.executable, "-m", "pbx_core", "run", "--config", str(cfg), "--listen", listen]
     proc = subprocess.Popen(
         [*cmd, *(extra or [])],
         cwd=ROOT,
@@ -129,9 +135,9 @@ def start_pbx(tmp: Path, config: Path | None = None, extra: list[str] | None = N
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         text = err.read_text(errors="replace")
-        m = re.search(r"PBX ready, SIP on 127\.0\.0\.1:(\d+)", text)
+        m = re.search(r"PBX ready, SIP on (\S+):(\d+)", text)
         if m:
-            return PbxProcess(proc, "127.0.0.1", int(m.group(1)), err)
+            return PbxProcess(proc, m.group(1).strip("[]"), int(m.group(2)), err)
         if proc.poll() is not None:
             break
         time.sleep(0.05)
