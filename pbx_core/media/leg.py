@@ -206,7 +206,9 @@ class MediaLeg:
                 log.info(
                     "leg %s port %d re-latched %s -> %s", self.side, self.port, self.remote, addr
                 )
-            self.remote = (addr[0], addr[1])
+            # The address as the socket reports it (IPv6: a 4-tuple), so the next
+            # packet's source compares equal to it.
+            self.remote = addr
             self.latched = True
             self._latched_ssrc = ssrc
             if self.rtcp_remote is None or self.rtcp_remote[0] != addr[0]:

@@ -116,6 +116,7 @@ class SipServer:
         """A Via for a request we send towards dest: our address, a fresh branch."""
         transport = dest[0]
         host, port = self.local_address(dest)
+        host = f"[{host}]" if ":" in host else host  # sent-by takes an IPv6reference
         return Via(transport, host, port, (("branch", new_branch()), ("rport", None)))
 
     def local_address(self, dest: Address) -> tuple[str, int]:

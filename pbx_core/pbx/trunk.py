@@ -123,6 +123,7 @@ class TrunkManager:
         h.add("To", f"<sip:{user}@{domain}>")
         h.add("Call-ID", st.call_id)
         h.add("CSeq", f"{st.cseq} REGISTER")
+        host = f"[{host}]" if ":" in host else host
         h.add("Contact", f"<sip:{user}@{host}:{port}>")
         h.add("Expires", str(t.register_expires))
         h.add("User-Agent", self.stack.user_agent)

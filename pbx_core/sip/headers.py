@@ -9,6 +9,7 @@ not allow. LWS is allowed wherever the grammar says SWS/LWS: around ";", "=", "/
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -278,6 +279,11 @@ _VIA = re.compile(
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-_.]+)(?:[ \t]*:[ \t]*(?P<port>[0-9]{1,5}))?"
 )
 _VIA_NUMERIC = {"ttl": 255, "rport": 65535}
+# RFC 3261 §25: via-received = "received" EQUAL (IPv4address / IPv6address), an IPv6
+# address without brackets (what received_from writes; RFC 5118 §4.5: accept both).
+_RECEIVED_V6 = re.compile(
+    r"[ \t]*;[ \t]*(received)[ \t]*=[ \t]*([0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)", re.I
+)
 
 
 def parse_via(value: str) -> Via:
@@ -291,6 +297,18 @@ def parse_via(value: str) -> Via:
         if port > 65535:
             raise ParseError(f"Via port out of range in {value[:60]!r}")
     params, end = parse_params(value, m.end(), "Via")
+    while end != len(value) and params and params[-1][0].lower() == "received":
+        # The generic grammar stopped inside `received=` + an IPv6 address (colons):
+        # take that parameter again from its `;` (no value of it can hold one).
+        v6 = _RECEIVED_V6.match(value, value.rfind(";", 0, end))
+        if v6 is None or v6.end() <= end:
+            break
+        try:
+            ipaddress.IPv6Address(v6.group(2))
+        except ValueError:
+            raise ParseError(f"invalid Via received={v6.group(2)[:40]!r}") from None
+        more, end = parse_params(value, v6.end(), "Via")
+        params = (*params[:-1], (v6.group(1), v6.group(2)), *more)
     if end != len(value):
         raise ParseError(f"unexpected text in Via: {value[end : end + 40]!r}")
     for k, v in params:

@@ -8,15 +8,16 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.conftest import need
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 
 def sipp_path() -> str:
+    """SIPp's path; a test without it fails (tests/conftest.py `need`)."""
+    need("sipp")
     path = shutil.which("sipp")
-    if path is None:
-        pytest.skip("sipp (Debian sip-tester) is not installed; ./build.sh test installs it")
+    assert path is not None
     return path
 
 

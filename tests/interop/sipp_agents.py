@@ -39,8 +39,17 @@ _HEAD = re.compile(
 )
 
 
+def family(ip: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def hostport(ip: str, port: int) -> str:
+    """ip:port for a URI or SIPp's command line ([::1]:5060 for IPv6, RFC 3261 §25)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def free_port(ip: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(family(ip), socket.SOCK_DGRAM) as s:
         s.bind((ip, 0))
         return int(s.getsockname()[1])
 
@@ -201,7 +210,7 @@ def _command(
 ) -> list[str]:
     cmd = [sipp_path()]
     if remote is not None:
-        cmd.append(f"{remote[0]}:{remote[1]}")
+        cmd.append(hostport(*remote))
     cmd += ["-sf", str(SCENARIOS / scenario), "-i", local_ip, "-t", transport]
     if port is not None:
         cmd += ["-p", str(port)]
@@ -306,7 +315,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            with socket.socket(family(self.ip), socket.SOCK_DGRAM) as s:
                 try:
                     s.bind((self.ip, self.port))
                 except OSError:
@@ -356,7 +365,7 @@ def register(
         local_port=contact_port,
         keys={
             "user": user,
-            "contact": f"<sip:{user}@{contact_ip}:{contact_port}>",
+            "contact": f"<sip:{user}@{hostport(contact_ip, contact_port)}>",
             "expires": str(expires),
         },
         auth=(user, PASSWORDS[user]),

@@ -13,13 +13,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import start_pbx, stop_pbx
-from tests.media.baresip import Baresip, available, dominant_frequency
+from tests.media.baresip import Baresip, dominant_frequency
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(
-        not available(), reason="baresip is not installed (apt install baresip-core)"
-    ),
+    pytest.mark.tools("baresip"),
 ]
 
 

@@ -27,7 +27,7 @@ CALLER_IP, CALLEE_IP = "127.0.0.4", "127.0.0.5"
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(not PCAP.exists(), reason="sip-tester's g711a.pcap is not installed"),
+    pytest.mark.tools("sipp", "sipp-pcap"),
 ]
 
 

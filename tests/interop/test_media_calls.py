@@ -13,11 +13,11 @@ import pytest
 from pbx_core.media.dtmf import goertzel_power
 from pbx_core.pbx.control import query
 from tests.conftest import PbxProcess, start_pbx, stop_pbx
-from tests.media.baresip import Baresip, available, dominant_frequency, wav_samples
+from tests.media.baresip import Baresip, dominant_frequency, wav_samples
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(not available(), reason="baresip-core is not installed"),
+    pytest.mark.tools("baresip"),
 ]
 
 ALICE_HZ, BOB_HZ = 440.0, 1000.0

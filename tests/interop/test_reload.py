@@ -1,5 +1,7 @@
-"""The running daemon picks up a newly committed configuration generation and keeps
-serving; a broken configuration is refused at start with a clear message."""
+"""The running daemon picks up a newly committed configuration generation (new
+extension, changed password) and serves it without dropping the calls and
+registrations it has; a broken configuration is refused at start with a clear
+message."""
 
 from __future__ import annotations
 
@@ -7,31 +9,121 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pbx_core.store.generations import Generations
-from tests.conftest import FACTORY, ROOT, start_pbx, stop_pbx
-from tests.interop.sipp import SCENARIOS, run_sipp
+from tests.conftest import FACTORY, ROOT, PbxProcess, start_pbx, stop_pbx
+from tests.interop.sipp_agents import Phones, check, pbx_status, run, wait_cdr
 
 
-def test_new_generation_is_loaded_without_restart(tmp_path: Path) -> None:
+def _edited_tables(dest: Path) -> Path:
+    """The factory tables with a new extension 104 (password new-104-secret) and
+    102's password changed to changed-102."""
+    shutil.copytree(FACTORY, dest)
+    sub = dest / "subscriber"
+    text = sub.read_text().replace(":102:pbx.local:change-me-102:", ":102:pbx.local:changed-102:")
+    assert "changed-102" in text
+    sub.write_text(text + "5:104:pbx.local:new-104-secret::\n")
+    ext = dest / "pbx_extension"
+    ext.write_text(ext.read_text() + "5:104::Added at run time:1:20:\n")
+    return dest
+
+
+def _register(pbx: PbxProcess, tmp: Path, user: str, password: str, name: str) -> int:
+    """The final status of a REGISTER of `user` with `password` (200 or 401)."""
+    res = run(
+        "register.xml",
+        (pbx.host, pbx.port),
+        tmp,
+        name,
+        keys={"user": user, "contact": f"<sip:{user}@127.0.0.1:5999>", "expires": "60"},
+        auth=(user, password),
+    )
+    assert res.returncode == 0, res.report()
+    return res.statuses()[-1]
+
+
+def _wait(what: str, cond: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_reload_serves_new_tables_and_keeps_calls_and_registrations(tmp_path: Path) -> None:
+    """A new generation committed under the running daemon: it serves the new tables
+    (a new extension registers, a changed password is the only one that works) while
+    a call established before the reload carries on (re-INVITE and BYE after it) and
+    the registrations made before it still receive calls."""
     root = tmp_path / "config"
     gens = Generations(root)
     gens.commit_dir(FACTORY)
-    pbx = start_pbx(tmp_path, root)
+    pbx = start_pbx(tmp_path, root, extra=["--state", str(tmp_path / "state.mdb")])
+    control = tmp_path / "run" / "control.sock"
+    phones = Phones((pbx.host, pbx.port))
     try:
-        edited = tmp_path / "edited"
-        shutil.copytree(FACTORY, edited)
-        gens.commit_dir(edited)
-        deadline = time.monotonic() + 15
-        while "configuration reloaded" not in pbx.log() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "configuration reloaded" in pbx.log(), pbx.log()
-        res = run_sipp(SCENARIOS / "options.xml", pbx.host, pbx.port, tmp_path)
-        assert res.returncode == 0, res.output
+        # Before: the old tables, and 104 does not exist.
+        assert _register(pbx, tmp_path, "104", "new-104-secret", "before-104") == 401
+        first = pbx_status(control)["config"]
+        assert isinstance(first, dict)
+        with (
+            phones.callee(tmp_path, "uas_answer.xml", "101") as talking,
+            phones.callee(tmp_path, "uas_answer.xml", "103") as waiting,
+        ):
+            with ThreadPoolExecutor(1) as pool:
+                caller = pool.submit(phones.call, tmp_path, "uac_call_long.xml", "101")
+                _wait("the call", lambda: len(_calls(control)) == 1)
+                gens.commit_dir(_edited_tables(tmp_path / "edited"))
+                _wait(
+                    "the reload",
+                    lambda: _config(control)["generation"] != first["generation"],
+                )
+                # The new tables are served while the old call is up.
+                assert _calls(control), "the call was dropped by the reload"
+                assert _register(pbx, tmp_path, "104", "new-104-secret", "after-104") == 200
+                assert _register(pbx, tmp_path, "102", "change-me-102", "old-102") == 401
+                assert _register(pbx, tmp_path, "102", "changed-102", "new-102") == 200
+                aors = {r["aor"] for r in _registrations(control)}
+                assert {"101@pbx.local", "103@pbx.local"} <= aors, aors
+                res = caller.result()
+            b = talking.finish()
+            # The registration made before the reload still gets its calls.
+            later = phones.call(tmp_path, "uac_call.xml", "103", name="after-reload")
+            c = waiting.finish()
+        check(res)
+        check(b)
+        check(later)
+        check(c)
+        assert res.responses(200, "3 INVITE"), res.report()  # the re-INVITE after it
+        assert len(b.requests("BYE")) == 1, b.report()
+        row = wait_cdr(tmp_path / "state.mdb", res.call_id)
+        assert row["disposition"] == "ANSWERED" and row["cause"] == "caller hung up", row
+        assert int(row["billsec"]) >= 4, row
     finally:
         stop_pbx(pbx)
-    assert "Traceback" not in pbx.log()
+    log = pbx.log()
+    assert "Traceback" not in log, log
+    assert "configuration reloaded" in log, log
+
+
+def _calls(control: Path) -> list[dict[str, object]]:
+    calls = pbx_status(control)["calls"]
+    assert isinstance(calls, list)
+    return calls
+
+
+def _registrations(control: Path) -> list[dict[str, object]]:
+    regs = pbx_status(control)["registrations"]
+    assert isinstance(regs, list)
+    return regs
+
+
+def _config(control: Path) -> dict[str, object]:
+    config = pbx_status(control)["config"]
+    assert isinstance(config, dict)
+    return config
 
 
 def test_broken_configuration_is_refused_clearly(tmp_path: Path) -> None:

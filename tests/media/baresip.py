@@ -83,17 +83,46 @@ def tone_powers(samples: list[int], freqs: list[float]) -> dict[float, float]:
     return {f: goertzel_power(mid, f) for f in freqs}
 
 
-def dominant_frequency(path: Path, freqs: list[float], min_ratio: float = 20.0) -> float | None:
-    """The one frequency of ``freqs`` that stands out (``min_ratio`` times the power
-    of each other one) in the middle of a recording, or None."""
-    samples = wav_samples(path)
-    if len(samples) < 1600:
+# A tone must be at least this loud (peak amplitude, 16-bit PCM; about -44 dBFS) and
+# carry this share of the signal's power to count as heard: digital silence, comfort
+# noise or line noise is "no tone", never whichever frequency happened to come first.
+MIN_AMPLITUDE = 200.0
+MIN_SHARE = 0.25
+
+
+def dominant_tone(
+    samples: list[int],
+    freqs: list[float],
+    min_ratio: float = 20.0,
+    min_amplitude: float = MIN_AMPLITUDE,
+    min_share: float = MIN_SHARE,
+) -> float | None:
+    """The one frequency of ``freqs`` that stands out in the middle half of
+    ``samples`` (8 kHz PCM), or None: none loud enough (``min_amplitude``), none
+    holding ``min_share`` of the signal's power, or no single one ``min_ratio``
+    times the power of each other one."""
+    mid = samples[len(samples) // 4 : 3 * len(samples) // 4]
+    if len(mid) < 800:
         return None
-    powers = tone_powers(samples, freqs)
+    powers = {f: goertzel_power(mid, f) for f in freqs}
     best = max(powers, key=powers.__getitem__)
+    n = len(mid)
+    # |X(f)|^2 of a sine of amplitude A over n samples is (A n / 2)^2; its power A^2 / 2.
+    amplitude = 2.0 * math.sqrt(max(powers[best], 0.0)) / n
+    mean_square = sum(x * x for x in mid) / n
+    if amplitude < min_amplitude or amplitude * amplitude / 2 < min_share * mean_square:
+        return None
     if all(powers[best] >= min_ratio * p for f, p in powers.items() if f != best):
         return best
     return None
+
+
+def dominant_frequency(path: Path, freqs: list[float], min_ratio: float = 20.0) -> float | None:
+    """`dominant_tone` of a recording (WAV, 8 kHz mono): the frequency heard, or None."""
+    samples = wav_samples(path)
+    if len(samples) < 1600:
+        return None
+    return dominant_tone(samples, freqs, min_ratio)
 
 
 class Baresip:

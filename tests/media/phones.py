@@ -1,4 +1,5 @@
-"""Fake RTP phones for the engine tests: real UDP sockets on loopback."""
+"""Fake RTP phones for the engine tests: real UDP sockets on loopback (IPv4, or
+IPv6 with host="::1")."""
 
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ def sdp(
         "18": "G729/8000",
         "9": "G722/8000",
     }
+    ip = "IP6" if ":" in address else "IP4"
     lines = [
         "v=0",
-        f"o=phone 1 1 IN IP4 {address}",
+        f"o=phone 1 1 IN {ip} {address}",
         "s=-",
-        f"c=IN IP4 {address}",
+        f"c=IN {ip} {address}",
         "t=0 0",
         f"m=audio {port} RTP/AVP {codecs}",
     ]
@@ -45,10 +47,12 @@ def sdp(
 class Phone:
     """A UDP socket that sends RTP and collects what it receives."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, host: str = "127.0.0.1") -> None:
         self.loop = loop
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.host = host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
         self.sock.setblocking(False)
         self.port: int = self.sock.getsockname()[1]
         self.received: list[tuple[RtpPacket, tuple[str, int]]] = []
@@ -85,7 +89,7 @@ class Phone:
             payload,
             marker,
         )
-        self.sock.sendto(bytes(pkt), ("127.0.0.1", to))
+        self.sock.sendto(bytes(pkt), (self.host, to))
         if seq is None:
             self.seq = (self.seq + 1) & 0xFFFF
         if ts is None:

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.media.baresip import Baresip, available, dominant_frequency
+from tests.media.baresip import Baresip, dominant_frequency
 
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(
-        not available(), reason="baresip is not installed (apt install baresip-core)"
-    ),
+    pytest.mark.tools("baresip"),
 ]
 
 

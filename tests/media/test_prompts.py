@@ -13,6 +13,7 @@ import pytest
 from pbx_core.media import prompts_build
 from pbx_core.media.dtmf import goertzel_power
 from pbx_core.media.wav import parse_wav
+from tests.conftest import need
 
 
 def test_music_on_hold_is_32_seconds_loud_enough_and_narrowband(tmp_path: Path) -> None:
@@ -50,13 +51,13 @@ def test_unknown_prompt_fails(tmp_path: Path) -> None:
     assert not (tmp_path / "nope.wav").exists()
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+@pytest.mark.tools("espeak-ng")
 @pytest.mark.parametrize("use_sox", [True, False])
 def test_spoken_prompts_are_8khz(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_sox: bool
 ) -> None:
-    if use_sox and shutil.which("sox") is None:
-        pytest.skip("sox is not installed")
+    if use_sox:
+        need("sox")
     if not use_sox:
         real = shutil.which
         monkeypatch.setattr(shutil, "which", lambda name: None if name == "sox" else real(name))

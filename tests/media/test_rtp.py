@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pbx_core.media import rtcp
 from pbx_core.media.errors import RtpError
 from pbx_core.media.rtp import ReceptionStats, RtpPacket, parse_rtp, seq_delta, ts_delta
+from tests.fuzzing import fuzz_settings
 
 packets = st.builds(
     RtpPacket,
@@ -35,6 +36,8 @@ def test_parse_serialize_round_trip(p: RtpPacket) -> None:
     assert parse_rtp(bytes(p)) == p
 
 
+@pytest.mark.fuzz
+@fuzz_settings(100)
 @given(st.binary(max_size=40))
 def test_parser_raises_only_rtp_error(data: bytes) -> None:
     with contextlib.suppress(RtpError):
@@ -137,6 +140,8 @@ def test_rtcp_round_trip_time() -> None:
     assert rtt == pytest.approx(0.1, abs=1e-3)
 
 
+@pytest.mark.fuzz
+@fuzz_settings(100)
 @given(st.binary(max_size=80))
 def test_rtcp_parser_raises_only_rtp_error(data: bytes) -> None:
     with contextlib.suppress(RtpError):

@@ -4,7 +4,6 @@ tones, port allocator, offer/answer."""
 from __future__ import annotations
 
 import math
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -159,7 +158,7 @@ def test_goertzel_finds_the_tone() -> None:
     assert goertzel_power(samples, 1000) > 1000 * goertzel_power(samples, 440)
 
 
-@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed (apt install sox)")
+@pytest.mark.tools("sox")
 def test_inband_detects_tones_made_by_sox(tmp_path: Path) -> None:
     # sox's synth makes each key's two sines; pauses between keys.
     keys = "159#"
@@ -271,7 +270,7 @@ def test_wav_round_trip(fmt: str) -> None:
         assert len(audio.pcm) == len(pcm)
 
 
-@pytest.mark.skipif(shutil.which("sox") is None, reason="sox is not installed (apt install sox)")
+@pytest.mark.tools("sox")
 def test_wav_from_sox_and_clear_errors(tmp_path: Path) -> None:
     for enc, fmt in (("signed-integer", "pcm"), ("u-law", "ulaw"), ("a-law", "alaw")):
         f = tmp_path / f"{fmt}.wav"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pbx_core.pbx.security import (
@@ -15,6 +15,7 @@ from pbx_core.pbx.security import (
     SettingsError,
 )
 from pbx_core.sip.message import Request, Response, parse_message
+from tests.fuzzing import fuzz_settings
 
 
 def request(method: str = "REGISTER", agent: str | None = "Yealink SIP-T46S") -> Request:
@@ -324,7 +325,8 @@ def test_idle_sources_are_forgotten() -> None:
     assert buckets <= 50 and failures <= 50
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.fuzz
+@fuzz_settings(200)
 @given(
     st.lists(
         st.tuples(st.integers(0, 5), st.floats(0, 0.5), st.sampled_from(["check", "fail", "ok"])),

@@ -32,6 +32,7 @@ from pbx_core.sip.digest import (
 from pbx_core.sip.digest_client import DigestClient, answer_challenge
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.message import parse_message
+from tests.fuzzing import fuzz_settings
 
 SECRET = b"0123456789abcdef-test-secret"
 
@@ -377,7 +378,8 @@ _fuzz_text = st.one_of(
 )
 
 
-@settings(max_examples=300)
+@pytest.mark.fuzz
+@fuzz_settings(300)
 @given(_fuzz_text)
 def test_parsers_raise_only_parse_error(value: str) -> None:
     for parse in (parse_challenge, parse_credentials):
@@ -478,6 +480,8 @@ def test_nonce_cannot_be_forged_or_moved() -> None:
     assert f.check(late, 100.0, bind="pbx") is NonceStatus.INVALID
 
 
+@pytest.mark.fuzz
+@fuzz_settings(100)
 @given(st.text(max_size=60))
 def test_nonce_check_of_garbage_is_invalid(text: str) -> None:
     f = NonceFactory(SECRET, lifetime=30.0)

@@ -14,18 +14,19 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pbx_core.sip.errors import ParseError, SipError
 from pbx_core.sip.message import Headers, Request, Response, parse_message
+from tests.fuzzing import fuzz_settings
 
 VECTORS = Path(__file__).parent / "vectors" / "rfc4475"
 _EXPECTED = json.loads((VECTORS / "expected.json").read_text(encoding="utf-8"))["messages"]
 ALL_VECTORS = {name: (VECTORS / f"{name}.dat").read_bytes() for name in sorted(_EXPECTED)}
 GOOD_VECTORS = [data for name, data in ALL_VECTORS.items() if _EXPECTED[name]["kind"] != "invalid"]
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz_settings(200)
 LIMIT = 65536  # "a 64 KiB limit per message holds" (issue 2)
 # The issue names no status for an oversized message: 513 Message Too Large is RFC
 # 3261's (§21.5.14), 413 and plain 400 are what other stacks answer. Any of them will do.
@@ -111,12 +112,14 @@ def mutated_vectors(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(st.binary(max_size=2048))
 def test_random_bytes_raise_only_parse_error(data: bytes) -> None:
     exercise(data)
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(
     st.lists(
@@ -146,12 +149,14 @@ def test_sip_shaped_garbage_raises_only_parse_error(data: bytes) -> None:
     exercise(data)
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(mutated_vectors())
 def test_mutated_torture_messages_raise_only_parse_error(data: bytes) -> None:
     exercise(data)
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(mutated_vectors())
 def test_mutations_that_validate_round_trip(data: bytes) -> None:
@@ -224,6 +229,7 @@ def headers(draw: st.DrawFn) -> Headers:
     return h
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(method=_methods, uri=_ruris, hdrs=headers(), body=_bodies, seq=st.integers(0, 2**31 - 1))
 def test_generated_requests_round_trip(
@@ -240,6 +246,7 @@ def test_generated_requests_round_trip(
     assert bytes(again) == wire
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(
     method=_methods,
@@ -270,6 +277,7 @@ def test_every_line_shape_parses_alike(
         assert again.top_via == msg.top_via
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(
     status=st.integers(100, 699),
@@ -293,6 +301,7 @@ def test_response_reason_defaults_to_the_standard_phrase() -> None:
     assert Response(486).reason == "Busy Here"
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(hdrs=headers(), body=_bodies)
 def test_serialized_content_length_is_the_body_length(hdrs: Headers, body: bytes) -> None:
@@ -355,7 +364,8 @@ def test_content_length_beyond_the_limit_is_refused() -> None:
     assert info.value.status in TOO_LARGE
 
 
-@settings(max_examples=20, deadline=None)
+@pytest.mark.fuzz
+@fuzz_settings(20)
 @given(st.integers(LIMIT + 1, 3 * LIMIT), st.binary(min_size=1, max_size=64))
 def test_any_oversized_datagram_is_refused(total: int, filler: bytes) -> None:
     data = (_SMALL + b"\r\n" + filler * (total // len(filler) + 1))[:total]
@@ -425,6 +435,7 @@ def test_compact_form_expands_to_long_name(short: str) -> None:
     assert f"\r\n{long.lower()}: ".encode() in wire.lower()
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(st.lists(st.sampled_from(sorted(set(COMPACT) - {"l"})), min_size=1, max_size=8), st.data())
 def test_compact_and_long_forms_mix_in_order(shorts: list[str], data: st.DataObject) -> None:
@@ -447,6 +458,7 @@ def test_compact_and_long_forms_mix_in_order(shorts: list[str], data: st.DataObj
     assert [v for _n, v in msg.headers] == [_COMPACT_VALUES[s] for s in shorts]
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(st.sampled_from(["Via", "Call-ID", "X-Custom-Header", "Max-Forwards", "CSeq"]), st.data())
 def test_header_names_are_case_insensitive(name: str, data: st.DataObject) -> None:
@@ -486,6 +498,7 @@ def test_lists_split_on_top_level_commas_only() -> None:
     assert contacts[0].param("q") == "0.5"
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(
     st.lists(
@@ -523,6 +536,7 @@ def test_rfc3261_folding_example() -> None:
     assert folded == plain
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(
     st.lists(
@@ -566,6 +580,7 @@ def test_continuation_before_any_header_is_refused() -> None:
         parse_message(b"OPTIONS sip:a@example.com SIP/2.0\r\n  Via: x\r\n\r\n")
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(body=st.binary(max_size=600), extra=st.binary(max_size=300))
 def test_content_length_governs_the_body(body: bytes, extra: bytes) -> None:
@@ -575,6 +590,7 @@ def test_content_length_governs_the_body(body: bytes, extra: bytes) -> None:
     assert msg.body == body
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(body=st.binary(min_size=1, max_size=600), missing=st.integers(1, 50))
 def test_content_length_beyond_the_datagram_is_refused(body: bytes, missing: int) -> None:
@@ -585,6 +601,7 @@ def test_content_length_beyond_the_datagram_is_refused(body: bytes, missing: int
     assert info.value.status == 400
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(body=st.binary(max_size=600))
 def test_without_content_length_the_datagram_is_the_body(body: bytes) -> None:

@@ -23,6 +23,7 @@ from pbx_core.sip.sdp import (
     Timing,
     parse_sdp,
 )
+from tests.fuzzing import fuzz_settings
 
 VECTORS = Path(__file__).parent / "vectors" / "sdp"
 CANONICAL = sorted(p.name for p in VECTORS.glob("*.sdp") if not p.name.startswith("sloppy"))
@@ -451,7 +452,8 @@ _vector_lines = [
 ]
 
 
-@settings(max_examples=300)
+@pytest.mark.fuzz
+@fuzz_settings(300)
 @given(
     st.one_of(
         st.text(max_size=300),

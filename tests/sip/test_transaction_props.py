@@ -48,6 +48,7 @@ from pbx_core.sip.transaction import (
     non_2xx_ack,
 )
 from pbx_core.sip.transaction_layer import TransactionLayer
+from tests.fuzzing import fuzz_settings
 
 CLIENT_ADDR: Address = ("UDP", "192.0.2.1", 5060)
 SERVER_ADDR: Address = ("UDP", "192.0.2.2", 5060)
@@ -315,7 +316,8 @@ def test_a_terminated_transaction_refuses_the_tu_and_ignores_the_transport() -> 
     assert h.apply(Input.TRANSPORT_ERROR) == []
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.fuzz
+@fuzz_settings(300)
 @given(
     data=st.data(),
     variant=st.sampled_from(VARIANTS),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pbx_core.store import dbtext
 from pbx_core.store.dbtext import Column, ColumnType, Table, format_table, parse_table
 from pbx_core.store.errors import DbTextError, MultiError
+from tests.fuzzing import fuzz_settings
 
 VECTORS = Path(__file__).parent / "vectors"
 KAMAILIO_TABLES = Path("/usr/share/kamailio/dbtext/kamailio")
@@ -315,7 +316,8 @@ def test_parse_of_format_is_identity(t: Table) -> None:
 _alphabet = st.sampled_from([*list("ab1-:.\\\n\r ()ntis,"), "(int)", "(str,null)", "\\:", "é"])
 
 
-@settings(max_examples=400, deadline=None)
+@pytest.mark.fuzz
+@fuzz_settings(400)
 @given(st.lists(_alphabet, max_size=60).map("".join))
 def test_fuzz_only_dbtext_errors_escape(text: str) -> None:
     try:
@@ -325,7 +327,8 @@ def test_fuzz_only_dbtext_errors_escape(text: str) -> None:
     assert all(len(r) == len(t.columns) for r in t.rows)
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.fuzz
+@fuzz_settings(200)
 @given(st.binary(max_size=200))
 def test_fuzz_random_bytes(data: bytes) -> None:
     with contextlib.suppress(DbTextError):

@@ -22,10 +22,7 @@ KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 pytestmark = [
     pytest.mark.interop,
-    pytest.mark.skipif(
-        not (Path(KAMAILIO).exists() and shutil.which("sipp") and MODULES.is_dir()),
-        reason="kamailio or sipp not installed",
-    ),
+    pytest.mark.tools("kamailio", "sipp"),
 ]
 
 CONFIG = """#!KAMAILIO
