@@ -472,7 +472,13 @@ class Setting:
 SETTINGS: Mapping[str, Setting] = {
     s.name: s
     for s in (
-        Setting("domain", str, "pbx.local", "SIP domain and digest realm of the extensions"),
+        Setting(
+            "domain",
+            str,
+            "pbx.local",
+            "SIP domain and digest realm of the extensions (and the realm of requests that "
+            "name no domain of the subscriber table, such as the PBX's address)",
+        ),
         Setting("hostname", str, "pbx", "host name"),
         Setting("sip_port", int, 5060, "SIP port (UDP and TCP)"),
         Setting("rtp_port_min", int, 10000, "first RTP port"),
