@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from tests.interop.sipp_agents import (
     pbx_status,
     run,
 )
+from tests.media.baresip import Baresip
+from tests.media.baresip import available as baresip_available
 
 pytestmark = pytest.mark.interop
 
@@ -494,3 +497,37 @@ def test_second_domain_subscriber_calls_its_domain_and_the_pbx(
         check(answered)
         invite = answered.requests("INVITE")[0]
         assert f"sip:{callee}@{domain}" in (invite.header("To") or ""), invite.text
+
+
+def test_baresip_registers_only_when_md5_alone_is_offered(
+    pbx: tuple[PbxProcess, Path], realms_pbx: tuple[PbxProcess, str], tmp_path: Path
+) -> None:
+    """Why `auth_algorithms` defaults to MD5: baresip 1.0 (libre 1.1, Debian 12) gives
+    up on a 401 that carries any SHA-256 challenge, whatever the order ("Function not
+    implemented"), and registers against the factory configuration."""
+    if not baresip_available():
+        pytest.fail("baresip is not installed (apt install baresip-core)")
+    md5_only, both = pbx[0], realms_pbx[0]
+    for server, ok in ((md5_only, True), (both, False)):
+        phone = Baresip(
+            tmp_path / f"baresip-{server.port}",
+            "102",
+            tone_hz=None,
+            registrar=f"{server.host}:{server.port}",
+            password=PASSWORDS["102"],
+        )
+        phone.start()
+        try:
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                log = phone.log()
+                if "200 OK" in log or "Function not implemented" in log:
+                    break
+                time.sleep(0.1)
+        finally:
+            phone.stop()
+        log = phone.log()
+        if ok:
+            assert "200 OK" in log and "Function not implemented" not in log, log
+        else:
+            assert "Function not implemented" in log and "200 OK" not in log, log
