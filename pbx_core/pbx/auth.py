@@ -17,8 +17,9 @@ Algorithms (setting `auth_algorithms`, RFC 8760): one challenge per algorithm, i
 setting's order. A row answers SHA-256 only when the PBX knows its SHA-256 HA1, i.e.
 the row gives the password: a row with only an MD5 `ha1` is offered MD5 alone (which
 tells an attacker who asked about it that the user exists; `pbx db check` warns about
-such rows when SHA-256 is offered). The default is MD5 alone: see the setting's text
-for the peers that fail when SHA-256 is offered.
+such rows when SHA-256 is offered). SHA-256 answers with a `user@domain` username (the
+`ha1b` style) fail: there is no SHA-256 ha1b. The default is MD5 alone: see the
+setting's text for the peers that fail when SHA-256 is offered.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from pbx_core.sip.digest_client import answer_challenge
 from pbx_core.sip.message import Request, parse_message
 from pbx_core.store.build import check_dir
 from pbx_core.store.compile import compile_dir
+from pbx_core.store.model import ExtensionSettings, User, pack, unpack
 from pbx_core.store.snapshot import Snapshot
 from tests.conftest import FACTORY, ROOT
 
@@ -364,3 +365,15 @@ def test_replaying_old_answers_many_times_never_bans_but_fresh_guesses_do(
             banned_at = i
     assert banned_at == 9
     assert policy.banned("203.0.113.5", 510.0)
+
+
+def test_snapshot_rows_from_before_the_sha256_column_still_decode() -> None:
+    """A snapshot compiled before User.ha1_sha256 existed: its rows have one field
+    fewer and read as MD5-only rows; a row with more fields than we know is refused."""
+    user = User("100", "pbx.local", "a" * 32, None, None, ExtensionSettings(), "b" * 64)
+    packed = pack(user)
+    assert unpack(User, packed) == user
+    old = unpack(User, packed[:-1])
+    assert old.ha1_sha256 is None and old.ha1 == "a" * 32
+    with pytest.raises(ValueError, match="fields"):
+        unpack(User, [*packed, None])
