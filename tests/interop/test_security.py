@@ -332,7 +332,7 @@ def for_realm(scenario: str, realm: str, tmp: Path) -> str:
     text = (SCENARIOS / scenario).read_text()
     assert 'realm=\\"pbx\\.local\\"' in text
     out = tmp / f"{realm}-{scenario}"
-    out.write_text(text.replace("pbx\\.local", re.escape(realm).replace('"', "")))
+    out.write_text(text.replace("pbx\\.local", re.escape(realm)))
     return str(out)
 
 
