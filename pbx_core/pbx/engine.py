@@ -79,6 +79,7 @@ class Engine:
         self._our_hosts: Memo[str, bool] = Memo(1024, 255)  # 255: a DNS name's longest
         self.auth = Authenticator()
         settings = self.snap.settings
+        self.auth.configure(settings)
         self.registrar = Registrar(
             int(settings.get("reg_min_expires", 60)), int(settings.get("reg_max_expires", 3600))
         )
@@ -110,6 +111,7 @@ class Engine:
     def reloaded(self) -> None:
         """A new configuration generation is in force."""
         settings = self.snap.settings
+        self.auth.configure(settings)
         self.registrar.min_expires = int(settings.get("reg_min_expires", 60))
         self.registrar.max_expires = int(settings.get("reg_max_expires", 3600))
         self.calls.configure(settings)
@@ -165,15 +167,16 @@ class Engine:
     ) -> User | None:
         """The authenticated subscriber, or None after answering with a challenge
         (401/407; stale=true for an old nonce) and counting a real failure."""
-        realm = self.domain
-        result = self.auth.check(req, self.snap, realm, now)
+        snap = self.snap
+        realm = self.auth.realm(req, snap, self.domain)
+        result = self.auth.check(req, snap, realm, now)
         if result.outcome is Outcome.OK and result.user is not None:
             self.security.auth_succeeded(source[1], now)
             return result.user
         if result.outcome is Outcome.FAILED:
             self._auth_failed(req, source, result.reason, result.counts)
         stale = result.outcome is Outcome.STALE
-        self.stack.respond(key, self.auth.challenge(req, realm, now, stale=stale))
+        self.stack.respond(key, self.auth.challenge(req, realm, now, snap=snap, stale=stale))
         return None
 
     def _auth_failed(self, req: Request, source: Address, reason: str, counts: bool) -> None:
@@ -216,7 +219,9 @@ class Engine:
         ):
             return False
         tag = self.stateless_tag(req)
-        resp = self.auth.challenge(req, self.domain, self.loop.time(), to_tag=tag)
+        snap = self.snap
+        realm = self.auth.realm(req, snap, self.domain)
+        resp = self.auth.challenge(req, realm, self.loop.time(), snap=snap, to_tag=tag)
         self.stack.send(resp, source)
         return True
 
@@ -312,7 +317,7 @@ class Engine:
         if ours is None:
             name = host.lower()
             ours = name in (self.domain.lower(), str(snap.settings.get("hostname", ""))) or (
-                _is_ip(name) or name == "localhost"
+                _is_ip(name) or name == "localhost" or name in self.auth.domains(snap, self.domain)
             )
             self._our_hosts.keep(host, ours, len(host))
         return ours
@@ -370,6 +375,20 @@ class Engine:
         self, req: Request, source: Address, key: AnyServerKey, caller: User, number: str
     ) -> None:
         snap = self.snap
+        if caller.domain != self.domain and snap.user(number, caller.domain) is not None:
+            # A subscriber of another of our domains reaches the users of its own
+            # domain by their names (the numbers of the dial plan are the setting's).
+            self._ring_destination(
+                req,
+                source,
+                key,
+                Destination("extension", number),
+                caller.aor,
+                number,
+                self._caller_from(caller, req),
+                domain=caller.domain,
+            )
+            return
         dest = snap.number(number)
         if dest is None:
             alias = snap.alias(number, self.domain)
@@ -429,8 +448,11 @@ class Engine:
         caller: str,
         number: str,
         from_value: str,
+        *,
+        domain: str | None = None,
     ) -> Call | None:
         snap = self.snap
+        domain = domain or self.domain
         now = self.loop.time()
         members: list[str]
         timeout = 20.0
@@ -453,7 +475,7 @@ class Engine:
         targets: list[Target] = []
         busy = False
         for member in members:
-            user = snap.user(member, self.domain)
+            user = snap.user(member, domain)
             if user is None or not user.settings.enabled:
                 continue
             if user.settings.dnd:
@@ -461,7 +483,7 @@ class Engine:
                 continue
             if len(members) == 1:
                 timeout = float(user.settings.ring_timeout)
-            to_value = name_addr(None, f"sip:{member}@{self.domain}")
+            to_value = name_addr(None, f"sip:{member}@{domain}")
             targets.extend(
                 Target(b.uri, b.source, user.aor, from_value, to_value)
                 for b in self.registrar.lookup(user.aor, now)

@@ -3,8 +3,13 @@
 Theory of operation
 -------------------
 A server answers an unauthenticated request with 401/407 carrying one challenge per
-algorithm it accepts (``DigestServer.challenges``: SHA-256 first, then MD5 for older
-phones).  The nonce in the challenge is not stored anywhere: it is
+algorithm it offers, in its order of preference (``DigestServer.challenges``; RFC 8760
+§2.4).  Which order works depends on the clients (measured with Debian 12's peers):
+SIPp 3.6 reads only the topmost header and gives up on SHA-256; pjsua 2.15 answers
+the topmost one it supports; baresip 1.0 (libre 1.1) fails when *any* challenge is
+not MD5.  Callers choose the offer (the PBX: setting ``auth_algorithms``).
+
+The nonce in the challenge is not stored anywhere: it is
 
     nonce = base64url( issued_ms:int64 | counter:uint32 | HMAC-SHA256(secret, ...)[:16] )
 
@@ -673,13 +678,21 @@ class DigestServer:
         )
 
     def challenges(
-        self, realm: str, now: float, *, stale: bool = False, opaque: str | None = None
+        self,
+        realm: str,
+        now: float,
+        *,
+        stale: bool = False,
+        opaque: str | None = None,
+        algorithms: Iterable[str] | None = None,
     ) -> list[str]:
-        """One challenge per accepted algorithm, sharing a nonce, for a 401/407."""
+        """One challenge per algorithm, sharing a nonce, for a 401/407: in the order
+        of ``algorithms`` (default: all accepted ones), which is the order of
+        preference (RFC 8760 §2.4, RFC 7616 §3.7: one header field per algorithm)."""
         nonce = self.nonces.make(now, bind=realm)
         return [
             self.make_challenge(realm, now, a, stale=stale, opaque=opaque, nonce=nonce)
-            for a in self.algorithms
+            for a in (self.algorithms if algorithms is None else algorithms)
         ]
 
     def verify(

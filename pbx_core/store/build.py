@@ -32,6 +32,7 @@ from pbx_core.store.model import (
     Trunk,
     User,
     ha1,
+    ha1_sha256,
     ha1b,
     pattern_regex,
     speed_key,
@@ -219,8 +220,22 @@ class _Builder:
                 self.err(table, r, "password", f"{user}@{domain} has neither password nor ha1")
                 continue
             self.cfg.users[f"{user}@{domain}"] = User(
-                user, domain, h1.lower(), h1b.lower() if h1b else None, _s(rec.get("rpid"))
+                user,
+                domain,
+                h1.lower(),
+                h1b.lower() if h1b else None,
+                _s(rec.get("rpid")),
+                ha1_sha256=None if password is None else ha1_sha256(user, domain, password),
             )
+            if password is None and "SHA-256" in str(self.cfg.settings.get("auth_algorithms")):
+                self.warnings.append(
+                    table.error(
+                        r,
+                        "ha1",
+                        f"{user}@{domain} has an MD5 ha1 and no password: it is offered MD5"
+                        " only, whatever auth_algorithms says",
+                    )
+                )
             if domain == self.domain:
                 self.cfg.numbers.setdefault(user, Destination("extension", user))
 
@@ -254,7 +269,13 @@ class _Builder:
                 if v is not None and not _DIALABLE.fullmatch(str(v)):
                     self.err(table, r, col, f"{col} must be a number (digits, * # +)")
             self.cfg.users[aor] = User(
-                user.username, user.domain, user.ha1, user.ha1b, user.rpid, settings
+                user.username,
+                user.domain,
+                user.ha1,
+                user.ha1b,
+                user.rpid,
+                settings,
+                ha1_sha256=user.ha1_sha256,
             )
 
     def _contact(self, rec: Mapping[str, Value], kamailio: bool) -> Contact:

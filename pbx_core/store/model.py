@@ -27,6 +27,11 @@ def ha1(username: str, realm: str, password: str) -> str:
     return hashlib.md5(f"{username}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
 
 
+def ha1_sha256(username: str, realm: str, password: str) -> str:
+    """HA1 of RFC 7616 §3.4.2 for SHA-256: SHA-256(username:realm:password)."""
+    return hashlib.sha256(f"{username}:{realm}:{password}".encode()).hexdigest()
+
+
 def ha1b(username: str, domain: str, password: str) -> str:
     """SER's ha1b: the HA1 of a phone that sends username@domain as its user name."""
     return ha1(f"{username}@{domain}", domain, password)
@@ -68,6 +73,9 @@ class User:
     ha1b: str | None = None
     rpid: str | None = None
     settings: ExtensionSettings = field(default_factory=ExtensionSettings)
+    # SHA-256(username:domain:password) (RFC 7616 §3.4.2), known only for rows that
+    # give the password: a row with only SER's/Kamailio's MD5 ha1 can answer MD5 only.
+    ha1_sha256: str | None = None
 
     @property
     def aor(self) -> str:
@@ -297,7 +305,11 @@ def _decoder(cls: type) -> Callable[[list[Any]], Any]:
             convs.append(_map(sub))
 
     def decode(data: list[Any]) -> Any:
-        return cls(*[v if c is None else c(v) for c, v in zip(convs, data, strict=True)])
+        if len(data) > len(convs):
+            raise ValueError(f"{cls.__name__}: {len(data)} fields, expected {len(convs)}")
+        # Fewer fields: a snapshot compiled before trailing fields (with defaults,
+        # such as User.ha1_sha256) were added; they take their defaults.
+        return cls(*[v if c is None else c(v) for c, v in zip(convs, data, strict=False)])
 
     return decode
 

@@ -472,7 +472,13 @@ class Setting:
 SETTINGS: Mapping[str, Setting] = {
     s.name: s
     for s in (
-        Setting("domain", str, "pbx.local", "SIP domain and digest realm of the extensions"),
+        Setting(
+            "domain",
+            str,
+            "pbx.local",
+            "SIP domain and digest realm of the extensions (and the realm of requests that "
+            "name no domain of the subscriber table, such as the PBX's address)",
+        ),
         Setting("hostname", str, "pbx", "host name"),
         Setting("sip_port", int, 5060, "SIP port (UDP and TCP)"),
         Setting(
@@ -527,6 +533,16 @@ SETTINGS: Mapping[str, Setting] = {
             RFC4028_MIN_SE,
             "RFC 4028 Min-SE: the shortest session interval accepted (smaller requests get "
             "422); 90 is the RFC's floor, lower values are for tests only",
+        ),
+        Setting(
+            "auth_algorithms",
+            str,
+            "MD5",
+            "digest algorithms offered to phones, one challenge each, in this order of "
+            "preference (RFC 8760). SHA-256 needs the row's password (an MD5 ha1 alone "
+            "is offered MD5). MD5-only clients that read just the first challenge (SIPp "
+            "3.6) need MD5 first; baresip 1.0/libre 1.1 fails whenever SHA-256 is offered",
+            ("MD5", "MD5,SHA-256", "SHA-256,MD5", "SHA-256"),
         ),
         Setting("sec_ban_failures", int, 10, "failed logins that ban a source (0 = never)"),
         Setting("sec_ban_window", int, 60, "seconds in which sec_ban_failures count"),

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.security import (
     Action,
     SecurityPolicy,
     SecuritySettings,
     SettingsError,
 )
+from pbx_core.sip.digest_client import answer_challenge
 from pbx_core.sip.message import Request, Response, parse_message
+from pbx_core.store.compile import compile_dir
+from pbx_core.store.snapshot import Snapshot
+from tests.conftest import FACTORY
 from tests.fuzzing import fuzz_settings
 
 
@@ -363,3 +369,84 @@ def test_model_never_over_admits(events: list[tuple[int, float, str]]) -> None:
             elif v.action is Action.ALLOW:
                 allowed[src] = allowed.get(src, 0) + 1
                 assert allowed[src] <= 3 + 5.0 * now + 1e-9
+
+
+# ---------------------------------------------------------------- only fresh failures ban
+
+
+@pytest.fixture(scope="module")
+def factory_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snapshot]:
+    path = tmp_path_factory.mktemp("snap") / "s.mdb"
+    compile_dir(FACTORY, path)
+    with Snapshot(path) as snap:
+        yield snap
+
+
+# Fresh wrong answers weighted up, so that bans happen in the examples.
+_KINDS = ("fresh-wrong",) * 4 + ("stale-wrong", "foreign-wrong", "replayed-right", "good")
+
+
+@pytest.mark.fuzz
+@fuzz_settings(60)
+@given(
+    events=st.lists(
+        st.tuples(st.sampled_from(_KINDS), st.floats(0.0, 4.0, allow_nan=False)), max_size=50
+    )
+)
+@example(events=[("stale-wrong", 0.1)] * 30 + [("foreign-wrong", 0.1)] * 30)
+@example(events=[("replayed-right", 0.1)] * 30 + [("fresh-wrong", 1.0)] * 10)
+def test_only_wrong_answers_to_fresh_nonces_ever_ban(
+    factory_snapshot: Snapshot, events: list[tuple[str, float]]
+) -> None:
+    """Any mix of wrong answers to fresh nonces, answers to expired nonces, to nonces
+    of another instance, replayed right answers and good logins, fed to the policy as
+    the engine does (`auth_failed` only when `counts`): the source is banned exactly
+    when ten wrong answers to fresh nonces fell within a minute."""
+    snap = factory_snapshot
+    auth = Authenticator(b"s" * 32)
+    foreign = Authenticator(b"f" * 32)
+    pol = SecurityPolicy(SecuritySettings(ban_failures=10, ban_window=60, ban_seconds=900))
+    ip = "203.0.113.77"
+    old_nonce_at = -1000.0  # issued long before: stale (lifetime 300 s) by the first event
+    captured = None
+    now = 0.0
+    fresh_failures: list[float] = []
+    for n, (kind, gap) in enumerate(events):
+        now += gap
+        source = foreign if kind == "foreign-wrong" else auth
+        issued = old_nonce_at if kind == "stale-wrong" else now
+        value = source.challenge(REG, "pbx.local", issued).headers.getall("www-authenticate")[0]
+        good = kind in ("replayed-right", "good")
+        answer = answer_challenge(
+            value,
+            "REGISTER",
+            "sip:pbx.local",
+            "100",
+            password="change-me-100" if good else f"guess{n}",
+            cnonce="c",
+        )
+        if kind == "replayed-right":
+            captured = captured or answer
+            answer = captured
+        msg = parse_message(
+            bytes(REG).replace(
+                b"Content-Length", f"Authorization: {answer}\r\nContent-Length".encode()
+            )
+        )
+        assert isinstance(msg, Request)
+        result = auth.check(msg, snap, "pbx.local", now)
+        if kind == "fresh-wrong":
+            assert result.outcome is Outcome.FAILED and result.counts
+            fresh_failures.append(now)
+        elif kind != "good":
+            assert not result.counts, (kind, result)
+        if result.outcome is Outcome.FAILED and result.counts:
+            banned = pol.auth_failed(ip, now).action is not Action.ALLOW
+        else:
+            banned = False
+        recent = [t for t in fresh_failures if t > now - 60]
+        assert banned is (len(recent) >= 10), (kind, recent, now)
+        if banned:
+            assert pol.banned(ip, now)
+            return  # from now on the gate drops the source's packets
+    assert not pol.banned(ip, now)

@@ -559,6 +559,48 @@ def test_challenges_offer_sha256_then_md5_with_one_nonce() -> None:
     assert make_server(auth_int=True).qop == ("auth", "auth-int")
 
 
+@pytest.mark.parametrize("order", [("MD5",), ("SHA-256",), ("MD5", "SHA-256"), ("SHA-256", "MD5")])
+def test_challenges_in_the_order_asked_each_answerable(order: tuple[str, ...]) -> None:
+    """RFC 8760 §2.4 / RFC 7616 §3.7: one header per algorithm, in the server's order of
+    preference, one nonce; an answer to any of them verifies with that algorithm's HA1
+    and fails with the other's."""
+    server = make_server(algorithms=["MD5", "SHA-256"])
+    values = server.challenges(REALM, 10.0, algorithms=order)
+    chs = [parse_challenge(v) for v in values]
+    assert tuple(c.algorithm for c in chs) == order
+    assert len({c.nonce for c in chs}) == 1
+    for n, (value, ch) in enumerate(zip(values, chs, strict=True), 1):
+        creds = client_answer(value, nc=n)  # one nonce: each answer a higher nc
+        assert creds.algorithm == ch.algorithm
+        other = "MD5" if ch.algorithm == "SHA-256" else "SHA-256"
+        assert server.verify(creds, "REGISTER", stored_ha1(str(ch.algorithm)), 11.0, realm=REALM).ok
+        wrong = server.verify(creds, "REGISTER", stored_ha1(other), 11.0, realm=REALM)
+        assert wrong.status is AuthStatus.FAIL
+
+
+@settings(max_examples=100)
+@given(
+    order=st.permutations(["MD5", "SHA-256"]).map(tuple)
+    | st.sampled_from([("MD5",), ("SHA-256",)]),
+    password=st.text(min_size=1, max_size=20),
+    username=st.text(st.characters(blacklist_characters='"\\\r\n\x00'), min_size=1, max_size=12),
+)
+def test_any_offer_answered_with_the_password_verifies(
+    order: tuple[str, ...], password: str, username: str
+) -> None:
+    server = make_server(algorithms=["MD5", "SHA-256"])
+    for n, value in enumerate(server.challenges(REALM, 10.0, algorithms=order), 1):
+        ch = parse_challenge(value)
+        answer = answer_challenge(
+            ch, "REGISTER", "sip:pbx.local", username, password=password, cnonce="abc", nc=n
+        )
+        creds = parse_credentials(answer)
+        ha1 = compute_ha1(username, REALM, password, str(ch.algorithm))
+        assert server.verify(creds, "REGISTER", ha1, 10.5, realm=REALM).ok
+        bad = compute_ha1(username, REALM, password + "x", str(ch.algorithm))
+        assert not server.verify(creds, "REGISTER", bad, 10.5, realm=REALM).ok
+
+
 @settings(max_examples=200)
 @given(
     realm=_text | st.sampled_from(['a", nonce="x', 'nonce=""', "back\\slash", 'q"uote']),
