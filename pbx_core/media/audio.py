@@ -72,23 +72,31 @@ class AudioSource(Source):
         self.pos = 0
 
     def frame(self, codec: str, samples: int) -> bytes | None:
+        """The next ``samples`` bytes of G.711 (one byte per sample), None when a clip
+        played once has ended. Linear in ``samples`` whatever the clip's length: a
+        looped short clip is copied piece by piece into one buffer."""
         data = self.audio.encoded(codec)
-        total = len(data)  # one byte per sample in G.711
+        total = len(data)
         if self.pos >= total:
             if not self.loop:
                 return None
             self.pos = 0
-        chunk = data[self.pos : self.pos + samples]
-        self.pos += samples
-        while len(chunk) < samples:
-            if self.loop:
-                need = samples - len(chunk)
-                chunk += data[:need]
-                self.pos = need
-            else:
-                silence = b"\xff" if codec == "PCMU" else b"\xd5"
-                chunk += silence * (samples - len(chunk))
-        return chunk
+        end = self.pos + samples
+        if end <= total:
+            chunk = data[self.pos : end]
+            self.pos = end
+            return chunk
+        out = bytearray(data[self.pos :])
+        if self.loop:
+            while len(out) + total <= samples:
+                out += data
+            need = samples - len(out)
+            out += data[:need]
+            self.pos = need
+        else:
+            self.pos = total
+            out += (b"\xff" if codec == "PCMU" else b"\xd5") * (samples - len(out))
+        return bytes(out)
 
 
 class Interrupt(Source):

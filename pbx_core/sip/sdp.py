@@ -18,6 +18,15 @@ Parsing is liberal where phones are sloppy and strict where meaning would be los
   non-zero port needs a c= at media or session level.  Anything else raises
   ``ParseError(reason, 400)`` naming the line.
 
+Every count that sizes the work of a reader is bounded (``ParseError(reason, 488)``,
+Not Acceptable Here: the description is well formed, just more than a phone system
+takes): at most ``MAX_MEDIA`` media descriptions, ``MAX_FORMATS`` formats on one
+m= line (RTP has 128 payload types) and ``MAX_SECTION_LINES`` lines (attributes,
+ICE candidates, bandwidths, connections, timings …) in the session section or in one
+media section. Numbers are at most 30 digits; ports, number of ports and address
+counts at most 65535, TTLs at most 255. The SIP parser already caps a whole message
+at 64 KiB.
+
 Values are kept verbatim (no trimming), so ``parse_sdp(str(sd)) == sd`` for every
 description that can be written, and attributes keep their order as
 ``(name, value | None)`` pairs (None for a flag such as ``a=sendonly``).
@@ -32,6 +41,9 @@ from dataclasses import dataclass, field
 from pbx_core.sip.errors import ParseError
 
 __all__ = [
+    "MAX_FORMATS",
+    "MAX_MEDIA",
+    "MAX_SECTION_LINES",
     "STATIC_PAYLOAD_TYPES",
     "Bandwidth",
     "Connection",
@@ -72,6 +84,10 @@ def _is_digits(text: str) -> bool:
 
 
 _MAX_DIGITS = 30  # 64-bit NTP-based session versions need 20
+MAX_MEDIA = 16  # m= lines in one description (a phone offers 1 to 3)
+MAX_FORMATS = 128  # formats on one m= line: RTP payload types are 0..127
+MAX_SECTION_LINES = 256  # lines in the session section or in one media section
+_TOO_MANY = 488  # Not Acceptable Here: well formed, but more than we take
 
 
 # ---------------------------------------------------------------------------
@@ -465,9 +481,9 @@ def _parse_connection(line: _Line, value: str) -> Connection:
         if kind == "IP4" and len(suffix) in (1, 2):
             ttl = _int_field(line, suffix[0], "TTL", 255)
             if len(suffix) == 2:
-                count = _int_field(line, suffix[1], "address count")
+                count = _int_field(line, suffix[1], "address count", 65535)
         elif kind == "IP6" and len(suffix) == 1:
-            count = _int_field(line, suffix[0], "address count")
+            count = _int_field(line, suffix[0], "address count", 65535)
         else:
             raise line.error("c= address has too many '/' parts")
     return Connection(nettype, addrtype, address, ttl, count)
@@ -495,9 +511,14 @@ def _parse_media(line: _Line, value: str) -> Media:
     port = _int_field(line, port_text, "port", 65535)
     num_ports = None
     if "/" in f[1]:
-        num_ports = _int_field(line, num_text, "number of ports")
+        num_ports = _int_field(line, num_text, "number of ports", 65535)
         if num_ports == 0:
             raise line.error("number of ports must be at least 1")
+    if len(f) - 3 > MAX_FORMATS:
+        raise ParseError(
+            f"SDP line {line.no}: {len(f) - 3} formats on one m= line (at most {MAX_FORMATS})",
+            _TOO_MANY,
+        )
     return Media(media=f[0], port=port, proto=f[2], formats=f[3:], num_ports=num_ports)
 
 
@@ -533,6 +554,7 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
     seen = {"v"}
     media: Media | None = None
     media_seen: set[str] = set()
+    section_lines = 1
     for line in lines[1:]:
         text = line.text
         if len(text) < 2 or text[1] != "=" or not ("a" <= text[0] <= "z"):
@@ -541,10 +563,17 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
         if kind not in _KNOWN:
             continue  # unknown type letter: skipped (see module docstring)
         if kind == "m":
+            if len(sd.media) == MAX_MEDIA:
+                raise ParseError(f"SDP has more than {MAX_MEDIA} media descriptions", _TOO_MANY)
             media = _parse_media(line, value)
             media_seen = set()
+            section_lines = 1
             sd.media.append(media)
             continue
+        section_lines += 1
+        if section_lines > MAX_SECTION_LINES:
+            where = "the session section" if media is None else f"media {len(sd.media)}"
+            raise ParseError(f"SDP has more than {MAX_SECTION_LINES} lines in {where}", _TOO_MANY)
         if media is not None:
             if kind in _SESSION_ONLY:
                 raise line.error(f"{kind}= is not allowed inside a media description")
