@@ -88,8 +88,7 @@ class AudioSource(Source):
             return chunk
         out = bytearray(data[self.pos :])
         if self.loop:
-            while len(out) + total <= samples:
-                out += data
+            out += data * ((samples - len(out)) // total)  # whole repeats at once
             need = samples - len(out)
             out += data[:need]
             self.pos = need

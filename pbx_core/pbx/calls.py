@@ -242,9 +242,17 @@ class CallManager:
             for fork in call.forks:
                 if fork is not call.answered and fork.final is None:
                     self._cancel_fork(fork)
+            answered = call.answered
+            if call.state is State.ENDED:
+                pass
+            elif answered is not None and answered.ack is None:
+                call.ack_to_b_pending = False
+                self._ack(answered, b"", None)  # B's 2xx is ACKed before its BYE
             if call.state is State.ENDED:
                 pass
             elif not call.a_final_sent:
+                if answered is not None:
+                    self._bye(answered.dialog)
                 self.fail_a(call, status, why)
             else:
                 self.hangup(call, why)

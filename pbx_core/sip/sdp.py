@@ -7,7 +7,8 @@ more t with their r, z k a) followed by media sections (m i c b k a), RFC 4566 �
 
 Parsing is liberal where phones are sloppy and strict where meaning would be lost:
 
-* LF or CRLF line ends, blank lines and a missing final line end are accepted;
+* LF or CRLF line ends, blank lines and a missing final line end are accepted; a CR
+  or NUL inside a line is refused (RFC 4566 §9: no value may contain one);
 * within a section, lines may come in any order (serializing restores the RFC order);
 * lines of a type letter this module does not know are skipped (RFC 4566 §5 tells a
   parser to ignore the whole description; one odd line from a phone should not lose
@@ -536,6 +537,10 @@ def _split_lines(data: bytes | str) -> list[_Line]:
     for no, raw in enumerate(text.split("\n"), start=1):
         line = raw[:-1] if raw.endswith("\r") else raw
         if line.strip():
+            if "\r" in line or "\0" in line:
+                # RFC 4566 §9 byte-string: no CR, LF or NUL inside a value (a CR
+                # would break the line of every SDP that echoes the value).
+                raise _Line(no, line).error("a value contains a CR or NUL")
             lines.append(_Line(no, line))
     return lines
 
