@@ -421,8 +421,8 @@ class SessionDescription(_Attributes):
         for m in self.media:
             lines.extend(m.to_lines())
         for line in lines:
-            if "\r" in line or "\n" in line:
-                raise ValueError(f"SDP value contains a line break: {line!r}")
+            if "\r" in line or "\n" in line or "\0" in line:
+                raise ValueError(f"SDP value contains a line break or NUL: {line!r}")
         return "\r\n".join(lines) + "\r\n"
 
     def __bytes__(self) -> bytes:
