@@ -8,7 +8,7 @@ frame of a leg's output (``frame(codec, samples)``; None when finished).
 from __future__ import annotations
 
 from pbx_core.media.codecs import CODECS
-from pbx_core.media.dtmf import DTMF_FREQUENCIES
+from pbx_core.media.dtmf import DTMF_FREQUENCIES, MAX_PRESS_MS
 from pbx_core.media.errors import MediaError
 from pbx_core.media.tones import Tone, render
 from pbx_core.media.wav import parse_wav
@@ -118,7 +118,8 @@ class Interrupt(Source):
 
 def dtmf_audio(digit: str, ms: int = 100) -> Audio:
     """A key press as audio (Q.23 pair at -10 dBm0 per tone), for phones without
-    telephone-event."""
+    telephone-event), at most MAX_PRESS_MS long."""
+    ms = min(ms, MAX_PRESS_MS)
     low, high = DTMF_FREQUENCIES[digit]
     tone = Tone((low, high), ((ms, 0),), repeat=False, level_dbm0=-10.0)
     return Audio.from_tone(tone, f"dtmf {digit}")
