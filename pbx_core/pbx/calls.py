@@ -529,10 +529,11 @@ class CallManager:
     def _ring_timeout(self, call: Call) -> None:
         call.ring_timer = None
         if call.state in (State.ROUTING, State.RINGING):
-            for fork in call.forks:
-                if fork.final is None:
-                    self._cancel_fork(fork)
-            self.fail_a(call, 480, "ring timeout")
+            with self.guard(call, "ring timeout"):
+                for fork in call.forks:
+                    if fork.final is None:
+                        self._cancel_fork(fork)
+                self.fail_a(call, 480, "ring timeout")
 
     # ------------------------------------------------------------ cancel / bye
     def _cancel_fork(self, fork: Fork) -> None:

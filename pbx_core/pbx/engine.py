@@ -250,7 +250,8 @@ class Engine:
         if call is not None:
             self.calls.abort(call, req.method, exc)
             return
-        log.warning("%s failed: %s: %s", req.method, type(exc).__name__, str(exc)[:200])
+        text = str(exc)[:200].replace("\n", " ")
+        log.warning("%s failed: %s: %s", req.method, type(exc).__name__, text)
         log.debug("%s failed", req.method, exc_info=exc)
         if key is not None:
             try:
