@@ -243,19 +243,16 @@ class CallManager:
                 if fork is not call.answered and fork.final is None:
                     self._cancel_fork(fork)
             answered = call.answered
-            if call.state is State.ENDED:
-                pass
-            elif answered is not None and answered.ack is None:
-                call.ack_to_b_pending = False
-                self._ack(answered, b"", None)  # B's 2xx is ACKed before its BYE
-            if call.state is State.ENDED:
-                pass
-            elif not call.a_final_sent:
-                if answered is not None:
-                    self._bye(answered.dialog)
-                self.fail_a(call, status, why)
-            else:
-                self.hangup(call, why)
+            if call.state is not State.ENDED:
+                if answered is not None and answered.ack is None:
+                    call.ack_to_b_pending = False
+                    self._ack(answered, b"", None)  # B's 2xx is ACKed before its BYE
+                if call.a_final_sent:
+                    self.hangup(call, why)  # BYE to both
+                else:
+                    if answered is not None:
+                        self._bye(answered.dialog)
+                    self.fail_a(call, status, why)
         except Exception as again:  # noqa: BLE001  # last resort below, one line
             log.warning("call %s: ending it failed too: %s", call.id, again)
             if not call.a_final_sent:
