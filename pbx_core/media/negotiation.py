@@ -32,6 +32,9 @@ stream's maxptime, so no SDP can make a frame the PBX builds or a timer it sets
 larger than 120 ms of audio. Counts (media, formats, lines) are bounded by the SDP
 parser (pbx_core/sip/sdp.py; too many is 488).
 
+The connection address of the stream must be an IP address (a host name is refused
+with 488: resolving it would block the event loop).
+
 Only the first ``RTP/AVP`` audio stream is anchored (secure or video streams are
 rejected in the answer); an offer without one raises NegotiationError (488).
 """
@@ -39,6 +42,7 @@ rejected in the answer); an offer without one raises NegotiationError (488).
 from __future__ import annotations
 
 import copy
+import ipaddress
 from dataclasses import dataclass, field
 
 from pbx_core.media.codecs import CODECS
@@ -196,8 +200,12 @@ def stream_of(sd: SessionDescription) -> Stream:
             f = all_fmtps.get(fmt)
             if f is not None:
                 fmtps[pt] = f
+        address = conn.address if conn is not None else "0.0.0.0"
+        if m.port != 0 and not _is_ip(address):
+            # A host name would be resolved by every sendto, blocking the event loop.
+            raise NegotiationError(f"the connection address {address[:40]!r} is not an IP address")
         return Stream(
-            address=conn.address if conn is not None else "0.0.0.0",
+            address=address,
             port=m.port,
             codecs=codecs,
             fmtps=fmtps,
@@ -208,6 +216,14 @@ def stream_of(sd: SessionDescription) -> Stream:
             index=index,
         )
     raise NegotiationError("the SDP has no RTP/AVP audio stream")
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def _fmtps(m: Media) -> dict[str, str]:

@@ -162,6 +162,9 @@ def test_anchoring_any_sdp_frees_every_port_it_took(bodies: list[bytes]) -> None
                     call.leg("caller").tone("ringback")  # frames sized by the ptime
                     await asyncio.sleep(0)
                     call.reoffer("callee", offer)
+                    ours = parse_sdp(call.offer("caller"))  # a re-INVITE without SDP
+                    assert len(ours.media) == len(parse_sdp(offer).media)
+                    call.take_answer("caller", answer)
                 except MediaError:
                     pass
                 assert call.caller.ptime <= neg.PTIME_MAX

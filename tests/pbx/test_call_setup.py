@@ -102,8 +102,10 @@ def test_maxptime_lowers_the_ptime_and_a_tiny_ptime_is_raised(pbx: Pbx) -> None:
         (_sdp_with() + b"m=audio 0 RTP/AVP 0\r\n" * 20, 488),  # 21 media sections
         (_sdp_with("a=fmtp:101 0-16\rX"), 400),  # a bare CR inside a value
         (_sdp_with("a=rtcp:9\x00"), 400),  # NUL
+        (_sdp_with("c=IN IP4 phone.example.com"), 488),  # would be resolved per packet
+        (_sdp_with("c=IN IP4 \u0080"), 488),  # not even a host name
     ],
-    ids=["attributes", "formats", "media", "bare-CR", "NUL"],
+    ids=["attributes", "formats", "media", "bare-CR", "NUL", "host-name", "non-ASCII"],
 )
 def test_sdp_beyond_the_bounds_or_the_grammar_gets_a_final_answer(
     pbx: Pbx, body: bytes, status: int
