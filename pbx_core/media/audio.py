@@ -8,7 +8,7 @@ frame of a leg's output (``frame(codec, samples)``; None when finished).
 from __future__ import annotations
 
 from pbx_core.media.codecs import CODECS
-from pbx_core.media.dtmf import DTMF_FREQUENCIES
+from pbx_core.media.dtmf import DTMF_FREQUENCIES, MAX_PRESS_MS
 from pbx_core.media.errors import MediaError
 from pbx_core.media.tones import Tone, render
 from pbx_core.media.wav import parse_wav
@@ -72,23 +72,30 @@ class AudioSource(Source):
         self.pos = 0
 
     def frame(self, codec: str, samples: int) -> bytes | None:
+        """The next ``samples`` bytes of G.711 (one byte per sample), None when a clip
+        played once has ended. Linear in ``samples`` whatever the clip's length: a
+        looped short clip is copied piece by piece into one buffer."""
         data = self.audio.encoded(codec)
-        total = len(data)  # one byte per sample in G.711
+        total = len(data)
         if self.pos >= total:
             if not self.loop:
                 return None
             self.pos = 0
-        chunk = data[self.pos : self.pos + samples]
-        self.pos += samples
-        while len(chunk) < samples:
-            if self.loop:
-                need = samples - len(chunk)
-                chunk += data[:need]
-                self.pos = need
-            else:
-                silence = b"\xff" if codec == "PCMU" else b"\xd5"
-                chunk += silence * (samples - len(chunk))
-        return chunk
+        end = self.pos + samples
+        if end <= total:
+            chunk = data[self.pos : end]
+            self.pos = end
+            return chunk
+        out = bytearray(data[self.pos :])
+        if self.loop:
+            out += data * ((samples - len(out)) // total)  # whole repeats at once
+            need = samples - len(out)
+            out += data[:need]
+            self.pos = need
+        else:
+            self.pos = total
+            out += (b"\xff" if codec == "PCMU" else b"\xd5") * (samples - len(out))
+        return bytes(out)
 
 
 class Interrupt(Source):
@@ -111,7 +118,8 @@ class Interrupt(Source):
 
 def dtmf_audio(digit: str, ms: int = 100) -> Audio:
     """A key press as audio (Q.23 pair at -10 dBm0 per tone), for phones without
-    telephone-event."""
+    telephone-event), at most MAX_PRESS_MS long."""
+    ms = min(ms, MAX_PRESS_MS)
     low, high = DTMF_FREQUENCIES[digit]
     tone = Tone((low, high), ((ms, 0),), repeat=False, level_dbm0=-10.0)
     return Audio.from_tone(tone, f"dtmf {digit}")

@@ -36,6 +36,7 @@ from pbx_core.media.events import DtmfEvent, DtmfSource
 __all__ = [
     "DIGITS",
     "DTMF_FREQUENCIES",
+    "MAX_PRESS_MS",
     "InbandDetector",
     "Rfc4733Receiver",
     "TelephoneEvent",
@@ -132,6 +133,9 @@ class Rfc4733Receiver:
         return self._digit
 
 
+MAX_PRESS_MS = 8000  # the longest key press we relay or play (RFC 4733: 65535 samples)
+
+
 def rfc4733_packets(
     digit: str,
     duration_ms: int = 100,
@@ -179,7 +183,9 @@ def parse_dtmf_info(content_type: str, body: bytes, side: str = "") -> DtmfEvent
             if name == "signal":
                 signal = value
             elif name == "duration" and value.isascii() and value.isdigit() and len(value) < 7:
-                duration = int(value)
+                # RFC 4733's duration field holds 65535 samples: a longer press is
+                # played as that long (it sizes the tones and packets we send).
+                duration = min(int(value), MAX_PRESS_MS)
         if signal is None:
             raise MediaError("application/dtmf-relay body has no Signal line", 400)
         digit = _info_digit(signal)

@@ -143,7 +143,7 @@ class MediaEngine:
         a = self.open_leg(caller)
         try:
             b = self.open_leg(callee)
-        except MediaError:
+        except Exception:
             a.close()
             raise
         call = AnchoredCall(self, a, b, offer_sd, stream)
@@ -156,8 +156,8 @@ class MediaEngine:
                 self.settings.codecs,
                 self.settings.passthrough,
             )
-        except MediaError:
-            call.close()
+        except Exception:
+            call.close()  # whatever failed, the two port pairs are free again
             raise
         self.calls.add(call)
         return call, body
@@ -172,12 +172,12 @@ class MediaEngine:
             body, choice = neg.endpoint_answer(
                 offer_sd, stream, self.settings.codecs, self.address, leg.port, leg.local
             )
-        except MediaError:
-            leg.close()
+            leg.mode = "silent"
+            leg._pending_mode = "silent"
+            leg._apply(stream, choice)
+        except Exception:
+            leg.close()  # whatever failed, the port pair is free again
             raise
-        leg.mode = "silent"
-        leg._pending_mode = "silent"
-        leg._apply(stream, choice)
         return leg, body
 
     def offer_endpoint(self, leg: MediaLeg) -> bytes:

@@ -9,7 +9,9 @@ timestamp order: the next frame when it is there; a gap (``(None, samples)``) on
 the buffer holds ``depth`` samples beyond the hole, so a lost packet costs at most
 ``depth`` of delay; None while it is still filling.  A frame older than the playout
 point is late and dropped; a jump beyond ``max_span`` (a restarted sender) flushes
-and restarts at the new timestamp.  ``flush`` at the end gives everything left,
+and restarts at the new timestamp.  At most ``MAX_FRAMES`` frames are held (each
+pop re-files them, so the count bounds the work a packet costs); more are dropped
+and counted in ``overflows``.  ``flush`` at the end gives everything left,
 gaps included.
 """
 
@@ -17,11 +19,22 @@ from __future__ import annotations
 
 from pbx_core.media.rtp import ts_delta
 
-__all__ = ["JitterBuffer"]
+__all__ = ["MAX_FRAMES", "JitterBuffer"]
+
+MAX_FRAMES = 256  # 5 s of 20 ms frames
 
 
 class JitterBuffer:
-    __slots__ = ("_frames", "depth", "duplicates", "late", "max_span", "next_ts", "restarts")
+    __slots__ = (
+        "_frames",
+        "depth",
+        "duplicates",
+        "late",
+        "max_span",
+        "next_ts",
+        "overflows",
+        "restarts",
+    )
 
     def __init__(self, depth: int = 480, max_span: int = 8000 * 4) -> None:
         self.depth = depth  # samples held back before declaring a hole lost
@@ -31,6 +44,7 @@ class JitterBuffer:
         self.late = 0
         self.duplicates = 0
         self.restarts = 0
+        self.overflows = 0
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -50,6 +64,9 @@ class JitterBuffer:
             offset = 0
         if offset in self._frames:
             self.duplicates += 1
+            return False
+        if len(self._frames) >= MAX_FRAMES:
+            self.overflows += 1
             return False
         self._frames[offset] = (payload, samples)
         return True

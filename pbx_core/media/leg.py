@@ -258,9 +258,9 @@ class MediaLeg:
                     start += 4 + 4 * ((buf[start + 2] << 8) | buf[start + 3])
                 if b0 & 0x20:
                     end -= buf[n - 1]
-                if end < start:
-                    self.malformed += 1
-                    continue
+            if end < start:  # a CSRC count, extension or padding past the datagram
+                self.malformed += 1
+                continue
             if pt == self.te_pt:
                 self._telephone_event(ts, bytes(view[start:end]), now)
                 target = self._forward_to

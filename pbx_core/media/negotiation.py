@@ -26,6 +26,15 @@ the PBX's port for that phone's leg, and the engine relays between the legs.
   the previous SDP kept in its place (§8: rejected ones stay at port 0);
   ``reoffer_answered`` reads the phone's answer (in its ACK) to it.
 
+Packetization (``a=ptime``, ``a=maxptime``) is only a hint to the sender (RFC 4566
+§6): ``stream_of`` clamps it into ``PTIME_MIN``..``PTIME_MAX`` ms and to the
+stream's maxptime, so no SDP can make a frame the PBX builds or a timer it sets
+larger than 120 ms of audio. Counts (media, formats, lines) are bounded by the SDP
+parser (pbx_core/sip/sdp.py; too many is 488).
+
+The connection address of the stream must be an IP address (a host name is refused
+with 488: resolving it would block the event loop).
+
 Only the first ``RTP/AVP`` audio stream is anchored (secure or video streams are
 rejected in the answer); an offer without one raises NegotiationError (488).
 """
@@ -33,12 +42,14 @@ rejected in the answer); an offer without one raises NegotiationError (488).
 from __future__ import annotations
 
 import copy
+import ipaddress
 from dataclasses import dataclass, field
 
 from pbx_core.media.codecs import CODECS
 from pbx_core.media.errors import NegotiationError
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.sdp import (
+    STATIC_PAYLOAD_TYPES,
     Connection,
     Direction,
     Media,
@@ -51,6 +62,8 @@ from pbx_core.sip.sdp import (
 
 __all__ = [
     "G711_PARTNER",
+    "PTIME_MAX",
+    "PTIME_MIN",
     "LocalSession",
     "Stream",
     "answer_reoffer",
@@ -68,6 +81,8 @@ DEFAULT_TE_PT = 101
 G711_PARTNER = {"PCMU": "PCMA", "PCMA": "PCMU"}
 _G711_STATIC = {"PCMU": 0, "PCMA": 8}
 _AVP = ("RTP/AVP", "RTP/AVPF")
+PTIME_MIN = 10  # ms: the shortest packets the PBX sends
+PTIME_MAX = 120  # ms: 960 bytes of G.711, one Ethernet frame
 _DROP_ATTRS = {
     "rtpmap",
     "fmtp",
@@ -138,11 +153,23 @@ class Stream:
 
 
 def parse_offer(data: bytes | str) -> SessionDescription:
-    """Parse an SDP body; a parse error becomes NegotiationError(400)."""
+    """Parse an SDP body; a parse error becomes NegotiationError with its status
+    (400 malformed, 488 beyond the parser's bounds)."""
     try:
         return parse_sdp(data)
     except ParseError as exc:
-        raise NegotiationError(f"bad SDP: {exc}", 400) from exc
+        raise NegotiationError(f"bad SDP: {exc.reason}", exc.status) from exc
+
+
+def packet_time(media: Media) -> int | None:
+    """The stream's ``a=ptime`` as whole ms within PTIME_MIN..PTIME_MAX and not above
+    its ``a=maxptime`` (both only hints, RFC 4566 §6); None when it gave none."""
+    ptime, maxptime = media.ptime, media.maxptime
+    if ptime is None:
+        return None
+    if maxptime is not None:
+        ptime = min(ptime, maxptime)
+    return int(min(max(ptime, PTIME_MIN), PTIME_MAX))
 
 
 def stream_of(sd: SessionDescription) -> Stream:
@@ -155,34 +182,58 @@ def stream_of(sd: SessionDescription) -> Stream:
         codecs: dict[int, RtpMap] = {}
         fmtps: dict[int, str] = {}
         te_pt = te_fmtp = None
+        # One pass over the attributes, then one lookup per format: linear in the SDP.
+        maps = m.rtpmaps()
+        all_fmtps = _fmtps(m)
         for fmt in m.formats:
-            if not (fmt.isascii() and fmt.isdigit()) or int(fmt) > 127:
-                continue
-            rtpmap = m.rtpmap(fmt)
-            if rtpmap is None:
+            if not (fmt.isascii() and fmt.isdigit()) or len(fmt) > 3 or int(fmt) > 127:
                 continue
             pt = int(fmt)
+            rtpmap = maps.get(str(pt)) or STATIC_PAYLOAD_TYPES.get(pt)
+            if rtpmap is None:
+                continue
             if rtpmap.encoding.upper() == TELEPHONE_EVENT:
                 if te_pt is None and rtpmap.clock_rate == 8000:
-                    te_pt, te_fmtp = pt, m.fmtp(fmt)
+                    te_pt, te_fmtp = pt, all_fmtps.get(fmt)
                 continue
             codecs[pt] = rtpmap
-            f = m.fmtp(fmt)
+            f = all_fmtps.get(fmt)
             if f is not None:
                 fmtps[pt] = f
-        ptime = m.ptime
+        address = conn.address if conn is not None else "0.0.0.0"
+        if m.port != 0 and not _is_ip(address):
+            # A host name would be resolved by every sendto, blocking the event loop.
+            raise NegotiationError(f"the connection address {address[:40]!r} is not an IP address")
         return Stream(
-            address=conn.address if conn is not None else "0.0.0.0",
+            address=address,
             port=m.port,
             codecs=codecs,
             fmtps=fmtps,
             te_pt=te_pt,
             te_fmtp=te_fmtp,
-            ptime=int(ptime) if ptime is not None and ptime >= 10 else None,
+            ptime=packet_time(m),
             direction=sd.direction_of(m),
             index=index,
         )
     raise NegotiationError("the SDP has no RTP/AVP audio stream")
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _fmtps(m: Media) -> dict[str, str]:
+    """``a=fmtp`` parameters by format (the first line for a format counts)."""
+    out: dict[str, str] = {}
+    for n, v in m.attributes:
+        if n == "fmtp" and v is not None:
+            f, _, params = v.partition(" ")
+            out.setdefault(f, params.strip())
+    return out
 
 
 class LocalSession:
@@ -285,7 +336,10 @@ def callee_offer(
 def _free_pt(chosen: list[tuple[int, RtpMap, str | None]]) -> int:
     used = {pt for pt, _, _ in chosen}
     candidates: list[int] = [DEFAULT_TE_PT, *range(96, 128)]
-    return next(pt for pt in candidates if pt not in used)
+    for pt in candidates:
+        if pt not in used:
+            return pt
+    raise NegotiationError("no free dynamic payload type for telephone-event")
 
 
 @dataclass(frozen=True, slots=True)

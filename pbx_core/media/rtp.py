@@ -145,6 +145,8 @@ def parse_rtp(data: bytes) -> RtpPacket:
 def payload_offset(data: bytes | bytearray | memoryview, length: int) -> tuple[int, int]:
     """(start, end) of the payload inside a received packet, or (-1, -1) if malformed.
     The relay's fast path uses this instead of parse_rtp."""
+    if length < HEADER.size or length > len(data):
+        return -1, -1
     b0 = data[0]
     pos = 12 + 4 * (b0 & 0x0F)
     if b0 & 0x10:

@@ -181,6 +181,10 @@ class CallMedia:
         call.reinvite_pending = True
 
         def answered(resp: Response | None) -> None:
+            with manager.guard(call, "re-anchoring"):
+                on_answer(resp)
+
+        def on_answer(resp: Response | None) -> None:
             status = 408 if resp is None else resp.status
             if status < 200 or call.state is State.ENDED:
                 return

@@ -20,12 +20,20 @@ INVITE (A's, or a re-INVITE from either side) is retransmitted until its ACK arr
 
 This module is the orchestrator: it owns the calls, their dialogs and transactions,
 and calls on `CallMedia`, `CallTimers`, `CallRelay` and `CallAcks` for the rest.
+
+Every step of a call's set-up (the INVITE, each answer from a fork, A's ACK) runs
+inside `guard`: whatever it raises, the call ends with a final response to A (the
+error's status for a MediaError, else 500) or BYEs once answered, its forks are
+CANCELled and its media legs closed, so no call is left in "routing" and no RTP port
+is left taken (`abort`). One warning line says what failed; the traceback is logged
+at debug level.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
@@ -139,8 +147,20 @@ class CallManager:
         )
         self.calls[call.id] = call
         self.by_key[key] = call
+        with self.guard(call, "set-up"):
+            self._start(call, req, targets, ring_timeout, direct_media)
+        return call
+
+    def _start(
+        self,
+        call: Call,
+        req: Request,
+        targets: list[Target],
+        ring_timeout: float,
+        direct_media: bool,
+    ) -> None:
         if not self.call_timers.negotiate_a(call):
-            return call
+            return
         offer = req.body
         call.direct = direct_media and self.call_media.direct_ok(call, targets)
         if self.media is not None and not call.direct:
@@ -149,16 +169,15 @@ class CallManager:
                     offer = self.call_media.anchor(call, req.body)
                 except MediaError as exc:
                     self.fail_a(call, exc.status, exc.reason)
-                    return call
+                    return
             else:
                 call.late_offer = True
         for target in targets:
             self._fork(call, target, offer)
         if not call.forks:
             self.fail_a(call, 480, "no reachable contact")
-            return call
+            return
         call.ring_timer = self.loop.call_later(ring_timeout, self._ring_timeout, call)
-        return call
 
     def answer_locally(
         self,
@@ -183,8 +202,16 @@ class CallManager:
         call = Call(tag(), req, key, source, tag(), caller, callee, now, endpoint=leg)
         self.calls[call.id] = call
         self.by_key[key] = call
+        with self.guard(call, "local answer"):
+            self._answer_locally(call, leg, body, on_answer)
+        return call if call.state is not State.ENDED else None
+
+    def _answer_locally(
+        self, call: Call, leg: MediaLeg, body: bytes, on_answer: Callable[[MediaLeg], None]
+    ) -> None:
+        now = call.started
         if not self.call_timers.negotiate_a(call):
-            return None
+            return
         out = self._a_reply(call, 200, "OK")
         out.body = body
         out.headers.add("Content-Type", "application/sdp")
@@ -193,7 +220,68 @@ class CallManager:
         call.answered_at = now
         leg.on_inactivity(self.rtp_timeout, lambda _leg: self.hangup(call, "RTP timeout"))
         on_answer(leg)
-        return call
+
+    # ------------------------------------------------------------ failures
+    @contextlib.contextmanager
+    def guard(self, call: Call, step: str) -> Iterator[None]:
+        """Run one step of `call`; whatever it raises ends the call (`abort`)."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001  # any failure ends the call, see abort
+            self.abort(call, step, exc)
+
+    def abort(self, call: Call, step: str, exc: BaseException) -> None:
+        """A step of `call` failed unexpectedly: A gets a final response (the
+        MediaError's status, else 500) or, once answered, both sides get BYE; ringing
+        forks are CANCELled; the media legs close and the call is forgotten."""
+        status = exc.status if isinstance(exc, MediaError) else 500
+        why = f"{step} failed: {type(exc).__name__}: {exc}"
+        log.warning("call %s: %s", call.id, why[:200].replace("\n", " "))
+        log.debug("call %s: %s", call.id, step, exc_info=exc)
+        try:
+            for fork in call.forks:
+                if fork is not call.answered and fork.final is None:
+                    self._cancel_fork(fork)
+            answered = call.answered
+            if call.state is not State.ENDED:
+                if answered is not None and answered.ack is None:
+                    call.ack_to_b_pending = False
+                    self._ack(answered, b"", None)  # B's 2xx is ACKed before its BYE
+                if call.a_final_sent:
+                    self.hangup(call, why)  # BYE to both
+                else:
+                    if answered is not None:
+                        self._bye(answered.dialog)
+                    self.fail_a(call, status, why)
+        except Exception as again:  # noqa: BLE001  # last resort below, one line
+            log.warning("call %s: ending it failed too: %s", call.id, again)
+            if not call.a_final_sent:
+                call.a_final_sent = True
+                with contextlib.suppress(Exception):
+                    self.stack.respond(call.a_key, call.a_req.reply(500, to_tag=call.a_tag))
+        finally:
+            self._release(call)
+
+    def _release(self, call: Call) -> None:
+        """What `_end` frees, whatever happened before: the call's media legs, timers
+        and its place in the tables (idempotent)."""
+        call.state = State.ENDED
+        self._cancel_timer(call, "ring_timer")
+        for closer in (
+            lambda: self.call_timers.stop(call),
+            lambda: self.call_acks.stop(call),
+            call.media.close if call.media is not None else None,
+            call.endpoint.close if call.endpoint is not None else None,
+        ):
+            if closer is not None:
+                try:
+                    closer()
+                except Exception as exc:  # noqa: BLE001  # keep freeing the rest
+                    log.warning("call %s: freeing it: %s", call.id, exc)
+        if self.calls.get(call.id) is call:
+            del self.calls[call.id]
+        if self.by_key.get(call.a_key) is call:
+            del self.by_key[call.a_key]
 
     def _fork(self, call: Call, target: Target, offer: bytes) -> None:
         a = call.a_req
@@ -238,6 +326,10 @@ class CallManager:
 
     # ------------------------------------------------------------ B responses
     def _b_response(self, fork: Fork, resp: Response | None) -> None:
+        with self.guard(fork.call, "callee's response"):
+            self._on_b_response(fork, resp)
+
+    def _on_b_response(self, fork: Fork, resp: Response | None) -> None:
         call = fork.call
         status = 408 if resp is None else resp.status
         if resp is not None and status == 100:
@@ -434,10 +526,11 @@ class CallManager:
     def _ring_timeout(self, call: Call) -> None:
         call.ring_timer = None
         if call.state in (State.ROUTING, State.RINGING):
-            for fork in call.forks:
-                if fork.final is None:
-                    self._cancel_fork(fork)
-            self.fail_a(call, 480, "ring timeout")
+            with self.guard(call, "ring timeout"):
+                for fork in call.forks:
+                    if fork.final is None:
+                        self._cancel_fork(fork)
+                self.fail_a(call, 480, "ring timeout")
 
     # ------------------------------------------------------------ cancel / bye
     def _cancel_fork(self, fork: Fork) -> None:
@@ -541,6 +634,10 @@ class CallManager:
     def _a_acked(self, call: Call, ack: Request | None) -> None:
         """A's ACK to our 2xx to its INVITE (None: none came, the call is being hung
         up). With a delayed offer it carries the answer that our ACK to B waits for."""
+        with self.guard(call, "caller's ACK"):
+            self._on_a_ack(call, ack)
+
+    def _on_a_ack(self, call: Call, ack: Request | None) -> None:
         if not call.ack_to_b_pending or call.answered is None:
             return
         call.ack_to_b_pending = False

@@ -93,7 +93,6 @@ class Engine:
         self.trunks = TrunkManager(stack)
         self.security = SecurityPolicy()
         self._configure_security()
-        self.ended_calls: list[Call] = []  # for the CDR writer (issue 5's cdr.py)
         stack.tu = self
         stack.stateless = self._stateless
         stack.gate = self._gate
@@ -266,6 +265,35 @@ class Engine:
 
     # ------------------------------------------------------------------ requests
     def on_request(
+        self, req: Request, source: Address, key: AnyServerKey | None, cancels: object
+    ) -> None:
+        try:
+            self._on_request(req, source, key, cancels)
+        except Exception as exc:  # noqa: BLE001  # every request gets an answer, see _failed
+            self._failed(req, key, cancels, exc)
+
+    def _failed(
+        self, req: Request, key: AnyServerKey | None, cancels: object, exc: Exception
+    ) -> None:
+        """Handling `req` raised: the call it set up (or cancels) ends with a final
+        response and frees its media (CallManager.abort); any other request gets a
+        500. One warning line; the traceback at debug level."""
+        call = self.calls.by_key.get(key) if key is not None else None
+        if call is None and req.method == "CANCEL" and cancels is not None:
+            call = self.calls.by_key.get(cancels)  # type: ignore[call-overload]
+        if call is not None:
+            self.calls.abort(call, req.method, exc)
+            return
+        text = str(exc)[:200].replace("\n", " ")
+        log.warning("%s failed: %s: %s", req.method, type(exc).__name__, text)
+        log.debug("%s failed", req.method, exc_info=exc)
+        if key is not None:
+            try:
+                self.stack.respond(key, req.reply(500, to_tag=req.to.tag or new_tag()))
+            except Exception as again:  # noqa: BLE001  # nothing more to do than say so
+                log.warning("no 500 for the failed %s: %s", req.method, again)
+
+    def _on_request(
         self, req: Request, source: Address, key: AnyServerKey | None, cancels: object
     ) -> None:
         if req.method == "ACK":
@@ -505,8 +533,6 @@ class Engine:
             call.disposition,
             call.cause,
         )
-        self.ended_calls.append(call)
-        del self.ended_calls[:-100]
         if self._cdr_queue is not None:
             # A synced LMDB commit takes milliseconds on a CF card: not in the event
             # loop (CdrQueue: one writer thread, records in order, batched under load).
@@ -519,6 +545,7 @@ class Engine:
             "calls": self.calls.status(),
             "trunks": self.trunks.status(),
             "bans": self.security.bans(now),
+            "media": self.media.stats() if self.media is not None else {},
         }
 
 

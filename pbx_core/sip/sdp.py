@@ -7,7 +7,8 @@ more t with their r, z k a) followed by media sections (m i c b k a), RFC 4566 �
 
 Parsing is liberal where phones are sloppy and strict where meaning would be lost:
 
-* LF or CRLF line ends, blank lines and a missing final line end are accepted;
+* LF or CRLF line ends, blank lines and a missing final line end are accepted; a CR
+  or NUL inside a line is refused (RFC 4566 §9: no value may contain one);
 * within a section, lines may come in any order (serializing restores the RFC order);
 * lines of a type letter this module does not know are skipped (RFC 4566 §5 tells a
   parser to ignore the whole description; one odd line from a phone should not lose
@@ -17,6 +18,15 @@ Parsing is liberal where phones are sloppy and strict where meaning would be los
   line (o, s, t, …) must not appear inside a media section, and every media with a
   non-zero port needs a c= at media or session level.  Anything else raises
   ``ParseError(reason, 400)`` naming the line.
+
+Every count that sizes the work of a reader is bounded (``ParseError(reason, 488)``,
+Not Acceptable Here: the description is well formed, just more than a phone system
+takes): at most ``MAX_MEDIA`` media descriptions, ``MAX_FORMATS`` formats on one
+m= line (RTP has 128 payload types) and ``MAX_SECTION_LINES`` lines (attributes,
+ICE candidates, bandwidths, connections, timings …) in the session section or in one
+media section. Numbers are at most 30 digits; ports, number of ports and address
+counts at most 65535, TTLs at most 255. The SIP parser already caps a whole message
+at 64 KiB.
 
 Values are kept verbatim (no trimming), so ``parse_sdp(str(sd)) == sd`` for every
 description that can be written, and attributes keep their order as
@@ -32,6 +42,9 @@ from dataclasses import dataclass, field
 from pbx_core.sip.errors import ParseError
 
 __all__ = [
+    "MAX_FORMATS",
+    "MAX_MEDIA",
+    "MAX_SECTION_LINES",
     "STATIC_PAYLOAD_TYPES",
     "Bandwidth",
     "Connection",
@@ -72,6 +85,10 @@ def _is_digits(text: str) -> bool:
 
 
 _MAX_DIGITS = 30  # 64-bit NTP-based session versions need 20
+MAX_MEDIA = 16  # m= lines in one description (a phone offers 1 to 3)
+MAX_FORMATS = 128  # formats on one m= line: RTP payload types are 0..127
+MAX_SECTION_LINES = 256  # lines in the session section or in one media section
+_TOO_MANY = 488  # Not Acceptable Here: well formed, but more than we take
 
 
 # ---------------------------------------------------------------------------
@@ -404,8 +421,8 @@ class SessionDescription(_Attributes):
         for m in self.media:
             lines.extend(m.to_lines())
         for line in lines:
-            if "\r" in line or "\n" in line:
-                raise ValueError(f"SDP value contains a line break: {line!r}")
+            if "\r" in line or "\n" in line or "\0" in line:
+                raise ValueError(f"SDP value contains a line break or NUL: {line!r}")
         return "\r\n".join(lines) + "\r\n"
 
     def __bytes__(self) -> bytes:
@@ -465,9 +482,9 @@ def _parse_connection(line: _Line, value: str) -> Connection:
         if kind == "IP4" and len(suffix) in (1, 2):
             ttl = _int_field(line, suffix[0], "TTL", 255)
             if len(suffix) == 2:
-                count = _int_field(line, suffix[1], "address count")
+                count = _int_field(line, suffix[1], "address count", 65535)
         elif kind == "IP6" and len(suffix) == 1:
-            count = _int_field(line, suffix[0], "address count")
+            count = _int_field(line, suffix[0], "address count", 65535)
         else:
             raise line.error("c= address has too many '/' parts")
     return Connection(nettype, addrtype, address, ttl, count)
@@ -495,9 +512,14 @@ def _parse_media(line: _Line, value: str) -> Media:
     port = _int_field(line, port_text, "port", 65535)
     num_ports = None
     if "/" in f[1]:
-        num_ports = _int_field(line, num_text, "number of ports")
+        num_ports = _int_field(line, num_text, "number of ports", 65535)
         if num_ports == 0:
             raise line.error("number of ports must be at least 1")
+    if len(f) - 3 > MAX_FORMATS:
+        raise ParseError(
+            f"SDP line {line.no}: {len(f) - 3} formats on one m= line (at most {MAX_FORMATS})",
+            _TOO_MANY,
+        )
     return Media(media=f[0], port=port, proto=f[2], formats=f[3:], num_ports=num_ports)
 
 
@@ -515,6 +537,10 @@ def _split_lines(data: bytes | str) -> list[_Line]:
     for no, raw in enumerate(text.split("\n"), start=1):
         line = raw[:-1] if raw.endswith("\r") else raw
         if line.strip():
+            if "\r" in line or "\0" in line:
+                # RFC 4566 §9 byte-string: no CR, LF or NUL inside a value (a CR
+                # would break the line of every SDP that echoes the value).
+                raise _Line(no, line).error("a value contains a CR or NUL")
             lines.append(_Line(no, line))
     return lines
 
@@ -533,6 +559,7 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
     seen = {"v"}
     media: Media | None = None
     media_seen: set[str] = set()
+    section_lines = 1
     for line in lines[1:]:
         text = line.text
         if len(text) < 2 or text[1] != "=" or not ("a" <= text[0] <= "z"):
@@ -541,10 +568,17 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
         if kind not in _KNOWN:
             continue  # unknown type letter: skipped (see module docstring)
         if kind == "m":
+            if len(sd.media) == MAX_MEDIA:
+                raise ParseError(f"SDP has more than {MAX_MEDIA} media descriptions", _TOO_MANY)
             media = _parse_media(line, value)
             media_seen = set()
+            section_lines = 1
             sd.media.append(media)
             continue
+        section_lines += 1
+        if section_lines > MAX_SECTION_LINES:
+            where = "the session section" if media is None else f"media {len(sd.media)}"
+            raise ParseError(f"SDP has more than {MAX_SECTION_LINES} lines in {where}", _TOO_MANY)
         if media is not None:
             if kind in _SESSION_ONLY:
                 raise line.error(f"{kind}= is not allowed inside a media description")

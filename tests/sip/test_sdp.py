@@ -380,7 +380,8 @@ def test_serializing_a_line_break_is_refused() -> None:
 # --- properties ------------------------------------------------------------------------
 
 _free = st.text(
-    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]), max_size=15
+    alphabet=st.characters(blacklist_characters="\r\n\x00", blacklist_categories=["Cs"]),
+    max_size=15,
 )
 _word = st.text(
     alphabet=st.characters(
