@@ -31,8 +31,19 @@ PASSWORDS = {"100": "change-me-100", "101": "change-me-101"}
 
 
 @dataclass
+class FakeTransports:
+    """What the engine hands the transport: which TCP peers live calls and registrations use."""
+
+    in_use: Callable[[], object] | None = None
+
+    def set_in_use(self, in_use: Callable[[], object]) -> None:
+        self.in_use = in_use
+
+
+@dataclass
 class FakeStack:
     loop: asyncio.AbstractEventLoop
+    transports: FakeTransports = field(default_factory=FakeTransports)
     finals: dict[object, list[Response]] = field(default_factory=dict)
     provisionals: dict[object, list[Response]] = field(default_factory=dict)
     sent: list[Request | Response] = field(default_factory=list)
