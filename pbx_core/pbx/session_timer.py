@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pbx_core.sip.message import Headers
 
 __all__ = [
+    "LONGEST_INTERVAL",
     "RFC_MIN_SE",
     "Accept",
     "Action",
@@ -49,6 +50,10 @@ __all__ = [
 
 RFC_MIN_SE = 90  # §4: the default and the smallest Min-SE on a real network
 _MAX_INTERVAL = 2**31 - 1  # delta-seconds is at most 2^31-1 in practice (RFC 3261 §25)
+# The longest session interval the PBX keeps a timer for: a peer's Session-Expires or
+# Min-SE above it is read as this (a timer is sized by the network; a dialog nobody
+# refreshes for a day is dead), so no value from a message sets a timer years ahead.
+LONGEST_INTERVAL = 86_400
 
 
 class SessionTimerError(ValueError):
@@ -132,12 +137,17 @@ def supports_timer(headers: Headers) -> bool:
 
 def _session_expires(headers: Headers) -> SessionExpires | None:
     value = headers.get("session-expires")
-    return None if value is None else parse_session_expires(value)
+    if value is None:
+        return None
+    se = parse_session_expires(value)
+    if se.interval > LONGEST_INTERVAL:
+        return SessionExpires(LONGEST_INTERVAL, se.refresher)
+    return se
 
 
 def _min_se(headers: Headers) -> int | None:
     value = headers.get("min-se")
-    return None if value is None else parse_min_se(value)
+    return None if value is None else min(parse_min_se(value), LONGEST_INTERVAL)
 
 
 # ------------------------------------------------------------------ as UAS

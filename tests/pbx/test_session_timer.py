@@ -5,8 +5,11 @@ min(32, interval/3))."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pbx_core.pbx.session_timer import (
+    LONGEST_INTERVAL,
     Accept,
     Action,
     LegTimer,
@@ -23,6 +26,7 @@ from pbx_core.pbx.session_timer import (
     uac_headers,
 )
 from pbx_core.sip.message import Headers
+from tests.fuzzing import fuzz_settings
 
 CFG = TimerConfig(session_expires=1800, min_se=90)
 
@@ -174,6 +178,42 @@ def test_retry_after_422() -> None:
     assert retry_interval(headers(("Min-SE", "1200")), 900) == 1200
     assert retry_interval(headers(("Min-SE", "900")), 900) is None  # would loop
     assert retry_interval(headers(), 900) is None
+
+
+def test_a_peer_cannot_set_a_timer_beyond_a_day() -> None:
+    """Session-Expires/Min-SE are delta-seconds up to 2^31-1: from any of the three
+    places a peer's value reaches a timer, the PBX keeps at most a day."""
+    huge = str(2**31 - 1)
+    assert negotiate_uac(headers(("Session-Expires", f"{huge};refresher=uas")), CFG) == (
+        LONGEST_INTERVAL,
+        False,
+    )
+    assert retry_interval(headers(("Min-SE", huge)), 1800) == LONGEST_INTERVAL
+    accept = negotiate_uas(headers(("Session-Expires", huge), ("Min-SE", huge)), CFG)
+    assert accept == Accept(LONGEST_INTERVAL, "uas")
+
+
+_DELTA = st.integers(1, 2**31 - 1).map(str)
+_REFRESHER = st.sampled_from(["", ";refresher=uac", ";refresher=uas"])
+
+
+@pytest.mark.fuzz
+@fuzz_settings(300)
+@given(se=st.none() | _DELTA, min_se=st.none() | _DELTA, refresher=_REFRESHER)
+def test_every_negotiated_interval_is_bounded(
+    se: str | None, min_se: str | None, refresher: str
+) -> None:
+    pairs = [("Session-Expires", se + refresher)] if se else []
+    pairs += [("Min-SE", min_se)] if min_se else []
+    h = headers(*pairs)
+    got = negotiate_uas(h, CFG)
+    if isinstance(got, Accept) and got.interval is not None:
+        assert CFG.min_se <= got.interval <= LONGEST_INTERVAL
+    uac = negotiate_uac(h, CFG)
+    if uac is not None:
+        assert 1 <= uac[0] <= LONGEST_INTERVAL
+    retry = retry_interval(h, CFG.session_expires)
+    assert retry is None or retry <= LONGEST_INTERVAL
 
 
 # ---------------------------------------------------------------- the clock
