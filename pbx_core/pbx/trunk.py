@@ -224,13 +224,16 @@ class TrunkManager:
 
 
 def _granted(resp: Response, asked: int) -> int:
+    """The registration's lifetime from the provider's 200: never more than we asked
+    (a registrar may shorten it, not lengthen it: RFC 3261 §10.2.4), so a 200 saying
+    years does not stop the refreshes."""
     try:
         for contact in resp.contacts or []:
             value = contact.param("expires")
-            if value and value.isdigit():
-                return int(value)
+            if value and value.isascii() and value.isdigit() and len(value) <= 10:
+                return min(int(value), asked)
         if resp.expires is not None:
-            return resp.expires
+            return min(resp.expires, asked)
     except Exception:  # noqa: BLE001  # a provider's odd 200 must not stop refreshes
         log.debug("odd 200 to REGISTER")
     return asked
