@@ -8,11 +8,17 @@ asyncio datagram transports allocate 256 KiB per datagram).  Each wake-up drains
 up to ``BATCH`` datagrams and reads the clock once.
 
 Symmetric RTP (RFC 4961): a leg sends to the address its phone's packets come from
-("latching"), which gets through NAT.  Before the first packet it sends to the SDP
-address.  It latches on the first packet, and moves only when packets from a new
-address bring a new SSRC or the latched address has been silent for
-``RELATCH_AFTER`` seconds (a phone that changed address), so a stray third party
-cannot hijack a stream.
+("latching"), which gets through NAT.  Before it has latched it sends to the SDP
+address, or, for a phone behind NAT (``nat_peer``, its public SIP address, set by
+the B2BUA) whose SDP names a private address, to that public address and the SDP
+port (Kamailio's fix_nated_sdp).  Latching is learned once per offer/answer (each
+SDP the leg takes opens a learning window; Asterisk's strictrtp, rtpengine's
+strict-source): the first valid packet (RTP version 2, a payload type negotiated on
+this leg) from the expected address latches at once; from any other address a
+source must send two packets in sequence with the same SSRC.  Once latched, packets
+from anywhere else are dropped (``stray``) until the next offer/answer, so a third
+party spraying RTP at our ports cannot hijack a stream.  RTCP is learned the same
+way: from the RTP source's host, or carrying the latched SSRC.
 
 Each leg's output comes from exactly one place (``mode``):
 
@@ -37,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import random
 import socket
@@ -64,7 +71,7 @@ log = logging.getLogger("pbx.media")
 __all__ = ["MediaLeg"]
 
 BATCH = 64
-RELATCH_AFTER = 2.0
+PROBATION = 2  # packets in sequence that latch a source other than the expected one
 TE_EXPIRE = 0.25  # seconds without telephone-event packets that end an event
 _HDR = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
@@ -88,6 +95,7 @@ class MediaLeg:
         port: int,
         rtp_sock: socket.socket,
         rtcp_sock: socket.socket,
+        address: str | None = None,
     ) -> None:
         self.engine = engine
         self.loop = engine.loop
@@ -95,7 +103,9 @@ class MediaLeg:
         self.port = port
         self._rtp = rtp_sock
         self._rtcp = rtcp_sock
-        self.local = neg.LocalSession(engine.address, random.getrandbits(31))
+        self.address = address or engine.address  # what our SDP on this leg names
+        self.local = neg.LocalSession(self.address, random.getrandbits(31))
+        self.nat_peer: str | None = None  # the phone's public SIP address, when NATed
         self.closed = False
         # What was negotiated with the phone.
         self.stream: neg.Stream | None = None
@@ -111,6 +121,11 @@ class MediaLeg:
         self.rtcp_remote: tuple[str, int] | None = None
         self.latched = False
         self._latched_ssrc = -1
+        self._learning = True  # a source may (still) be latched in this offer/answer
+        self._candidate: tuple[tuple[str, int], int, int] | None = None  # addr, ssrc, seq
+        self._run = 0  # packets in sequence from the candidate
+        self._rtcp_learning = True
+        self.stray = 0  # packets dropped: not from the latched source
         # Receive side.
         self.rx = ReceptionStats(8000)
         self.rx_packets = 0
@@ -183,11 +198,17 @@ class MediaLeg:
             or self.remote is None
         ):
             if stream.receives or stream.sends:
-                addr = stream.address
+                addr = self._send_host(stream.address)
                 self.remote = (addr, stream.port) if stream.port else None
                 self.rtcp_remote = (addr, stream.port + 1) if stream.port else None
-            self.latched = False
             self._latched_ssrc = -1
+        # Every offer/answer opens learning again (the phone may have moved); until a
+        # source is latched we keep sending where we did, and the latched source's
+        # next packet closes the window at once.
+        self.latched = False
+        self._learning = True
+        self._candidate = None
+        self._rtcp_learning = True
         if self.te_pt is None and self.codec in CODECS and self.engine.settings.inband_dtmf:
             self.detect_inband(True)
         self.last_rx = self.loop.time()
@@ -200,19 +221,47 @@ class MediaLeg:
     # ------------------------------------------------------------------
     # Receiving
 
-    def _latch(self, addr: tuple[str, int], ssrc: int, now: float) -> bool:
-        if not self.latched or ssrc != self._latched_ssrc or now - self.last_rx > RELATCH_AFTER:
-            if self.latched and addr != self.remote:
-                log.info(
-                    "leg %s port %d re-latched %s -> %s", self.side, self.port, self.remote, addr
-                )
+    def _send_host(self, sdp_address: str) -> str:
+        """Where to send before latching: the SDP address, or the NATed phone's
+        public address when the SDP names a private one it cannot mean for us."""
+        peer = self.nat_peer
+        if peer is None or peer == sdp_address or not _private(sdp_address):
+            return sdp_address
+        return peer
+
+    def set_address(self, address: str) -> None:
+        """Advertise another address on this leg from now on (the B2BUA's choice for
+        the phone that answered a forked call)."""
+        self.address = address
+        self.local.origin.address = address
+        self.local.origin.addrtype = "IP6" if ":" in address else "IP4"
+
+    def _latch(self, addr: tuple[str, int], ssrc: int, seq: int, pt: int) -> bool:
+        """Learning (see the module docstring): True when the packet is from the
+        source this leg now latches to."""
+        if not self._learning or (pt not in self._pts and pt != self.te_pt):
+            return False
+        if addr != self.remote:
+            cand = self._candidate
+            if cand is None or cand[0] != addr or cand[1] != ssrc or (cand[2] + 1) & 0xFFFF != seq:
+                # One packet proves little (a stray from an old call, a spoofer):
+                # this one starts a run that the next in sequence must continue.
+                self._candidate = (addr, ssrc, seq)
+                self._run = 1
+                return False
+            self._run += 1
+            if self._run < PROBATION:
+                self._candidate = (addr, ssrc, seq)
+                return False
+            log.info("leg %s port %d latched %s -> %s", self.side, self.port, self.remote, addr)
             self.remote = (addr[0], addr[1])
-            self.latched = True
-            self._latched_ssrc = ssrc
-            if self.rtcp_remote is None or self.rtcp_remote[0] != addr[0]:
-                self.rtcp_remote = (addr[0], addr[1] + 1)
-            return True
-        return False
+        self.latched = True
+        self._learning = False
+        self._candidate = None
+        self._latched_ssrc = ssrc
+        if self._rtcp_learning:
+            self.rtcp_remote = (addr[0], addr[1] + 1)
+        return True
 
     def _rtp_readable(self) -> None:
         if self.closed:
@@ -240,8 +289,9 @@ class MediaLeg:
             if 72 <= pt <= 76:  # RTCP multiplexed on the RTP port (RFC 5761): not ours
                 continue
             seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(buf, 2)
-            if (addr != self.remote or not self.latched) and not self._latch(addr, ssrc, now):
-                continue  # a stranger while latched to a live source
+            if (addr != self.remote or not self.latched) and not self._latch(addr, ssrc, seq, pt):
+                self.stray += 1  # a stranger, or not yet learned
+                continue
             got += 1
             self.rx_bytes += n
             self.rx.update(ssrc, seq, ts, now)
@@ -391,10 +441,14 @@ class MediaLeg:
             except RtpError:
                 self.malformed += 1
                 continue
+            if (addr != self.rtcp_remote or self._rtcp_learning) and not self._rtcp_from_phone(
+                addr, packets
+            ):
+                self.stray += 1
+                continue
             now = self.loop.time()
             self.last_rx = now
             self._inactive_reported = False
-            self.rtcp_remote = (addr[0], addr[1])
             ntp_now = rtcp.ntp_from_unix(time.time())
             for p in packets:
                 if isinstance(p, rtcp.SenderReport):
@@ -408,6 +462,21 @@ class MediaLeg:
                             rtt = rtcp.round_trip(block, ntp_now)
                             if rtt is not None:
                                 self.rtt = rtt
+
+    def _rtcp_from_phone(self, addr: tuple[str, int], packets: list[rtcp.RtcpPacket]) -> bool:
+        """RTCP learning: while the window is open, the first compound from the
+        RTP source's host (latched, else where we send) or carrying the latched SSRC
+        fixes where our reports go; after that only that address is heard."""
+        if not self._rtcp_learning:
+            return False
+        first = packets[0] if packets else None
+        ssrc = first.ssrc if isinstance(first, rtcp.SenderReport | rtcp.ReceiverReport) else -1
+        host = self.remote[0] if self.remote is not None else None
+        if addr[0] != host and (ssrc < 0 or ssrc != self._latched_ssrc):
+            return False
+        self.rtcp_remote = (addr[0], addr[1])
+        self._rtcp_learning = False
+        return True
 
     # ------------------------------------------------------------------
     # Periodic work (called by the engine's housekeeping tick)
@@ -734,6 +803,21 @@ class MediaLeg:
                 if table is not None:
                     out[pt] = (self.pt, table)
         return out
+
+
+def _private(address: str) -> bool:
+    """An address that means nothing outside its own network (RFC 1918, RFC 6598,
+    loopback, link-local, unique-local)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
+        return True
+    return ip.is_private or ip.is_loopback or ip.is_link_local
+
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
 class _HeldTone(Source):

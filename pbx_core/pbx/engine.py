@@ -24,6 +24,7 @@ from pbx_core.memo import Memo
 from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
 from pbx_core.pbx.cdr import CdrQueue, CdrWriter
+from pbx_core.pbx.nat import NatPolicy
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import SipServer
@@ -89,6 +90,7 @@ class Engine:
         self._cdr_queue = CdrQueue(cdr) if cdr is not None else None
         self.calls = CallManager(stack, on_end=self._call_ended, media=media)
         self.calls.configure(settings)  # rtp_timeout, direct media, session timers
+        self._configure_nat()
         if media is not None:
             self.calls.music_on_hold = _music_on_hold(media)
         self.trunks = TrunkManager(stack)
@@ -113,8 +115,18 @@ class Engine:
         self.registrar.min_expires = int(settings.get("reg_min_expires", 60))
         self.registrar.max_expires = int(settings.get("reg_max_expires", 3600))
         self.calls.configure(settings)
+        self._configure_nat()
         self.trunks.configure(self.snap.trunks())
         self._configure_security()
+
+    def _configure_nat(self) -> None:
+        """lan_networks, external addresses and `nat` (nat.py): for the registrar
+        (where phones are reached), the SIP stack (our Via and Contact) and calls
+        (the SDP address of each leg)."""
+        policy = NatPolicy.from_settings(self.snap.settings, self.registrar.nat)
+        self.registrar.nat = policy
+        self.calls.nat = policy
+        self.stack.nat = policy
 
     def _configure_security(self) -> None:
         trusted = [t.host for t in self.snap.trunks() if t.enabled and _is_ip(t.host)]
@@ -432,7 +444,7 @@ class Engine:
                 timeout = float(user.settings.ring_timeout)
             to_value = name_addr(None, f"sip:{member}@{self.domain}")
             targets.extend(
-                Target(b.uri, b.source, user.aor, from_value, to_value)
+                Target(b.uri, b.dest, user.aor, from_value, to_value)
                 for b in self.registrar.lookup(user.aor, now)
             )
         if not targets:
