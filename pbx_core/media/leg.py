@@ -812,12 +812,24 @@ def _private(address: str) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return True
-    return ip.is_private or ip.is_loopback or ip.is_link_local
+    return any(ip in net for net in _PRIVATE)
 
 
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# Not Python's is_private: that counts the documentation ranges too.
+_PRIVATE = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
 
 
 class _HeldTone(Source):

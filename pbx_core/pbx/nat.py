@@ -40,9 +40,23 @@ log = logging.getLogger("pbx.nat")
 MODES = ("auto", "force_rport", "no")
 DEFAULT_LAN = str(SETTINGS["lan_networks"].default)
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
-# RFC 6598 shared address space (carrier-grade NAT) counts as private too, as in
-# nathelper's list; link-local and unique-local IPv6 likewise.
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# Addresses that mean nothing outside their own network, as nathelper's list:
+# RFC 1918, RFC 6598 (carrier-grade NAT), loopback, link-local, IPv6 unique-local.
+# (Python's is_private also counts the documentation ranges, which are public here.)
+PRIVATE = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
 
 
 def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -56,11 +70,7 @@ def is_private(host: str) -> bool:
     """RFC 1918, RFC 6598, loopback, link-local or unique-local: an address that
     means nothing outside its own network. False for host names."""
     ip = parse_ip(host)
-    if ip is None:
-        return False
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return True
-    return ip.is_private or ip.is_loopback or ip.is_link_local
+    return ip is not None and any(ip in net for net in PRIVATE)
 
 
 def looks_natted(req: Request, source: Address) -> bool:
