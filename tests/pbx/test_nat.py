@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from pbx_core.media.errors import MediaError
 from pbx_core.media.ports import PortAllocator
+from pbx_core.pbx.call_media import _readdress
 from pbx_core.pbx.nat import NatPolicy, contact_address, is_private, looks_natted
 from pbx_core.pbx.registrar import Registrar
 from pbx_core.sip.message import Request, parse_message
@@ -285,3 +286,19 @@ def test_rtp_range_the_store_accepts_is_one_the_allocator_serves(lo: int, hi: in
         if not (1024 <= lo <= hi <= 65535):
             with pytest.raises(MediaError):
                 PortAllocator(lo, hi)
+
+
+def test_a_forks_offer_is_readdressed_whole() -> None:
+    """Forks to phones on and off the LAN each get the PBX address they can reach:
+    every c= line and the o= line of our offer, nothing else."""
+    body = (
+        b"v=0\r\no=wafer 42 1 IN IP4 192.168.1.2\r\ns=wafer\r\nc=IN IP4 192.168.1.2\r\n"
+        b"t=0 0\r\nm=audio 10000 RTP/AVP 0 101\r\nc=IN IP4 192.168.1.2\r\n"
+        b"a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+    )
+    out = _readdress(body, "203.0.113.50")
+    assert b"192.168.1.2" not in out
+    assert out.count(b"203.0.113.50") == 3
+    assert out.replace(b"203.0.113.50", b"192.168.1.2") == body
+    v6 = _readdress(body, "2001:db8::5")
+    assert b"c=IN IP6 2001:db8::5" in v6 and b"o=wafer 42 1 IN IP6 2001:db8::5" in v6
