@@ -30,6 +30,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pbx_core.memo import Memo
 from pbx_core.sip.message import Request
 from pbx_core.sip.uri import URI
 from pbx_core.store.schema import SETTINGS, Network, parse_networks, split_host_port
@@ -59,18 +60,33 @@ PRIVATE = tuple(
 )
 
 
-def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Asked about the same few hosts on every REGISTER: answers are kept (bounded).
+_IPS: Memo[str, IP | None] = Memo(4096, 64)
+_PRIVATE_HOSTS: Memo[str, bool] = Memo(4096, 64)
+
+
+def parse_ip(host: str) -> IP | None:
+    """The address a host names, None for a host name."""
+    if host in _IPS:
+        return _IPS[host]
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        ip: IP | None = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return None
+        ip = None
+    return _IPS.keep(host, ip, len(host))
 
 
 def is_private(host: str) -> bool:
     """RFC 1918, RFC 6598, loopback, link-local or unique-local: an address that
     means nothing outside its own network. False for host names."""
-    ip = parse_ip(host)
-    return ip is not None and any(ip in net for net in PRIVATE)
+    found = _PRIVATE_HOSTS.get(host)
+    if found is None:
+        ip = parse_ip(host)
+        found = _PRIVATE_HOSTS.keep(
+            host, ip is not None and any(ip in net for net in PRIVATE), len(host)
+        )
+    return found
 
 
 def looks_natted(req: Request, source: Address) -> bool:
@@ -79,7 +95,9 @@ def looks_natted(req: Request, source: Address) -> bool:
     source."""
     via = req.top_via
     src_host, src_port = source[1], source[2]
-    if parse_ip(via.host) != parse_ip(src_host) or parse_ip(src_host) is None:
+    if via.host != src_host and (
+        parse_ip(via.host) != parse_ip(src_host) or parse_ip(src_host) is None
+    ):
         return True
     default = DEFAULT_PORTS.get(via.transport.upper(), 5060)
     if (via.port or default) != src_port:
