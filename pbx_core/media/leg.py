@@ -772,6 +772,7 @@ class MediaLeg:
             round_trip_ms=self.rtt * 1000 if self.rtt is not None else None,
             remote_address=f"{self.remote[0]}:{self.remote[1]}" if self.remote else "",
             codec=self.codec,
+            stray=self.stray,
         )
 
     def close(self) -> None:
