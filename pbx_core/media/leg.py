@@ -9,16 +9,11 @@ up to ``BATCH`` datagrams and reads the clock once.
 
 Symmetric RTP (RFC 4961): a leg sends to the address its phone's packets come from
 ("latching"), which gets through NAT.  Before it has latched it sends to the SDP
-address, or, for a phone behind NAT (``nat_peer``, its public SIP address, set by
-the B2BUA) whose SDP names a private address, to that public address and the SDP
-port (Kamailio's fix_nated_sdp).  Latching is learned once per offer/answer (each
-SDP the leg takes opens a learning window; Asterisk's strictrtp, rtpengine's
-strict-source): the first valid packet (RTP version 2, a payload type negotiated on
-this leg) from the expected address latches at once; from any other address a
-source must send two packets in sequence with the same SSRC.  Once latched, packets
-from anywhere else are dropped (``stray``) until the next offer/answer, so a third
-party spraying RTP at our ports cannot hijack a stream.  RTCP is learned the same
-way: from the RTP source's host, or carrying the latched SSRC.
+address, or, for a phone behind NAT (``nat_peer``: its public SIP address) whose SDP
+names a private address, to that address and the SDP port (Kamailio's
+fix_nated_sdp).  The source is learned once per offer/answer (media/latch.py); after
+that, packets from elsewhere are dropped (``stray``).  RTCP likewise: from the RTP
+source's host, or carrying the latched SSRC.
 
 Each leg's output comes from exactly one place (``mode``):
 
@@ -43,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
 import random
 import socket
@@ -60,6 +54,7 @@ from pbx_core.media.codecs import CODECS, registry
 from pbx_core.media.dtmf import InbandDetector, Rfc4733Receiver, rfc4733_packets
 from pbx_core.media.errors import MediaError, RtpError
 from pbx_core.media.events import DtmfEvent, DtmfSource, LegStats
+from pbx_core.media.latch import Learner, private
 from pbx_core.media.recorder import DoneCallback, Recorder
 from pbx_core.media.rtp import ReceptionStats
 
@@ -71,7 +66,6 @@ log = logging.getLogger("pbx.media")
 __all__ = ["MediaLeg"]
 
 BATCH = 64
-PROBATION = 2  # packets in sequence that latch a source other than the expected one
 TE_EXPIRE = 0.25  # seconds without telephone-event packets that end an event
 _HDR = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
@@ -121,9 +115,7 @@ class MediaLeg:
         self.rtcp_remote: tuple[str, int] | None = None
         self.latched = False
         self._latched_ssrc = -1
-        self._learning = True  # a source may (still) be latched in this offer/answer
-        self._candidate: tuple[tuple[str, int], int, int] | None = None  # addr, ssrc, seq
-        self._run = 0  # packets in sequence from the candidate
+        self._learner = Learner()  # once per offer/answer (media/latch.py)
         self._rtcp_learning = True
         self.stray = 0  # packets dropped: not from the latched source
         # Receive side.
@@ -206,8 +198,7 @@ class MediaLeg:
         # source is latched we keep sending where we did, and the latched source's
         # next packet closes the window at once.
         self.latched = False
-        self._learning = True
-        self._candidate = None
+        self._learner.reopen()
         self._rtcp_learning = True
         if self.te_pt is None and self.codec in CODECS and self.engine.settings.inband_dtmf:
             self.detect_inband(True)
@@ -225,7 +216,7 @@ class MediaLeg:
         """Where to send before latching: the SDP address, or the NATed phone's
         public address when the SDP names a private one it cannot mean for us."""
         peer = self.nat_peer
-        if peer is None or peer == sdp_address or not _private(sdp_address):
+        if peer is None or peer == sdp_address or not private(sdp_address):
             return sdp_address
         return peer
 
@@ -237,27 +228,16 @@ class MediaLeg:
         self.local.origin.addrtype = "IP6" if ":" in address else "IP4"
 
     def _latch(self, addr: tuple[str, int], ssrc: int, seq: int, pt: int) -> bool:
-        """Learning (see the module docstring): True when the packet is from the
-        source this leg now latches to."""
-        if not self._learning or (pt not in self._pts and pt != self.te_pt):
+        """Learning (media/latch.py): True when the packet is from the source this
+        leg now latches to."""
+        if pt not in self._pts and pt != self.te_pt:
+            return False  # not what was negotiated on this leg: proves nothing
+        if not self._learner.learn(addr, ssrc, seq, addr == self.remote):
             return False
         if addr != self.remote:
-            cand = self._candidate
-            if cand is None or cand[0] != addr or cand[1] != ssrc or (cand[2] + 1) & 0xFFFF != seq:
-                # One packet proves little (a stray from an old call, a spoofer):
-                # this one starts a run that the next in sequence must continue.
-                self._candidate = (addr, ssrc, seq)
-                self._run = 1
-                return False
-            self._run += 1
-            if self._run < PROBATION:
-                self._candidate = (addr, ssrc, seq)
-                return False
             log.info("leg %s port %d latched %s -> %s", self.side, self.port, self.remote, addr)
             self.remote = (addr[0], addr[1])
         self.latched = True
-        self._learning = False
-        self._candidate = None
         self._latched_ssrc = ssrc
         if self._rtcp_learning:
             self.rtcp_remote = (addr[0], addr[1] + 1)
@@ -804,33 +784,6 @@ class MediaLeg:
                 if table is not None:
                     out[pt] = (self.pt, table)
         return out
-
-
-def _private(address: str) -> bool:
-    """An address that means nothing outside its own network (RFC 1918, RFC 6598,
-    loopback, link-local, unique-local)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in _PRIVATE)
-
-
-# Not Python's is_private: that counts the documentation ranges too.
-_PRIVATE = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
 
 
 class _HeldTone(Source):

@@ -30,6 +30,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pbx_core.media.latch import private
 from pbx_core.memo import Memo
 from pbx_core.sip.message import Request
 from pbx_core.sip.uri import URI
@@ -41,25 +42,6 @@ log = logging.getLogger("pbx.nat")
 MODES = ("auto", "force_rport", "no")
 DEFAULT_LAN = str(SETTINGS["lan_networks"].default)
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
-# Addresses that mean nothing outside their own network, as nathelper's list:
-# RFC 1918, RFC 6598 (carrier-grade NAT), loopback, link-local, IPv6 unique-local.
-# (Python's is_private also counts the documentation ranges, which are public here.)
-PRIVATE = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
-
-
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Asked about the same few hosts on every REGISTER: answers are kept (bounded).
 _IPS: Memo[str, IP | None] = Memo(4096, 64)
@@ -82,10 +64,7 @@ def is_private(host: str) -> bool:
     means nothing outside its own network. False for host names."""
     found = _PRIVATE_HOSTS.get(host)
     if found is None:
-        ip = parse_ip(host)
-        found = _PRIVATE_HOSTS.keep(
-            host, ip is not None and any(ip in net for net in PRIVATE), len(host)
-        )
+        found = _PRIVATE_HOSTS.keep(host, private(host), len(host))
     return found
 
 

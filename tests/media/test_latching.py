@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from pbx_core.media import rtcp
 from pbx_core.media.engine import MediaEngine
-from pbx_core.media.leg import PROBATION, MediaLeg
+from pbx_core.media.latch import PROBATION, Learner, private
+from pbx_core.media.leg import MediaLeg
 from tests.fuzzing import fuzz_settings
 from tests.media.phones import Phone, port_of, sdp, until
 
@@ -192,24 +193,6 @@ def test_rtcp_is_learned_once_per_offer_answer() -> None:
 
 PHONE = ("198.51.100.7", 4000)  # the expected address (SDP / NAT peer)
 
-
-def fake_leg() -> Any:
-    return SimpleNamespace(
-        _learning=True,
-        _pts={0: "PCMU"},
-        te_pt=101,
-        remote=PHONE,
-        latched=False,
-        _candidate=None,
-        _run=0,
-        _latched_ssrc=-1,
-        _rtcp_learning=True,
-        rtcp_remote=(PHONE[0], PHONE[1] + 1),
-        side="caller",
-        port=10000,
-    )
-
-
 _packet = st.tuples(
     st.sampled_from([PHONE, ("203.0.113.9", 5000), ("203.0.113.9", 5002), ("192.0.2.1", 7)]),
     st.sampled_from([1, 2, 0xBAD]),  # SSRC
@@ -218,22 +201,45 @@ _packet = st.tuples(
 )
 
 
+def fake_leg() -> Any:
+    """The state MediaLeg._latch works on, without sockets."""
+    return SimpleNamespace(
+        _learner=Learner(),
+        _pts={0: "PCMU"},
+        te_pt=101,
+        remote=PHONE,
+        latched=False,
+        _latched_ssrc=-1,
+        _rtcp_learning=True,
+        rtcp_remote=(PHONE[0], PHONE[1] + 1),
+        side="caller",
+        port=10000,
+    )
+
+
 @pytest.mark.fuzz
 @fuzz_settings(400)
-@given(packets=st.lists(_packet, max_size=40))
-def test_learning_rule_properties(packets: list[tuple[tuple[str, int], int, int, int]]) -> None:
+@given(packets=st.lists(_packet, max_size=40), reopen_at=st.integers(0, 40))
+def test_learning_rule_properties(
+    packets: list[tuple[tuple[str, int], int, int, int]], reopen_at: int
+) -> None:
     """For any packet sequence: at most one latch per offer/answer; the expected
     address latches on its first negotiated packet; any other source only after
-    PROBATION packets in sequence with one SSRC (packets of other payload types are
-    ignored, they neither count nor break a run); once
-    latched, nothing moves the stream."""
+    PROBATION negotiated packets in sequence with one SSRC (packets of other payload
+    types are ignored: they neither count nor break a run); once latched, nothing
+    moves the stream until a new offer/answer reopens learning."""
     leg = fake_leg()
     latched_at: tuple[str, int] | None = None
     history: list[tuple[tuple[str, int], int, int, int]] = []
-    for addr, ssrc, seq, pt in packets:
+    for i, (addr, ssrc, seq, pt) in enumerate(packets):
+        if i == reopen_at:  # a new offer/answer: expected is where we send now
+            leg.latched = False
+            leg._learner.reopen()
+            latched_at, history = None, []
+        expected = leg.remote
         fast = leg.latched and addr == leg.remote
         accepted = fast or MediaLeg._latch(leg, addr, ssrc, seq, pt)
-        if pt in (0, 101):  # a packet of another payload type tells nothing: ignored
+        if pt in (0, 101):
             history.append((addr, ssrc, seq, pt))
         if latched_at is not None:
             assert leg.remote == latched_at  # never moves again
@@ -241,15 +247,30 @@ def test_learning_rule_properties(packets: list[tuple[tuple[str, int], int, int,
             continue
         if accepted:
             latched_at = leg.remote
-            assert leg.latched and not leg._learning
-            assert pt in (0, 101)
-            if addr != PHONE:
+            assert leg.latched and not leg._learner.open
+            assert pt in (0, 101) and leg.remote == addr
+            if addr != expected:
                 run_ = history[-PROBATION:]
                 assert len(run_) == PROBATION
                 assert all(a == addr and s == ssrc for a, s, _, _ in run_)
-                assert all(p in (0, 101) for _, _, _, p in run_)
                 assert all((x[2] + 1) & 0xFFFF == y[2] for x, y in itertools.pairwise(run_))
-            assert leg.remote == addr
         else:
-            assert not (addr == PHONE and pt in (0, 101))  # the expected one latches
-            assert leg.remote == PHONE
+            assert not (addr == expected and pt in (0, 101))  # the expected one latches
+            assert leg.remote == expected
+
+
+@pytest.mark.fuzz
+@fuzz_settings(300)
+@given(seqs=st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=10))
+def test_a_run_wraps_around_the_sequence_number(seqs: list[int]) -> None:
+    learner = Learner()
+    start = seqs[0]
+    got = [learner.learn(("192.0.2.1", 9), 5, (start + k) & 0xFFFF, False) for k in range(3)]
+    assert got == [False, True, False]  # latched on the second; closed after
+
+
+def test_private_addresses() -> None:
+    for host in ("10.1.1.1", "172.16.0.1", "192.168.5.5", "100.64.1.1", "127.0.0.1", "fd00::1"):
+        assert private(host), host
+    for host in ("203.0.113.1", "8.8.8.8", "2001:4860::1", "pbx.example.com", "0.0.0.0"):
+        assert not private(host), host
