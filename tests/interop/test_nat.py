@@ -2,7 +2,8 @@
 `external_media_address` and still hear each other and the echo test (their RTP is
 latched where it comes from); a SIPp phone that registers a Contact on another port
 than it sends from, with no NAT in between, is called at that Contact (the `nat`
-setting's `auto`), and at its source with `nat` = force_rport."""
+setting's `auto`), and at its source with `nat` = force_rport or when its Via names
+another address (behind NAT)."""
 
 from __future__ import annotations
 
@@ -118,30 +119,40 @@ def test_phones_outside_the_lan_get_the_external_address_and_audio_flows(
     assert dominant_frequency(alice_recs[1], freqs) == ALICE_HZ  # the echo
 
 
-@pytest.mark.parametrize(("nat", "reached"), [("auto", "contact"), ("force_rport", "source")])
-def test_a_contact_on_another_port_is_called_there_without_nat(
-    tmp_path: Path, nat: str, reached: str
+@pytest.mark.parametrize(
+    ("nat", "via", "reached"),
+    [
+        ("auto", None, "contact"),
+        ("force_rport", None, "source"),
+        # Behind NAT: the phone names its private address in Via and Contact.
+        ("auto", "192.168.77.7:5060", "source"),
+    ],
+)
+def test_a_registered_phone_is_called_at_its_contact_or_its_source(
+    tmp_path: Path, nat: str, via: str | None, reached: str
 ) -> None:
-    """101 registers from one port a Contact on another, its Via telling the truth:
-    no NAT, so the INVITE goes to the Contact (RFC 3261 §10), unless the installer
-    forces the source (the old behaviour, which left such a phone unreachable)."""
+    """101 registers from one port a Contact on another. With its Via telling the
+    truth there is no NAT, so the INVITE goes to the Contact (RFC 3261 §10), unless
+    the installer forces the source (the old behaviour, which left such a phone
+    unreachable); with a Via naming another address (a NAT) it goes to the source."""
     cfg = config(tmp_path, nat=nat)
     run_dir = tmp_path / "pbx"
     run_dir.mkdir()
     pbx = start_pbx(run_dir, cfg)
     try:
         source_port, contact_port = free_port(), free_port()
+        contact_host = "192.168.77.7" if via else "127.0.0.1"
+        keys = {"user": "101", "contact": f"<sip:101@{contact_host}:{contact_port}>"}
+        keys["expires"] = "600"
+        if via:
+            keys["via"] = via
         reg = run(
-            "register.xml",
+            "register_via.xml" if via else "register.xml",
             (pbx.host, pbx.port),
             tmp_path,
             "register-101",
             local_port=source_port,
-            keys={
-                "user": "101",
-                "contact": f"<sip:101@127.0.0.1:{contact_port}>",
-                "expires": "600",
-            },
+            keys=keys,
             auth=("101", PASSWORDS["101"]),
         )
         assert reg.returncode == 0 and reg.statuses()[-1:] == [200], reg.report()
@@ -149,6 +160,7 @@ def test_a_contact_on_another_port_is_called_there_without_nat(
         (binding,) = query(sock, {"cmd": "status"})["registrations"]
         want = contact_port if reached == "contact" else source_port
         assert binding["reached_at"] == f"UDP 127.0.0.1:{want}", binding
+        assert binding["nat"] is (reached == "source"), binding
         server = Server("uas_answer.xml", tmp_path, "callee", port=want)
         try:
             res = Phones((pbx.host, pbx.port)).call(tmp_path, "uac_call.xml", "101")
