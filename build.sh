@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Wafer PBX: the one entry point.
 #   ./build.sh test    every test (lint, types, unit, interop, firmware)
-#   ./build.sh run     build the image and boot it in QEMU (console on this terminal)
+#   ./build.sh run     build the image and boot it in QEMU (console on this terminal,
+#                      softphones on this machine register to 127.0.0.1:5060)
 #   ./build.sh image   build output/images/cf.img
 #   ./build.sh bench   run the benchmarks in bench/
 #   ./build.sh fuzz    the fuzz tests only, with a larger budget (PBX_FUZZ_SCALE, default 50)
@@ -136,5 +137,5 @@ case "${1:-}" in
     bench) shift; cmd_bench "$@" ;;
     fuzz) shift; cmd_fuzz "$@" ;;
     host) shift; cmd_host "$@" ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

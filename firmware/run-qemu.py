@@ -5,9 +5,18 @@
 The console is QEMU's `-serial mon:stdio`: type at the PBX's serial console as on the
 real board. Press Ctrl-A then X to quit QEMU (Ctrl-A C toggles the QEMU monitor,
 Ctrl-A H lists the keys). SIP is forwarded from 127.0.0.1:5060 (UDP and TCP) to the
-guest, plus a small RTP range. The guest boots a working copy of the image kept in
-output/run/, so what it writes to /data survives the next run until the image is
-rebuilt (or --fresh).
+guest, and the RTP range 10000-10039 to the same ports. The guest boots a working copy
+of the image kept in output/run/, so what it writes to /data survives the next run
+until the image is rebuilt (or --fresh).
+
+Softphones on this machine register to 127.0.0.1:5060. QEMU's user networking is a
+NAT: the guest (10.0.2.15) sees them all coming from 10.0.2.2, and they cannot reach
+10.0.2.15. So the guest gets these settings (`host_settings`, handed over as the
+fw_cfg file opt/org.wafer.pbx/settings, committed by /usr/sbin/pbx-run at boot):
+lan_networks = loopback only (no phone is on the guest's LAN), external_media_address
+127.0.0.1 and external_signaling_address 127.0.0.1:SIP-PORT (what the phones reach,
+forwarded to the guest), and the RTP port range forwarded. The phones' RTP is latched
+where it really comes from. `--factory-settings` boots without them (as a real box).
 
 The test bench (tests/firmware/) builds its QEMU command line with `qemu_command`.
 """
@@ -28,6 +37,10 @@ RUN_DIR = TOP / "output" / "run"
 GUEST_SIP_PORT = 5060
 
 
+FW_CFG_NAME = "opt/org.wafer.pbx/settings"
+MAX_FORWARDED = 200  # one QEMU host socket per port
+
+
 def parse_range(text: str) -> range:
     """'10000-10009' -> range(10000, 10010); a single port is a range of one."""
     lo_text, _, hi_text = text.partition("-")
@@ -36,9 +49,47 @@ def parse_range(text: str) -> range:
         hi = int(hi_text) if hi_text else lo
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected PORT or LOW-HIGH, got {text!r}") from None
-    if not (1 <= lo <= hi <= 65535) or hi - lo >= 64:
-        raise argparse.ArgumentTypeError(f"bad port range {text!r} (1-65535, at most 64 ports)")
+    if not (1 <= lo <= hi <= 65535) or hi - lo >= MAX_FORWARDED:
+        raise argparse.ArgumentTypeError(
+            f"bad port range {text!r} (1-65535, at most {MAX_FORWARDED} ports)"
+        )
     return range(lo, hi + 1)
+
+
+def parse_rtp_range(text: str) -> range:
+    """An RTP range: even first port, whole even/odd pairs, within 1024-65535."""
+    ports = parse_range(text)
+    if ports.start % 2 or len(ports) % 2 or ports.start < 1024:
+        raise argparse.ArgumentTypeError(
+            f"bad RTP range {text!r}: an even first port >= 1024 and whole pairs (e.g. 10000-10039)"
+        )
+    return ports
+
+
+def host_settings(sip_port: int, rtp_ports: range) -> dict[str, str]:
+    """The PBX settings that make softphones on this machine work through QEMU's
+    user networking (see the module docstring). RTP is forwarded to the same port
+    numbers, so the guest's range is the forwarded one."""
+    return {
+        "lan_networks": "127.0.0.0/8,::1/128",
+        "external_media_address": "127.0.0.1",
+        "external_signaling_address": f"127.0.0.1:{sip_port}",
+        "rtp_port_min": str(rtp_ports.start),
+        "rtp_port_max": str(rtp_ports.stop - 1),
+    }
+
+
+def write_settings(path: Path, settings: dict[str, str]) -> Path:
+    """The fw_cfg file: NAME=VALUE lines (what `pbx db set --from` reads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    return path
+
+
+def fw_cfg_args(settings_file: Path) -> list[str]:
+    """QEMU arguments handing `settings_file` to the guest (a comma in the path
+    is doubled, as QEMU's option syntax wants)."""
+    return ["-fw_cfg", f"name={FW_CFG_NAME},file={str(settings_file).replace(',', ',,')}"]
 
 
 def qemu_command(
@@ -113,9 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sip-port", type=int, default=GUEST_SIP_PORT, help="host port for SIP")
     p.add_argument(
         "--rtp-ports",
-        type=parse_range,
-        default=parse_range("10000-10009"),
-        help="guest RTP ports forwarded to the same host ports (default 10000-10009)",
+        type=parse_rtp_range,
+        default=parse_rtp_range("10000-10039"),
+        help="RTP ports forwarded to the same guest ports, the guest's RTP range "
+        "(default 10000-10039: 10 calls)",
+    )
+    p.add_argument(
+        "--factory-settings",
+        action="store_true",
+        help="hand the guest no settings (NAT, RTP range): as a real box boots",
     )
     p.add_argument("--memory", type=int, default=256, metavar="MB")
     args = p.parse_args(argv)
@@ -128,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     disk = args.image if args.snapshot else working_copy(args.image, args.fresh)
+    extra: list[str] = []
+    if not args.factory_settings:
+        settings = host_settings(args.sip_port, args.rtp_ports)
+        extra = fw_cfg_args(write_settings(RUN_DIR / "host-settings", settings))
     cmd = qemu_command(
         disk,
         serial=["-serial", "mon:stdio"],
@@ -135,11 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rtp_ports=args.rtp_ports,
         memory_mb=args.memory,
         snapshot=args.snapshot,
+        extra=extra,
     )
     print(
         f"run-qemu.py: booting {disk}\n"
         f"  SIP on 127.0.0.1:{args.sip_port} (UDP+TCP), RTP {args.rtp_ports.start}-"
         f"{args.rtp_ports.stop - 1}/udp\n"
+        f"  softphones: register to 127.0.0.1:{args.sip_port}, e.g. user 100, password "
+        "change-me-100, domain pbx.local; dial 101, or *43 for the echo test\n"
         "  quit: Ctrl-A then X   (QEMU monitor: Ctrl-A then C)",
         file=sys.stderr,
     )

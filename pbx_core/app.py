@@ -157,11 +157,17 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     server = SipServer(loop, None, trace)
     settings = store.snapshot.settings
+    address = media_address or _primary_address(listens)
+    # RTP is received on every address of the host (as Asterisk binds it): phones
+    # outside the LAN reach us through external_media_address, which a router
+    # forwards here unchanged, or which may be an address of this very host.
+    # The range is read at start: a new one applies at the next restart.
     media = MediaEngine(
         loop,
-        media_address or _primary_address(listens),
+        address,
         int(settings.get("rtp_port_min", 10000)),
         int(settings.get("rtp_port_max", 20000)),
+        bind="::" if ":" in address else "0.0.0.0",
     )
     engine = Engine(server, store, media, cdr)
     started = loop.time()

@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     dbm.add_argument("root", metavar="ROOT")
     dbr = db_sub.add_parser("rollback", help="make the previous generation under ROOT current")
     dbr.add_argument("root", metavar="ROOT")
+    dbs = db_sub.add_parser(
+        "set", help="set pbx_settings rows in the current generation under ROOT and commit"
+    )
+    dbs.add_argument("root", metavar="ROOT")
+    dbs.add_argument("assignments", nargs="*", metavar="NAME=VALUE", help="empty VALUE: default")
+    dbs.add_argument("--from", dest="from_file", metavar="FILE", help="NAME=VALUE lines")
+    dbs.add_argument("--factory", metavar="DIR", help="the tables to start from if ROOT has none")
     db.set_defaults(func=_cmd_db)
 
     st = sub.add_parser("status", help="registrations, calls, trunk state of the running daemon")

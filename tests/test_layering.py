@@ -28,6 +28,7 @@ SANS_IO = [
             "mixer",
             "jitter",
             "negotiation",
+            "latch",
             "wav",
             "ports",
             "audio",

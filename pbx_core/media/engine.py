@@ -92,8 +92,10 @@ class MediaEngine:
             return None
         return s
 
-    def open_leg(self, side: str) -> MediaLeg:
-        """A new leg on a free even/odd port pair; PortsExhaustedError if none."""
+    def open_leg(self, side: str, address: str | None = None) -> MediaLeg:
+        """A new leg on a free even/odd port pair; PortsExhaustedError if none.
+        `address`: what the leg's SDP names (default the engine's address), e.g.
+        the external address for a phone outside the LAN."""
         if self.closed:
             raise MediaError("the media engine is closed")
         for port in self.ports.candidates():
@@ -105,7 +107,7 @@ class MediaEngine:
                 rtp.close()
                 continue
             self.ports.take(port)
-            leg = MediaLeg(self, side, port, rtp, rtcp)
+            leg = MediaLeg(self, side, port, rtp, rtcp, address)
             self.legs.add(leg)
             return leg
         raise PortsExhaustedError(
@@ -134,15 +136,20 @@ class MediaEngine:
     # Calls
 
     def anchor(
-        self, offer: bytes, caller: str = CALLER, callee: str = CALLEE
+        self,
+        offer: bytes,
+        caller: str = CALLER,
+        callee: str = CALLEE,
+        addresses: tuple[str | None, str | None] = (None, None),
     ) -> tuple[AnchoredCall, bytes]:
         """Anchor a call: from the caller's SDP offer, the call and the offer to send
-        the callee.  Raises NegotiationError (488/400) or PortsExhaustedError (503)."""
+        the callee.  `addresses`: what each leg's SDP names (None: the engine's).
+        Raises NegotiationError (488/400) or PortsExhaustedError (503)."""
         offer_sd = neg.parse_offer(offer)
         stream = neg.stream_of(offer_sd)
-        a = self.open_leg(caller)
+        a = self.open_leg(caller, addresses[0])
         try:
-            b = self.open_leg(callee)
+            b = self.open_leg(callee, addresses[1])
         except Exception:
             a.close()
             raise
@@ -150,7 +157,7 @@ class MediaEngine:
         try:
             body = neg.callee_offer(
                 stream,
-                self.address,
+                b.address,
                 b.port,
                 b.local,
                 self.settings.codecs,
@@ -162,15 +169,23 @@ class MediaEngine:
         self.calls.add(call)
         return call, body
 
-    def endpoint(self, offer: bytes, name: str = "endpoint") -> tuple[MediaLeg, bytes]:
+    def endpoint(
+        self,
+        offer: bytes,
+        name: str = "endpoint",
+        address: str | None = None,
+        nat_peer: str | None = None,
+    ) -> tuple[MediaLeg, bytes]:
         """Terminate a call in the PBX (IVR, voicemail, echo test): the leg and the SDP
-        answer.  The leg sends nothing until told to play, tone or echo."""
+        answer.  The leg sends nothing until told to play, tone or echo.  `address`
+        and `nat_peer` as for ``open_leg`` and ``MediaLeg.nat_peer``."""
         offer_sd = neg.parse_offer(offer)
         stream = neg.stream_of(offer_sd)
-        leg = self.open_leg(name)
+        leg = self.open_leg(name, address)
+        leg.nat_peer = nat_peer
         try:
             body, choice = neg.endpoint_answer(
-                offer_sd, stream, self.settings.codecs, self.address, leg.port, leg.local
+                offer_sd, stream, self.settings.codecs, leg.address, leg.port, leg.local
             )
             leg.mode = "silent"
             leg._pending_mode = "silent"
@@ -194,7 +209,7 @@ class MediaEngine:
         offer_sd = neg.parse_offer(offer)
         stream = neg.stream_of(offer_sd)
         body, choice = neg.answer_reoffer(
-            offer_sd, stream, leg.codec, self.settings.codecs, self.address, leg.port, leg.local
+            offer_sd, stream, leg.codec, self.settings.codecs, leg.address, leg.port, leg.local
         )
         leg._apply(stream, choice)
         return body
@@ -307,7 +322,7 @@ class AnchoredCall:
             self._caller_stream,
             None,
             self.engine.settings.codecs,
-            self.engine.address,
+            self.caller.address,
             self.caller.port,
             self.caller.local,
         )
@@ -328,7 +343,7 @@ class AnchoredCall:
                 self._offer_sd,
                 self._caller_stream,
                 stream,
-                self.engine.address,
+                self.caller.address,
                 self.caller.port,
                 self.caller.local,
             )
@@ -376,7 +391,7 @@ class AnchoredCall:
         if self.engine.settings.passthrough and other.codec not in acceptable:
             acceptable += (other.codec,)
         body, choice = neg.answer_reoffer(
-            sd, stream, leg.codec, acceptable, self.engine.address, leg.port, leg.local
+            sd, stream, leg.codec, acceptable, leg.address, leg.port, leg.local
         )
         was_held = leg.held
         leg._apply(stream, choice)
@@ -474,7 +489,7 @@ def _leg_offer(engine: MediaEngine, leg: MediaLeg) -> bytes:
         leg.pt,
         leg.te_pt,
         engine.settings.codecs,
-        engine.address,
+        leg.address,
         leg.port,
         leg.local,
     )

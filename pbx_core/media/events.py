@@ -52,3 +52,4 @@ class LegStats:
     round_trip_ms: float | None = None
     remote_address: str = ""
     codec: str = ""
+    stray: int = 0  # packets dropped: not from the latched source (or not yet learned)

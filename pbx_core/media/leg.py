@@ -8,11 +8,12 @@ asyncio datagram transports allocate 256 KiB per datagram).  Each wake-up drains
 up to ``BATCH`` datagrams and reads the clock once.
 
 Symmetric RTP (RFC 4961): a leg sends to the address its phone's packets come from
-("latching"), which gets through NAT.  Before the first packet it sends to the SDP
-address.  It latches on the first packet, and moves only when packets from a new
-address bring a new SSRC or the latched address has been silent for
-``RELATCH_AFTER`` seconds (a phone that changed address), so a stray third party
-cannot hijack a stream.
+("latching"), which gets through NAT.  Before it has latched it sends to the SDP
+address, or, for a phone behind NAT (``nat_peer``: its public SIP address) whose SDP
+names a private address, to that address and the SDP port (Kamailio's
+fix_nated_sdp).  The source is learned once per offer/answer (media/latch.py); after
+that, packets from elsewhere are dropped (``stray``).  RTCP likewise: from the RTP
+source's host, or carrying the latched SSRC.
 
 Each leg's output comes from exactly one place (``mode``):
 
@@ -53,6 +54,7 @@ from pbx_core.media.codecs import CODECS, registry
 from pbx_core.media.dtmf import InbandDetector, Rfc4733Receiver, rfc4733_packets
 from pbx_core.media.errors import MediaError, RtpError
 from pbx_core.media.events import DtmfEvent, DtmfSource, LegStats
+from pbx_core.media.latch import Learner, private
 from pbx_core.media.recorder import DoneCallback, Recorder
 from pbx_core.media.rtp import ReceptionStats
 
@@ -64,7 +66,6 @@ log = logging.getLogger("pbx.media")
 __all__ = ["MediaLeg"]
 
 BATCH = 64
-RELATCH_AFTER = 2.0
 TE_EXPIRE = 0.25  # seconds without telephone-event packets that end an event
 _HDR = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
@@ -88,6 +89,7 @@ class MediaLeg:
         port: int,
         rtp_sock: socket.socket,
         rtcp_sock: socket.socket,
+        address: str | None = None,
     ) -> None:
         self.engine = engine
         self.loop = engine.loop
@@ -95,7 +97,9 @@ class MediaLeg:
         self.port = port
         self._rtp = rtp_sock
         self._rtcp = rtcp_sock
-        self.local = neg.LocalSession(engine.address, random.getrandbits(31))
+        self.address = address or engine.address  # what our SDP on this leg names
+        self.local = neg.LocalSession(self.address, random.getrandbits(31))
+        self.nat_peer: str | None = None  # the phone's public SIP address, when NATed
         self.closed = False
         # What was negotiated with the phone.
         self.stream: neg.Stream | None = None
@@ -111,6 +115,9 @@ class MediaLeg:
         self.rtcp_remote: tuple[str, int] | None = None
         self.latched = False
         self._latched_ssrc = -1
+        self._learner = Learner()  # once per offer/answer (media/latch.py)
+        self._rtcp_learning = True
+        self.stray = 0  # packets dropped: not from the latched source
         # Receive side.
         self.rx = ReceptionStats(8000)
         self.rx_packets = 0
@@ -183,11 +190,16 @@ class MediaLeg:
             or self.remote is None
         ):
             if stream.receives or stream.sends:
-                addr = stream.address
+                addr = self._send_host(stream.address)
                 self.remote = (addr, stream.port) if stream.port else None
                 self.rtcp_remote = (addr, stream.port + 1) if stream.port else None
-            self.latched = False
             self._latched_ssrc = -1
+        # Every offer/answer opens learning again (the phone may have moved); until a
+        # source is latched we keep sending where we did, and the latched source's
+        # next packet closes the window at once.
+        self.latched = False
+        self._learner.reopen()
+        self._rtcp_learning = True
         if self.te_pt is None and self.codec in CODECS and self.engine.settings.inband_dtmf:
             self.detect_inband(True)
         self.last_rx = self.loop.time()
@@ -200,21 +212,40 @@ class MediaLeg:
     # ------------------------------------------------------------------
     # Receiving
 
-    def _latch(self, addr: tuple[str, int], ssrc: int, now: float) -> bool:
-        if not self.latched or ssrc != self._latched_ssrc or now - self.last_rx > RELATCH_AFTER:
-            if self.latched and addr != self.remote:
-                log.info(
-                    "leg %s port %d re-latched %s -> %s", self.side, self.port, self.remote, addr
-                )
-            # The address as the socket reports it (IPv6: a 4-tuple), so the next
-            # packet's source compares equal to it.
-            self.remote = addr
-            self.latched = True
-            self._latched_ssrc = ssrc
-            if self.rtcp_remote is None or self.rtcp_remote[0] != addr[0]:
-                self.rtcp_remote = (addr[0], addr[1] + 1)
-            return True
-        return False
+    def _send_host(self, sdp_address: str) -> str:
+        """Where to send before latching: the SDP address, or the NATed phone's
+        public address when the SDP names a private one it cannot mean for us."""
+        peer = self.nat_peer
+        if peer is None or peer == sdp_address or not private(sdp_address):
+            return sdp_address
+        return peer
+
+    def set_address(self, address: str) -> None:
+        """Advertise another address on this leg from now on (the B2BUA's choice for
+        the phone that answered a forked call)."""
+        self.address = address
+        self.local.origin.address = address
+        self.local.origin.addrtype = "IP6" if ":" in address else "IP4"
+
+    def _latch(self, addr: tuple[str, int], ssrc: int, seq: int, pt: int) -> bool:
+        """Learning (media/latch.py): True when the packet is from the source this
+        leg now latches to."""
+        if pt not in self._pts and pt != self.te_pt:
+            return False  # not what was negotiated on this leg: proves nothing
+        remote = self.remote
+        expected = remote is not None and addr[:2] == remote[:2]
+        if not self._learner.learn(addr, ssrc, seq, expected):
+            return False
+        if not expected:
+            log.info("leg %s port %d latched %s -> %s", self.side, self.port, remote, addr)
+        # The address as the socket reports it (IPv6: a 4-tuple), so the next
+        # packet's source compares equal to it on the fast path.
+        self.remote = addr
+        self.latched = True
+        self._latched_ssrc = ssrc
+        if self._rtcp_learning:
+            self.rtcp_remote = (addr[0], addr[1] + 1, *addr[2:])
+        return True
 
     def _rtp_readable(self) -> None:
         if self.closed:
@@ -242,8 +273,9 @@ class MediaLeg:
             if 72 <= pt <= 76:  # RTCP multiplexed on the RTP port (RFC 5761): not ours
                 continue
             seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(buf, 2)
-            if (addr != self.remote or not self.latched) and not self._latch(addr, ssrc, now):
-                continue  # a stranger while latched to a live source
+            if (addr != self.remote or not self.latched) and not self._latch(addr, ssrc, seq, pt):
+                self.stray += 1  # a stranger, or not yet learned
+                continue
             got += 1
             self.rx_bytes += n
             self.rx.update(ssrc, seq, ts, now)
@@ -393,10 +425,14 @@ class MediaLeg:
             except RtpError:
                 self.malformed += 1
                 continue
+            if (addr != self.rtcp_remote or self._rtcp_learning) and not self._rtcp_from_phone(
+                addr, packets
+            ):
+                self.stray += 1
+                continue
             now = self.loop.time()
             self.last_rx = now
             self._inactive_reported = False
-            self.rtcp_remote = (addr[0], addr[1])
             ntp_now = rtcp.ntp_from_unix(time.time())
             for p in packets:
                 if isinstance(p, rtcp.SenderReport):
@@ -410,6 +446,21 @@ class MediaLeg:
                             rtt = rtcp.round_trip(block, ntp_now)
                             if rtt is not None:
                                 self.rtt = rtt
+
+    def _rtcp_from_phone(self, addr: tuple[str, int], packets: list[rtcp.RtcpPacket]) -> bool:
+        """RTCP learning: while the window is open, the first compound from the
+        RTP source's host (latched, else where we send) or carrying the latched SSRC
+        fixes where our reports go; after that only that address is heard."""
+        if not self._rtcp_learning:
+            return False
+        first = packets[0] if packets else None
+        ssrc = first.ssrc if isinstance(first, rtcp.SenderReport | rtcp.ReceiverReport) else -1
+        host = self.remote[0] if self.remote is not None else None
+        if addr[0] != host and (ssrc < 0 or ssrc != self._latched_ssrc):
+            return False
+        self.rtcp_remote = (addr[0], addr[1])
+        self._rtcp_learning = False
+        return True
 
     # ------------------------------------------------------------------
     # Periodic work (called by the engine's housekeeping tick)
@@ -705,6 +756,7 @@ class MediaLeg:
             round_trip_ms=self.rtt * 1000 if self.rtt is not None else None,
             remote_address=f"{self.remote[0]}:{self.remote[1]}" if self.remote else "",
             codec=self.codec,
+            stray=self.stray,
         )
 
     def close(self) -> None:

@@ -25,6 +25,14 @@ address and every callee's registered source are in `lan_networks`. Should the
 callee's answer then carry an address off the LAN, the call is anchored after all:
 A gets the engine's answer and B a re-INVITE with the engine's offer (Asterisk's
 way back from direct media).
+
+Which address each leg's SDP names (nat.py): a phone whose SIP address is outside
+`lan_networks` is given `external_media_address` when it is set, every other phone
+the engine's own. The caller's leg follows A's source; the callee's leg follows each
+fork's destination (forks to phones on and off the LAN get their own copy of the
+offer) and, once a fork answers, that fork's. A phone outside the LAN is also
+`nat_peer` of its leg: until its RTP is latched, the engine sends to its public
+address when its SDP names a private one.
 """
 
 from __future__ import annotations
@@ -39,8 +47,10 @@ from pbx_core.media.engine import AnchoredCall
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.call_state import Call, Fork, State, media_side
+from pbx_core.pbx.nat import NatPolicy
 from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request, Response
+from pbx_core.sip.sdp import Connection
 from pbx_core.store.schema import SETTINGS, Network
 from pbx_core.transport.manager import Address
 
@@ -67,6 +77,32 @@ def sdp_address(body: bytes) -> str | None:
         return neg.stream_of(neg.parse_offer(body)).address
     except MediaError:
         return None
+
+
+def _nat_peer(nat: NatPolicy, host: str) -> str | None:
+    """A phone outside the LAN may sit behind NAT: its SIP address is where its RTP
+    goes until latched, should its SDP name a private address."""
+    return None if nat.is_local(host) else host
+
+
+def _fork_of(call: Call, resp: Response) -> Fork | None:
+    """The fork a response belongs to (each fork's dialog has its own Call-ID)."""
+    call_id = resp.call_id
+    return next((f for f in call.forks if f.dialog.call_id == call_id), None)
+
+
+def _readdress(body: bytes, address: str) -> bytes:
+    """Our SDP with every connection and origin address replaced by `address`."""
+    sd = neg.parse_offer(body)
+    kind = "IP6" if ":" in address else "IP4"
+    conns = [sd.connection] if sd.connection is not None else []
+    for m in sd.media:
+        conns.extend(m.connections)
+    for c in conns:
+        if isinstance(c, Connection):
+            c.address, c.addrtype = address, kind
+    sd.origin.address, sd.origin.addrtype = address, kind
+    return bytes(sd)
 
 
 class CallMedia:
@@ -103,7 +139,19 @@ class CallMedia:
         manager = self.manager
         assert manager.media is not None  # noqa: S101  # only called with an engine
         other = "callee" if offerer == "caller" else "caller"
-        media, body = manager.media.anchor(offer, offerer, other)
+        b_host = call.answered.target.dest[1] if call.answered is not None else None
+        hosts: dict[str, str | None] = {"caller": call.a_source[1], "callee": b_host}
+        nat = manager.nat
+
+        def address(side: str) -> str | None:
+            host = hosts[side]
+            return nat.media_address_for(host) if host else None
+
+        addresses = (address(offerer), address(other))
+        media, body = manager.media.anchor(offer, offerer, other, addresses)
+        for leg in (media.caller, media.callee):
+            host = hosts[leg.side]
+            leg.nat_peer = _nat_peer(nat, host) if host else None
         call.media = media
         if manager.music_on_hold is not None:
             media.music_on_hold = manager.music_on_hold  # type: ignore[assignment]
@@ -119,6 +167,39 @@ class CallMedia:
                 )
                 manager.hangup(call, "RTP timeout")
 
+    def offer_for(self, call: Call, target: Target, offer: bytes) -> bytes:
+        """The offer for one fork: the anchored offer naming the address that fork's
+        phone reaches the PBX on (a copy when it differs from the callee leg's)."""
+        media = call.media
+        if media is None or not offer or call.late_offer:
+            return offer
+        leg = media.leg("callee")
+        address = self._address_for(target.dest[1])
+        return offer if address == leg.address else _readdress(offer, address)
+
+    def facing(self, source: Address) -> tuple[str | None, str | None]:
+        """For a leg facing the phone at `source`: the address its SDP names (None:
+        the engine's) and its NAT peer."""
+        nat = self.manager.nat
+        return nat.media_address_for(source[1]), _nat_peer(nat, source[1])
+
+    def _address_for(self, host: str) -> str:
+        engine = self.manager.media
+        assert engine is not None  # noqa: S101  # only asked with an engine
+        return self.manager.nat.media_address_for(host) or engine.address
+
+    def _callee_answers(self, call: Call, fork: Fork | None) -> None:
+        """The callee leg now faces `fork`'s phone: its address and NAT peer."""
+        media = call.media
+        if media is None or fork is None:
+            return
+        leg = media.leg("callee")
+        host = fork.target.dest[1]
+        address = self._address_for(host)
+        if address != leg.address:
+            leg.set_address(address)
+        leg.nat_peer = _nat_peer(self.manager.nat, host)
+
     @staticmethod
     def anchored(call: Call) -> AnchoredCall:
         assert call.media is not None  # noqa: S101  # callers anchored it just before
@@ -131,6 +212,7 @@ class CallMedia:
         media = self.anchored(call)
         try:
             if resp.body:
+                self._callee_answers(call, _fork_of(call, resp))
                 if call.ringback:
                     call.ringback = False
                     media.leg("caller").stop_play()
@@ -156,6 +238,7 @@ class CallMedia:
             if call.ringback:
                 call.ringback = False
                 call.media.leg("caller").stop_play()
+            self._callee_answers(call, call.answered)
             return call.media.answer(resp.body), b""
         if (
             call.direct

@@ -191,6 +191,7 @@ def media_status(call: Call) -> dict[str, object]:
             "sent": st.packets_sent,
             "lost": st.lost,
             "jitter_ms": round(st.jitter_ms, 1),
+            "stray": st.stray,  # from elsewhere than the latched source (NAT trouble)
         }
         for side, st in legs.items()
     }

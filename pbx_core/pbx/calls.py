@@ -55,6 +55,7 @@ from pbx_core.pbx.call_state import (
 )
 from pbx_core.pbx.call_timers import CallTimers
 from pbx_core.pbx.dialog import Dialog
+from pbx_core.pbx.nat import NatPolicy
 from pbx_core.pbx.session_timer import TimerConfig
 from pbx_core.pbx.sipserver import SipServer
 from pbx_core.sip.errors import ParseError
@@ -84,6 +85,7 @@ class CallManager:
         self.rtp_timeout = rtp_timeout
         self.direct_media = False
         self.lan: tuple[Network, ...] = parse_networks(DEFAULT_LAN)
+        self.nat = NatPolicy()  # SDP addresses per leg (set by the engine, nat.py)
         # Music on hold for anchored calls (set by the engine when the file exists).
         self.music_on_hold: object | None = None
         self.loop = stack.loop
@@ -194,7 +196,7 @@ class CallManager:
             self.stack.respond(key, req.reply(488, to_tag=tag()))
             return None
         try:
-            leg, body = self.media.endpoint(req.body, callee)
+            leg, body = self.media.endpoint(req.body, callee, *self.call_media.facing(source))
         except MediaError as exc:
             self.stack.respond(key, req.reply(exc.status, to_tag=tag()))
             return None
@@ -297,6 +299,7 @@ class CallManager:
             local_cseq=1,
             contact=self.contact(target.dest),
         )
+        offer = self.call_media.offer_for(call, target, offer)
         ctype = (a.headers.get("content-type") or "application/sdp") if offer else None
         invite = dialog.request("INVITE", offer, ctype)
         invite.headers.set("CSeq", "1 INVITE")

@@ -24,6 +24,7 @@ from pbx_core.memo import Memo
 from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
 from pbx_core.pbx.cdr import CdrQueue, CdrWriter
+from pbx_core.pbx.nat import NatPolicy
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import DEFAULT_USER_AGENT, SipServer, header_text
@@ -88,6 +89,7 @@ class Engine:
         self._cdr_queue = CdrQueue(cdr) if cdr is not None else None
         self.calls = CallManager(stack, on_end=self._call_ended, media=media)
         self.calls.configure(settings)  # rtp_timeout, direct media, session timers
+        self._configure_nat()
         if media is not None:
             self.calls.music_on_hold = _music_on_hold(media)
         self.trunks = TrunkManager(stack)
@@ -114,6 +116,7 @@ class Engine:
         self.registrar.min_expires = int(settings.get("reg_min_expires", 60))
         self.registrar.max_expires = int(settings.get("reg_max_expires", 3600))
         self.calls.configure(settings)
+        self._configure_nat()
         self.trunks.configure(self.snap.trunks())
         self._configure_security()
         self.stack.user_agent = self._user_agent()
@@ -139,6 +142,15 @@ class Engine:
             if st.transport != "UDP" and st.address is not None:
                 used.add((st.address, st.trunk.port))
         return used
+
+    def _configure_nat(self) -> None:
+        """lan_networks, external addresses and `nat` (nat.py): for the registrar
+        (where phones are reached), the SIP stack (our Via and Contact) and calls
+        (the SDP address of each leg)."""
+        policy = NatPolicy.from_settings(self.snap.settings, self.registrar.nat)
+        self.registrar.nat = policy
+        self.calls.nat = policy
+        self.stack.nat = policy
 
     def _configure_security(self) -> None:
         trusted = [t.host for t in self.snap.trunks() if t.enabled and _is_ip(t.host)]
@@ -256,7 +268,7 @@ class Engine:
         resp = req.reply(err.status, to_tag=tag or new_tag())
         for name, value in err.headers:
             resp.headers.add(name, value)
-        if err.status in (400, 403, 406, 415):
+        if err.status in (400, 403, 406, 415, 416, 420, 483, 505, 513):  # refusals: say why
             reason = err.reason.replace('"', "'").replace("\\", "/")
             resp.headers.add("Warning", f'399 pbx "{reason[:120]}"')
         if err.status in (405, 501):
@@ -513,7 +525,7 @@ class Engine:
                 timeout = float(user.settings.ring_timeout)
             to_value = name_addr(None, f"sip:{member}@{domain}")
             targets.extend(
-                Target(b.uri, b.source, user.aor, from_value, to_value)
+                Target(b.uri, b.dest, user.aor, from_value, to_value)
                 for b in self.registrar.lookup(user.aor, now)
             )
         if not targets:

@@ -2,14 +2,16 @@
 
 A REGISTER refresh never touches flash: bindings live in this process and phones
 re-register after a reboot. Each binding remembers where the REGISTER came from
-(received/rport, RFC 3581), so a phone behind NAT is reached through the hole it
-opened, whatever private address its Contact names.
+(received/rport, RFC 3581) and where the phone is reached (`dest`): through the
+hole it opened when it looks NATed, whatever private address its Contact names,
+else at its Contact (nat.py and the `nat` setting decide).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pbx_core.pbx.nat import NatPolicy
 from pbx_core.sip.errors import SipError
 from pbx_core.sip.headers import NameAddr
 from pbx_core.sip.message import Request, Response
@@ -28,6 +30,8 @@ class Binding:
     call_id: str
     cseq: int
     source: Address
+    dest: Address  # where requests for it go: the source when NATed, else the Contact
+    nat: bool = True
     user_agent: str = ""
     instance: str | None = None
     registered_at: float = 0.0
@@ -40,6 +44,7 @@ class Binding:
 class Registrar:
     min_expires: int = 60
     max_expires: int = 3600
+    nat: NatPolicy = field(default_factory=NatPolicy)
     bindings: dict[str, dict[str, Binding]] = field(default_factory=dict)
 
     def lookup(self, aor: str, now: float) -> list[Binding]:
@@ -107,6 +112,7 @@ class Registrar:
                     current.pop(key, None)
                     continue
                 q = _q(contact)
+                dest, natted = self.nat.reach(req, source, contact.uri)
                 current[key] = Binding(
                     aor=aor,
                     uri=contact.uri,
@@ -115,6 +121,8 @@ class Registrar:
                     call_id=call_id,
                     cseq=cseq,
                     source=source,
+                    dest=dest,
+                    nat=natted,
                     user_agent=ua[:120],
                     instance=contact.param("+sip.instance"),
                     registered_at=now,
@@ -138,6 +146,8 @@ class Registrar:
                 "contact": str(b.uri),
                 "expires": b.expires_in(now),
                 "source": f"{b.source[0]} {b.source[1]}:{b.source[2]}",
+                "reached_at": f"{b.dest[0]} {b.dest[1]}:{b.dest[2]}",
+                "nat": b.nat,
                 "user_agent": b.user_agent,
             }
             for aor in sorted(self.bindings)

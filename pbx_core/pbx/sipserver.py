@@ -15,7 +15,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pbx_core.sip import events as ev
 from pbx_core.sip.errors import ParseError, SipError
@@ -25,6 +25,9 @@ from pbx_core.sip.transaction import State, TransactionError, new_branch
 from pbx_core.sip.transaction_layer import TransactionLayer
 from pbx_core.transport.manager import Address, TransportManager
 from pbx_core.transport.trace import Trace
+
+if TYPE_CHECKING:
+    from pbx_core.pbx.nat import NatPolicy
 
 log = logging.getLogger("pbx.sip")
 
@@ -79,6 +82,8 @@ class SipServer:
         # Server and User-Agent of what the PBX sends (the `user_agent` setting).
         self.user_agent = DEFAULT_USER_AGENT
         self._tag_key = secrets.token_bytes(16)
+        # Our address towards peers outside the LAN (external_signaling_address).
+        self.nat: NatPolicy | None = None
 
     # -- what the TU calls ----------------------------------------------------------
     def respond(self, key: ev.AnyServerKey, resp: Response) -> None:
@@ -120,8 +125,10 @@ class SipServer:
         return Via(transport, host, port, (("branch", new_branch()), ("rport", None)))
 
     def local_address(self, dest: Address) -> tuple[str, int]:
-        """The address a peer at dest reaches us on (for Via and Contact)."""
-        return self.transports.local_address_for(dest[1])
+        """The address a peer at dest reaches us on (for Via and Contact): for a
+        peer outside lan_networks, external_signaling_address when set (nat.py)."""
+        local = self.transports.local_address_for(dest[1])
+        return local if self.nat is None else self.nat.signaling_address_for(dest[1], local)
 
     # -- what the transport calls ---------------------------------------------------
     def _on_message(self, msg: Request | Response, source: Address) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pbx_core.store import schema as sch
@@ -179,6 +179,7 @@ class _Builder:
                 sch.parse_networks(str(values["lan_networks"]))
             except ValueError as exc:
                 self.err(*lan, "value", f"setting 'lan_networks': {exc}")
+        self.check_nat_settings(values, where)
         expires, min_se = int(values["session_expires"]), int(values["session_min_se"])
         at = where("session_min_se")
         if min_se < 1 and at is not None:
@@ -201,6 +202,25 @@ class _Builder:
                 f"setting 'session_expires' must be 0 (no session timers) or at least "
                 f"session_min_se ({min_se}), not {expires}",
             )
+
+    def check_nat_settings(
+        self,
+        values: Mapping[str, str | int],
+        where: Callable[..., tuple[Table, int] | None],
+    ) -> None:
+        """The RTP port range and the external addresses (sch.check_rtp_range,
+        sch.check_external): each problem at the row that set it."""
+        at = where("rtp_port_min", "rtp_port_max")
+        if at is not None:
+            problem = sch.check_rtp_range(int(values["rtp_port_min"]), int(values["rtp_port_max"]))
+            if problem is not None:
+                self.err(*at, "value", problem)
+        for name in ("external_media_address", "external_signaling_address"):
+            at = where(name)
+            if at is not None:
+                problem = sch.check_external(name, str(values[name]))
+                if problem is not None:
+                    self.err(*at, "value", problem)
 
     def users(self) -> None:
         for table, r, rec in self.rows("subscriber"):

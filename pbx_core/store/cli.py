@@ -1,5 +1,5 @@
 """`pbx db check DIR`, `pbx db compile DIR OUT`, `pbx db dump DB [--table T]`,
-`pbx db commit DIR ROOT`, `pbx db rollback ROOT`.
+`pbx db commit DIR ROOT`, `pbx db rollback ROOT`, `pbx db set ROOT NAME=VALUE…`.
 
 Dispatched from pbx_core/cli.py with an argparse Namespace: `db_command` is one of
 check, compile, dump; `dir`, `out`, `db`, `table` as the parser defines them.
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from pbx_core.store.build import check_dir
+from pbx_core.store import schema as sch
+from pbx_core.store.build import build_config, check_dir
 from pbx_core.store.compile import compile_dir
-from pbx_core.store.dbtext import format_table
+from pbx_core.store.dbtext import Table, Value, format_table, read_dir
 from pbx_core.store.errors import DbTextError, StoreError
 from pbx_core.store.generations import CURRENT, SNAPSHOT, Generations
 from pbx_core.store.snapshot import Snapshot
@@ -124,6 +125,67 @@ def rollback(root: str, out: TextIO) -> int:
     return 0
 
 
+def read_assignments(texts: Sequence[str]) -> dict[str, str]:
+    """NAME=VALUE words (and lines of a --from file: blank lines and # comments
+    skipped) -> {name: value}; ValueError names the first bad one."""
+    out: dict[str, str] = {}
+    for raw in texts:
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, sep, value = text.partition("=")
+        name = name.strip()
+        if not sep or name not in sch.SETTINGS:
+            raise ValueError(f"{text!r}: expected NAME=VALUE with a known setting name")
+        if not value.isprintable():
+            raise ValueError(f"{name}: control characters are not allowed")
+        out[name] = value.strip()
+    return out
+
+
+def set_settings(
+    root: str, assignments: Mapping[str, str], factory: str | None, out: TextIO
+) -> int:
+    """Set pbx_settings rows in the current generation under ROOT (an empty value
+    removes the row: the default applies) and commit it, checked like any commit;
+    nothing is written when every value is already so. With no generation yet, the
+    tables of `factory` are the starting point (what the supervisor commits first).
+    For settings a machine hands over at boot (firmware/run-qemu.py's fw_cfg)."""
+    gens = Generations(root)
+    try:
+        cur = gens.current()
+        if cur is None:
+            if factory is None:
+                print(f"{root}: no configuration yet (give --factory DIR)", file=out)
+                return 1
+            tables, expect = read_dir(factory), None
+        else:
+            tables, expect = gens.tables(), cur.name
+        old = tables.get("pbx_settings") or sch.PBX_SETTINGS.empty()
+        name_i, value_i = old.index("name"), old.index("value")
+        rows = [row for row in old.rows if row[name_i] not in assignments]
+        for name, value in assignments.items():
+            if value:
+                row: list[Value] = [None] * len(old.columns)
+                row[name_i], row[value_i] = name, value
+                rows.append(tuple(row))
+        if expect is not None and sorted(map(str, rows)) == sorted(map(str, old.rows)):
+            print(f"{root}: settings unchanged", file=out)
+            return 0
+        tables = {**tables, "pbx_settings": Table("pbx_settings", old.columns, rows)}
+        build_config(tables)  # the checker's every error, before anything is written
+        path = gens.commit(tables, expect=expect)
+    except DbTextError as e:
+        _print_errors(_all(e), out)
+        print(f"{root}: nothing committed", file=out)
+        return 1
+    except (StoreError, OSError) as e:
+        print(f"{root}: nothing committed: {e}", file=out)
+        return 1
+    print(f"{root}: committed {path.name}", file=out)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     command = args.db_command
     if command == "check":
@@ -136,5 +198,16 @@ def main(args: argparse.Namespace) -> int:
         return commit(args.dir, args.root, sys.stdout)
     if command == "rollback":
         return rollback(args.root, sys.stdout)
+    if command == "set":
+        texts = list(args.assignments)
+        try:
+            if args.from_file:
+                with open(args.from_file, encoding="utf-8") as f:
+                    texts = f.read().splitlines() + texts
+            assignments = read_assignments(texts)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            print(f"pbx db set: {e}", file=sys.stderr)
+            return 2
+        return set_settings(args.root, assignments, args.factory, sys.stdout)
     print(f"pbx db: unknown command {command!r}", file=sys.stderr)
     return 2

@@ -15,6 +15,7 @@ strict: an unknown column is an error, so a misspelt optional column is caught.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -442,6 +443,7 @@ PBX_SETTINGS = TableSchema(
 
 
 RFC4028_MIN_SE = 90  # RFC 4028 §4: no Min-SE below 90 seconds
+RTP_RANGE_MAX = 20000  # ports in rtp_port_min..rtp_port_max (10000 pairs): bounds the sockets
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -458,6 +460,75 @@ def parse_networks(text: str) -> tuple[Network, ...]:
         except ValueError:
             raise ValueError(f"{item!r} is not a network (e.g. 192.168.1.0/24)") from None
     return tuple(out)
+
+
+def check_rtp_range(port_min: int, port_max: int) -> str | None:
+    """What is wrong with an RTP port range (rtp_port_min, rtp_port_max), or None: the
+    first port even (RTP even, RTCP odd: RFC 3550 §11), the range ordered, within
+    1024-65535, at least one pair and at most RTP_RANGE_MAX ports."""
+    if not (1024 <= port_min <= 65535 and 1024 <= port_max <= 65535):
+        return f"the RTP port range {port_min}-{port_max} must lie in 1024-65535"
+    if port_min % 2:
+        return f"rtp_port_min {port_min} must be even (RTP on even ports, RTCP on odd)"
+    if port_max < port_min + 1:
+        return f"rtp_port_max {port_max} must be above rtp_port_min {port_min} (one pair)"
+    if port_max - port_min + 1 > RTP_RANGE_MAX:
+        return (
+            f"the RTP port range {port_min}-{port_max} holds {port_max - port_min + 1} "
+            f"ports; at most {RTP_RANGE_MAX}"
+        )
+    return None
+
+
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """'host', 'host:port', '[v6]' or '[v6]:port' -> (host without brackets, port or
+    None). ValueError when it is none of these."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected [ADDRESS] or [ADDRESS]:PORT")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, None
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r}: the port must be 1-65535")
+        port = int(port_text)
+    return host, port
+
+
+def check_external(name: str, text: str) -> str | None:
+    """What is wrong with external_media_address (an IP address: it goes in SDP) or
+    external_signaling_address (an IP address or host name, with an optional
+    port), or None. Empty means unset."""
+    if not text:
+        return None
+    if name == "external_media_address":
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return f"setting {name!r}: {text!r} is not an IP address"
+        if ip.is_unspecified or ip.is_multicast:
+            return f"setting {name!r}: {text} cannot receive RTP"
+        return None
+    try:
+        host, _port = split_host_port(text)
+    except ValueError as exc:
+        return f"setting {name!r}: {exc}"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+                            r"(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*", host):  # fmt: skip
+            return f"setting {name!r}: {host!r} is neither an IP address nor a host name"
+        return None
+    if ip.is_unspecified or ip.is_multicast:
+        return f"setting {name!r}: {host} cannot receive SIP"
+    return None
 
 
 @dataclass(frozen=True)
@@ -487,8 +558,20 @@ SETTINGS: Mapping[str, Setting] = {
             "Wafer PBX",
             "Server and User-Agent header of what the PBX sends (no version by default)",
         ),
-        Setting("rtp_port_min", int, 10000, "first RTP port"),
-        Setting("rtp_port_max", int, 20000, "last RTP port"),
+        Setting(
+            "rtp_port_min",
+            int,
+            10000,
+            "first RTP port (even; RTP on even ports, RTCP on the odd one above; the range "
+            f"lies in 1024-65535 and holds 2 to {RTP_RANGE_MAX} ports)",
+        ),
+        Setting(
+            "rtp_port_max",
+            int,
+            20000,
+            "last RTP port (the last pair is the highest even port whose odd neighbour is "
+            "in the range)",
+        ),
         Setting("net_mode", str, "dhcp", "dhcp or static", ("dhcp", "static")),
         Setting("net_address", str, "", "static IPv4 address/prefix, e.g. 192.168.1.2/24"),
         Setting("net_gateway", str, "", "static default gateway"),
@@ -516,8 +599,38 @@ SETTINGS: Mapping[str, Setting] = {
             "lan_networks",
             str,
             "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.0/8,fc00::/7,::1/128",
-            "comma-separated networks that count as the LAN for direct_media (Asterisk's "
-            "localnet): RFC 1918, loopback and IPv6 unique-local by default",
+            "comma-separated networks that count as the LAN (Asterisk's local_net): for "
+            "direct_media, and a phone whose SIP address is outside them is sent "
+            "external_media_address and external_signaling_address; RFC 1918, loopback and "
+            "IPv6 unique-local by default",
+        ),
+        Setting(
+            "external_media_address",
+            str,
+            "",
+            "the PBX's address as phones outside lan_networks reach it (Asterisk's "
+            "external_media_address): put in the SDP offered to them, e.g. the public "
+            "address of the router that forwards the RTP ports to the PBX; empty = the "
+            "PBX's own address for everyone",
+        ),
+        Setting(
+            "external_signaling_address",
+            str,
+            "",
+            "host or host:port of the PBX as phones outside lan_networks reach its SIP "
+            "port (Asterisk's external_signaling_address/port): used in our Via and "
+            "Contact towards them; empty = the PBX's own address",
+        ),
+        Setting(
+            "nat",
+            str,
+            "auto",
+            "how phones are reached: auto = at the address their requests come from when "
+            "they look NATed (Via sent-by differing from the source, or a private Contact "
+            "from a public source, as Kamailio's nat_uac_test), else at their Contact; "
+            "force_rport = always at the source (Asterisk's force_rport); no = always at "
+            "the Contact",
+            ("auto", "force_rport", "no"),
         ),
         Setting(
             "session_expires",

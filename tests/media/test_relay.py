@@ -116,8 +116,10 @@ def test_symmetric_rtp_latches_to_source_address() -> None:
     async def body() -> None:
         loop = asyncio.get_running_loop()
         rig = Rig(loop)
-        # Phone A's SDP says port a.port but it sends from another socket (NAT).
+        # Phone A's SDP says port a.port but it sends from another socket (NAT):
+        # two packets in sequence latch it (tests/media/test_latching.py: the rules).
         nat = Phone(loop)
+        nat.send(rig.pa, b"\x00" * 160)
         nat.send(rig.pa, b"\x01" * 160)
         assert await until(lambda: rig.call.caller.latched)
         rig.b.send(rig.pb, b"\x02" * 160)
