@@ -14,8 +14,9 @@ ports starve real calls within the run), with the open-file limit of the device
 Attackers, each from its own loopback address (bans hit them, never the office),
 in rounds of at least ROUND_SECONDS after one quiet warm-up round:
 
-- 127.0.0.3, a taken-over phone that knows 103's password: INVITEs to the echo test
-  with hostile SDP (soak.hostile_sdps), each needing a final answer;
+- 127.0.0.3, a taken-over phone that knows 103's password: INVITEs with hostile SDP
+  (soak.hostile_sdps) to the echo test and to 102 (rung, never answering), each
+  needing a final answer;
 - 127.0.0.4: a burst of BURST TCP connections (more than the file limit), held while
   the TCP phone registers, then dropped;
 - 127.0.0.5: SLOWLORIS connections trickling a header a byte every 2 s from the first
@@ -75,7 +76,7 @@ ROUND_SECONDS = 10.0
 CALL_RATE = 1.0  # calls/s from 100 to 101
 REG_RATE = 1.0  # registrations/s of 102 over UDP
 TCP_REGISTRATIONS = 3  # per burst
-INVITE_WAIT = 5.0  # s for a final answer to each of the attacker's INVITEs
+INVITE_WAIT = 12.0  # s for a final answer to each INVITE (102 rings for 5 s)
 RSS_SLACK_KB = 4096
 FD_SLACK = 8
 
@@ -216,14 +217,19 @@ def test_soak_attacks_while_the_office_works(office: tuple[PbxProcess, Path]) ->
         per_round = max(1, -(-len(sdps) // 5))
         chosen = [sdps[(round_no * per_round + i) % len(sdps)] for i in range(per_round)]
 
-        def one(name: str, body: str) -> soak.InviteOutcome:
+        def one(name: str, body: str, number: str) -> soak.InviteOutcome:
             attacker = soak.MiniUa("127.0.0.3", addr, "103", PASSWORDS["103"])
             try:
-                return attacker.invite(name, "*43", body, INVITE_WAIT)
+                return attacker.invite(f"{name}->{number}", number, body, INVITE_WAIT)
             finally:
                 attacker.close()
 
-        return [pool.submit(one, name, body) for name, body in chosen]
+        # The echo test (the PBX answers with its own media) and 102, whose phone
+        # never answers (the PBX rings it with ringback to the caller, then gives up).
+        return [
+            pool.submit(one, name, body, ("*43", "102")[(round_no + i) % 2])
+            for i, (name, body) in enumerate(chosen)
+        ]
 
     def burst_with_tcp_phone() -> None:
         socks = soak.tcp_burst("127.0.0.4", addr, BURST)
@@ -337,12 +343,18 @@ def test_soak_attacks_while_the_office_works(office: tuple[PbxProcess, Path]) ->
             f"slowloris: {held_open} of {SLOWLORIS} connections still open after "
             f"{waited():.0f} s; closed after {sorted(round(t) for t in slow.lifetimes)} s"
         )
+    banned = {str(b.get("source")) for b in status.get("bans") or [] if isinstance(b, dict)}
     for t in tools:
         found = [e for e in ("100", "101", "102", "103") if f"| {e} " in t.output]
         if found and not all(f"| {e} " in t.output for e in ("110", "119")):
             problems.append(f"{t.name} from {t.source} told known extensions {found}:\n{t.output}")
         if t.name.startswith("svcrack") and "found nothing" not in t.output:
             problems.append(f"{t.name} from {t.source} found something:\n{t.output}")
+        # Guessing passwords with a phone's User-Agent bans (the scanner's is dropped
+        # before it can guess, and svwar posing as a phone only collects challenges).
+        guesser = t.name.startswith("svcrack") and "friendly-scanner" not in t.name
+        if guesser and t.source not in banned:
+            problems.append(f"{t.name} from {t.source} was not banned: {status.get('bans')}")
     # --- nothing left behind, nothing growing
     if status.get("calls"):
         problems.append(f"calls left in pbx status: {status['calls']}")
