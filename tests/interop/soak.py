@@ -273,13 +273,13 @@ def missing_header(ip: str, pbx: tuple[str, int], wait: float = 2.0) -> dict[str
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((ip, 0))
         s.settimeout(wait)
-        s.connect(pbx)
-        port = s.getsockname()[1]
-        via = f"SIP/2.0/TCP {ip}:{port};branch={_branch()}"
-        s.sendall(_raw_request("OPTIONS", ip, port, "", "To", via=via))
         try:
+            s.connect(pbx)
+            port = s.getsockname()[1]
+            via = f"SIP/2.0/TCP {ip}:{port};branch={_branch()}"
+            s.sendall(_raw_request("OPTIONS", ip, port, "", "To", via=via))
             out["tcp OPTIONS without To"] = _status(s.recv(65535))
-        except (TimeoutError, ConnectionError):
+        except OSError:  # refused, reset, timed out
             out["tcp OPTIONS without To"] = None
     return out
 
@@ -517,14 +517,20 @@ def sipvicious(
 @dataclass(frozen=True)
 class Sample:
     at: float
-    rss_kb: int
+    rss_kb: int  # VmRSS
+    anon_kb: int  # RssAnon: the heap, where a leak shows (RssFile is mapped files: LMDB)
     fds: int
 
 
 def sample(pid: int) -> Sample:
     status = Path(f"/proc/{pid}/status").read_text()
-    m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-    return Sample(time.monotonic(), int(m.group(1)) if m else 0, len(os.listdir(f"/proc/{pid}/fd")))
+
+    def kb(name: str) -> int:
+        m = re.search(rf"^{name}:\s+(\d+) kB", status, re.MULTILINE)
+        return int(m.group(1)) if m else 0
+
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    return Sample(time.monotonic(), kb("VmRSS"), kb("RssAnon"), fds)
 
 
 def udp_ports_bound(low: int, high: int) -> list[int]:
