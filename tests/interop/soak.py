@@ -123,6 +123,10 @@ def hostile_sdps(ip: str) -> dict[str, str]:
     }
 
 
+def plain_sdp(ip: str) -> str:
+    return _sdp(ip, [f"c=IN IP4 {ip}", "t=0 0", "m=audio 40002 RTP/AVP 0", "a=rtpmap:0 PCMU/8000"])
+
+
 class MiniUa:
     """A UDP SIP client on ip:any for one call at a time."""
 
@@ -232,6 +236,101 @@ class MiniUa:
                         break
             return out
         return out
+
+    def register(self, contact_port: int, wait: float = 5.0) -> int | None:
+        """REGISTER `user` at ip:contact_port (from this socket), answering the
+        challenge: the final status."""
+        call_id, tag = secrets.token_hex(12), secrets.token_hex(4)
+        uri = f"sip:{DOMAIN}"
+        contact = (f"Contact: <sip:{self.user}@{self.ip}:{contact_port}>", "Expires: 3600")
+        extra: tuple[str, ...] = contact
+        for cseq in (1, 2):
+            lines = [
+                f"REGISTER {uri} SIP/2.0",
+                f"Via: SIP/2.0/UDP {self.ip}:{self.port};branch={_branch()};rport",
+                f"From: <sip:{self.user}@{DOMAIN}>;tag={tag}",
+                f"To: <sip:{self.user}@{DOMAIN}>",
+                f"Call-ID: {call_id}",
+                f"CSeq: {cseq} REGISTER",
+                "Max-Forwards: 70",
+                "User-Agent: Grandstream GXP1625 1.0.11.23",
+                *extra,
+                "Content-Length: 0",
+            ]
+            self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n").encode(), self.pbx)
+            until = time.monotonic() + wait
+            while (data := self._recv(call_id, until)) is not None:
+                status = _status(data)
+                if status is not None and status >= 200:
+                    break
+            else:
+                return None
+            if status != 401 or cseq == 2:
+                return status
+            answer = _digest(
+                _header(data, "WWW-Authenticate") or "", self.user, self.password, "REGISTER", uri
+            )
+            extra = (*contact, f"Authorization: {answer}")
+        return None
+
+
+class HostileCallee:
+    """A taken-over phone registered as `user` on ip:any that answers every INVITE
+    with 180 and a 200 carrying `body` (set it before each call); BYE and CANCEL get
+    their answers. `serve()` runs until `close()` (in a thread)."""
+
+    def __init__(self, ip: str, pbx: tuple[str, int], user: str, password: str) -> None:
+        # Registered from the very socket that answers: the PBX sends a phone's calls
+        # where its REGISTER came from.
+        ua = MiniUa(ip, pbx, user, password)
+        self.sock, self.ip, self.port, self.user = ua.sock, ip, ua.port, user
+        self.registered = ua.register(self.port)
+        self.sock.settimeout(0.2)
+        self.body = ""
+        self.invites = 0
+        self.closed = False
+
+    def _answer(self, req: bytes, status: str, src: tuple[str, int], body: str = "") -> None:
+        head = req.split(b"\r\n\r\n", 1)[0].decode(errors="replace").split("\r\n")
+        keep = [
+            h
+            for h in head[1:]
+            if h.split(":", 1)[0].strip().lower()
+            in ("via", "v", "from", "f", "call-id", "i", "cseq")
+        ]
+        to = _header(req, "To") or _header(req, "t") or ""
+        if ";tag=" not in to:
+            to += f";tag={abs(hash(_header(req, 'Call-ID'))) % 10**8}"
+        lines = [
+            f"SIP/2.0 {status}",
+            *keep,
+            f"To: {to}",
+            f"Contact: <sip:{self.user}@{self.ip}:{self.port}>",
+        ]
+        if body:
+            lines.append("Content-Type: application/sdp")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        self.sock.sendto(("\r\n".join(lines) + "\r\n\r\n" + body).encode(), src)
+
+    def serve(self) -> None:
+        while not self.closed:
+            try:
+                data, src = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            method = data.split(b" ", 1)[0]
+            if method == b"INVITE":
+                self.invites += 1
+                self._answer(data, "180 Ringing", src)
+                self._answer(data, "200 OK", src, self.body)
+            elif method in (b"BYE", b"CANCEL", b"OPTIONS", b"UPDATE", b"INFO"):
+                self._answer(data, "200 OK", src)
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
 
 
 # ------------------------------------------------------- stateless request attacks
@@ -494,7 +593,7 @@ def sipvicious(
         if tool == "svwar":
             args = ["-e", "100-120", "--force", "-m", "REGISTER", *common, host]
         else:
-            args = ["-u", "100", "-r", "1000-1030", *common, host]
+            args = ["-u", "100", "-r", "1000-1015", *common, host]
         cmd = [python.strip(), "-c", _LAUNCHER, tool, *args]
     proc = subprocess.run(
         cmd,

@@ -14,9 +14,10 @@ ports starve real calls within the run), with the open-file limit of the device
 Attackers, each from its own loopback address (bans hit them, never the office),
 in rounds of at least ROUND_SECONDS after one quiet warm-up round:
 
-- 127.0.0.3, a taken-over phone that knows 103's password: INVITEs with hostile SDP
-  (soak.hostile_sdps) to the echo test and to 102 (rung, never answering), each
-  needing a final answer;
+- 127.0.0.3, taken-over phones: 103 sends INVITEs with hostile SDP (soak.hostile_sdps)
+  to the echo test and to 102 (rung, never answering), and calls 104 (an extension
+  added for the soak), which answers with hostile SDP; each call needs a final
+  answer and, when answered, its BYE answered;
 - 127.0.0.4: a burst of BURST TCP connections (more than the file limit), held while
   the TCP phone registers, then dropped;
 - 127.0.0.5: SLOWLORIS connections trickling a header a byte every 2 s from the first
@@ -43,6 +44,7 @@ import os
 import resource
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,6 +81,7 @@ REG_RATE = 1.0  # registrations/s of 102 over UDP
 TCP_REGISTRATIONS = 3  # per burst
 INVITE_WAIT = 12.0  # s for a final answer to each INVITE (102 rings for 5 s)
 RSS_SLACK_KB = 4096
+PASSWORD_104 = "change-me-104"
 FD_SLACK = 8
 
 
@@ -115,6 +118,11 @@ def write_config(dest: Path) -> Path:
     trunk = dest / "pbx_trunk"
     trunk.write_text(trunk.read_text().replace("1:provider:1:", "1:provider:0:"))
     assert "1:provider:0:" in trunk.read_text()
+    # 104: a second phone the attacker took over, the callee that answers with hostile SDP.
+    with (dest / "pbx_extension").open("a") as f:
+        f.write("5:104::Lobby:0:5:\n")
+    with (dest / "subscriber").open("a") as f:
+        f.write(f"5:104:pbx.local:{PASSWORD_104}::\n")
     settings = dest / "pbx_settings"
     settings.write_text(settings.read_text() + f"rtp_port_min:{RTP_LOW}\nrtp_port_max:{RTP_HIGH}\n")
     return dest
@@ -276,6 +284,9 @@ class Attackers:
     tools: list[soak.ToolRun] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.callee = soak.HostileCallee("127.0.0.3", self.pbx, "104", PASSWORD_104)
+        self._callee_thread = threading.Thread(target=self.callee.serve, name="hostile-104")
+        self._callee_thread.start()
         self.victim = soak.Victim("127.0.0.7")
         self.slow = soak.Slowloris("127.0.0.5", self.pbx, SLOWLORIS, interval=2.0)
         self.sdps = list(soak.hostile_sdps("127.0.0.3").items())
@@ -286,6 +297,18 @@ class Attackers:
             self.invites.append(attacker.invite(f"{name}->{number}", number, body, INVITE_WAIT))
         finally:
             attacker.close()
+
+    def _answers(self, chosen: list[tuple[str, str]]) -> None:
+        """103 calls 104 with a plain offer, once per body 104 answers with."""
+        for name, body in chosen:
+            self.callee.body = body
+            caller = soak.MiniUa("127.0.0.3", self.pbx, "103", PASSWORDS["103"])
+            try:
+                offer = soak.plain_sdp("127.0.0.3")
+                outcome = caller.invite(f"answer {name}->104", "104", offer, INVITE_WAIT)
+                self.invites.append(outcome)
+            finally:
+                caller.close()
 
     def _burst(self) -> None:
         socks = soak.tcp_burst("127.0.0.4", self.pbx, BURST)
@@ -313,8 +336,10 @@ class Attackers:
             pool.submit(self._invite, name, body, ("*43", "102")[(n + i) % 2])
             for i, (name, body) in enumerate(chosen)
         ]
+        answers = [self.sdps[(n * 2 + i) % len(self.sdps)] for i in range(2)]
         return [
             *jobs,
+            pool.submit(self._answers, answers),
             pool.submit(self._headers),
             pool.submit(soak.via_tcp_reflector, "127.0.0.7", self.pbx, self.victim.addr),
             pool.submit(self._burst),
@@ -329,9 +354,13 @@ class Attackers:
         """Stop; what the PBX did wrong by the attackers (`status`: its final one)."""
         held_open = len(self.slow.open)
         self.slow.stop()
+        self.callee.close()
+        self._callee_thread.join(timeout=5)
         self.victim.poll()
         self.victim.close()
         problems = []
+        if self.callee.registered != 200:
+            problems.append(f"the hostile callee 104 did not register: {self.callee.registered}")
         unanswered = [
             str(o) for o in self.invites if o.final is None or (o.final < 300 and o.bye != 200)
         ]
