@@ -25,7 +25,7 @@ in rounds of at least ROUND_SECONDS after one quiet warm-up round:
 - 127.0.0.6: requests lacking To, From, Call-ID or CSeq: a 400 each;
 - 127.0.0.7: UDP requests whose Via names TCP at the port of a victim listening on
   that very address (as if the source were forged), which must never see a connection;
-- 127.0.1.N: sipvicious svmap, svwar, svcrack in turn (stock, and with a phone's
+- 127.x.y.1: sipvicious svmap, svwar, svcrack in turn (stock, and with a phone's
   User-Agent as real attackers patch it), a fresh address each round.
 
 At the end: every call and registration of the office served, the attackers' INVITEs
@@ -260,12 +260,13 @@ class Office:
 
 
 SV_PHONE_AGENT = "Yealink SIP-T46S 66.85.0.5"
+# The phone-posing runs first: they get answers, so they meet the policy (and bans).
 SV_PLAN = [
+    ("svcrack", SV_PHONE_AGENT),
+    ("svwar", SV_PHONE_AGENT),
     ("svmap", ""),
     ("svwar", ""),
     ("svcrack", ""),
-    ("svwar", SV_PHONE_AGENT),
-    ("svcrack", SV_PHONE_AGENT),
 ]
 
 
@@ -323,7 +324,7 @@ class Attackers:
 
     def _sipvicious(self, n: int) -> None:
         tool, agent = SV_PLAN[(n - 1) % len(SV_PLAN)]
-        ip = f"127.0.1.{n}"  # a fresh address: each run meets the PBX unbanned
+        ip = f"127.{1 + n // 250}.{n % 250}.1"  # a fresh address: each run meets the PBX unbanned
         self.tools.append(soak.sipvicious(tool, ip, self.pbx, self.tmp / "sipvicious", agent=agent))
 
     def round(self, pool: ThreadPoolExecutor, n: int) -> list[Future[None]]:
