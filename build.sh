@@ -15,7 +15,7 @@ VENV="$TOP/.venv"
 PY=${PBX_PYTHON:-python3.11}
 
 # Debian packages the tests and the build need.
-APT_TEST_PKGS="sip-tester kamailio baresip-core libspandsp2 sox espeak-ng"
+APT_TEST_PKGS="sip-tester kamailio baresip-core libspandsp2 sox espeak-ng sipvicious"
 APT_IMAGE_PKGS=""
 if [ -f "$TOP/firmware/apt-packages" ]; then
     APT_IMAGE_PKGS=$(grep -v '^#' "$TOP/firmware/apt-packages" | xargs)
