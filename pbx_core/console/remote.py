@@ -305,6 +305,14 @@ def main(args: argparse.Namespace, open_port: Callable[[str, int], Any] | None =
     if not password:
         print("pbx remote: give --password or set PBX_PASSWORD", file=sys.stderr)
         return 2
+    for flag, value, good in (
+        ("--wait", args.wait, 0 < args.wait <= 86_400),
+        ("--timeout", args.timeout, 0 < args.timeout <= 3600),
+        ("--retries", args.retries, 1 <= args.retries <= 10_000),
+    ):
+        if not good:
+            print(f"pbx remote: {flag} {value} is out of range", file=sys.stderr)
+            return 2
     if open_port is None:
         import serial  # noqa: PLC0415  # pyserial only for this command
 
