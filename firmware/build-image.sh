@@ -133,14 +133,16 @@ MULTIARCH=x86_64-linux-gnu
 # ------------------------------------------------------------------------------------
 FREEZE=$BUILD/freeze
 # Left out of the bundle (the image's xz size is an aim): Tk, pydoc's topics, the CJK
-# codecs, the XML parsers, decimal, bz2 and lzma. pbx_core imports none of them.
+# codecs, the XML parsers, decimal, bz2 and lzma. pbx_core imports none of them. Nor
+# does the box run pbx_core.media.prompts_build: it makes the prompts at build time
+# (step 2b, espeak-ng on the build host) and has no business in the firmware.
 FREEZE_ARGS="--onedir --strip --noconfirm --log-level WARN --name pbx --collect-submodules pbx_core
 --exclude-module tkinter --exclude-module _tkinter --exclude-module pydoc_data
 --exclude-module _codecs_jp --exclude-module _codecs_kr --exclude-module _codecs_cn
 --exclude-module _codecs_hk --exclude-module _codecs_tw --exclude-module _codecs_iso2022
 --exclude-module xml --exclude-module pyexpat --exclude-module decimal --exclude-module _decimal
 --exclude-module _pydecimal --exclude-module bz2 --exclude-module _bz2 --exclude-module lzma
---exclude-module _lzma"
+--exclude-module _lzma --exclude-module pbx_core.media.prompts_build"
 
 freeze() {
     local src_hash pbx_build stamp commit
@@ -198,7 +200,12 @@ PY
 
 step "freeze pbx (PyInstaller --onedir --strip)"
 freeze
-echo "    $("$FREEZE/dist/pbx/pbx" --version), $(du -sh "$FREEZE/dist/pbx" | cut -f1)"
+pbx_version=$("$FREEZE/dist/pbx/pbx" --version)
+echo "    $pbx_version, $(du -sh "$FREEZE/dist/pbx" | cut -f1)"
+# The version (pbx_core.version.VERSION) as the frozen program itself reports it: the
+# bundle holds no .py files to read it from. "Wafer PBX 0.1.0 (build)" -> 0.1.0.
+PBX_VERSION=$(echo "$pbx_version" | sed -n 's/^Wafer PBX \([^ ]*\) (.*)$/\1/p')
+[ -n "$PBX_VERSION" ] || die "cannot read the version from '$pbx_version'"
 step_done
 
 # ------------------------------------------------------------------------------------
@@ -356,7 +363,7 @@ cp -a "$TOP/rootfs_overlay/." "$TARGET/"
 step_done
 
 step "post-build ($BOARD/post-build.sh)"
-PBX_BUILD="$PBX_BUILD" KVER="$KVER" "$BOARD/post-build.sh" "$TARGET"
+PBX_BUILD="$PBX_BUILD" PBX_VERSION="$PBX_VERSION" KVER="$KVER" "$BOARD/post-build.sh" "$TARGET"
 if [ "$(id -u)" -eq 0 ]; then
     # The real test: the staged root runs the frozen program with only its own libraries.
     chroot "$TARGET" /usr/bin/pbx --version | sed 's/^/    chroot: /' \

@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_console(args: argparse.Namespace) -> int:
+    from pbx_core.console import guard
+
+    # Before the heavy imports: a Ctrl-C on the line must not kill a starting console.
+    guard.protect(None if args.tty else sys.stdin.fileno())
     from pbx_core.console import session
 
     return session.main(args)
@@ -237,6 +241,14 @@ def _console_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     rem.add_argument("--new-password", help="replaces the factory password at first login")
     rem.add_argument("--timeout", type=float, default=2.0, help="wait for an answer, s")
     rem.add_argument("--retries", type=int, default=20, help="resends of one request")
+    rem.add_argument(
+        "--wait",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="how long to wait for the console's prompt, s (a booting box takes a "
+        "minute or two; default %(default)s)",
+    )
     rem.add_argument("--json", action="store_true", help="one JSON answer per command")
     rem.add_argument("--quiet", action="store_true", help="no transfer progress")
     rem.add_argument("--no-commit", action="store_true", help="push: stage only")

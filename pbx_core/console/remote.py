@@ -34,8 +34,24 @@ _NEW = re.compile(rb"(New|Retype new) password: $")
 _QUESTION = re.compile(rb"(\]: |\[y/N\] |\[Y/n\] |: )$")
 
 
+# Waking the console: Ctrl-C (leaves whatever it asks) and Enter (shows the banner
+# and the password prompt again), sent when the line has been silent for `timeout`;
+# the pause doubles up to WAKE_MAX while nothing answers (a box that is booting).
+WAKE = b"\x03\r"
+WAKE_MAX = 16.0
+LOGIN_WAIT = 300.0  # default: a box switched on just now boots in a minute or two
+SEEN = 240  # how much of the last output a failed login quotes
+
+
 class RemoteError(Exception):
     """The console could not be reached or refused us; the message says why."""
+
+
+def _printable(data: bytes) -> str:
+    """Line output for a message: control characters escaped, runs of blank lines cut."""
+    text = data.decode("ascii", "backslashreplace").replace("\r\n", "\n")
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return "".join(c if c == "\n" or 0x20 <= ord(c) < 0x7F else f"\\x{ord(c):02x}" for c in text)
 
 
 class Remote:
@@ -47,7 +63,7 @@ class Remote:
         new_password: str | None = None,
         timeout: float = 2.0,
         retries: int = 20,
-        login_timeout: float = 60.0,
+        login_timeout: float = LOGIN_WAIT,
         progress: TextIO | None = None,
     ) -> None:
         self.port = port
@@ -61,6 +77,9 @@ class Remote:
         self.seq = secrets.randbelow(10**6) + 1
         self.resends = 0
         self.logged_in = False
+        self.received = 0  # bytes seen on the line, all told
+        self.seen = bytearray()  # the last SEEN of them (for a failure's message)
+        self.wakes = 0
 
     # ------------------------------------------------------------------ bytes
     def _pump(self, wait: float) -> bool:
@@ -71,6 +90,9 @@ class Remote:
             data = self.port.read(self.port.in_waiting or 1)
             if data:
                 self.buf += data
+                self.received += len(data)
+                self.seen += data
+                del self.seen[:-SEEN]
                 got = True
                 if len(self.buf) > 1 << 20:
                     del self.buf[: len(self.buf) - (1 << 16)]
@@ -91,18 +113,22 @@ class Remote:
     # ------------------------------------------------------------------ login
     def login(self) -> None:
         """Get to machine mode from wherever the console is."""
-        deadline = time.monotonic() + self.login_timeout
+        started = time.monotonic()
+        deadline = started + self.login_timeout
         self.buf.clear()
-        self.port.write(b"\x03\r")
+        self._wake()
         quiet_since = time.monotonic()
+        pause = self.timeout
         bad_logins = 0
         while time.monotonic() < deadline:
             if not self._pump(0.2):
-                if time.monotonic() - quiet_since > self.timeout:
-                    self.port.write(b"\x03\r")  # no prompt in sight: ask for a fresh one
+                if time.monotonic() - quiet_since > pause:
+                    self._wake()  # no prompt in sight: ask for a fresh one
                     quiet_since = time.monotonic()
+                    pause = min(pause * 2, max(WAKE_MAX, self.timeout))
                 continue
             quiet_since = time.monotonic()
+            pause = self.timeout
             tail = bytes(self.buf[-200:])
             for line in bytes(self.buf).split(b"\n"):
                 answer = frame.decode_response(line)
@@ -135,8 +161,25 @@ class Remote:
                 self.port.write(b"\r")
             elif _QUESTION.search(tail):  # inside a menu item
                 self.buf.clear()
-                self.port.write(b"\x03\r")
-        raise RemoteError(f"no console prompt within {self.login_timeout:g} s")
+                self._wake()
+        raise RemoteError(self._no_prompt(time.monotonic() - started))
+
+    def _wake(self) -> None:
+        self.port.write(WAKE)
+        self.wakes += 1
+
+    def _no_prompt(self, waited: float) -> str:
+        """Why the login failed, from what the line showed."""
+        head = f"no console prompt within {waited:.0f} s ({self.wakes} wake-ups sent)"
+        if not self.received:
+            return (
+                f"{head}: nothing at all came back on the line. Is it the right port, "
+                "is the box on, is the cable a null-modem one (115200 8N1)?"
+            )
+        return (
+            f"{head}; {self.received} bytes came back, none of them a prompt this program "
+            f"knows. The last of them:\n{_printable(bytes(self.seen))}"
+        )
 
     # ------------------------------------------------------------------ requests
     def call(self, command: str) -> dict[str, Any]:
@@ -262,6 +305,14 @@ def main(args: argparse.Namespace, open_port: Callable[[str, int], Any] | None =
     if not password:
         print("pbx remote: give --password or set PBX_PASSWORD", file=sys.stderr)
         return 2
+    for flag, value, good in (
+        ("--wait", args.wait, 0 < args.wait <= 86_400),
+        ("--timeout", args.timeout, 0 < args.timeout <= 3600),
+        ("--retries", args.retries, 1 <= args.retries <= 10_000),
+    ):
+        if not good:
+            print(f"pbx remote: {flag} {value} is out of range", file=sys.stderr)
+            return 2
     if open_port is None:
         import serial  # noqa: PLC0415  # pyserial only for this command
 
@@ -279,6 +330,7 @@ def main(args: argparse.Namespace, open_port: Callable[[str, int], Any] | None =
         new_password=args.new_password,
         timeout=args.timeout,
         retries=args.retries,
+        login_timeout=args.wait,
         progress=None if args.quiet else sys.stderr,
     )
     status = 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pbx_core import paths
-from pbx_core.console import auth, frame, system
+from pbx_core.console import auth, frame, guard, system
 from pbx_core.console.commands import USAGE, Commands, Result
 from pbx_core.console.config import ConfigError, Staging, check
 from pbx_core.console.terminal import (
@@ -26,6 +26,7 @@ from pbx_core.console.terminal import (
     HangupError,
     InputCancelledError,
     Terminal,
+    cooked_tty,
     raw_tty,
 )
 from pbx_core.store.dbtext import Table, read_dir
@@ -384,6 +385,10 @@ def exec_shell(channel: FdChannel) -> int:
     settings already restored). When the shell exits, init's respawn brings the
     console back. Returns only if the shell cannot be started."""
     _log_auth(f"admin opened a maintenance shell ({SHELL}) on the console")
+    # The shell gets a person's line and the keyboard signals back (ignored ones would
+    # be inherited: Ctrl-C could not stop a ping).
+    guard.release()
+    cooked_tty(channel.rfd)
     for target, fd in ((0, channel.rfd), (1, channel.wfd), (2, channel.wfd)):
         if fd != target:
             os.dup2(fd, target)
@@ -430,6 +435,9 @@ def _main(args: argparse.Namespace) -> int:
     session = Session(Terminal(channel, idle=opts.idle), opts)
     try:
         with raw():
+            # What was typed while we started (`pbx remote`'s wake-ups at boot) is
+            # not an answer to a prompt it could not yet see.
+            session.term.drain()
             session.serve()
     except HangupError:
         pass

@@ -5,7 +5,10 @@ is edited here, as a dumb terminal's user expects: printable characters are echo
 Backspace/DEL erase one character ("\\b \\b"), Ctrl-U erases the line, Ctrl-C cancels,
 Ctrl-D on an empty line ends the session, CR, LF or CRLF end a line. Escape sequences
 (arrow keys, the answer to a cursor query such as busybox's ESC[6n) are swallowed, so
-they never end up in a value. Output turns "\\n" into "\\r\\n" (the line is raw).
+they never end up in a value, and no other control character (C0 or C1) is kept or
+echoed. A line holds at most MAX_LINE characters; the rest is dropped. Any byte
+sequence gives a line, None (a timeout), InputCancelledError or HangupError. Output
+turns "\\n" into "\\r\\n" (the line is raw).
 """
 
 from __future__ import annotations
@@ -79,6 +82,21 @@ class FdChannel:
                 raise
 
 
+def cooked_tty(fd: int) -> None:
+    """A person's line settings (like `stty sane`: line editing, echo, Ctrl-C as a
+    signal, CR to NL, NL to CRNL on output), for the maintenance shell."""
+    if not os.isatty(fd):
+        return
+    with contextlib.suppress(termios.error, OSError):
+        attrs = termios.tcgetattr(fd)
+        attrs[0] = (attrs[0] | termios.ICRNL | termios.IXON) & ~(termios.INLCR | termios.IGNCR)
+        attrs[1] |= termios.OPOST | termios.ONLCR
+        attrs[3] |= (
+            termios.ISIG | termios.ICANON | termios.ECHO | termios.ECHOE | termios.ECHOK
+        ) | termios.IEXTEN
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+
 @contextlib.contextmanager
 def raw_tty(fd: int, baud: int | None = None) -> Iterator[None]:
     """Put a tty in raw mode (8N1, no echo, no flow control), restore it afterwards."""
@@ -129,10 +147,12 @@ class Terminal:
         del self.pending[0]
         return b
 
-    def drain(self) -> None:
-        """Drop input typed ahead (e.g. keys pressed during a delay)."""
+    def drain(self, limit: float = 1.0) -> None:
+        """Drop input typed ahead (e.g. keys pressed during a delay), for at most
+        `limit` seconds: a line that never stops sending must not hold us here."""
         self.pending.clear()
-        while self.channel.read(0):
+        deadline = time.monotonic() + limit
+        while self.channel.read(0) and time.monotonic() < deadline:
             pass
 
     def read_line(
@@ -148,6 +168,7 @@ class Terminal:
         if prompt:
             self.write(prompt)
         buf: list[str] = []
+        self.decoder.reset()  # half a UTF-8 character from the last line is not this one's
         wait = timeout if timeout is not None else self.idle
         deadline = None if wait is None else time.monotonic() + wait
         show = echo and not secret
@@ -191,12 +212,14 @@ class Terminal:
                 continue
             if b < 0x20:
                 continue  # other control characters: a dumb terminal's noise
-            ch = self.decoder.decode(bytes([b]))
-            if not ch or len(buf) >= MAX_LINE:
-                continue
-            buf.append(ch)
-            if show:
-                self.write(ch)
+            for ch in self.decoder.decode(bytes([b])):
+                # C1 controls (U+0080-U+009F; U+009B is a CSI to some terminals) are
+                # noise like C0 ones; the line is at most MAX_LINE characters.
+                if 0x80 <= ord(ch) < 0xA0 or len(buf) >= MAX_LINE:
+                    continue
+                buf.append(ch)
+                if show:
+                    self.write(ch)
 
     def _skip_escape(self, deadline: float | None) -> None:
         """ESC [ params final, ESC O x, or ESC x: read and drop."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import select
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,27 +21,77 @@ from tests.conftest import FACTORY, ROOT
 PROMPT = re.compile(rb"pbx\*?> $")
 
 
-class ConsoleProc:
-    """The console on a pty; the test types on the master side."""
+WRAPPER = ROOT / "rootfs_overlay" / "usr" / "sbin" / "pbx-console"
 
-    def __init__(self, tmp: Path, *extra: str, control: Path | None = None) -> None:
+
+def _controlling_tty() -> None:
+    """In the child (a new session): make stdin, the pty, its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class ConsoleProc:
+    """The console on a pty; the test types on the master side.
+
+    With `as_init`, it is started the way busybox init starts it on ttyS0: through
+    the image's wrapper script (/usr/sbin/pbx-console), in a session of its own whose
+    controlling terminal is the pty, left in the kernel's cooked mode (Ctrl-C is
+    SIGINT there). `start=False` opens the pty only: `start()` runs the console later."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        *extra: str,
+        control: Path | None = None,
+        as_init: bool = False,
+        start: bool = True,
+    ) -> None:
         self.tmp = tmp
         self.root = tmp / "config"
         self.netconf = tmp / "etc" / "network.conf"
         self.netconf.parent.mkdir(parents=True, exist_ok=True)
         (tmp / "run").mkdir(exist_ok=True)
-        self.master, slave = os.openpty()
+        self.master, self.slave = os.openpty()
         self.stderr = tmp / "console.stderr"
-        cmd = [sys.executable, "-m", "pbx_core", "console", "--config-root", str(self.root)]
-        cmd += ["--factory", str(FACTORY), "--control", str(control or tmp / "no-daemon.sock")]
-        cmd += ["--network-conf", str(self.netconf), "--runtime", str(tmp / "run")]
-        cmd += ["--login-delay", "0.1", "--failsafe", "0", *extra]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdin=slave, stdout=slave, stderr=self.stderr.open("wb"), close_fds=True
-        )
-        os.close(slave)
+        args = ["--config-root", str(self.root)]
+        args += ["--factory", str(FACTORY), "--control", str(control or tmp / "no-daemon.sock")]
+        args += ["--network-conf", str(self.netconf), "--runtime", str(tmp / "run")]
+        args += ["--login-delay", "0.1", "--failsafe", "0", *extra]
+        self.args = args
+        self.as_init = as_init
+        self.proc: subprocess.Popen[bytes] | None = None
         self.out = bytearray()
         self.pos = 0
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        if self.as_init:
+            # The wrapper runs `pbx console`: here, the source tree's.
+            bindir = self.tmp / "bin"
+            bindir.mkdir(exist_ok=True)
+            shim = bindir / "pbx"
+            shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m pbx_core "$@"\n')
+            shim.chmod(0o755)
+            env["PATH"] = f"{bindir}:{env.get('PATH', '')}"
+            env["PBX_RUNTIME_DIR"] = str(self.tmp / "run")
+            (self.tmp / "run" / "console-started").touch()  # not the first start: no wait
+            cmd = ["/bin/sh", str(WRAPPER), *self.args]
+        else:
+            cmd = [sys.executable, "-m", "pbx_core", "console", *self.args]
+        slave = self.slave
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=self.stderr.open("wb"),
+            close_fds=True,
+            start_new_session=self.as_init,
+            preexec_fn=_controlling_tty if self.as_init else None,  # noqa: PLW1509
+        )
+        os.close(slave)
 
     def read(self, wait: float) -> None:
         ready, _, _ = select.select([self.master], [], [], wait)
@@ -51,6 +103,7 @@ class ConsoleProc:
         """The process's exit status, reading its output meanwhile (a full pty
         buffer would block a shell that is exiting)."""
         deadline = time.monotonic() + timeout
+        assert self.proc is not None
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"still running after {timeout} s:\n{self.out[-2000:]!r}")
@@ -99,7 +152,9 @@ class ConsoleProc:
         self.expect(PROMPT)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is None:
+            os.close(self.slave)
+        elif self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(5)

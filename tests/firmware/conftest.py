@@ -12,6 +12,16 @@ import pytest
 
 TOP = Path(__file__).resolve().parents[2]
 IMAGE = TOP / "output" / "images" / "cf.img"
+# What the firmware tests run besides build-image.sh's own tools (it checks those):
+# QEMU, the image tools, sfdisk and fallocate for the test copies, SIPp.
+TOOLS = ("qemu-system-x86_64", "genimage", "mksquashfs", "sfdisk", "fallocate", "sipp")
+
+
+def missing_host(reason: str) -> None:
+    """Skip on a developer's non-Debian machine; fail under CI, which sets CI=true."""
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        pytest.fail(f"{reason} (CI=true: the firmware tests must run)")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +32,13 @@ def firmware_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     so this costs ~20 s when nothing changed; it guarantees the image under test is
     the one the sources make."""
     if not Path("/etc/debian_version").exists() or shutil.which("apt-get") is None:
-        pytest.skip("the firmware build needs a Debian 12 host (see the Vagrantfile)")
-    missing = [t for t in ("qemu-system-x86_64", "genimage", "mksquashfs") if not shutil.which(t)]
+        # Another OS can only skip (the Vagrantfile gives a Debian 12 box); under CI
+        # (CI=true), where the image must be tested, that is a failure.
+        missing_host("the firmware build needs a Debian 12 host (see the Vagrantfile)")
+    missing = [t for t in TOOLS if not shutil.which(t)]
     if missing:
-        pytest.skip(f"missing {', '.join(missing)}: ./build.sh test installs firmware/apt-packages")
+        # On a Debian host a missing tool is an installation fault, never a skip.
+        pytest.fail(f"missing {', '.join(missing)}: ./build.sh test installs firmware/apt-packages")
     log = tmp_path_factory.mktemp("build") / "build-image.log"
     venv = Path(sys.prefix)
     with log.open("wb") as out:

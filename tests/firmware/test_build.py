@@ -67,3 +67,26 @@ def test_packages_lock_pins_name_version_and_sha256() -> None:
         assert re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", name), line
         assert re.fullmatch(r"(\d+:)?[0-9][A-Za-z0-9.+~-]*", version), line
         assert re.fullmatch(r"[0-9a-f]{64}", sha), line
+
+
+def test_os_release_has_the_version_of_pbx_core(firmware_image: Path) -> None:
+    from pbx_core.version import VERSION  # the source tree's version
+
+    fields = dict(
+        line.split("=", 1)
+        for line in (TOP / "output" / "target" / "etc" / "os-release").read_text().splitlines()
+        if "=" in line
+    )
+    assert fields.get("VERSION_ID") == VERSION, fields
+    assert fields["PRETTY_NAME"].startswith(f'"Wafer PBX {VERSION} ('), fields
+
+
+def test_the_bundle_leaves_out_the_build_time_prompt_generator(firmware_image: Path) -> None:
+    from PyInstaller.archive.readers import pkg_archive_contents
+
+    # The program in the staged root filesystem, as it goes into the image.
+    program = TOP / "output" / "target" / "usr" / "lib" / "pbx" / "pbx"
+    modules = set(pkg_archive_contents(str(program)))
+    assert "pbx_core.console.session" in modules  # the listing is the real one
+    assert "pbx_core.media.engine" in modules
+    assert "pbx_core.media.prompts_build" not in modules

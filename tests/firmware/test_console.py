@@ -1,11 +1,14 @@
 """A fresh image configured over its serial line by `pbx remote`, then used by phones.
 
-One machine serves the module; the tests run in file order. init runs `pbx console`
-on ttyS0; the harness lets go of the line and `pbx remote --port
-socket://127.0.0.1:PORT` (QEMU's serial socket) logs in with the factory password,
-sets a new one, sets a static network address, adds two extensions with their passwords,
-sets the trunk and commits. Refused commands change nothing. Then the harness logs in
-at the console, opens its maintenance shell and reboots; after the boot two SIPp
+One machine serves the module; the tests run in file order. init runs `pbx console` on
+ttyS0. The first test lets go of the line the moment QEMU starts and runs `pbx remote`
+with its default settings, as an installer would right after switching the box on: it
+keeps waking the console (Ctrl-C) while the box boots and the console starts, logs in
+with the factory password, sets a new one and runs a command; the console must have
+survived all of it (started once). Then `pbx remote --port socket://127.0.0.1:PORT`
+(QEMU's serial socket) sets a static network address, adds two extensions with their
+passwords, sets the trunk and commits. Refused commands change nothing. Then the harness
+logs in at the console, opens its maintenance shell and reboots; after the boot two SIPp
 phones register with the new credentials and call each other through the PBX (SIP
 forwarded from the host).
 """
@@ -15,13 +18,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.firmware.qemu import READY, TOP, Machine, prepare_image
+from tests.firmware.qemu import PASSWORD_PROMPT, READY, TOP, Machine, prepare_image
 from tests.firmware.serial_login import reconnect, release
 from tests.interop.sipp_agents import Run, Server, free_port, run
 
@@ -66,9 +70,7 @@ def box(firmware_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     m = Machine(disk, work, admin_password=ADMIN_PASSWORD)
     m.start()
     try:
-        # Nobody logs in yet: the first login (pbx remote's) must change the factory
-        # password.
-        m.wait_ready(timeout=240, login=False)
+        # Still booting: the first test's `pbx remote` takes the line right away.
         yield Box(m)
     finally:
         m.kill()
@@ -99,16 +101,42 @@ def pull(box: Box, dest: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(dest.iterdir())}
 
 
+def test_pbx_remote_with_its_defaults_gets_in_while_the_box_boots(box: Box) -> None:
+    m = box.machine
+    log = m.workdir / f"serial-{m.boots}.log"
+    url = release(m)  # QEMU has just started
+    before = log.read_bytes() if log.exists() else b""
+    assert not PASSWORD_PROMPT.search(before), "the console was up before pbx remote started"
+    cmd = [sys.executable, "-m", "pbx_core", "remote", "--port", url]
+    cmd += ["--password", "admin", "--new-password", ADMIN_PASSWORD, "run", "status"]
+    started = time.monotonic()
+    res = subprocess.run(cmd, cwd=TOP, capture_output=True, text=True, timeout=900, check=False)
+    took = time.monotonic() - started
+    print(f"pbx remote from QEMU's start to its answer: {took:.0f} s")
+    assert res.returncode == 0, res.stdout + res.stderr + log.read_text(errors="replace")[-3000:]
+    assert "PBX: up" in res.stdout and "registered phones: 0" in res.stdout, res.stdout
+    # It got in during the boot, and the console it woke never died: started once.
+    assert READY.search(log.read_bytes()), log.read_text(errors="replace")[-3000:]
+    reconnect(m, url)
+    m.wait_shell()
+    starts = m.console.value("logread | grep -c 'pbx-console.*console starting'")
+    assert starts == "1", m.console.value("logread | grep pbx-console")
+    # Leave the shell: init brings the console back on the line.
+    m.console.mark()
+    m.console.write(b"exit\n")
+    m.console.expect(PASSWORD_PROMPT, 120)
+
+
 def test_the_serial_line_belongs_to_the_console(box: Box) -> None:
     # No shell on ttyS0 without the admin password: the line shows the console's
-    # banner and asks for the password (the factory one, still in force, is shown).
+    # banner and asks for the password (no longer the factory one: pbx remote set it).
     con = box.machine.console
     con.mark()
     con.write(b"\r")
-    prompt = con.expect(re.compile(rb"(?<!new )Password: "), 30)
+    prompt = con.expect(PASSWORD_PROMPT, 30)
     seen = con.text(0)
     assert "serial console" in seen, seen
-    assert b"Factory password: admin" in con.before(prompt.start(), 160), seen
+    assert b"Factory password: " not in con.before(prompt.start(), 160), seen
     start = con.mark()
     con.write(b"id; echo not-a-shell\r")  # a password attempt, not a command
     con.expect(b"Login incorrect", 30)
@@ -125,7 +153,7 @@ def test_configured_over_the_serial_line_by_pbx_remote(box: Box, tmp_path: Path)
             f"add pbx_extension username={ext} display_name=Ext{ext} voicemail=0 ring_timeout=20",
         ]
     commands += [f"set pbx_trunk[provider].{k}={v}" for k, v in TRUNK.items()]
-    res = remote(box, "run", *commands, "commit", new_password=ADMIN_PASSWORD)
+    res = remote(box, "run", *commands, "commit")
     assert res.returncode == 0, res.stdout + res.stderr
     m = re.search(r"^committed (gen-\d{6,})$", res.stdout, re.MULTILINE)
     assert m is not None, res.stdout
