@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pbx_core import logsetup, paths
+from pbx_core.features.registry import FEATURES
 from pbx_core.media.engine import MediaEngine
 from pbx_core.pbx.cdr import CdrWriter
 from pbx_core.pbx.control import ControlServer
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         control = Path(args.control) if args.control else paths.control_socket()
         cdr = CdrWriter(state) if state is not None else None
-        asyncio.run(_serve(listens, trace, store, control, args.media_address, cdr))
+        asyncio.run(_serve(listens, trace, store, control, args.media_address, cdr, state))
     except OSError as exc:
         print(f"pbx run: {exc}", file=sys.stderr)
         return 1
@@ -143,6 +144,21 @@ def _primary_address(listens: list[tuple[str, int]]) -> str:
     return "127.0.0.1"
 
 
+def _toggles(engine: Engine, request: dict[str, Any]) -> dict[str, Any]:
+    """{"cmd": "toggles", "extension": "101"} shows an extension's feature toggles;
+    with "set": "feature.toggle" and "value" (true/false, text, null) it changes one,
+    as the phone's code would (the console's way to them while the daemon runs)."""
+    ext = request.get("extension")
+    if not isinstance(ext, str) or engine.snap.user(ext, engine.domain) is None:
+        raise ValueError(f"no extension {ext!r}")
+    name = request.get("set")
+    if name is not None:
+        if not isinstance(name, str):
+            raise ValueError("set takes feature.toggle")  # a protocol error
+        engine.features.set_by_name(ext, name, request.get("value"))
+    return {"extension": ext, "toggles": engine.features.toggles(ext)}
+
+
 async def _serve(
     listens: list[tuple[str, int]],
     trace: Trace | None,
@@ -150,6 +166,7 @@ async def _serve(
     control_path: Path,
     media_address: str | None = None,
     cdr: CdrWriter | None = None,
+    state: StateStore | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -169,7 +186,7 @@ async def _serve(
         int(settings.get("rtp_port_max", 20000)),
         bind="::" if ":" in address else "0.0.0.0",
     )
-    engine = Engine(server, store, media, cdr)
+    engine = Engine(server, store, media, cdr, FEATURES, state)
     started = loop.time()
     control = ControlServer(
         control_path,
@@ -177,6 +194,7 @@ async def _serve(
             "ping": lambda _r: {"pong": loop.time()},
             "status": lambda _r: _status(server, store, started, engine),
             "reload": lambda _r: {"reloaded": _reload(store, engine)},
+            "toggles": lambda r: _toggles(engine, r),
         },
     )
     try:

@@ -64,6 +64,7 @@ class Fork:
     ack: Request | None = None
     auth_tries: int = 0
     timer_retried: bool = False  # a 422 is retried once with its Min-SE (RFC 4028 §7.3)
+    step: int = 0  # the ring step that started it (CallManager.ring_more)
 
 
 @dataclass
@@ -119,6 +120,11 @@ class Call:
     # our 2xx to INVITEs waiting for their ACK, by (side, CSeq number)
     awaiting_ack: dict[tuple[str, int], AwaitingAck] = field(default_factory=dict)
     wall_start: float = field(default_factory=time.time)
+    # Hunting and forwarding ring the call again in steps (CallManager.ring_more):
+    # the current step, the offer every fork gets, and the engine's routing plan.
+    step: int = 0
+    b_offer: bytes = b""
+    routing: object = None
 
     def dialog(self, side: str) -> Dialog | None:
         """Our dialog with `side` ("a" or "b"), None before it exists."""

@@ -90,6 +90,9 @@ class CallManager:
         self.music_on_hold: object | None = None
         self.loop = stack.loop
         self.on_end = on_end
+        # Asked when nobody of a ring step answered: (call, status, why) -> True when
+        # it rang on (ring_more) or otherwise answered the caller (the engine's plan).
+        self.unanswered: Callable[[Call, int, str], bool] | None = None
         self.calls: dict[str, Call] = {}
         # (Call-ID, our tag) -> (call, side) for requests inside a call
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
@@ -133,10 +136,12 @@ class CallManager:
         targets: list[Target],
         ring_timeout: float,
         direct_media: bool = False,
+        routing: object = None,
     ) -> Call:
         """Ring `targets` for `req`. `direct_media`: the caller and every target are
         extensions (no trunk), so the call may keep its media off the PBX when the
-        setting allows it and everybody is on the LAN."""
+        setting allows it and everybody is on the LAN. `routing`: the engine's plan
+        for the call, asked (`unanswered`) when nobody answers."""
         call = Call(
             id=tag(),
             a_req=req,
@@ -146,6 +151,7 @@ class CallManager:
             caller=caller,
             callee=callee,
             started=self.loop.time(),
+            routing=routing,
         )
         self.calls[call.id] = call
         self.by_key[key] = call
@@ -174,12 +180,52 @@ class CallManager:
                     return
             else:
                 call.late_offer = True
+        call.b_offer = offer or b""
         for target in targets:
             self._fork(call, target, offer)
         if not call.forks:
-            self.fail_a(call, 480, "no reachable contact")
+            self._unanswered(call, 480, "no reachable contact")
             return
         call.ring_timer = self.loop.call_later(ring_timeout, self._ring_timeout, call)
+
+    def ring_more(self, call: Call, targets: list[Target], ring_timeout: float) -> bool:
+        """Ring `targets` next on the same call (a ring group's next step, a forward
+        on busy or no answer): a new step whose forks get the offer the first ones got;
+        forks of earlier steps that still ring are cancelled (one of them answering
+        first still wins). False when not one fork could be started."""
+        if call.state not in (State.ROUTING, State.RINGING) or call.a_final_sent:
+            return False
+        self._cancel_timer(call, "ring_timer")
+        for fork in call.forks:
+            if fork.final is None:
+                self._cancel_fork(fork)
+        call.step += 1
+        if call.direct and not self.call_media.direct_ok(call, targets):
+            # The new targets cannot take the caller's SDP end to end (a trunk, a
+            # phone off the LAN): anchor now, before anyone has answered.
+            call.direct = False
+            if self.media is not None and call.a_req.body:
+                call.b_offer = self.call_media.anchor(call, call.a_req.body)
+        before = len(call.forks)
+        for target in targets:
+            self._fork(call, target, call.b_offer)
+        if not any(f.final is None for f in call.forks[before:]):
+            return False
+        call.ring_timer = self.loop.call_later(ring_timeout, self._ring_timeout, call)
+        return True
+
+    def _unanswered(self, call: Call, status: int, why: str) -> None:
+        """Nobody of the current step answered: the engine may ring on (hunting,
+        forwarding); otherwise the caller gets `status`."""
+        hook = self.unanswered
+        if (
+            hook is not None
+            and call.state in (State.ROUTING, State.RINGING)
+            and hook(call, status, why)
+        ):
+            return
+        if call.state is not State.ENDED:
+            self.fail_a(call, status, why)
 
     def answer_locally(
         self,
@@ -188,10 +234,11 @@ class CallManager:
         source: Address,
         caller: str,
         callee: str,
-        on_answer: Callable[[MediaLeg], None],
+        on_answer: Callable[[Call, MediaLeg], None],
     ) -> Call | None:
-        """Answer the call in the PBX itself (echo test, later IVR and voicemail):
-        a media endpoint, 200 with its SDP, then `on_answer(leg)`."""
+        """Answer the call in the PBX itself (a feature's application: echo test,
+        toggles, later IVR and voicemail): a media endpoint, 200 with its SDP, then
+        `on_answer(call, leg)`."""
         if self.media is None or not req.body:
             self.stack.respond(key, req.reply(488, to_tag=tag()))
             return None
@@ -209,7 +256,11 @@ class CallManager:
         return call if call.state is not State.ENDED else None
 
     def _answer_locally(
-        self, call: Call, leg: MediaLeg, body: bytes, on_answer: Callable[[MediaLeg], None]
+        self,
+        call: Call,
+        leg: MediaLeg,
+        body: bytes,
+        on_answer: Callable[[Call, MediaLeg], None],
     ) -> None:
         now = call.started
         if not self.call_timers.negotiate_a(call):
@@ -221,7 +272,7 @@ class CallManager:
         call.state = State.ANSWERED
         call.answered_at = now
         leg.on_inactivity(self.rtp_timeout, lambda _leg: self.hangup(call, "RTP timeout"))
-        on_answer(leg)
+        on_answer(call, leg)
 
     # ------------------------------------------------------------ failures
     @contextlib.contextmanager
@@ -310,7 +361,7 @@ class CallManager:
             invite.headers.add(name, value)
         for name, value in target.extra:
             invite.headers.add(name, value)
-        fork = Fork(call, target, dialog, invite)
+        fork = Fork(call, target, dialog, invite, step=call.step)
         call.forks.append(fork)
         self.dialogs[(dialog.call_id, dialog.local_tag)] = (call, "b")
         self._send_invite(fork)
@@ -351,8 +402,9 @@ class CallManager:
         self._forget_fork(fork)
         if call.state is State.ENDED or call.answered is not None:
             return
-        if all(f.final is not None for f in call.forks):
-            self.fail_a(call, best_status([f.final or 500 for f in call.forks]), "no answer")
+        current = [f for f in call.forks if f.step == call.step]
+        if all(f.final is not None for f in current):
+            self._unanswered(call, best_status([f.final or 500 for f in current]), "no answer")
 
     def _b_provisional(self, fork: Fork, resp: Response) -> None:
         call = fork.call
@@ -533,7 +585,7 @@ class CallManager:
                 for fork in call.forks:
                     if fork.final is None:
                         self._cancel_fork(fork)
-                self.fail_a(call, 480, "ring timeout")
+                self._unanswered(call, 480, "ring timeout")
 
     # ------------------------------------------------------------ cancel / bye
     def _cancel_fork(self, fork: Fork) -> None:

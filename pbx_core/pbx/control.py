@@ -72,6 +72,9 @@ class ControlServer:
             result = handler(request)
             if isinstance(result, Awaitable):
                 result = await result
+        except (ValueError, KeyError, TypeError) as exc:
+            # The request asked for something that is not there: its answer says so.
+            return {"ok": False, "error": str(exc).strip("'\"")}
         except Exception as exc:
             log.exception("control command %s failed", request["cmd"])
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

@@ -8,24 +8,29 @@ requests inside a call go to the call; everything else gets its status.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import logging
 import math
 import secrets
 import struct
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pbx_core import paths
+from pbx_core.features.api import Feature
 from pbx_core.media.audio import Audio
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.memo import Memo
 from pbx_core.pbx.auth import Authenticator, Outcome
-from pbx_core.pbx.calls import Call, CallManager, Target, name_addr
+from pbx_core.pbx.calls import Call, CallManager
 from pbx_core.pbx.cdr import CdrQueue, CdrWriter
+from pbx_core.pbx.features import Facts, FeatureHost
 from pbx_core.pbx.nat import NatPolicy
 from pbx_core.pbx.registrar import Registrar, ReplyError
+from pbx_core.pbx.routing import Router
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import DEFAULT_USER_AGENT, SipServer, header_text
 from pbx_core.pbx.trunk import TrunkManager
@@ -35,8 +40,9 @@ from pbx_core.sip.message import Request, Response
 from pbx_core.sip.uri import unescape
 from pbx_core.sip.validate import check_request
 from pbx_core.store.generations import Store
-from pbx_core.store.model import Destination, User
+from pbx_core.store.model import User
 from pbx_core.store.snapshot import Snapshot
+from pbx_core.store.state import StateStore
 from pbx_core.transport.manager import Address
 
 log = logging.getLogger("pbx.engine")
@@ -47,7 +53,6 @@ ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INF
 KNOWN_METHODS = frozenset({"MESSAGE", "NOTIFY", "PUBLISH", "REFER", "SUBSCRIBE", *ALLOW})
 SUPPORTED: frozenset[str] = frozenset({"timer"})  # RFC 4028 session timers (call_timers.py)
 SCHEMES = frozenset({"sip", "sips", "tel"})
-CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}
 
 
 def new_tag() -> str:
@@ -69,6 +74,8 @@ class Engine:
         store: Store,
         media: MediaEngine | None = None,
         cdr: CdrWriter | None = None,
+        features: Sequence[Feature] = (),
+        state: StateStore | None = None,
     ) -> None:
         self.stack = stack
         self.store = store
@@ -93,6 +100,22 @@ class Engine:
         if media is not None:
             self.calls.music_on_hold = _music_on_hold(media)
         self.trunks = TrunkManager(stack)
+        self.router = Router(self)
+        self.calls.unanswered = self.router.unanswered
+        self.features = FeatureHost(
+            features,
+            Facts(
+                now=self.loop.time,
+                setting=self._setting,
+                extension=self._extension_row,
+                group=self._group_row,
+                registered=self._registered,
+                in_call=self._in_call,
+                may_dial=self.router.may_dial,
+                domain=lambda: self.domain,
+            ),
+            state,
+        )
         self.security = SecurityPolicy()
         self._configure_security()
         stack.tu = self
@@ -123,6 +146,46 @@ class Engine:
 
     def _user_agent(self) -> str:
         return header_text(str(self.snap.settings.get("user_agent", DEFAULT_USER_AGENT)))
+
+    # ------------------------------------------------------------------ facts for features
+    def _setting(self, name: str) -> Any:
+        return self.snap.settings.get(name)  # the snapshot in force (reloads swap it)
+
+    def _extension_row(self, number: str) -> Mapping[str, Any] | None:
+        user = self.snap.user(number, self.domain)
+        if user is None:
+            return None
+        return {"username": user.username, **dataclasses.asdict(user.settings)}
+
+    def _group_row(self, number: str) -> Mapping[str, Any] | None:
+        group = self.snap.group(number)
+        if group is None:
+            return None
+        return {
+            "number": group.number,
+            "name": group.name,
+            "members": tuple(group.members),
+            "strategy": group.strategy,
+            "ring_timeout": group.ring_timeout,
+            "fallback_type": group.fallback.type,
+            "fallback": group.fallback.target,
+        }
+
+    def _registered(self, number: str) -> bool:
+        return bool(self.registrar.lookup(f"{number}@{self.domain}", self.loop.time()))
+
+    def _in_call(self, number: str) -> bool:
+        """Whether the extension is a party of a call now: calling, ringing or talking."""
+        aor = f"{number}@{self.domain}"
+        for call in self.calls.calls.values():
+            if call.caller == aor:
+                return True
+            if call.answered is not None:
+                if call.answered.target.label == aor:
+                    return True
+            elif any(f.target.label == aor and f.final is None for f in call.forks):
+                return True
+        return False
 
     def _streams_in_use(self) -> set[tuple[str, int]]:
         """(host, port) of every TCP peer a live registration or call talks to: the
@@ -202,6 +265,7 @@ class Engine:
 
     def close(self) -> None:
         self.trunks.close()
+        self.features.close()
         if self._cdr_queue is not None:
             self._cdr_queue.close()  # the last calls' records reach the disk
 
@@ -388,7 +452,7 @@ class Engine:
         number = unescape(req.uri.user or "")
         trunk = self.trunks.trusted(source[1])
         if trunk is not None:
-            self._inbound(req, source, key, trunk, number)
+            self.router.from_trunk(req, source, key, trunk, number)
             return
         caller = self._authenticate(req, source, key, now)
         if caller is None:
@@ -402,138 +466,7 @@ class Engine:
         if not number:
             self.stack.respond(key, req.reply(484, to_tag=new_tag()))
             return
-        if number == "*43":  # echo test (FreePBX's code): hear yourself back
-            self.calls.answer_locally(req, key, source, caller.aor, number, lambda leg: leg.echo())
-            return
-        self._route_from_extension(req, source, key, caller, number)
-
-    def _caller_from(self, caller: User, req: Request) -> str:
-        display = caller.settings.display_name or caller.username
-        return name_addr(display, f"sip:{caller.username}@{caller.domain}")
-
-    def _route_from_extension(
-        self, req: Request, source: Address, key: AnyServerKey, caller: User, number: str
-    ) -> None:
-        snap = self.snap
-        if caller.domain != self.domain and snap.user(number, caller.domain) is not None:
-            # A subscriber of another of our domains reaches the users of its own
-            # domain by their names (the numbers of the dial plan are the setting's).
-            self._ring_destination(
-                req,
-                source,
-                key,
-                Destination("extension", number),
-                caller.aor,
-                number,
-                self._caller_from(caller, req),
-                domain=caller.domain,
-            )
-            return
-        dest = snap.number(number)
-        if dest is None:
-            alias = snap.alias(number, self.domain)
-            if alias is not None and alias.aor:
-                user_part, _, _dom = alias.aor.partition("@")
-                dest = Destination("extension", user_part)
-        if dest is not None:
-            self._ring_destination(
-                req, source, key, dest, caller.aor, number, self._caller_from(caller, req)
-            )
-            return
-        routed = snap.route(number)
-        if routed is None:
-            self.stack.respond(key, req.reply(404, to_tag=new_tag()))
-            return
-        rule, out_number = routed
-        if rule.action == "deny":
-            self.stack.respond(key, self._error(req, SipError("number barred", 403)))
-            return
-        if rule.call_class != "emergency" and CLASS_RANK.get(
-            caller.settings.call_class, 0
-        ) < CLASS_RANK.get(rule.call_class, 3):
-            log.info("%s may not dial %s (%s call)", caller.aor, number, rule.call_class)
-            self.stack.respond(key, self._error(req, SipError("not allowed to dial this", 403)))
-            return
-        target = self.trunks.target(rule.trunk or "", out_number, caller, req)
-        if target is None:
-            self.stack.respond(key, self._error(req, SipError("trunk unavailable", 503)))
-            return
-        call = self.calls.start(req, key, source, caller.aor, number, [target], 120.0)
-        call.trunk = rule.trunk
-
-    def _inbound(
-        self, req: Request, source: Address, key: AnyServerKey, trunk: str, number: str
-    ) -> None:
-        snap = self.snap
-        did_number = number or unescape(req.to.uri.user or "")
-        did = snap.did(did_number)
-        if did is None:
-            self.stack.respond(key, req.reply(404, to_tag=new_tag()))
-            return
-        a_from = req.from_
-        caller_id = unescape(a_from.uri.user or "anonymous")
-        from_value = name_addr(a_from.display or caller_id, f"sip:{caller_id}@{self.domain}")
-        call = self._ring_destination(
-            req, source, key, did.dest, f"{trunk}:{caller_id}", did_number, from_value
-        )
-        if call is not None:
-            call.did, call.trunk = did_number, trunk
-
-    def _ring_destination(
-        self,
-        req: Request,
-        source: Address,
-        key: AnyServerKey,
-        dest: Destination,
-        caller: str,
-        number: str,
-        from_value: str,
-        *,
-        domain: str | None = None,
-    ) -> Call | None:
-        snap = self.snap
-        domain = domain or self.domain
-        now = self.loop.time()
-        members: list[str]
-        timeout = 20.0
-        if dest.type == "extension" and dest.target:
-            members = [dest.target]
-        elif dest.type == "group" and dest.target:
-            group = snap.group(dest.target)
-            if group is None:
-                self.stack.respond(key, req.reply(404, to_tag=new_tag()))
-                return None
-            members, timeout = list(group.members), float(group.ring_timeout)
-        elif dest.type == "hangup":
-            self.stack.respond(key, req.reply(603, to_tag=new_tag()))
-            return None
-        else:
-            # IVR, voicemail and external destinations arrive with their features.
-            log.info("destination %s %s not available in this build", dest.type, dest.target)
-            self.stack.respond(key, req.reply(480, to_tag=new_tag()))
-            return None
-        targets: list[Target] = []
-        busy = False
-        for member in members:
-            user = snap.user(member, domain)
-            if user is None or not user.settings.enabled:
-                continue
-            if user.settings.dnd:
-                busy = True
-                continue
-            if len(members) == 1:
-                timeout = float(user.settings.ring_timeout)
-            to_value = name_addr(None, f"sip:{member}@{domain}")
-            targets.extend(
-                Target(b.uri, b.dest, user.aor, from_value, to_value)
-                for b in self.registrar.lookup(user.aor, now)
-            )
-        if not targets:
-            self.stack.respond(key, req.reply(486 if busy else 480, to_tag=new_tag()))
-            return None
-        # Direct media only between extensions: never with a trunk's caller.
-        direct = self.trunks.trusted(source[1]) is None
-        return self.calls.start(req, key, source, caller, number, targets, timeout, direct)
+        self.router.from_extension(req, source, key, caller, number)
 
     # ------------------------------------------------------------------ status
     def _call_ended(self, call: Call) -> None:
@@ -544,6 +477,15 @@ class Engine:
             call.callee,
             call.disposition,
             call.cause,
+        )
+        self.features.call_ended(
+            call.id,
+            {
+                "caller": call.caller,
+                "callee": call.callee,
+                "disposition": call.disposition,
+                "cause": call.cause,
+            },
         )
         if self._cdr_queue is not None:
             # A synced LMDB commit takes milliseconds on a CF card: not in the event
@@ -558,6 +500,7 @@ class Engine:
             "trunks": self.trunks.status(),
             "bans": self.security.bans(now),
             "media": self.media.stats() if self.media is not None else {},
+            "features": self.features.status(),
         }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import secrets
 import socket
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from pbx_core.sip.digest_client import DigestClient
 from pbx_core.sip.message import Headers, Request, Response
 from pbx_core.sip.uri import parse_uri
 from pbx_core.store.model import Trunk, User
+
+# A caller number we may put in a From user part as it is (RFC 3261 user unreserved).
+_PRESENTABLE = re.compile(r"[0-9A-Za-z+*#._-]{1,32}")
 
 log = logging.getLogger("pbx.trunk")
 
@@ -185,7 +189,12 @@ class TrunkManager:
                 return name
         return None
 
-    def target(self, name: str, number: str, caller: User, req: Request) -> Target | None:
+    def target(
+        self, name: str, number: str, caller: User, req: Request, presented: str | None = None
+    ) -> Target | None:
+        """Where a call to `number` over trunk `name` goes. `caller` is the extension
+        whose identity the provider is asserted (P-Asserted-Identity); `presented`, a
+        forwarded call's original caller number, is the From the provider sees."""
         st = self.trunks.get(name)
         if st is None or st.address is None:
             return None
@@ -197,6 +206,8 @@ class TrunkManager:
         anonymous = "id" in privacy or (req.from_.uri.user or "").lower() == "anonymous"
         extra = [("P-Asserted-Identity", identity)]
         from_value = identity
+        if presented is not None and _PRESENTABLE.fullmatch(presented):
+            from_value = name_addr(None, f"sip:{presented}@{domain}")
         if anonymous:
             from_value = name_addr("Anonymous", "sip:anonymous@anonymous.invalid")
             extra.append(("Privacy", "id"))

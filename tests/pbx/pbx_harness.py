@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pbx_core.features.registry import FEATURES
 from pbx_core.media.engine import MediaEngine
 from pbx_core.pbx.engine import Engine
 from pbx_core.sip.digest_client import DigestClient
@@ -102,7 +103,7 @@ class Pbx:
         self.stack = FakeStack(loop)
         self.store = Store(FACTORY, runtime_dir=tmp / "run")
         self.media = MediaEngine(loop, "127.0.0.1", 33000, 33099)
-        self.engine = Engine(self.stack, self.store, self.media)  # type: ignore[arg-type]
+        self.engine = Engine(self.stack, self.store, self.media, features=FEATURES)  # type: ignore[arg-type]
         self._n = itertools.count(1)
         self._register("101", CALLEE_SRC)
 

@@ -1,0 +1,261 @@
+"""The feature platform's contract: what a feature declares, what it is asked, what it
+answers, and the one context through which it acts (docs/architecture.md).
+
+A feature is a package `pbx_core/features/<name>/` whose `FEATURE` is an instance of a
+`Feature` subclass. The composition root hands the registry's literal tuple to the
+engine (`features/registry.py`); the engine never imports a feature by name and a
+feature never imports `pbx_core.pbx` or another feature: it sees the PBX only through
+the `Context` it is given.
+
+The engine asks the features, in the registry's order, at fixed points of a call and
+applies the first answer that is not None:
+
+- `dial(ctx, dial)`: a number an extension dials starts with one of the feature's
+  `codes`. Typical answers: `Answer(app)` (set a toggle, confirm with a prompt), `Reject`.
+- `destination(ctx, call, dest)`: a table names a destination of one of its
+  `destination_types`. `Answer(app)`, `Hunt` (a ring group), `Reject`.
+- `before_ring(ctx, call, ext)`: extension `ext` is about to ring. `Reject(486)`
+  (do not disturb: busy), `Forward` (forward all).
+- `unanswered(ctx, call, ext, why)`: `ext` was busy, did not answer or is not
+  registered. `Forward` (forward on busy / no answer).
+- `call_ended(ctx, record)`: a call ended (nothing to answer).
+
+Decisions are frozen dataclasses. The dial plan order (emergency routes, feature codes,
+extensions and aliases, feature destinations, outbound routes) is the engine's; a
+feature cannot reorder it. No decision is a way around call classes: a `Forward` to an
+outside number is routed with the class of the extension that set it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "Answer",
+    "App",
+    "CallInfo",
+    "Context",
+    "Decision",
+    "Destination",
+    "Dial",
+    "Feature",
+    "Forward",
+    "Hunt",
+    "Reject",
+    "Session",
+    "Step",
+    "Why",
+]
+
+
+class Why(enum.Enum):
+    """Why an extension did not take a call (the unanswered hook's reason; also the
+    `Diversion` reason towards a trunk, RFC 5806)."""
+
+    BUSY = "user-busy"
+    NO_ANSWER = "no-answer"
+    UNAVAILABLE = "unavailable"
+    UNCONDITIONAL = "unconditional"
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A destination as the tables write it: `type` and `target` (`voicemail`, `101`)."""
+
+    type: str
+    target: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What a feature may know about the call it is asked about."""
+
+    caller: str  # the caller's AOR, or trunk:caller-id for an inbound call
+    caller_number: str  # the caller's number as shown (extension or caller ID)
+    caller_class: str  # call class of the caller (trunk calls: internal)
+    number: str  # the number dialled (or the DID)
+    from_extension: bool  # the caller is one of our extensions (not a trunk)
+    diverted_by: tuple[str, ...] = ()  # extensions that forwarded the call, in order
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """A dial string that matched one of a feature's codes: `code` + `arg`."""
+
+    call: CallInfo
+    aor: str  # the dialling extension's AOR
+    extension: str  # and its number
+    code: str
+    arg: str
+
+
+# ------------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """End the call attempt with `status` (486 busy, 480, 403, 404 ...)."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Route `number` instead, as if extension `by` had dialled it (its call class
+    applies), keeping the original caller ID and recording the diversion."""
+
+    number: str
+    by: str  # the forwarding extension's number
+    why: Why
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Ring these extensions together for `timeout` seconds."""
+
+    members: tuple[str, ...]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hunt:
+    """Ring the steps one after another (a ring group's strategy); when none answers,
+    the `failover` destination, else the caller hears `status`."""
+
+    steps: tuple[Step, ...]
+    failover: Destination | None = None
+    status: int = 480
+
+
+class Session(Protocol):
+    """A call the PBX answered itself, as an application sees it. Every await ends
+    early (with the call) when the caller hangs up: `hung_up` tells."""
+
+    @property
+    def hung_up(self) -> bool: ...
+
+    async def play(self, *prompts: str, interruptible: bool = False) -> str | None:
+        """Play prompts (names from the prompt set) or tones (`tone:confirmation`);
+        with `interruptible`, a key press stops it and is returned."""
+        ...
+
+    async def collect(
+        self,
+        max_digits: int,
+        first_timeout: float = 5.0,
+        inter_timeout: float = 3.0,
+        terminator: str = "#",
+    ) -> str:
+        """Digits the caller presses, until `max_digits`, the terminator or a timeout."""
+        ...
+
+    def echo(self) -> None:
+        """Send back what the caller sends (the echo test)."""
+        ...
+
+    async def wait(self, seconds: float) -> None:
+        """Wait (the caller still hears what was started), or until hang-up."""
+        ...
+
+    def hangup(self) -> None:
+        """End the call (BYE)."""
+        ...
+
+
+App = Callable[[Session], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The PBX answers the call itself and runs `app` on it; `name` names the
+    application in `pbx status` and the CDR."""
+
+    app: App
+    name: str
+
+
+Decision = Reject | Forward | Hunt | Answer
+
+
+# ------------------------------------------------------------------ the context
+
+
+class Context(Protocol):
+    """What a feature may use. Implemented by the core (pbx/features.py)."""
+
+    def now(self) -> float: ...
+
+    def setting(self, name: str) -> Any:
+        """A setting's typed value (its default when the table leaves it out)."""
+        ...
+
+    def extension(self, number: str) -> Mapping[str, Any] | None:
+        """An extension's configured row as a read-only mapping (None: no such)."""
+        ...
+
+    def group(self, number: str) -> Mapping[str, Any] | None:
+        """A ring group's row (members as a tuple of numbers), None: no such."""
+        ...
+
+    def registered(self, number: str) -> bool:
+        """Whether extension `number` has a live registration."""
+        ...
+
+    def in_call(self, number: str) -> bool:
+        """Whether extension `number` is ringing or talking in a call now."""
+        ...
+
+    def may_dial(self, number: str, by: str) -> bool:
+        """Whether extension `by` may call `number` (its call class against the
+        route; emergency always; our own extensions always)."""
+        ...
+
+    def toggle(self, extension: str, name: str) -> Any:
+        """A per-extension toggle this feature keeps (None when never set)."""
+        ...
+
+    def set_toggle(self, extension: str, name: str, value: Any) -> None:
+        """Keep a toggle: in force at once, written to flash off the event loop,
+        back after a restart."""
+        ...
+
+
+# ------------------------------------------------------------------ the feature
+
+
+@dataclass(frozen=True)
+class Feature:
+    """Base of every feature: declarations, and hooks that answer None (not mine).
+
+    `codes` maps a dial prefix (`*72`) to a short description; a dialled number
+    matches the longest code it starts with (FreePBX's codes take their argument
+    after the code: `*72` + number). `toggles` names the per-extension state the
+    feature keeps, with the extension column (if any) that gives its initial value.
+    """
+
+    name: str
+    codes: Mapping[str, str] = field(default_factory=dict)
+    destination_types: tuple[str, ...] = ()
+    toggles: Mapping[str, str | None] = field(default_factory=dict)
+
+    def dial(self, ctx: Context, dial: Dial) -> Decision | None:
+        return None
+
+    def destination(self, ctx: Context, call: CallInfo, dest: Destination) -> Decision | None:
+        return None
+
+    def before_ring(self, ctx: Context, call: CallInfo, extension: str) -> Decision | None:
+        return None
+
+    def unanswered(self, ctx: Context, call: CallInfo, extension: str, why: Why) -> Decision | None:
+        return None
+
+    def call_ended(self, ctx: Context, record: Mapping[str, Any]) -> None:
+        return None
+
+    def status(self, ctx: Context) -> dict[str, Any]:
+        return {}

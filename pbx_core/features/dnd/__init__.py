@@ -1,0 +1,47 @@
+"""Do not disturb: `*78` on, `*79` off, `*76` toggles (FreePBX's codes). While on,
+calls to the extension are refused as busy (486), so forward-on-busy applies. The
+state survives restarts; the extension's `dnd` column is its initial value. See
+README.md."""
+
+from __future__ import annotations
+
+from pbx_core.features.api import (
+    Answer,
+    CallInfo,
+    Context,
+    Decision,
+    Dial,
+    Feature,
+    Reject,
+)
+from pbx_core.features.prompts import confirm
+
+_ON, _OFF, _TOGGLE = "*78", "*79", "*76"
+
+
+def is_on(ctx: Context, extension: str) -> bool:
+    return bool(ctx.toggle(extension, "dnd"))
+
+
+class DoNotDisturb(Feature):
+    def dial(self, ctx: Context, dial: Dial) -> Decision | None:
+        if dial.arg:
+            return Reject(404, "nothing follows the do-not-disturb codes")
+        if dial.code == _TOGGLE:
+            on = not is_on(ctx, dial.extension)
+        else:
+            on = dial.code == _ON
+        ctx.set_toggle(dial.extension, "dnd", on)
+        return Answer(confirm("dnd-on" if on else "dnd-off"), "dnd")
+
+    def before_ring(self, ctx: Context, call: CallInfo, extension: str) -> Decision | None:
+        if is_on(ctx, extension):
+            return Reject(486, "do not disturb")
+        return None
+
+
+FEATURE = DoNotDisturb(
+    name="dnd",
+    codes={_ON: "do not disturb on", _OFF: "do not disturb off", _TOGGLE: "toggle"},
+    toggles={"dnd": "dnd"},
+)

@@ -1,0 +1,433 @@
+"""The core side of the feature platform (features/api.py): the features the
+composition root handed in, asked in order; the `Context` they act through; toggles
+kept in RAM and written to the state LMDB by one thread off the event loop; the
+applications (`Answer`) run as tasks this host owns and cancels when their call ends.
+
+The engine calls `dial`, `destination`, `before_ring` and `unanswered`; each returns the
+first decision a feature gives, or None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from pbx_core import paths
+from pbx_core.features.api import (
+    App,
+    CallInfo,
+    Decision,
+    Destination,
+    Dial,
+    Feature,
+    Reject,
+    Why,
+)
+from pbx_core.media.events import DtmfEvent
+from pbx_core.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from pbx_core.media.leg import MediaLeg
+    from pbx_core.store.state import StateStore
+
+log = logging.getLogger("pbx.features")
+
+MAX_CODE_ARG = 32  # digits after a feature code (a phone number is at most 15, E.164)
+MAX_TOGGLE_TEXT = 64  # a toggle's text value (a forward target)
+MAX_PROMPTS = 32  # prompts in one play() call
+
+
+class FeatureError(ValueError):
+    """Two features claim the same code or destination type: a build error."""
+
+
+class Facts:
+    """What the host needs from the engine, as plain callables (no engine import)."""
+
+    def __init__(
+        self,
+        *,
+        now: Callable[[], float],
+        setting: Callable[[str], Any],
+        extension: Callable[[str], Mapping[str, Any] | None],
+        group: Callable[[str], Mapping[str, Any] | None],
+        registered: Callable[[str], bool],
+        in_call: Callable[[str], bool],
+        may_dial: Callable[[str, str], bool],
+        domain: Callable[[], str],
+    ) -> None:
+        self.now = now
+        self.setting = setting
+        self.extension = extension
+        self.group = group
+        self.registered = registered
+        self.in_call = in_call
+        self.may_dial = may_dial
+        self.domain = domain
+
+
+class HostContext:
+    """The `Context` one feature sees: the engine's facts plus its own toggles."""
+
+    def __init__(self, host: FeatureHost, feature: Feature) -> None:
+        self._host = host
+        self._feature = feature
+        facts = host.facts
+        self.now = facts.now
+        self.setting = facts.setting
+        self.extension = facts.extension
+        self.group = facts.group
+        self.registered = facts.registered
+        self.in_call = facts.in_call
+        self.may_dial = facts.may_dial
+
+    def toggle(self, extension: str, name: str) -> Any:
+        return self._host.toggle(self._feature, extension, name)
+
+    def set_toggle(self, extension: str, name: str, value: Any) -> None:
+        self._host.set_toggle(self._feature, extension, name, value)
+
+
+class FeatureHost:
+    def __init__(
+        self,
+        features: Sequence[Feature],
+        facts: Facts,
+        state: StateStore | None = None,
+    ) -> None:
+        self.features = tuple(features)
+        self.facts = facts
+        self.state = state
+        self._contexts = {f.name: HostContext(self, f) for f in self.features}
+        self._codes: list[tuple[str, Feature]] = []
+        self._dest_types: dict[str, Feature] = {}
+        names: set[str] = set()
+        for f in self.features:
+            if f.name in names:
+                raise FeatureError(f"two features are named {f.name!r}")
+            names.add(f.name)
+            for code in f.codes:
+                if any(code == c for c, _ in self._codes):
+                    raise FeatureError(f"feature code {code} claimed twice ({f.name})")
+                self._codes.append((code, f))
+            for t in f.destination_types:
+                if t in self._dest_types:
+                    raise FeatureError(f"destination type {t} claimed twice ({f.name})")
+                self._dest_types[t] = f
+        self._codes.sort(key=lambda cf: -len(cf[0]))  # longest code first
+        self._toggles: dict[tuple[str, str, str], Any] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
+        self._write_lock = threading.Lock()
+        self._pending: dict[tuple[str, str], Any] = {}
+        self._apps: dict[str, asyncio.Task[None]] = {}
+
+    # ------------------------------------------------------------------ declarations
+    @property
+    def codes(self) -> list[str]:
+        return [c for c, _ in self._codes]
+
+    @property
+    def destination_types(self) -> list[str]:
+        return sorted(self._dest_types)
+
+    def context(self, feature: Feature) -> HostContext:
+        return self._contexts[feature.name]
+
+    def is_code(self, number: str) -> bool:
+        return any(number.startswith(code) for code, _ in self._codes)
+
+    # ------------------------------------------------------------------ hooks
+    def dial(self, call: CallInfo, aor: str, extension: str) -> Decision | None:
+        """A number an extension dialled: the feature whose code it starts with
+        (longest first) decides; None when no code matches."""
+        number = call.number
+        found = next(((c, f) for c, f in self._codes if number.startswith(c)), None)
+        if found is None:
+            return None
+        code, feature = found
+        arg = number[len(code) :]
+        if len(arg) > MAX_CODE_ARG:
+            return Reject(484, "too many digits after the feature code")
+        dial = Dial(call, aor, extension, code, arg)
+        return self._ask(feature, "dial", lambda f, ctx: f.dial(ctx, dial))
+
+    def destination(self, call: CallInfo, dest: Destination) -> Decision | None:
+        feature = self._dest_types.get(dest.type)
+        if feature is None:
+            return None
+        return self._ask(feature, "destination", lambda f, ctx: f.destination(ctx, call, dest))
+
+    def before_ring(self, call: CallInfo, extension: str) -> Decision | None:
+        return self._first("before_ring", lambda f, ctx: f.before_ring(ctx, call, extension))
+
+    def unanswered(self, call: CallInfo, extension: str, why: Why) -> Decision | None:
+        return self._first("unanswered", lambda f, ctx: f.unanswered(ctx, call, extension, why))
+
+    def call_ended(self, call_id: str, record: Mapping[str, Any]) -> None:
+        task = self._apps.pop(call_id, None)
+        if task is not None and not task.done():
+            task.cancel()
+        for f in self.features:
+            try:
+                f.call_ended(self._contexts[f.name], record)
+            except Exception as exc:  # noqa: BLE001  # one feature's bug ends no other
+                self._failed(f, "call_ended", exc)
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in self.features:
+            try:
+                got = f.status(self._contexts[f.name])
+            except Exception as exc:  # noqa: BLE001  # status must always answer
+                self._failed(f, "status", exc)
+                got = {"error": type(exc).__name__}
+            if got:
+                out[f.name] = got
+        return out
+
+    def _first(
+        self, hook: str, ask: Callable[[Feature, HostContext], Decision | None]
+    ) -> Decision | None:
+        for f in self.features:
+            decision = self._ask(f, hook, ask)
+            if decision is not None:
+                return decision
+        return None
+
+    def _ask(
+        self, f: Feature, hook: str, ask: Callable[[Feature, HostContext], Decision | None]
+    ) -> Decision | None:
+        try:
+            return ask(f, self._contexts[f.name])
+        except Exception as exc:  # noqa: BLE001  # a feature's bug: as if it said nothing
+            self._failed(f, hook, exc)
+            return None
+
+    @staticmethod
+    def _failed(f: Feature, hook: str, exc: BaseException) -> None:
+        log.warning("feature %s: %s failed: %s: %s", f.name, hook, type(exc).__name__, exc)
+        log.debug("feature %s: %s failed", f.name, hook, exc_info=exc)
+
+    # ------------------------------------------------------------------ toggles
+    def _aor(self, extension: str) -> str:
+        return f"{extension}@{self.facts.domain()}"
+
+    def toggle(self, feature: Feature, extension: str, name: str) -> Any:
+        """A toggle's value: set from a phone or the console (RAM, then the state
+        LMDB), else the extension column that gives its initial value, else None."""
+        key = (feature.name, extension, name)
+        if key in self._toggles:
+            return self._toggles[key]
+        value = None
+        if self.state is not None:
+            try:
+                value = self.state.toggle(self._aor(extension), name)
+            except StoreError as exc:
+                log.warning("toggle %s of %s unreadable: %s", name, extension, exc)
+        if value is None:
+            column = feature.toggles.get(name)
+            row = self.facts.extension(extension) if column else None
+            value = row.get(column) if row is not None and column else None
+        self._toggles[key] = value
+        return value
+
+    def set_toggle(self, feature: Feature, extension: str, name: str, value: Any) -> None:
+        if name not in feature.toggles:
+            raise KeyError(f"feature {feature.name} keeps no toggle {name!r}")
+        if isinstance(value, str) and len(value) > MAX_TOGGLE_TEXT:
+            raise ValueError(f"toggle {name} value longer than {MAX_TOGGLE_TEXT}")
+        if not isinstance(value, bool | str | None):
+            raise TypeError(f"toggle {name} takes on/off, text or nothing")
+        self._toggles[(feature.name, extension, name)] = value
+        if self.state is None:
+            return
+        with self._write_lock:
+            queued = bool(self._pending)
+            self._pending[(self._aor(extension), name)] = value
+        if not queued:
+            self._writer.submit(self._write)
+
+    def _write(self) -> None:
+        """One thread writes the toggles set since its last commit (a synced LMDB
+        commit takes milliseconds on a CF card: never on the event loop)."""
+        with self._write_lock:
+            pending, self._pending = self._pending, {}
+        state = self.state
+        if state is None:
+            return
+        for (aor, name), value in pending.items():
+            try:
+                state.set_toggle(aor, name, value)
+            except (StoreError, ValueError) as exc:
+                log.error("toggle %s of %s not saved: %s", name, aor, exc)  # noqa: TRY400  # one line says it
+
+    def toggles(self, extension: str) -> dict[str, Any]:
+        """Every toggle of an extension, by feature (for the console and status)."""
+        return {
+            f"{f.name}.{name}": self.toggle(f, extension, name)
+            for f in self.features
+            for name in f.toggles
+        }
+
+    def set_by_name(self, extension: str, qualified: str, value: Any) -> None:
+        """The console's `feature.toggle` = value."""
+        fname, _, name = qualified.partition(".")
+        for f in self.features:
+            if f.name == fname:
+                self.set_toggle(f, extension, name, value)
+                return
+        raise KeyError(f"no feature {fname!r}")
+
+    def close(self) -> None:
+        for task in self._apps.values():
+            task.cancel()
+        self._apps.clear()
+        self._writer.shutdown(wait=True)  # toggles set before the stop reach the disk
+
+    # ------------------------------------------------------------------ applications
+    def run_app(
+        self,
+        call_id: str,
+        app: App,
+        name: str,
+        leg: MediaLeg,
+        hangup: Callable[[], None],
+        ended: Callable[[], bool],
+    ) -> None:
+        """Run an application on an answered call: one task, owned here, cancelled
+        when the call ends; an exception ends that call (one log line), no other."""
+        session = LocalSession(leg, hangup, ended)
+
+        async def main() -> None:
+            try:
+                await app(session)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the app's bug ends its own call only
+                log.warning("application %s failed: %s: %s", name, type(exc).__name__, exc)
+                log.debug("application %s failed", name, exc_info=exc)
+                session.hangup()
+            finally:
+                self._apps.pop(call_id, None)
+
+        self._apps[call_id] = asyncio.get_running_loop().create_task(main(), name=f"app-{name}")
+
+    @property
+    def running_apps(self) -> int:
+        return len(self._apps)
+
+
+class LocalSession:
+    """`Session` over the media endpoint of a call the PBX answered."""
+
+    def __init__(
+        self, leg: MediaLeg, hangup: Callable[[], None], ended: Callable[[], bool]
+    ) -> None:
+        self._leg = leg
+        self._hangup = hangup
+        self._ended = ended
+        self._digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        leg.on_dtmf(self._on_dtmf)
+
+    @property
+    def hung_up(self) -> bool:
+        return self._ended()
+
+    def _on_dtmf(self, event: DtmfEvent) -> None:
+        if not self._digits.full():
+            self._digits.put_nowait(event.digit)
+
+    async def play(self, *prompts: str, interruptible: bool = False) -> str | None:
+        for prompt in prompts[:MAX_PROMPTS]:
+            if self.hung_up:
+                return None
+            done = asyncio.get_running_loop().create_future()
+
+            def finished(fut: asyncio.Future[None] = done) -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            if prompt.startswith("tone:"):
+                self._leg.tone(prompt[5:], on_done=finished)
+            else:
+                path = paths.asset(f"prompts/{prompt}.wav")
+                if path.exists():
+                    self._leg.play(path, on_done=finished)
+                else:  # a build without prompts (tests, a trimmed image): a beep says it
+                    log.debug("prompt %s missing: a confirmation tone instead", prompt)
+                    self._leg.tone("confirmation", on_done=finished)
+            digit = await self._until(done, interruptible)
+            if digit is not None:
+                self._leg.stop_play()
+                return digit
+        return None
+
+    async def _until(self, done: asyncio.Future[None], interruptible: bool) -> str | None:
+        """Wait for `done`, a key press (when interruptible) or the hang-up."""
+        while not done.done():
+            if self.hung_up:
+                return None
+            waits: set[asyncio.Future[Any]] = {done}
+            getter: asyncio.Task[str] | None = None
+            if interruptible:
+                getter = asyncio.ensure_future(self._digits.get())
+                waits.add(getter)
+            await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            if getter is not None:
+                if getter.done():
+                    return getter.result()
+                getter.cancel()
+        return None
+
+    async def collect(
+        self,
+        max_digits: int,
+        first_timeout: float = 5.0,
+        inter_timeout: float = 3.0,
+        terminator: str = "#",
+    ) -> str:
+        got = ""
+        max_digits = max(1, min(max_digits, MAX_CODE_ARG))
+        timeout = first_timeout
+        while len(got) < max_digits and not self.hung_up:
+            try:
+                digit = await asyncio.wait_for(self._digits.get(), timeout)
+            except TimeoutError:
+                break
+            if terminator and digit in terminator:
+                break
+            got += digit
+            timeout = inter_timeout
+        return got
+
+    def echo(self) -> None:
+        self._leg.echo()
+
+    async def wait(self, seconds: float) -> None:
+        end = asyncio.get_running_loop().time() + max(0.0, seconds)
+        while not self.hung_up:
+            left = end - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 1.0))
+
+    def hangup(self) -> None:
+        if not self.hung_up:
+            self._hangup()
+
+
+def describe(features: Iterable[Feature]) -> list[dict[str, Any]]:
+    """The registry as data: names, codes, destination types, toggles (docs, console)."""
+    return [
+        {
+            "name": f.name,
+            "codes": dict(f.codes),
+            "destination_types": list(f.destination_types),
+            "toggles": dict(f.toggles),
+        }
+        for f in features
+    ]

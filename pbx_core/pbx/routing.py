@@ -1,0 +1,414 @@
+"""Where a call goes: the dial plan, destinations, hunting and forwarding.
+
+The dial plan's order, for a number an extension dials (docs/architecture.md):
+
+1. emergency routes (an outbound route of call class `emergency`): always, first;
+2. feature codes (`*72` …), the longest code the number starts with;
+3. extensions, then aliases;
+4. numbers the tables give a destination (ring groups, feature destinations);
+5. outbound routes, with the caller's call class (toll-fraud guard).
+
+A trunk's inbound call goes to its DID's destination. A destination is an extension
+(ringing its registered contacts, after the features' `before_ring`), `hangup`, or a
+type a feature declares (`group` → the ring group feature's `Hunt`). A `Plan` follows
+the call while it rings: when nobody answers, the features' `unanswered` hook may
+forward it, else the hunt's next step rings, else its failover destination, else the
+caller hears the status. Forwards are routed as if the forwarding extension dialled
+the number (its call class applies) and stop after MAX_FORWARDS or at a loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from pbx_core.features.api import (
+    Answer,
+    CallInfo,
+    Decision,
+    Forward,
+    Reject,
+    Step,
+    Why,
+)
+from pbx_core.features.api import Destination as FeatureDestination
+from pbx_core.pbx.call_state import Call, State, Target, name_addr, tag
+from pbx_core.sip.events import AnyServerKey
+from pbx_core.sip.message import Request
+from pbx_core.sip.uri import unescape
+from pbx_core.store.model import Destination, User
+from pbx_core.transport.manager import Address
+
+if TYPE_CHECKING:
+    from pbx_core.media.leg import MediaLeg
+    from pbx_core.pbx.engine import Engine
+
+log = logging.getLogger("pbx.routing")
+
+CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}
+MAX_FORWARDS = 5  # forwards one call may take (Asterisk's default max forwards is 5)
+MAX_STEPS = 64  # ring steps of one hunt (a group has at most 64 members)
+FORWARD_RING = 120.0  # seconds a forward to a trunk rings (the provider times out)
+
+
+@dataclass
+class Plan:
+    """How one call is being routed: what to do when the current step goes
+    unanswered."""
+
+    req: Request
+    source: Address
+    key: AnyServerKey
+    info: CallInfo
+    from_value: str  # the From the callees see (the original caller's)
+    domain: str
+    call: Call | None = None
+    extension: str | None = None  # the one extension ringing now (its unanswered hook)
+    steps: list[Step] = field(default_factory=list)
+    failover: FeatureDestination | None = None
+    status: int = 480
+    busy: bool = False  # someone was busy: the final status is 486
+    forwards: int = 0
+    rung: set[str] = field(default_factory=set)  # extensions rung so far (loops)
+    diversion: list[str] = field(default_factory=list)  # Diversion header values
+    trunk: str | None = None  # inbound over this trunk
+    did: str | None = None
+
+
+class Router:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------------ entry points
+    def from_extension(
+        self, req: Request, source: Address, key: AnyServerKey, caller: User, number: str
+    ) -> None:
+        eng = self.engine
+        snap = eng.snap
+        info = CallInfo(
+            caller=caller.aor,
+            caller_number=caller.username,
+            caller_class=caller.settings.call_class,
+            number=number,
+            from_extension=True,
+        )
+        display = caller.settings.display_name or caller.username
+        plan = Plan(
+            req,
+            source,
+            key,
+            info,
+            name_addr(display, f"sip:{caller.username}@{caller.domain}"),
+            eng.domain,
+        )
+        routed = snap.route(number)
+        if routed is not None and routed[0].call_class == "emergency":
+            self._outbound(plan, caller, number)  # 1. emergency first, always
+            return
+        if caller.domain == eng.domain:
+            decision = eng.features.dial(info, caller.aor, caller.username)  # 2. codes
+            if decision is not None:
+                self._apply(plan, decision)
+                return
+        elif snap.user(number, caller.domain) is not None:
+            # A subscriber of another of our domains reaches the users of its own
+            # domain by their names (the numbers of the dial plan are the setting's).
+            plan.domain = caller.domain
+            self._ring_extension(plan, number)
+            return
+        dest = self._internal(number)  # 3. and 4.
+        if dest is not None:
+            self._destination(plan, dest)
+            return
+        self._outbound(plan, caller, number)  # 5.
+
+    def from_trunk(
+        self, req: Request, source: Address, key: AnyServerKey, trunk: str, number: str
+    ) -> None:
+        eng = self.engine
+        did_number = number or unescape(req.to.uri.user or "")
+        did = eng.snap.did(did_number)
+        if did is None:
+            eng.stack.respond(key, req.reply(404, to_tag=tag()))
+            return
+        a_from = req.from_
+        caller_id = unescape(a_from.uri.user or "") or "anonymous"
+        info = CallInfo(
+            caller=f"{trunk}:{caller_id}",
+            caller_number=caller_id,
+            caller_class="internal",
+            number=did_number,
+            from_extension=False,
+        )
+        from_value = name_addr(a_from.display or caller_id, f"sip:{caller_id}@{eng.domain}")
+        plan = Plan(req, source, key, info, from_value, eng.domain, trunk=trunk, did=did_number)
+        self._destination(plan, did.dest)
+
+    # ------------------------------------------------------------------ numbers
+    def _internal(self, number: str) -> Destination | None:
+        """An extension, alias or numbered destination of the tables."""
+        snap = self.engine.snap
+        dest = snap.number(number)
+        if dest is None:
+            alias = snap.alias(number, self.engine.domain)
+            if alias is not None and alias.aor:
+                dest = Destination("extension", alias.aor.partition("@")[0])
+        return dest
+
+    def may_dial(self, number: str, by: str) -> bool:
+        """Whether extension `by` may call `number`: our own numbers always; an
+        outside number only through a route its call class allows (emergency: any)."""
+        eng = self.engine
+        user = eng.snap.user(by, eng.domain)
+        if user is None:
+            return False
+        if self._internal(number) is not None:
+            return True
+        routed = eng.snap.route(number)
+        if routed is None or routed[0].action == "deny":
+            return False
+        return self._class_allows(user, routed[0].call_class)
+
+    @staticmethod
+    def _class_allows(user: User, call_class: str) -> bool:
+        if call_class == "emergency":
+            return True
+        return CLASS_RANK.get(user.settings.call_class, 0) >= CLASS_RANK.get(call_class, 3)
+
+    # ------------------------------------------------------------------ decisions
+    def _apply(self, plan: Plan, decision: Decision) -> None:
+        if isinstance(decision, Reject):
+            self._fail(plan, decision.status, decision.reason)
+        elif isinstance(decision, Answer):
+            self._answer(plan, decision)
+        elif isinstance(decision, Forward):
+            self._forward(plan, decision, 480)
+        else:
+            plan.steps = list(decision.steps[:MAX_STEPS])
+            plan.failover, plan.status = decision.failover, decision.status
+            self._next_step(plan)
+
+    def _answer(self, plan: Plan, answer: Answer) -> None:
+        eng = self.engine
+        if plan.call is not None:  # an application after ringing: not in this build
+            self._fail(plan, 480, f"{answer.name} after ringing is not available")
+            return
+        host = eng.features
+
+        def started(call: Call, leg: MediaLeg) -> None:
+            host.run_app(
+                call.id,
+                answer.app,
+                answer.name,
+                leg,
+                lambda: eng.calls.hangup(call, f"{answer.name} ended"),
+                lambda: call.state is State.ENDED,
+            )
+
+        call = eng.calls.answer_locally(
+            plan.req, plan.key, plan.source, plan.info.caller, plan.info.number, started
+        )
+        if call is not None:
+            call.trunk, call.did = plan.trunk, plan.did
+
+    def _fail(self, plan: Plan, status: int, reason: str) -> None:
+        eng = self.engine
+        if plan.call is None:
+            resp = plan.req.reply(status, to_tag=tag())
+            if status in (403, 404, 484):
+                resp.headers.add("Warning", f'399 pbx "{reason[:120]}"')
+            eng.stack.respond(plan.key, resp)
+        elif plan.call.state is not State.ENDED:
+            eng.calls.fail_a(plan.call, status, reason)
+
+    # ------------------------------------------------------------------ destinations
+    def _destination(self, plan: Plan, dest: Destination) -> None:
+        if dest.type == "extension" and dest.target:
+            self._ring_extension(plan, dest.target)
+            return
+        if dest.type == "hangup":
+            self._fail(plan, 603, "destination hangup")
+            return
+        fdest = FeatureDestination(dest.type, dest.target)
+        decision = self.engine.features.destination(plan.info, fdest)
+        if decision is None:
+            log.info("destination %s %s not available in this build", dest.type, dest.target)
+            self._fail(plan, 480, f"no {dest.type} destination")
+            return
+        self._apply(plan, decision)
+
+    def _ring_extension(self, plan: Plan, number: str) -> None:
+        eng = self.engine
+        user = eng.snap.user(number, plan.domain)
+        if user is None or not user.settings.enabled:
+            self._fail(plan, 404 if user is None else 480, "no such extension")
+            return
+        plan.extension = number
+        plan.rung.add(number)
+        decision = eng.features.before_ring(plan.info, number)
+        if isinstance(decision, Forward):
+            self._forward(plan, decision, 480)
+            return
+        if isinstance(decision, Reject):
+            self._extension_unanswered(plan, number, decision.status, Why.BUSY)
+            return
+        if decision is not None:
+            self._apply(plan, decision)
+            return
+        targets = self._targets(plan, user)
+        if not targets:
+            self._extension_unanswered(plan, number, 480, Why.UNAVAILABLE)
+            return
+        self._ring(plan, targets, float(user.settings.ring_timeout))
+
+    def _targets(self, plan: Plan, user: User) -> list[Target]:
+        eng = self.engine
+        to_value = name_addr(None, f"sip:{user.username}@{plan.domain}")
+        extra = [("Diversion", d) for d in plan.diversion]
+        return [
+            Target(b.uri, b.dest, user.aor, plan.from_value, to_value, list(extra))
+            for b in eng.registrar.lookup(user.aor, eng.loop.time())
+        ]
+
+    def _ring(
+        self, plan: Plan, targets: list[Target], timeout: float, extensions: bool = True
+    ) -> None:
+        """Ring `targets`: the call's first step, or its next one. Direct media only
+        between extensions: never with a trunk on either side."""
+        eng = self.engine
+        if plan.call is None:
+            direct = extensions and plan.trunk is None
+            call = eng.calls.start(
+                plan.req,
+                plan.key,
+                plan.source,
+                plan.info.caller,
+                plan.info.number,
+                targets,
+                timeout,
+                direct,
+                routing=plan,
+            )
+            call.trunk, call.did = plan.trunk, plan.did
+            if call.state is not State.ENDED:
+                plan.call = call
+            return
+        if not eng.calls.ring_more(plan.call, targets, timeout):
+            self.unanswered(plan.call, 480, "no reachable contact")
+
+    # ------------------------------------------------------------------ unanswered
+    def unanswered(self, call: Call, status: int, why: str) -> bool:
+        """CallManager's hook: nobody of the current step answered."""
+        plan = call.routing
+        if not isinstance(plan, Plan):
+            return False
+        plan.call = call
+        if plan.extension is not None:
+            self._extension_unanswered(plan, plan.extension, status)
+        else:
+            self._step_unanswered(plan, status)
+        return True
+
+    def _extension_unanswered(
+        self, plan: Plan, number: str, status: int, why: Why | None = None
+    ) -> None:
+        """Extension `number` was busy (486/600), rang out or is not registered: its
+        features may forward the call; else the hunt goes on or the call fails."""
+        if why is None:
+            why = Why.BUSY if status in (486, 600) else Why.NO_ANSWER
+        plan.extension = None
+        plan.busy = plan.busy or why is Why.BUSY
+        decision = self.engine.features.unanswered(plan.info, number, why)
+        if isinstance(decision, Forward):
+            self._forward(plan, decision, status)
+            return
+        self._step_unanswered(plan, status)
+
+    def _step_unanswered(self, plan: Plan, status: int) -> None:
+        if plan.steps:
+            self._next_step(plan)
+            return
+        if plan.failover is not None:
+            failover, plan.failover = plan.failover, None
+            self._destination(plan, Destination(failover.type, failover.target))
+            return
+        final = 486 if plan.busy or status in (486, 600) else status
+        self._fail(plan, final, "no answer")
+
+    def _next_step(self, plan: Plan) -> None:
+        """Ring the hunt's next step: its members that may ring now (DND, call
+        waiting: `before_ring`; a member's own forwards do not apply in a group)."""
+        eng = self.engine
+        while plan.steps:
+            step = plan.steps.pop(0)
+            targets: list[Target] = []
+            for member in step.members:
+                user = eng.snap.user(member, plan.domain)
+                if user is None or not user.settings.enabled:
+                    continue
+                decision = eng.features.before_ring(plan.info, member)
+                if isinstance(decision, Reject):
+                    plan.busy = plan.busy or decision.status in (486, 600)
+                    continue
+                targets.extend(self._targets(plan, user))
+            if targets:
+                plan.extension = None
+                self._ring(plan, targets, step.timeout)
+                return
+        self._step_unanswered(plan, plan.status)
+
+    # ------------------------------------------------------------------ forwards
+    def _forward(self, plan: Plan, fwd: Forward, status: int) -> None:
+        """Route `fwd.number` as extension `fwd.by` would dial it, keeping the caller."""
+        eng = self.engine
+        if plan.forwards >= MAX_FORWARDS or fwd.number in plan.rung:
+            log.info("call to %s: forward to %s stopped (loop or too many)", fwd.by, fwd.number)
+            self._step_unanswered(plan, status)
+            return
+        by = eng.snap.user(fwd.by, eng.domain)
+        if by is None:
+            self._step_unanswered(plan, status)
+            return
+        plan.forwards += 1
+        plan.info = replace(plan.info, diverted_by=(*plan.info.diverted_by, fwd.by))
+        counter = plan.forwards
+        plan.diversion.append(
+            f"<sip:{fwd.by}@{eng.domain}>;reason={fwd.why.value};counter={counter}"
+        )
+        dest = self._internal(fwd.number)
+        if dest is not None:
+            if dest.type == "extension" and dest.target == fwd.by:
+                self._step_unanswered(plan, status)
+                return
+            self._destination(plan, dest)
+            return
+        self._outbound(plan, by, fwd.number, forwarded=True)
+
+    # ------------------------------------------------------------------ outbound
+    def _outbound(self, plan: Plan, caller: User, number: str, forwarded: bool = False) -> None:
+        eng = self.engine
+        routed = eng.snap.route(number)
+        if routed is None:
+            self._fail(plan, 404, "no route")
+            return
+        rule, out_number = routed
+        if rule.action == "deny":
+            self._fail(plan, 403, "number barred")
+            return
+        if not self._class_allows(caller, rule.call_class):
+            log.info("%s may not dial %s (%s call)", caller.aor, number, rule.call_class)
+            self._fail(plan, 403, "not allowed to dial this")
+            return
+        presented = plan.info.caller_number if forwarded else None
+        target = eng.trunks.target(
+            rule.trunk or "", out_number, caller, plan.req, presented=presented
+        )
+        if target is None:
+            self._fail(plan, 503, "trunk unavailable")
+            return
+        target.extra.extend(("Diversion", d) for d in plan.diversion)
+        plan.extension = None
+        self._ring(plan, [target], FORWARD_RING, extensions=False)
+        if plan.call is not None:
+            plan.call.trunk = rule.trunk
