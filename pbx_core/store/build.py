@@ -80,7 +80,7 @@ def _scan(sources: Mapping[str, sch.RowSource], report: Report) -> None:
 
 
 def _model(sources: Mapping[str, sch.RowSource], report: Report, *, keep: bool) -> None:
-    builder = _Builder(sources, keep=keep)
+    builder = _Builder(sources, keep=keep, contacts=keep)
     config = builder.build()
     report.errors.extend(builder.errors)
     report.warnings.extend(builder.warnings)
@@ -104,6 +104,14 @@ def check_dir(directory: str | os.PathLike[str]) -> Report:
     row (memory is a row plus a hash per row, never the table): dbtext rules for
     every file, schema rules for known tables, then the model's checks. Warnings
     (duplicate ids, version rows, ...) never make it fail."""
+    return scan_dir(directory, contacts=False)[0]
+
+
+def scan_dir(
+    directory: str | os.PathLike[str], *, contacts: bool
+) -> tuple[Report, dict[str, TableFile], _Builder | None]:
+    """`check_dir`, also handing back the tables and the model builder (None after
+    an error) for a streaming compile (`contacts`: keep location and aliases)."""
     report = Report()
     entries = table_entries(directory)
     if not entries:
@@ -123,12 +131,16 @@ def check_dir(directory: str | os.PathLike[str]) -> Report:
             sources[source.name] = source
     report.tables = len(sources)
     if report.errors:  # a table with dbtext errors: its schema problems would mislead
-        return report
+        return report, sources, None
     report.errors.extend(scan.errors)
     report.warnings.extend(scan.warnings)
-    if not report.errors:
-        _model(sources, report, keep=False)
-    return report
+    if report.errors:
+        return report, sources, None
+    builder = _Builder(sources, keep=False, contacts=contacts)
+    builder.build()
+    report.errors.extend(builder.errors)
+    report.warnings.extend(builder.warnings)
+    return report, sources, None if report.errors else builder
 
 
 def build_config(tables: Mapping[str, Table]) -> Config:
@@ -151,14 +163,52 @@ _NO_DEST = Destination("")
 _DEFAULT_EXTENSION = ExtensionSettings()
 
 
-class _Builder:
-    """Builds the model from row sources. With `keep=False` (checking only) it keeps
-    no record of the big tables: subscribers are hashes in `HashSet`s (index.py),
-    location rows are not looked at again, so memory does not grow with them."""
+def streamed_users(builder: _Builder) -> UserRows:
+    """The subscribers a checked model (`scan_dir`) left in their table."""
+    return UserRows(builder.tables.get("subscriber"), builder.ext_settings, builder.domain)
 
-    def __init__(self, tables: Mapping[str, sch.RowSource], *, keep: bool = True) -> None:
+
+@dataclass
+class UserRows:
+    """The subscribers of a checked table, one `User` (with its pbx_extension settings)
+    at a time; `domain` is the setting, whose users are extensions."""
+
+    table: sch.RowSource | None
+    ext_settings: Mapping[str, ExtensionSettings]
+    domain: str
+
+    def __iter__(self) -> Iterator[User]:
+        for _ref, rec in _records(self.table, "subscriber"):
+            user, domain = str(rec["username"]), str(rec["domain"])
+            password, h1, h1b = _s(rec["password"]), _s(rec["ha1"]), _s(rec["ha1b"])
+            if password is not None:
+                h1, h1b = ha1(user, domain, password), ha1b(user, domain, password)
+            assert h1 is not None  # checked  # noqa: S101
+            settings = self.ext_settings.get(f"{user}@{domain}", _DEFAULT_EXTENSION)
+            h1b = h1b.lower() if h1b else None
+            yield User(user, domain, h1.lower(), h1b, _s(rec.get("rpid")), settings)
+
+
+def _records(table: sch.RowSource | None, name: str) -> Iterator[tuple[RowRef, dict[str, Value]]]:
+    if table is None:
+        return iter(())
+    schema = sch.schema_for(table)
+    assert schema is not None and schema.name == name  # noqa: S101  # a known table
+    return sch.records(table, schema)
+
+
+class _Builder:
+    """Builds the model from row sources. With `keep=False` it keeps no record of the
+    subscribers: they are hashes in `HashSet`s (index.py); with `contacts=False`
+    (checking only) neither of location and aliases rows, so memory does not grow
+    with those tables."""
+
+    def __init__(
+        self, tables: Mapping[str, sch.RowSource], *, keep: bool = True, contacts: bool = True
+    ) -> None:
         self.tables = tables
         self.keep = keep
+        self.contacts = contacts
         self.errors: list[DbTextError] = []
         self.warnings: list[DbTextError] = []
         self.cfg = Config(tables={k: v for k, v in tables.items() if isinstance(v, Table)})
@@ -169,15 +219,10 @@ class _Builder:
         self._user_keys = HashSet()  # key_hash(aor) of every subscriber
         self._extension_keys = HashSet()  # key_hash(username) of subscribers in `domain`
         self._alias_keys = HashSet()
-        self._ext_settings: dict[str, ExtensionSettings] = {}
+        self.ext_settings: dict[str, ExtensionSettings] = {}
 
     def rows(self, name: str) -> Iterator[tuple[RowRef, dict[str, Value]]]:
-        table = self.tables.get(name)
-        if table is None:
-            return iter(())
-        schema = sch.schema_for(table)
-        assert schema is not None  # only called for known tables  # noqa: S101
-        return sch.records(table, schema)
+        return _records(self.tables.get(name), name)
 
     def err(self, ref: RowRef, column: str | None, message: str) -> None:
         self.errors.append(ref.error(column, message))
@@ -289,7 +334,7 @@ class _Builder:
                 v = rec[col]
                 if v is not None and not _DIALABLE.fullmatch(str(v)):
                     self.err(ref, col, f"{col} must be a number (digits, * # +)")
-            self._ext_settings[aor] = settings
+            self.ext_settings[aor] = settings
             user = self.cfg.users.get(aor)
             if user is not None:
                 self.cfg.users[aor] = User(
@@ -319,7 +364,7 @@ class _Builder:
         return table is not None and table.has(column)
 
     def location(self) -> None:
-        if not self.keep:  # nothing in location refers to anything: no check to make
+        if not self.contacts:  # nothing in location refers to anything: no check to make
             return
         grouped: dict[str, list[Contact]] = {}
         kam = self._has("location", "ruid")
@@ -335,7 +380,7 @@ class _Builder:
         kam = self._has("aliases", "ruid")
         for _ref, rec in self.rows("aliases"):
             key = str(rec["username"]) + (f"@{rec['domain']}" if rec["domain"] else "")
-            if self.keep:
+            if self.contacts:
                 grouped.setdefault(key, []).append(self._contact(rec, kam))
             else:
                 self._alias_keys.add(key_hash(key))
@@ -350,7 +395,7 @@ class _Builder:
                 continue
             if not self.is_user(target):
                 self.warnings.append(ref.error("username", f"{target} is not a subscriber"))
-            if self.keep:
+            if self.contacts:
                 self.cfg.aliases[key] = Alias(key, target, ())
 
     def trunks(self) -> None:
@@ -550,7 +595,7 @@ class _Builder:
             aor = f"{target}@{self.domain}"
             if self.number(target).type != "extension":
                 return f"{target!r} is not an extension"
-            settings = self._ext_settings.get(aor, _DEFAULT_EXTENSION)
+            settings = self.ext_settings.get(aor, _DEFAULT_EXTENSION)
             if t == "voicemail" and not settings.voicemail:
                 return f"extension {target} has no voicemail"
             return None

@@ -763,16 +763,18 @@ def format_table(table: Table) -> str:
     if autos > 1:
         raise DbTextError(table.name, 1, 0, "a table has at most one auto column")
     out = [format_header(table.columns)]
-    ncols = len(table.columns)
     for k, row in enumerate(table.rows):
-        if len(row) != ncols:
-            raise DbTextError(table.name, k + 2, 0, f"row has {len(row)} values, expected {ncols}")
-        line = ":".join(
-            format_value(c, v, table.name, k + 2) for c, v in zip(table.columns, row, strict=True)
-        )
-        # An empty line is skipped as blank: a lone NULL is written as one trailing ':'.
-        out.append((line or ":") + "\n")
+        out.append(format_row(table.columns, row, table.name, k + 2))
     return "".join(out)
+
+
+def format_row(columns: Sequence[Column], row: Sequence[Value], name: str, lineno: int) -> str:
+    """One row's line, with its LF."""
+    if len(row) != len(columns):
+        raise DbTextError(name, lineno, 0, f"row has {len(row)} values, expected {len(columns)}")
+    line = ":".join(format_value(c, v, name, lineno) for c, v in zip(columns, row, strict=True))
+    # An empty line is skipped as blank: a lone NULL is written as one trailing ':'.
+    return (line or ":") + "\n"
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
