@@ -543,12 +543,12 @@ class _Builder:
         """Version rows: read into the model; a SER or Kamailio table whose row is
         missing or differs from what that dialect's modules expect is a warning."""
         rows: dict[str, RowRef] = {}
-        version_file = ""
+        version = self.tables.get("version")
+        version_file = (version.file or version.name) if version is not None else ""
         for ref, rec in self.rows("version"):
             name = str(rec["table_name"])
             self.cfg.versions[name] = _i(rec["table_version"])
             rows[name] = ref
-            version_file = ref.file
         for name in sorted(self.tables):
             schema = sch.schema_for(self.tables[name])
             want = EXPECTED_VERSIONS.get((schema.dialect, name)) if schema else None

@@ -66,7 +66,7 @@ DATABASES = (
 )
 MAX_KEY = 511  # LMDB's default maximum key size
 CHUNK = 1000  # rows per value of the tables database
-BATCH = 20_000  # puts per write transaction: memory is a batch, never the tables
+BATCH_BYTES = 4 << 20  # bytes per write transaction: memory is a batch, never the tables
 
 
 def chunk_key(name: str, n: int) -> str:
@@ -221,11 +221,14 @@ def _write_env(
             dbs = {name: env.open_db(name.encode(), txn=txn) for name in DATABASES}
         txn = env.begin(write=True)
         try:
-            for puts, (db, k, v) in enumerate(entries, 1):
-                txn.put(_key(k, db, out), msgpack.packb(v, use_bin_type=True), db=dbs[db])
-                if puts % BATCH == 0:  # the file is renamed into place only when whole
+            pending = 0
+            for db, k, v in entries:
+                value = msgpack.packb(v, use_bin_type=True)
+                txn.put(_key(k, db, out), value, db=dbs[db])
+                pending += len(value) + 64
+                if pending > BATCH_BYTES:  # the file is renamed into place only when whole
                     txn.commit()
-                    txn = env.begin(write=True)
+                    txn, pending = env.begin(write=True), 0
             txn.commit()
         except BaseException:
             txn.abort()

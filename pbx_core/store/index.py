@@ -2,7 +2,7 @@
 
 Checking a table needs to remember a little about every row (is this key taken, is
 this user known) but not the row itself. `HashSet` keeps a 64-bit hash per entry in
-one flat array (16 to 32 bytes an entry, where a Python set of tuples of strings
+one flat array (11 to 21 bytes an entry, where a Python set of tuples of strings
 costs hundreds), so checking a table of a million rows costs tens of megabytes,
 never a copy of the table.
 
@@ -43,7 +43,7 @@ class HashSet:
             if v == 0:
                 slots[i] = h
                 self.count += 1
-                if self.count * 2 > len(slots):
+                if self.count * 4 > len(slots) * 3:  # at most 3/4 full
                     self._grow()
                 return True
             if v == h:
