@@ -209,3 +209,13 @@ def judge_snapshot(snap: _SnapshotLike, where: str) -> None:
     errors = [p.message for p in problems if not p.warning]
     if errors:
         raise StoreError("\n".join(f"{where}: {m}" for m in errors))
+
+
+def bounds_markdown() -> str:
+    """README's table of the integer settings' ranges (a test keeps it in step)."""
+    out = ["| setting | range |", "|---|---|"]
+    for name, spec in sch.SETTINGS.items():
+        if spec.type is int:
+            lo, hi = bounds(name)
+            out.append(f"| {name} | {lo}..{hi} |")
+    return "\n".join(out) + "\n"

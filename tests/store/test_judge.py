@@ -280,3 +280,8 @@ def test_check_passes_iff_the_daemon_starts(
     assert (status == 0) == (started == []), (out, started)
     if start_parts(_RawStore(raw(rows))):
         assert status == 1, out  # whatever a part refuses, check refuses first
+
+
+def test_readme_lists_the_setting_ranges() -> None:
+    readme = (ROOT / "pbx_core/store/README.md").read_text()
+    assert judge.bounds_markdown() in readme
