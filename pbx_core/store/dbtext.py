@@ -640,8 +640,8 @@ class TableFile:
         if first:
             self.errors = reader.errors
             self.warnings += reader.warnings
-        elif reader.errors:
-            raise reader.errors[0]
+        elif reader.errors != self.errors:  # the same file reads the same
+            raise DbTextError(self.file, 0, 0, "changed while being read: check it again")
 
     def load(self) -> Table:
         """The whole table in memory (for the tables a snapshot keeps)."""

@@ -284,3 +284,14 @@ def test_fuzz_check_only_reports_and_what_it_accepts_loads(
         assert sorted(snap.table_names()) == sorted(tables)
         assert snap.settings == config.settings
     Store(d, runtime_dir=tmp / "run").close()  # the daemon loads it
+
+
+def test_a_table_with_errors_and_duplicates_is_reported_not_raised(tmp_path: Path) -> None:
+    """Found by the fuzz test: the second pass that confirms a duplicate key read the
+    table's own dbtext error as a sign the file had changed."""
+    d = tmp_path / "cfg"
+    d.mkdir()
+    (d / "pbx_settings").write_bytes(b"name(string) value(string,null)\n:\n1\n1\n")
+    report = check_dir(d)  # raised the table's first error before
+    null = "empty field (NULL) in column 'name', which is not null"
+    assert [str(e) for e in report.errors] == [f"{d}/pbx_settings:2:1: {null}"]
