@@ -29,9 +29,11 @@ from pbx_core.media.errors import MediaError
 from pbx_core.pbx.engine import Engine
 from pbx_core.pbx.sipserver import SipServer
 from pbx_core.store import cli, judge, schema
-from pbx_core.store.dbtext import write_table
+from pbx_core.store.build import build_config
+from pbx_core.store.compile import write_snapshot
+from pbx_core.store.dbtext import read_dir, write_table
 from pbx_core.store.errors import StoreError
-from pbx_core.store.generations import Store
+from pbx_core.store.generations import CURRENT, SNAPSHOT, Generations, Store
 from pbx_core.store.model import Trunk
 from tests.fuzzing import fuzz_settings
 
@@ -285,3 +287,36 @@ def test_check_passes_iff_the_daemon_starts(
 def test_readme_lists_the_setting_ranges() -> None:
     readme = (ROOT / "pbx_core/store/README.md").read_text()
     assert judge.bounds_markdown() in readme
+
+
+def _bad_snapshot(path: Path) -> None:
+    """A snapshot whose settings the daemon refuses, as a compiler without the judge
+    (an older version, or by hand) could have written it."""
+    config = build_config(read_dir(FACTORY))
+    config.settings["sec_burst"] = 0
+    write_snapshot(config, path)
+
+
+def test_the_daemon_judges_a_snapshot_it_is_given(tmp_path: Path) -> None:
+    _bad_snapshot(tmp_path / "s.mdb")
+    with pytest.raises(StoreError, match="sec_burst"):
+        Store(tmp_path / "s.mdb")
+
+
+def test_a_reload_to_a_refused_snapshot_keeps_the_old_one(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    Generations(root).commit_dir(FACTORY)
+    store = Store(root)
+    try:
+        old = store.generation
+        (root / "gen-999999").mkdir()
+        _bad_snapshot(root / "gen-999999" / SNAPSHOT)
+        os.symlink("gen-999999", root / ".link")
+        os.replace(root / ".link", root / CURRENT)
+        with pytest.raises(StoreError, match="sec_burst"):
+            store.reload()
+        assert store.generation == old
+        assert store.snapshot.settings["sec_burst"] == 100
+        assert not store.snapshot.closed
+    finally:
+        store.close()
