@@ -39,7 +39,7 @@ from pathlib import Path
 
 from pbx_core.store.build import build_config
 from pbx_core.store.compile import compile_dir, write_snapshot
-from pbx_core.store.dbtext import Table, format_table, fsync_dir, read_dir, table_files
+from pbx_core.store.dbtext import Table, format_table, fsync_dir, read_dir, table_entries
 from pbx_core.store.errors import StoreError
 from pbx_core.store.judge import judge_snapshot
 from pbx_core.store.model import Config
@@ -264,13 +264,21 @@ class DirWatcher:
         self.seen = self.probe()
 
     def probe(self) -> tuple[tuple[str, int, int], ...]:
+        """Every entry (a new directory or broken link is a change too, which the
+        reload then refuses), its size and mtime."""
         out = []
-        for p in table_files(self.directory):
+        try:
+            entries = table_entries(self.directory)
+        except StoreError:
+            return ()
+        for p in entries:
+            st: os.stat_result | None
             try:
                 st = p.stat()
             except OSError:
-                continue
-            out.append((p.name, st.st_size, st.st_mtime_ns))
+                st = p.lstat() if p.is_symlink() else None
+            if st is not None:
+                out.append((p.name, st.st_size, st.st_mtime_ns))
         return tuple(out)
 
     def changed(self) -> bool:
