@@ -4,7 +4,9 @@ trunk), number clashes, dial patterns and settings.
 
 `build_config` raises every problem at once (`MultiError`), each located at the row
 and field it comes from. `check_dir` is `pbx db check`: dbtext rules for every file,
-schema rules for known tables, then these.
+schema rules for known tables, then these; it reads each table row by row and keeps
+a hash per row, never the rows (`scan_dir` hands the same pass to a streaming
+compile). Settings are judged by judge.py, as the daemon judges them.
 """
 
 from __future__ import annotations
