@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pbx_core.store import judge
 from pbx_core.store import schema as sch
 from pbx_core.store.dbtext import RowRef, Table, TableFile, Value, table_entries
-from pbx_core.store.errors import DbTextError, raise_all
+from pbx_core.store.errors import Capped, DbTextError, raise_all
 from pbx_core.store.index import HashSet, key_hash
 from pbx_core.store.model import (
     PERMANENT_FLAG,
@@ -84,8 +84,8 @@ def _scan(sources: Mapping[str, sch.RowSource], report: Report) -> None:
 def _model(sources: Mapping[str, sch.RowSource], report: Report, *, keep: bool) -> None:
     builder = _Builder(sources, keep=keep, contacts=keep)
     config = builder.build()
-    report.errors.extend(builder.errors)
-    report.warnings.extend(builder.warnings)
+    report.errors.extend(builder.errors.closed("<tables>", "errors"))
+    report.warnings.extend(builder.warnings.closed("<tables>", "warnings"))
     if keep and not report.errors:
         report.config = config
 
@@ -140,8 +140,8 @@ def scan_dir(
         return report, sources, None
     builder = _Builder(sources, keep=False, contacts=contacts)
     builder.build()
-    report.errors.extend(builder.errors)
-    report.warnings.extend(builder.warnings)
+    report.errors.extend(builder.errors.closed(str(directory), "errors"))
+    report.warnings.extend(builder.warnings.closed(str(directory), "warnings"))
     return report, sources, None if report.errors else builder
 
 
@@ -162,6 +162,7 @@ def _i(v: Value) -> int:
 
 
 _NO_DEST = Destination("")
+MAX_MODEL_PROBLEMS = 500  # of the cross-table checks: the rest are counted
 _DEFAULT_EXTENSION = ExtensionSettings()
 
 
@@ -211,8 +212,8 @@ class _Builder:
         self.tables = tables
         self.keep = keep
         self.contacts = contacts
-        self.errors: list[DbTextError] = []
-        self.warnings: list[DbTextError] = []
+        self.errors = Capped(MAX_MODEL_PROBLEMS)
+        self.warnings = Capped(MAX_MODEL_PROBLEMS)
         self.cfg = Config(tables={k: v for k, v in tables.items() if isinstance(v, Table)})
         self.domain = str(sch.SETTINGS["domain"].default)
         # Destinations are checked last, when every table they may name is known.

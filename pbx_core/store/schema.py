@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from pbx_core.store.dbtext import Column, ColumnType, Row, RowRef, Table, Value
-from pbx_core.store.errors import DbTextError
+from pbx_core.store.dbtext import MAX_ERRORS_PER_FILE, Column, ColumnType, Row, RowRef, Table, Value
+from pbx_core.store.errors import Capped, DbTextError
 from pbx_core.store.index import Duplicates
 
 REQUIRED: Value = None  # default of a column that must have a value
@@ -650,7 +650,8 @@ def scan_table(
     (the auto column) that an earlier row has is a warning, as Kamailio loads both.
     One pass over the rows, a second only if a duplicate is suspected; memory is a
     hash per row (see index.py)."""
-    errors = check_columns(table, schema) if schema is not None else []
+    errors = Capped(MAX_ERRORS_PER_FILE)
+    errors.extend(check_columns(table, schema) if schema is not None else [])
     checked: list[tuple[int, Spec]] = []
     key_idx: list[int] = []
     if schema is not None and not errors:
@@ -668,7 +669,7 @@ def scan_table(
             keys.add(tuple(row[i] for i in key_idx))
         if auto is not None:
             ids.add(row[auto])
-    warnings: list[DbTextError] = []
+    warnings = Capped(MAX_ERRORS_PER_FILE)
     if keys.suspects or ids.suspects:
         assert schema is not None or not keys.suspects  # noqa: S101  # keys need a schema
         for ref, row in table.iter_rows():
@@ -687,8 +688,10 @@ def scan_table(
                         "Kamailio loads both rows",
                     )
                 )
-    errors.sort(key=lambda e: e.line)
-    return errors, warnings
+    where = table.file or table.name
+    found = errors.closed(where, "errors")
+    found.sort(key=lambda e: e.line if e.line else 1 << 62)
+    return found, warnings.closed(where, "warnings")
 
 
 def _index(table: RowSource, column: str) -> int:

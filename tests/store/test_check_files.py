@@ -295,3 +295,17 @@ def test_a_table_with_errors_and_duplicates_is_reported_not_raised(tmp_path: Pat
     report = check_dir(d)  # raised the table's first error before
     null = "empty field (NULL) in column 'name', which is not null"
     assert [str(e) for e in report.errors] == [f"{d}/pbx_settings:2:1: {null}"]
+
+
+def test_problems_are_capped_per_table(tmp_path: Path) -> None:
+    """A million bad rows cost a page of messages, not a million: the first 50 of each
+    table's schema errors (two a row here), and the count of the rest."""
+    d = tmp_path / "cfg"
+    d.mkdir()
+    rows = "".join(f"{i}:{100 + i}:x:99999:1:1:1:1\n" for i in range(1, 121))
+    header = "id(int,auto) name(string) host(string) port(int) enabled(int) register(int) "
+    (d / "pbx_trunk").write_text(header + "register_expires(int) max_channels(int)\n" + rows)
+    report = check_dir(d)
+    assert len(report.errors) == 51
+    assert str(report.errors[-1]) == f"{d}/pbx_trunk: 190 more errors not shown"
+    assert "expected at most 65535" in str(report.errors[0])
