@@ -110,7 +110,7 @@ class Snapshot:
 
     def _load_meta(self) -> None:
         fmt = self._get("meta", "format")
-        if fmt != FORMAT:
+        if fmt not in (1, FORMAT):  # 1: each table's rows in one value
             raise StoreError(f"{self.path}: snapshot format {fmt!r}, expected {FORMAT}")
         self.digest: str = self._get("meta", "digest")
         self.dialplan: tuple[DialRule, ...] = tuple(
@@ -236,6 +236,8 @@ class Snapshot:
         v = self._get("tables", name)
         if v is None:
             return None
+        if "r" in v:  # format 1
+            return table_from_value(name, v, [v["r"]])
         chunks = (self._get("tables", chunk_key(name, n)) or [] for n in range(int(v["n"])))
         return table_from_value(name, v, chunks)
 

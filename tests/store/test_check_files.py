@@ -309,3 +309,30 @@ def test_problems_are_capped_per_table(tmp_path: Path) -> None:
     assert len(report.errors) == 51
     assert str(report.errors[-1]) == f"{d}/pbx_trunk: 190 more errors not shown"
     assert "expected at most 65535" in str(report.errors[0])
+
+
+def test_a_format_1_snapshot_still_opens(tmp_path: Path) -> None:
+    """Devices upgraded from format 1 (each table's rows in one value) keep working
+    until their next commit writes format 2."""
+    import lmdb
+    import msgpack
+
+    compile_dir(FACTORY, tmp_path / "s.mdb")
+    with Snapshot(tmp_path / "s.mdb") as snap:
+        want = snap.table("subscriber")
+    assert want is not None
+    env = lmdb.open(str(tmp_path / "s.mdb"), subdir=False, max_dbs=16, lock=False)
+    with env.begin(write=True) as txn:
+        meta, tables = env.open_db(b"meta", txn=txn), env.open_db(b"tables", txn=txn)
+        txn.put(b"format", msgpack.packb(1), db=meta)
+        for key in [k for k, _v in txn.cursor(db=tables) if k.startswith(b"subscriber")]:
+            txn.delete(key, db=tables)
+        cols = [[c.name, c.type.value, c.null, c.auto] for c in want.columns]
+        rows = [list(r) for r in want.rows]
+        txn.put(b"subscriber", msgpack.packb({"c": cols, "r": rows}), db=tables)
+    env.close()
+    with Snapshot(tmp_path / "s.mdb") as snap:
+        got = snap.table("subscriber")
+        assert got is not None
+        assert got.rows == want.rows
+        assert "subscriber" in snap.table_names()
