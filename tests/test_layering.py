@@ -53,7 +53,16 @@ FORBIDDEN = {
 
 # The control socket's protocol module is how the console and the watchdog talk to
 # the running daemon (DESIGN: "only through its control socket").
-ALLOWED = {"console": {"pbx_core.pbx.control"}, "watchdog": {"pbx_core.pbx.control"}}
+ALLOWED = {
+    "console": {"pbx_core.pbx.control"},
+    "watchdog": {"pbx_core.pbx.control"},
+    # The core knows the feature platform's contract, never a feature by name.
+    "pbx": {"pbx_core.features.api"},
+}
+# What a feature package may import of pbx_core: the contract and the shared helpers
+# (features/api.py, features/prompts.py), and its own package; never the core's
+# internals (it acts through its Context) nor another feature.
+FEATURE_SHARED = {"pbx_core.features.api", "pbx_core.features.prompts"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -90,6 +99,41 @@ def test_layers_point_down(package: str) -> None:
                 continue
             if parts[0] == "pbx_core" and len(parts) > 1:
                 assert parts[1] not in FORBIDDEN[package], f"{path.relative_to(ROOT)} imports {mod}"
+
+
+def _feature_packages() -> list[Path]:
+    return sorted(p for p in (PKG / "features").iterdir() if (p / "__init__.py").exists())
+
+
+def test_there_are_features_to_check() -> None:
+    assert len(_feature_packages()) >= 5  # echo, dnd, callwaiting, forward, ringgroup
+
+
+@pytest.mark.parametrize("feature", _feature_packages(), ids=lambda p: p.name)
+def test_a_feature_uses_only_the_platform(feature: Path) -> None:
+    own = f"pbx_core.features.{feature.name}"
+    for path in sorted(feature.rglob("*.py")):
+        for mod in _imports(path):
+            if not mod.startswith("pbx_core"):
+                continue
+            ok = mod in FEATURE_SHARED or mod == own or mod.startswith(own + ".")
+            assert ok, f"{path.relative_to(ROOT)} imports {mod}"
+
+
+def test_only_the_composition_root_names_the_features() -> None:
+    """The registry lists the features; app.py hands it in; nothing else imports it
+    (the core asks the features it is given)."""
+    for path in PKG.rglob("*.py"):
+        if path.name == "app.py" or path.parent.name == "features":
+            continue
+        mods = _imports(path)
+        assert "pbx_core.features.registry" not in mods, f"{path} imports the registry"
+        for mod in mods:
+            parts = mod.split(".")
+            if parts[:2] == ["pbx_core", "features"] and len(parts) > 2:
+                assert mod in FEATURE_SHARED or path.is_relative_to(PKG / "features"), (
+                    f"{path.relative_to(ROOT)} imports the feature {mod}"
+                )
 
 
 def test_nothing_imports_app() -> None:

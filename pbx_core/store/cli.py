@@ -44,8 +44,7 @@ def check(directory: str, out: TextIO) -> int:
     if report.errors:
         print(f"{directory}: {len(report.errors)} error(s)", file=out)
         return 1
-    n = len(report.config.tables) if report.config else 0
-    print(f"{directory}: ok, {n} tables", file=out)
+    print(f"{directory}: ok, {report.tables} tables", file=out)
     return 0
 
 

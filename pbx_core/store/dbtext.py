@@ -25,12 +25,16 @@ silently wrong content).
 from __future__ import annotations
 
 import enum
+import errno
+import io
 import math
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from pbx_core.store.errors import DbTextError, raise_all
 
@@ -135,14 +139,16 @@ class Table:
         for i, row in enumerate(self.rows):
             yield i, dict(zip(names, row, strict=True))
 
+    def iter_rows(self) -> Iterator[Row]:
+        """Each row with where it came from (as `TableFile.iter_rows`)."""
+        file = self.file or self.name
+        for i, row in enumerate(self.rows):
+            line = self.lines[i] if i < len(self.lines) else 0
+            starts = self.starts[i] if i < len(self.starts) else ()
+            yield RowRef(file, line, starts, self.columns, i), row
+
 
 # --------------------------------------------------------------------------- reading
-
-
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    start = text.rfind("\n", 0, offset) + 1
-    return line, offset - start + 1
 
 
 def parse_header(header: str, file: str) -> tuple[tuple[Column, ...], list[DbTextError]]:
@@ -367,115 +373,300 @@ def _crlf_hint(raw: str, off: int) -> str:
     return " (CRLF line endings?)" if raw[off : off + 1] == "\r" else ""
 
 
-def parse_table(data: bytes, name: str, file: str | None = None) -> Table:
-    """Parse one table file. Raises `DbTextError` (all problems of the file at once
-    as `MultiError`): a table with an error is never returned in part."""
-    fname = file if file is not None else name
+MAX_LINE = 1 << 20  # bytes in one line: a row (or header) longer than this is an error
+
+
+@dataclass(frozen=True, slots=True)
+class RowRef:
+    """Where a row came from, for messages: file, 1-based line (0 for tables built in
+    code), the 1-based column where each field starts, and its index among the rows."""
+
+    file: str
+    line: int
+    starts: tuple[int, ...]
+    columns: tuple[Column, ...]
+    index: int
+
+    def error(self, column: str | None, message: str) -> DbTextError:
+        col = 0
+        if column is not None and self.starts:
+            for i, c in enumerate(self.columns):
+                if c.name == column:
+                    col = self.starts[i]
+        return DbTextError(self.file, self.line, col, message)
+
+
+Row = tuple[RowRef, tuple[Value, ...]]
+
+
+def _decode(raw: bytes, fname: str, lineno: int) -> str:
     try:
-        text = data.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        prefix = data[: e.start].decode("utf-8", "replace")
-        line, col = _line_col(prefix, len(prefix))
-        raise DbTextError(fname, line, col, "not valid UTF-8 text") from None
-    if not text:
-        raise DbTextError(fname, 1, 1, "empty file: expected a header line")
-    nl = text.find("\n")
-    if nl < 0:
-        raise DbTextError(fname, 1, len(text) + 1, "header line must end with a newline")
-    columns, warnings = parse_header(text[:nl], fname)
-    table = Table(name, columns, file=fname, warnings=warnings)
-    lines = text[nl + 1 :].split("\n")
-    last = lines.pop()  # after the final LF: "" when the file ends properly
-    if last:
-        lines.append(last)
-        warnings.append(
-            DbTextError(
-                fname,
-                len(lines) + 1,
-                len(last) + 1,
-                "last row has no newline: Kamailio ignores such a row",
-            )
-        )
-    errors: list[DbTextError] = []
-    ncols = len(columns)
-    auto_counter = 0
-    auto_idx = next((i for i, c in enumerate(columns) if c.auto), None)
-    for k, rowtext in enumerate(lines):
-        if not rowtext:
-            continue
-        lineno = k + 2
-        split = _split_fields(rowtext)
-        if isinstance(split, int):
-            errors.append(
-                DbTextError(fname, lineno, split + 1, "backslash at end of line: nothing to escape")
-            )
-            if len(errors) >= MAX_ERRORS_PER_FILE:
-                break
-            continue
-        parts, starts = split
-        if len(parts) == ncols + 1 and parts[-1] == "":
-            parts.pop()  # one trailing delimiter
-            starts.pop()
-        elif len(parts) == ncols - 1:
-            # Kamailio reads a row one field short as NULL in the last column.
-            parts.append("")
-            starts.append(len(rowtext))
-        if len(parts) > ncols:
-            errors.append(
-                DbTextError(
-                    fname,
-                    lineno,
-                    starts[ncols],
-                    f"too many fields: the header has {ncols} columns",
+        col = len(raw[: e.start].decode("utf-8", "replace")) + 1
+        raise DbTextError(fname, lineno, col, "not valid UTF-8 text") from None
+
+
+class _Lines:
+    """The lines of a binary stream, each at most MAX_LINE bytes: (number, text
+    without its LF, had an LF) or a DbTextError for a line that is not UTF-8 or is
+    too long (the rest of it is skipped)."""
+
+    def __init__(self, f: BinaryIO, fname: str) -> None:
+        self.f = f
+        self.fname = fname
+        self.lineno = 0
+
+    def next(self) -> tuple[str, bool] | DbTextError | None:
+        raw = self.f.readline(MAX_LINE + 1)
+        if not raw:
+            return None
+        self.lineno += 1
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = self.f.readline(MAX_LINE)
+            return DbTextError(self.fname, self.lineno, 0, f"line longer than {MAX_LINE} bytes")
+        newline = raw.endswith(b"\n")
+        try:
+            return _decode(raw[:-1] if newline else raw, self.fname, self.lineno), newline
+        except DbTextError as e:
+            return e
+
+
+class _Reader:
+    """One pass over a table file: the header at construction, then `rows()` yields
+    every good row and keeps the problems in `errors` (at most MAX_ERRORS_PER_FILE)
+    and `warnings`. Memory is one line at a time."""
+
+    def __init__(self, f: BinaryIO, fname: str) -> None:
+        self.fname = fname
+        self.lines = _Lines(f, fname)
+        self.errors: list[DbTextError] = []
+        self.warnings: list[DbTextError] = []
+        first = self.lines.next()
+        if isinstance(first, DbTextError):
+            raise first
+        if first is None:
+            raise DbTextError(fname, 1, 1, "empty file: expected a header line")
+        header, newline = first
+        if not newline:
+            raise DbTextError(fname, 1, len(header) + 1, "header line must end with a newline")
+        self.columns, self.warnings = parse_header(header, fname)
+
+    def rows(self) -> Iterator[Row]:
+        fname, columns, errors = self.fname, self.columns, self.errors
+        ncols = len(columns)
+        auto_counter = 0
+        auto_idx = next((i for i, c in enumerate(columns) if c.auto), None)
+        index = 0
+        while len(errors) < MAX_ERRORS_PER_FILE:
+            got = self.lines.next()
+            if got is None:
+                return
+            lineno = self.lines.lineno
+            if isinstance(got, DbTextError):
+                errors.append(got)
+                continue
+            rowtext, newline = got
+            if not rowtext:
+                continue
+            if not newline:
+                self.warnings.append(
+                    DbTextError(
+                        fname,
+                        lineno,
+                        len(rowtext) + 1,
+                        "last row has no newline: Kamailio ignores such a row",
+                    )
                 )
-            )
-        elif len(parts) < ncols:
-            errors.append(
-                DbTextError(
-                    fname,
-                    lineno,
-                    len(rowtext) + 1,
-                    f"row has {len(parts)} fields, expected {ncols}"
-                    f" (missing {', '.join(c.name for c in columns[len(parts) :])})",
+            split = _split_fields(rowtext)
+            if isinstance(split, int):
+                errors.append(
+                    DbTextError(
+                        fname, lineno, split + 1, "backslash at end of line: nothing to escape"
+                    )
                 )
-            )
-        else:
+                continue
+            parts, starts = split
+            if len(parts) == ncols + 1 and parts[-1] == "":
+                parts.pop()  # one trailing delimiter
+                starts.pop()
+            elif len(parts) == ncols - 1:
+                # Kamailio reads a row one field short as NULL in the last column.
+                parts.append("")
+                starts.append(len(rowtext))
+            if len(parts) > ncols:
+                errors.append(
+                    DbTextError(
+                        fname,
+                        lineno,
+                        starts[ncols],
+                        f"too many fields: the header has {ncols} columns",
+                    )
+                )
+                continue
+            if len(parts) < ncols:
+                errors.append(
+                    DbTextError(
+                        fname,
+                        lineno,
+                        len(rowtext) + 1,
+                        f"row has {len(parts)} fields, expected {ncols}"
+                        f" (missing {', '.join(c.name for c in columns[len(parts) :])})",
+                    )
+                )
+                continue
             row = _parse_row(
                 columns, parts, starts, fname=fname, lineno=lineno, auto_counter=auto_counter
             )
             if isinstance(row, DbTextError):
                 errors.append(row)
-            else:
-                if auto_idx is not None and parts[auto_idx] == "":
-                    auto_counter += 1
-                table.rows.append(row)
-                table.lines.append(lineno)
-                table.starts.append(tuple(s + 1 for s in starts))
-        if len(errors) >= MAX_ERRORS_PER_FILE:
-            errors.append(DbTextError(fname, lineno, 0, "too many errors; stopped checking"))
-            break
-    raise_all(errors)
+                continue
+            if auto_idx is not None and parts[auto_idx] == "":
+                auto_counter += 1
+            yield RowRef(fname, lineno, tuple(s + 1 for s in starts), columns, index), row
+            index += 1
+        lineno = self.lines.lineno
+        errors.append(DbTextError(fname, lineno, 0, "too many errors; stopped checking"))
+
+
+def _collect(reader: _Reader, name: str) -> Table:
+    table = Table(name, reader.columns, file=reader.fname, warnings=reader.warnings)
+    for ref, row in reader.rows():
+        table.rows.append(row)
+        table.lines.append(ref.line)
+        table.starts.append(ref.starts)
+    raise_all(reader.errors)
     return table
+
+
+def parse_table(data: bytes, name: str, file: str | None = None) -> Table:
+    """Parse one table file. Raises `DbTextError` (all problems of the file at once
+    as `MultiError`): a table with an error is never returned in part."""
+    fname = file if file is not None else name
+    return _collect(_Reader(io.BytesIO(data), fname), name)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def open_table_file(path: str | os.PathLike[str]) -> tuple[BinaryIO, os.stat_result]:
+    """Open a table file for reading, refusing (with the file name) whatever is not a
+    regular file: a directory, a symbolic link loop or a broken link, a FIFO (reading
+    it would block), a device. A link to a regular file is followed."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            message = "symbolic link loop, not a table file"
+        elif e.errno == errno.ENOENT and p.is_symlink():
+            message = "broken symbolic link, not a table file"
+        else:
+            message = f"cannot read: {e.strerror}"
+        raise DbTextError(str(p), 0, 0, message) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DbTextError(str(p), 0, 0, f"{_kind(st.st_mode)}, not a table file")
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise DbTextError(str(p), 0, 0, f"cannot read: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # swapped since the stat
+        os.close(fd)
+        raise DbTextError(str(p), 0, 0, f"{_kind(st.st_mode)}, not a table file")
+    return os.fdopen(fd, "rb"), st
 
 
 def read_table(path: str | os.PathLike[str], name: str | None = None) -> Table:
     """Read one table file; its name is the file name unless given."""
     p = Path(path)
+    f, _st = open_table_file(p)
     try:
-        data = p.read_bytes()
+        with f:
+            return _collect(_Reader(f, str(p)), name or p.name)
     except OSError as e:
         raise DbTextError(str(p), 0, 0, f"cannot read: {e.strerror}") from None
-    return parse_table(data, name or p.name, str(p))
+
+
+class TableFile:
+    """A table file read row by row, never whole: `rows()` may be called again for
+    another pass (memory is one row). The first pass finds the file's problems
+    (`errors`, `warnings`); a later pass over a file that changed meanwhile raises."""
+
+    def __init__(self, path: str | os.PathLike[str], name: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.name
+        self.file = str(self.path)
+        f, st = open_table_file(self.path)
+        self._id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with f:
+            reader = self._reader(f)
+        self.columns = reader.columns
+        self.warnings = list(reader.warnings)
+        self.errors: list[DbTextError] = []
+        self._passes = 0
+
+    def _reader(self, f: BinaryIO) -> _Reader:
+        try:
+            return _Reader(f, self.file)
+        except OSError as e:
+            raise DbTextError(self.file, 0, 0, f"cannot read: {e.strerror}") from None
+
+    def has(self, column: str) -> bool:
+        return any(c.name == column for c in self.columns)
+
+    def iter_rows(self) -> Iterator[Row]:
+        f, st = open_table_file(self.path)
+        with f:
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._id:
+                raise DbTextError(self.file, 0, 0, "changed while being read: check it again")
+            reader = self._reader(f)
+            first = self._passes == 0
+            self._passes += 1
+            try:
+                yield from reader.rows()
+            except OSError as e:
+                raise DbTextError(self.file, 0, 0, f"cannot read: {e.strerror}") from None
+        if first:
+            self.errors = reader.errors
+            self.warnings += reader.warnings
+        elif reader.errors != self.errors:  # the same file reads the same
+            raise DbTextError(self.file, 0, 0, "changed while being read: check it again")
+
+    def load(self) -> Table:
+        """The whole table in memory (for the tables a snapshot keeps)."""
+        table = Table(self.name, self.columns, file=self.file)
+        for ref, row in self.iter_rows():
+            table.rows.append(row)
+            table.lines.append(ref.line)
+            table.starts.append(ref.starts)
+        raise_all(self.errors)
+        return table
+
+
+def table_entries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Every entry of a table directory not starting with '.', sorted: each must be
+    a table file (`open_table_file` says why one is not)."""
+    d = Path(directory)
+    try:
+        return sorted(p for p in d.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise DbTextError(str(d), 0, 0, f"cannot read directory: {e.strerror}") from None
 
 
 def table_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """The table files of a directory: every regular file not starting with '.'."""
-    d = Path(directory)
-    try:
-        entries = sorted(d.iterdir())
-    except OSError as e:
-        raise DbTextError(str(d), 0, 0, f"cannot read directory: {e.strerror}") from None
-    return [p for p in entries if not p.name.startswith(".") and p.is_file()]
+    """The regular files among `table_entries`."""
+    return [p for p in table_entries(directory) if p.is_file()]
 
 
 @dataclass
@@ -489,9 +680,13 @@ class DirLoad:
 
 def load_dir(directory: str | os.PathLike[str]) -> DirLoad:
     """Read every table file of a directory, collecting errors instead of raising;
-    a table with an error is left out of `tables` entirely."""
+    a table with an error is left out of `tables` entirely. A directory without
+    tables is an error: there is nothing to serve."""
     result = DirLoad({}, [], [])
-    for p in table_files(directory):
+    entries = table_entries(directory)
+    if not entries:
+        result.errors.append(DbTextError(str(directory), 0, 0, "no tables: an empty directory"))
+    for p in entries:
         try:
             table = read_table(p)
         except DbTextError as e:
@@ -568,16 +763,18 @@ def format_table(table: Table) -> str:
     if autos > 1:
         raise DbTextError(table.name, 1, 0, "a table has at most one auto column")
     out = [format_header(table.columns)]
-    ncols = len(table.columns)
     for k, row in enumerate(table.rows):
-        if len(row) != ncols:
-            raise DbTextError(table.name, k + 2, 0, f"row has {len(row)} values, expected {ncols}")
-        line = ":".join(
-            format_value(c, v, table.name, k + 2) for c, v in zip(table.columns, row, strict=True)
-        )
-        # An empty line is skipped as blank: a lone NULL is written as one trailing ':'.
-        out.append((line or ":") + "\n")
+        out.append(format_row(table.columns, row, table.name, k + 2))
     return "".join(out)
+
+
+def format_row(columns: Sequence[Column], row: Sequence[Value], name: str, lineno: int) -> str:
+    """One row's line, with its LF."""
+    if len(row) != len(columns):
+        raise DbTextError(name, lineno, 0, f"row has {len(row)} values, expected {len(columns)}")
+    line = ":".join(format_value(c, v, name, lineno) for c, v in zip(columns, row, strict=True))
+    # An empty line is skipped as blank: a lone NULL is written as one trailing ':'.
+    return (line or ":") + "\n"
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -9,7 +9,7 @@ first problem), so callers that want one error type catch `DbTextError`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 class StoreError(Exception):
@@ -75,3 +75,28 @@ def raise_all(errors: Sequence[DbTextError]) -> None:
         raise errors[0]
     if errors:
         raise MultiError(errors)
+
+
+class Capped(list[DbTextError]):
+    """Problems, of which the first `limit` are kept and the rest only counted: a
+    table with a million bad rows costs a page of messages, not a million."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.dropped = 0
+
+    def append(self, error: DbTextError) -> None:
+        if len(self) < self.limit:
+            super().append(error)
+        else:
+            self.dropped += 1
+
+    def extend(self, errors: Iterable[DbTextError]) -> None:
+        for e in errors:
+            self.append(e)
+
+    def closed(self, where: str, what: str = "problems") -> list[DbTextError]:
+        """The kept problems, and one saying how many more there were."""
+        more = [DbTextError(where, 0, 0, f"{self.dropped} more {what} not shown")]
+        return list(self) + (more if self.dropped else [])

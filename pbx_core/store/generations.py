@@ -38,9 +38,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from pbx_core.store.build import build_config
-from pbx_core.store.compile import write_snapshot
-from pbx_core.store.dbtext import Table, format_table, fsync_dir, read_dir, table_files
+from pbx_core.store.compile import compile_dir, write_snapshot
+from pbx_core.store.dbtext import Table, format_table, fsync_dir, read_dir, table_entries
 from pbx_core.store.errors import StoreError
+from pbx_core.store.judge import judge_snapshot
 from pbx_core.store.model import Config
 from pbx_core.store.snapshot import Snapshot
 
@@ -263,13 +264,21 @@ class DirWatcher:
         self.seen = self.probe()
 
     def probe(self) -> tuple[tuple[str, int, int], ...]:
+        """Every entry (a new directory or broken link is a change too, which the
+        reload then refuses), its size and mtime."""
         out = []
-        for p in table_files(self.directory):
+        try:
+            entries = table_entries(self.directory)
+        except StoreError:
+            return ()
+        for p in entries:
+            st: os.stat_result | None
             try:
                 st = p.stat()
             except OSError:
-                continue
-            out.append((p.name, st.st_size, st.st_mtime_ns))
+                st = p.lstat() if p.is_symlink() else None
+            if st is not None:
+                out.append((p.name, st.st_size, st.st_mtime_ns))
         return tuple(out)
 
     def changed(self) -> bool:
@@ -302,6 +311,17 @@ class Store:
         else:
             self.kind = "snapshot"
             self.snapshot = Snapshot(self.path)
+            self.generation = self.path.name
+        self._judge(self.snapshot)
+
+    def _judge(self, snap: Snapshot) -> None:
+        """What `pbx db check` refuses, the daemon refuses (judge.py): at start and
+        at every reload, whoever compiled the snapshot."""
+        try:
+            judge_snapshot(snap, str(self.path))
+        except StoreError:
+            snap.close()
+            raise
 
     def _open_generation(self) -> Snapshot:
         assert isinstance(self.watcher, GenerationWatcher)  # noqa: S101  # set by caller
@@ -328,8 +348,7 @@ class Store:
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         self._compiled += 1
         out = self.runtime_dir / f"snapshot-{os.getpid()}-{self._compiled}.mdb"
-        config = build_config(read_dir(self.path))
-        write_snapshot(config, out, sync=False)  # RAM; rebuilt from the tables anyway
+        compile_dir(self.path, out, sync=False)  # RAM; rebuilt from the tables anyway
         snap = Snapshot(out)
         out.unlink()  # the open environment keeps the inode alive
         self.generation = out.name
@@ -343,7 +362,13 @@ class Store:
         the old view stays in force and the error is raised."""
         if not self.changed():
             return False
+        in_force = self.generation
         new = self._open_generation() if self.kind == "generations" else self._compile()
+        try:
+            self._judge(new)
+        except StoreError:
+            self.generation = in_force  # not seen again until the link moves
+            raise
         old, self.snapshot = self.snapshot, new
         old.close()
         return True

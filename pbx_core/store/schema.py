@@ -18,9 +18,11 @@ import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from pbx_core.store.dbtext import Column, ColumnType, Table, Value
-from pbx_core.store.errors import DbTextError
+from pbx_core.store.dbtext import MAX_ERRORS_PER_FILE, Column, ColumnType, Row, RowRef, Table, Value
+from pbx_core.store.errors import Capped, DbTextError
+from pbx_core.store.index import Duplicates
 
 REQUIRED: Value = None  # default of a column that must have a value
 
@@ -698,7 +700,7 @@ SCHEMAS: tuple[TableSchema, ...] = (
 PBX_TABLES = tuple(s for s in SCHEMAS if s.dialect == "pbx")
 
 
-def schema_for(table: Table) -> TableSchema | None:
+def schema_for(table: RowSource) -> TableSchema | None:
     """The schema of a known table, picking SER or Kamailio by its columns."""
     name = table.name
     if name in ("location", "aliases"):
@@ -728,8 +730,20 @@ def _compatible(spec: Spec, col: Column) -> bool:
     return col.type is spec.type
 
 
-def check_table(table: Table, schema: TableSchema) -> list[DbTextError]:
-    """Every way `table` breaks `schema`: columns, value ranges, unique keys."""
+class RowSource(Protocol):
+    """A table read row by row: a `Table` in memory or a `TableFile` on disk."""
+
+    name: str
+    file: str
+    columns: tuple[Column, ...]
+
+    def has(self, column: str) -> bool: ...
+
+    def iter_rows(self) -> Iterator[Row]: ...
+
+
+def check_columns(table: RowSource, schema: TableSchema) -> list[DbTextError]:
+    """Every way the header of `table` breaks `schema`."""
     f = table.file or table.name
     errors: list[DbTextError] = []
     for col in table.columns:
@@ -760,26 +774,68 @@ def check_table(table: Table, schema: TableSchema) -> list[DbTextError]:
         for spec in schema.specs
         if spec.need and not table.has(spec.name)
     )
-    if errors:
-        return errors
-    checked = [(table.index(s.name), s) for s in schema.specs if table.has(s.name)]
-    seen: dict[tuple[Value, ...], int] = {}
-    key_idx = [table.index(k) for k in schema.key if table.has(k)]
-    for r, row in enumerate(table.rows):
-        for i, spec in checked:
-            v = row[i]
-            problem = _value_problem(spec, v)
-            if problem:
-                errors.append(table.error(r, spec.name, problem))
-        if key_idx and len(key_idx) == len(schema.key):
-            key = tuple(row[i] for i in key_idx)
-            if key in seen:
-                line = table.lines[seen[key]] if seen[key] < len(table.lines) else 0
-                shown = ", ".join(f"{k}={v!r}" for k, v in zip(schema.key, key, strict=True))
-                errors.append(table.error(r, None, f"duplicate {shown} (first at line {line})"))
-            else:
-                seen[key] = r
     return errors
+
+
+def scan_table(
+    table: RowSource, schema: TableSchema | None
+) -> tuple[list[DbTextError], list[DbTextError]]:
+    """(errors, warnings) of `table` against `schema` (None: an unknown table, only
+    its ids are looked at): columns, value ranges and unique keys are errors; an id
+    (the auto column) that an earlier row has is a warning, as Kamailio loads both.
+    One pass over the rows, a second only if a duplicate is suspected; memory is a
+    hash per row (see index.py)."""
+    errors = Capped(MAX_ERRORS_PER_FILE)
+    errors.extend(check_columns(table, schema) if schema is not None else [])
+    checked: list[tuple[int, Spec]] = []
+    key_idx: list[int] = []
+    if schema is not None and not errors:
+        checked = [(i, s) for i, c in enumerate(table.columns) if (s := schema.spec(c.name))]
+        if schema.key and all(table.has(k) for k in schema.key):
+            key_idx = [_index(table, k) for k in schema.key]
+    auto = next((i for i, c in enumerate(table.columns) if c.auto), None)
+    keys, ids = Duplicates(), Duplicates()
+    for ref, row in table.iter_rows():
+        for i, spec in checked:
+            problem = _value_problem(spec, row[i])
+            if problem:
+                errors.append(ref.error(spec.name, problem))
+        if key_idx:
+            keys.add(tuple(row[i] for i in key_idx))
+        if auto is not None:
+            ids.add(row[auto])
+    warnings = Capped(MAX_ERRORS_PER_FILE)
+    if keys.suspects or ids.suspects:
+        assert schema is not None or not keys.suspects  # noqa: S101  # keys need a schema
+        for ref, row in table.iter_rows():
+            key = tuple(row[i] for i in key_idx)
+            first = keys.again(key, ref.line) if key_idx else None
+            if first is not None and schema is not None:
+                shown = ", ".join(f"{k}={v!r}" for k, v in zip(schema.key, key, strict=True))
+                errors.append(ref.error(None, f"duplicate {shown} (first at line {first})"))
+            first = ids.again(row[auto], ref.line) if auto is not None else None
+            if first is not None and auto is not None:
+                name = table.columns[auto].name
+                warnings.append(
+                    ref.error(
+                        name,
+                        f"duplicate {name} {row[auto]} (first at line {first}): "
+                        "Kamailio loads both rows",
+                    )
+                )
+    where = table.file or table.name
+    found = errors.closed(where, "errors")
+    found.sort(key=lambda e: e.line if e.line else 1 << 62)
+    return found, warnings.closed(where, "warnings")
+
+
+def _index(table: RowSource, column: str) -> int:
+    return next(i for i, c in enumerate(table.columns) if c.name == column)
+
+
+def check_table(table: RowSource, schema: TableSchema) -> list[DbTextError]:
+    """Every way `table` breaks `schema`: columns, value ranges, unique keys."""
+    return scan_table(table, schema)[0]
 
 
 def _value_problem(spec: Spec, v: Value) -> str | None:
@@ -797,15 +853,17 @@ def _value_problem(spec: Spec, v: Value) -> str | None:
     return None
 
 
-def records(table: Table, schema: TableSchema) -> Iterator[tuple[int, dict[str, Value]]]:
-    """Rows as dicts with every schema column, defaults filled in for absent or NULL."""
+def records(table: RowSource, schema: TableSchema) -> Iterator[tuple[RowRef, dict[str, Value]]]:
+    """Rows as dicts with every schema column, defaults filled in for absent or NULL,
+    with where each came from; one row in memory at a time."""
     defaults = {s.name: s.default for s in schema.specs}
-    for r, rec in table.records():
+    names = [c.name for c in table.columns]
+    for ref, row in table.iter_rows():
         out = dict(defaults)
-        for k, v in rec.items():
+        for k, v in zip(names, row, strict=True):
             if v is not None or k not in out:
                 out[k] = v
-        yield r, out
+        yield ref, out
 
 
 def schema_markdown() -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import lmdb
 import msgpack
 
-from pbx_core.store.compile import DATABASES, FORMAT, table_from_value
+from pbx_core.store.compile import DATABASES, FORMAT, chunk_key, table_from_value
 from pbx_core.store.dbtext import Table
 from pbx_core.store.errors import StoreError
 from pbx_core.store.model import (
@@ -110,7 +110,7 @@ class Snapshot:
 
     def _load_meta(self) -> None:
         fmt = self._get("meta", "format")
-        if fmt != FORMAT:
+        if fmt not in (1, FORMAT):  # 1: each table's rows in one value
             raise StoreError(f"{self.path}: snapshot format {fmt!r}, expected {FORMAT}")
         self.digest: str = self._get("meta", "digest")
         self.dialplan: tuple[DialRule, ...] = tuple(
@@ -224,11 +224,22 @@ class Snapshot:
     # ------------------------------------------------------------- tables
 
     def table_names(self) -> list[str]:
-        return [k for k, _v in self._items("tables")]
+        shared = self._shared
+        if shared is None:
+            raise StoreError(f"{self.path}: snapshot is closed")
+        with shared.txn.cursor(db=shared.dbs["tables"]) as cur:
+            keys = [k.decode() for k in cur.iternext(keys=True, values=False)]
+        return [k for k in keys if "\0" not in k]  # not the chunks of rows
 
     def table(self, name: str) -> Table | None:
+        """A table as compiled (whole, in memory: for `pbx db dump` and the console)."""
         v = self._get("tables", name)
-        return None if v is None else table_from_value(name, v)
+        if v is None:
+            return None
+        if "r" in v:  # format 1
+            return table_from_value(name, v, [v["r"]])
+        chunks = (self._get("tables", chunk_key(name, n)) or [] for n in range(int(v["n"])))
+        return table_from_value(name, v, chunks)
 
 
 def open_count() -> int:

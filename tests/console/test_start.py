@@ -22,6 +22,17 @@ from tests.console.test_remote import NoisyLine
 KEYS = b"\x03\x1c\x1a\x04\x13\r"
 
 
+def _wait_signals_ignored(pid: int, timeout: float = 20.0) -> None:
+    """Until the process ignores SIGINT (its /proc status SigIgn mask)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:") and int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)):
+                return
+        time.sleep(0.001)
+    raise AssertionError("the console wrapper never ignored SIGINT")
+
+
 def test_keyboard_signals_while_the_console_starts_do_not_kill_it(tmp_path: Path) -> None:
     # As init starts it: the wrapper script, a session of its own, the pty as its
     # controlling terminal in cooked mode (where these keys are signals), hammered from
@@ -29,6 +40,12 @@ def test_keyboard_signals_while_the_console_starts_do_not_kill_it(tmp_path: Path
     c = ConsoleProc(tmp_path, as_init=True)
     try:
         assert c.proc is not None
+        # busybox init hands every respawn a sane (signal-generating) line, so the keys
+        # are safe from the wrapper's first line on (`trap '' INT QUIT TSTP`): between
+        # init's fork and that line (one sh start-up, milliseconds) nothing can protect
+        # it. Hammer from that instant, not from the fork: under a loaded CI the fork to
+        # first line gap alone made this test lose the race now and then.
+        _wait_signals_ignored(c.proc.pid)
         deadline = time.monotonic() + 60
         while b"Password: " not in c.out:
             assert c.proc.poll() is None, (
@@ -41,7 +58,14 @@ def test_keyboard_signals_while_the_console_starts_do_not_kill_it(tmp_path: Path
             c.read(0.005)
         time.sleep(0.5)  # a last salvo after the prompt
         c.send(KEYS * 20)
-        c.read(0.5)
+        # The console works through the salvo (each Enter or Ctrl-C redraws the banner):
+        # go on once it is quiet, or the login below races the salvo's last keys.
+        quiet_since, seen = time.monotonic(), len(c.out)
+        settle_deadline = time.monotonic() + 30
+        while time.monotonic() - quiet_since < 1.5 and time.monotonic() < settle_deadline:
+            c.read(0.1)
+            if len(c.out) != seen:
+                quiet_since, seen = time.monotonic(), len(c.out)
         assert c.proc.poll() is None
         c.pos = len(c.out)
         c.type("")  # Enter: the banner and the prompt again, from the same process

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pbx_core.store import dbtext
-from pbx_core.store.build import build_config
+from pbx_core.store.build import build_config, check_dir
 from pbx_core.store.dbtext import Table
 from pbx_core.store.schema import KAM_LOCATION, KAM_SUBSCRIBER, KAM_VERSION
 
@@ -248,3 +248,42 @@ def test_kamailio_authenticates_against_our_tables(tmp_path: Path, tables: Path)
 def test_kamailio_rejects_a_wrong_password(tmp_path: Path, tables: Path) -> None:
     r = run_register(tmp_path, "wrong", "401")
     assert r.returncode == 0, r.stdout + r.stderr + (tmp_path / "kamailio.log").read_text()
+
+
+def test_duplicate_ids_warn_and_kamailio_loads_them(tmp_path: Path, tables: Path) -> None:
+    """A duplicate id is only a warning: Kamailio's loader keeps both rows."""
+    sub = dbtext.read_table(tables / "subscriber")
+    sub.rows.append((1, "carol", "example.org", "0" * 32, "0" * 32))
+    dbtext.write_table(tables, sub)
+    report = check_dir(tables)
+    assert report.errors == []
+    assert [w.message for w in report.warnings] == [
+        "duplicate id 1 (first at line 2): Kamailio loads both rows"
+    ]
+    r = run_register(tmp_path, "wonder:land\\1", "200")
+    assert r.returncode == 0, r.stdout + r.stderr + (tmp_path / "kamailio.log").read_text()
+
+
+def test_a_missing_version_row_warns_and_kamailio_refuses_the_table(tmp_path: Path) -> None:
+    """What the warning says: db_text loads the table, auth_db refuses to start."""
+    db = tmp_path / "db"
+    db.mkdir()
+    write_tables(db)
+    version = dbtext.read_table(db / "version")
+    version.rows = [r for r in version.rows if r[1] != "subscriber"]
+    dbtext.write_table(db, version)
+    report = check_dir(db)
+    assert report.errors == []
+    assert any("no version row for table 'subscriber'" in w.message for w in report.warnings)
+    cfg = tmp_path / "kamailio.cfg"
+    cfg.write_text(CONFIG.format(port=free_port(), modules=MODULES, db=db))
+    out = subprocess.run(
+        [KAMAILIO, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "8", "-Y", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode != 0, out.stdout + out.stderr
+    said = out.stdout + out.stderr
+    assert "db_check_table_version" in said and "table subscriber" in said, said
