@@ -100,7 +100,12 @@ class Session:
         if status.get("ok") and Path(str(cfg.get("path", ""))) != self.opts.root:
             notes.append(f"note: the running PBX uses {cfg.get('path')}, not {self.opts.root}")
         elif status.get("ok"):
-            notes.append("the PBX loads it within 2 s; calls in progress continue")
+            # Load it now rather than at the daemon's next look (every 2 s): what the
+            # next command (status, a test call) sees is what was just committed.
+            if self.daemon("reload").get("reloaded"):
+                notes.append("the PBX has loaded it; calls in progress continue")
+            else:
+                notes.append("the PBX loads it within 2 s; calls in progress continue")
         return gen.name, notes
 
     def commit_password(self, hashed: str | None) -> str:
@@ -118,10 +123,15 @@ class Session:
 
     # ------------------------------------------------------------------ the daemon
     def daemon_status(self) -> dict[str, Any]:
+        return self.daemon("status")
+
+    def daemon(self, cmd: str) -> dict[str, Any]:
+        """One control-socket command to the running PBX; {"ok": False, "error": …}
+        when it does not answer."""
         from pbx_core.pbx.control import query  # noqa: PLC0415  # only when asked
 
         try:
-            return query(self.opts.control, {"cmd": "status"}, timeout=3)
+            return query(self.opts.control, {"cmd": cmd}, timeout=3)
         except (OSError, ValueError) as e:
             return {"ok": False, "error": f"the PBX is not answering ({e})"}
 

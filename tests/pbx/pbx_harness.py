@@ -110,6 +110,7 @@ class Pbx:
     def close(self) -> None:
         self.engine.close()
         self.media.close()
+        self.store.close()  # tests/store counts open snapshots: nothing may leak
 
     def _register(self, user: str, source: tuple[str, str, int]) -> None:
         req = self.message(
