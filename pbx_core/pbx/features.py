@@ -278,9 +278,16 @@ class FeatureHost:
         fname, _, name = qualified.partition(".")
         for f in self.features:
             if f.name == fname:
+                if name not in f.toggles:
+                    known = ", ".join(f"{f.name}.{t}" for t in f.toggles) or "none"
+                    raise KeyError(f"feature {f.name} keeps no toggle {name!r} (its: {known})")
+                refused = f.check_toggle(self._contexts[f.name], extension, name, value)
+                if refused is not None:
+                    raise ValueError(f"{qualified}: {refused}")
                 self.set_toggle(f, extension, name, value)
                 return
-        raise KeyError(f"no feature {fname!r}")
+        known = ", ".join(f.name for f in self.features if f.toggles)
+        raise KeyError(f"no feature {fname!r} with toggles (known: {known})")
 
     def close(self) -> None:
         for task in self._apps.values():
