@@ -39,6 +39,9 @@ log = logging.getLogger("pbx.features")
 MAX_CODE_ARG = 32  # digits after a feature code (a phone number is at most 15, E.164)
 MAX_TOGGLE_TEXT = 64  # a toggle's text value (a forward target)
 MAX_PROMPTS = 32  # prompts in one play() call
+# A toggle set to nothing (*73: forward off) is kept as this in the state LMDB, so that
+# after a restart it stays off instead of falling back to the extension's column.
+UNSET = ""
 
 
 class FeatureError(ValueError):
@@ -228,7 +231,9 @@ class FeatureHost:
                 value = self.state.toggle(self._aor(extension), name)
             except StoreError as exc:
                 log.warning("toggle %s of %s unreadable: %s", name, extension, exc)
-        if value is None:
+        if value == UNSET:
+            value = None  # set to nothing (a forward off): not the column's value
+        elif value is None:
             column = feature.toggles.get(name)
             row = self.facts.extension(extension) if column else None
             value = row.get(column) if row is not None and column else None
@@ -261,7 +266,7 @@ class FeatureHost:
             return
         for (aor, name), value in pending.items():
             try:
-                state.set_toggle(aor, name, value)
+                state.set_toggle(aor, name, UNSET if value is None else value)
             except (StoreError, ValueError) as exc:
                 log.error("toggle %s of %s not saved: %s", name, aor, exc)  # noqa: TRY400  # one line says it
 

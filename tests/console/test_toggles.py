@@ -17,6 +17,7 @@ from pbx_core.console import toggles
 from pbx_core.features.registry import FEATURES
 from pbx_core.pbx.control import query
 from pbx_core.pbx.features import Facts, FeatureHost
+from pbx_core.store.state import StateStore
 from tests.conftest import PbxProcess, start_pbx, stop_pbx
 from tests.console.conftest import ConsoleProc
 from tests.fuzzing import fuzz_settings
@@ -209,3 +210,46 @@ def test_any_toggle_request_is_kept_or_refused_with_a_reason(
         toggles.parse_path(text)
     except toggles.ToggleError as e:
         assert str(e)
+
+
+def test_a_forward_switched_off_stays_off_after_a_restart(tmp_path: Path) -> None:
+    """The extension's `forward_all` column is only the initial value: once *73 (or the
+    console) switched the forward off, a restart must not bring the column's back."""
+
+    def host(state: StateStore) -> FeatureHost:
+        row = {"dnd": False, "call_waiting": True, "forward_all": "105"}
+        return FeatureHost(
+            FEATURES,
+            Facts(
+                now=lambda: 0.0,
+                setting=lambda _n: None,
+                extension=lambda n: row if n == "101" else None,
+                group=lambda _n: None,
+                registered=lambda _n: True,
+                in_call=lambda _n: False,
+                may_dial=lambda _number, _by: True,
+                domain=lambda: "pbx.local",
+            ),
+            state,
+        )
+
+    state = StateStore(tmp_path / "state.mdb")
+    first = host(state)
+    assert first.toggles("101")["forward.forward_all"] == "105"  # the column
+    first.set_by_name("101", "forward.forward_all", None)
+    first.set_by_name("101", "dnd.dnd", True)
+    first.close()  # the writer thread drains, as at SIGTERM
+    second = host(state)
+    try:
+        got = second.toggles("101")
+        assert got["forward.forward_all"] is None
+        assert got["dnd.dnd"] is True
+        second.set_by_name("101", "forward.forward_all", "102")
+    finally:
+        second.close()
+    third = host(state)
+    try:
+        assert third.toggles("101")["forward.forward_all"] == "102"
+    finally:
+        third.close()
+        state.close()
