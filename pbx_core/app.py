@@ -204,6 +204,7 @@ async def _serve(
         await control.start()
         async with asyncio.TaskGroup() as tasks:
             server.transports.tasks = tasks
+            engine.features.tasks = tasks  # the feature applications' owner
             engine.start()
             where = " ".join(f"{h}:{p}" for h, p in server.transports.addresses)
             print(
@@ -221,6 +222,7 @@ async def _serve(
             watcher = tasks.create_task(_watch_config(store, engine))
             await stop.wait()
             log.info("shutting down")
+            engine.features.stop_apps()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -28,6 +28,15 @@ from pbx_core.transport.manager import Address
 
 T1, T2 = 0.5, 4.0  # RFC 3261 §17.1.1.1, for the 2xx we retransmit (§13.3.1.4)
 
+# Methods this build acts on. Allow must tell the truth (RFC 3261 §20.5).
+ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO", "PRACK")
+# Methods we recognise but do not serve (yet): 405 with Allow (RFC 3261 §8.2.1). REFER
+# (transfer) comes with its feature; relaying it without its Refer-To would lie.
+KNOWN_METHODS = frozenset({"MESSAGE", "NOTIFY", "PUBLISH", "REFER", "SUBSCRIBE", *ALLOW})
+# Inside a call, what the B2BUA passes to the other phone (re-issued on that dialog:
+# call_relay.py); every other method is answered here (RFC 3261 §12.2.2).
+RELAYED_IN_DIALOG = frozenset({"INVITE", "UPDATE", "INFO"})
+
 
 class State(Enum):
     ROUTING = "routing"

@@ -42,6 +42,9 @@ from pbx_core.pbx.call_acks import CallAcks
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
 from pbx_core.pbx.call_relay import CallRelay
 from pbx_core.pbx.call_state import (
+    ALLOW,
+    KNOWN_METHODS,
+    RELAYED_IN_DIALOG,
     Call,
     Fork,
     State,
@@ -675,6 +678,9 @@ class CallManager:
         if call.state is State.ENDED:
             self.stack.respond(key, req.reply(481))
             return True
+        if req.method not in RELAYED_IN_DIALOG:
+            self._answer_in_dialog(req, key)
+            return True
         if req.method == "INVITE" and self.call_acks.overlaps(call, side, req, key):
             return True
         if req.method in ("INVITE", "UPDATE") and not self.call_timers.on_request(
@@ -685,6 +691,21 @@ class CallManager:
             return True
         self.call_relay.relay(call, side, req, key, source)
         return True
+
+    def _answer_in_dialog(self, req: Request, key: AnyServerKey) -> None:
+        """What no phone across the call is asked (RFC 3261 §12.2.2): an in-dialog
+        OPTIONS (a keep-alive) is ours to answer; a PRACK matches none of our
+        provisionals (we send none reliably: RFC 3262 §3, 481); a method we know but
+        do not serve gets 405, an unknown one 501, both with Allow."""
+        if req.method == "OPTIONS":
+            resp = req.reply(200)
+        elif req.method == "PRACK":
+            resp = req.reply(481)
+        else:
+            resp = req.reply(405 if req.method in KNOWN_METHODS else 501)
+        if resp.status != 481:
+            resp.headers.add("Allow", ", ".join(ALLOW))
+        self.stack.respond(key, resp)
 
     def _a_acked(self, call: Call, ack: Request | None) -> None:
         """A's ACK to our 2xx to its INVITE (None: none came, the call is being hung

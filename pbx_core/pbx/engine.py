@@ -25,6 +25,7 @@ from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.memo import Memo
 from pbx_core.pbx.auth import Authenticator, Outcome
+from pbx_core.pbx.call_state import ALLOW, KNOWN_METHODS
 from pbx_core.pbx.calls import Call, CallManager
 from pbx_core.pbx.cdr import CdrQueue, CdrWriter
 from pbx_core.pbx.features import Facts, FeatureHost
@@ -47,10 +48,6 @@ from pbx_core.transport.manager import Address
 
 log = logging.getLogger("pbx.engine")
 
-# Methods this build acts on. Allow must tell the truth (RFC 3261 §20.5).
-ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO", "PRACK")
-# Methods we recognise but do not serve (yet): 405 with Allow (RFC 3261 §8.2.1).
-KNOWN_METHODS = frozenset({"MESSAGE", "NOTIFY", "PUBLISH", "REFER", "SUBSCRIBE", *ALLOW})
 SUPPORTED: frozenset[str] = frozenset({"timer"})  # RFC 4028 session timers (call_timers.py)
 SCHEMES = frozenset({"sip", "sips", "tel"})
 

@@ -127,6 +127,9 @@ class FeatureHost:
         self._write_lock = threading.Lock()
         self._pending: dict[tuple[str, str], Any] = {}
         self._apps: dict[str, asyncio.Task[None]] = {}
+        # The daemon's task group owns the applications (app.py sets it); without one
+        # (in-process tests) the running loop does, and close() cancels what is left.
+        self.tasks: asyncio.TaskGroup | None = None
 
     # ------------------------------------------------------------------ declarations
     @property
@@ -294,10 +297,15 @@ class FeatureHost:
         known = ", ".join(f.name for f in self.features if f.toggles)
         raise KeyError(f"no feature {fname!r} with toggles (known: {known})")
 
-    def close(self) -> None:
-        for task in self._apps.values():
+    def stop_apps(self) -> None:
+        """Cancel every running application (the daemon stops: its task group waits
+        for its tasks, and an echo test would keep it an hour)."""
+        for task in list(self._apps.values()):
             task.cancel()
         self._apps.clear()
+
+    def close(self) -> None:
+        self.stop_apps()
         self._writer.shutdown(wait=True)  # toggles set before the stop reach the disk
 
     # ------------------------------------------------------------------ applications
@@ -326,7 +334,8 @@ class FeatureHost:
             finally:
                 self._apps.pop(call_id, None)
 
-        self._apps[call_id] = asyncio.get_running_loop().create_task(main(), name=f"app-{name}")
+        spawn = self.tasks.create_task if self.tasks is not None else asyncio.ensure_future
+        self._apps[call_id] = spawn(main())
 
     @property
     def running_apps(self) -> int:
