@@ -24,7 +24,7 @@ CHUNK = 512  # bytes of table data per transfer frame (~700 characters of base64
 HELP = """\
 Commands (changes are staged until commit; `changes` lists them):
   show [TABLE|settings]        every value, as TABLE[KEY].COLUMN=VALUE
-  show toggles EXT             an extension's toggles (*78 DND, *72 forward ...)
+  show toggles EXT             an extension's toggles (*78 DND, *72 forward...)
   get PATH                     one value: TABLE[KEY].COLUMN or settings.NAME
   set PATH=VALUE               change a value (empty VALUE = NULL/default)
   add TABLE COLUMN=VALUE ...   add a row; prints its key
@@ -41,8 +41,8 @@ Commands (changes are staged until commit; `changes` lists them):
   menu                         the numbered menu; a number runs a menu item
   logout                       end the session (also Ctrl-D)
 KEY is the row's key columns, comma separated, or @N for the N-th row.
-Toggles live in the running PBX: `set toggles[EXT].FEATURE.TOGGLE=VALUE` (on/off,
-a number, empty = off) acts at once, as the phone's code does; nothing is staged."""
+Toggles live in the running PBX: set toggles[EXT].FEATURE.TOGGLE=VALUE
+(on/off, a number, empty = off) acts at once, as the phone's code; not staged."""
 
 
 @dataclass
