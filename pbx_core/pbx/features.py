@@ -109,6 +109,7 @@ class FeatureHost:
         self._codes: list[tuple[str, Feature]] = []
         self._dest_types: dict[str, Feature] = {}
         names: set[str] = set()
+        toggle_names: set[str] = set()
         for f in self.features:
             if f.name in names:
                 raise FeatureError(f"two features are named {f.name!r}")
@@ -121,6 +122,10 @@ class FeatureHost:
                 if t in self._dest_types:
                     raise FeatureError(f"destination type {t} claimed twice ({f.name})")
                 self._dest_types[t] = f
+            for name in f.toggles:  # the state LMDB keys a toggle by extension and name
+                if name in toggle_names:
+                    raise FeatureError(f"toggle {name} claimed twice ({f.name})")
+                toggle_names.add(name)
         self._codes.sort(key=lambda cf: -len(cf[0]))  # longest code first
         self._toggles: dict[tuple[str, str, str], Any] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")

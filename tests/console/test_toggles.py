@@ -253,3 +253,18 @@ def test_a_forward_switched_off_stays_off_after_a_restart(tmp_path: Path) -> Non
     finally:
         third.close()
         state.close()
+
+
+def test_two_features_may_not_keep_a_toggle_of_the_same_name() -> None:
+    """The state LMDB keys a toggle by extension and toggle name: a second feature
+    keeping `dnd` would read and overwrite the first's, so the host refuses it."""
+    from pbx_core.features.api import Feature
+    from pbx_core.pbx.features import FeatureError
+
+    twin = Feature(name="twin", toggles={"dnd": None})
+    host = _host()
+    try:
+        with pytest.raises(FeatureError, match="toggle dnd claimed twice"):
+            FeatureHost((*FEATURES, twin), host.facts)
+    finally:
+        host.close()
