@@ -9,7 +9,8 @@ reset do not touch it. Paths follow the uci-like language:
 
     show toggles EXT                      every toggle of an extension
     get toggles[EXT].FEATURE.TOGGLE       one
-    set toggles[EXT].FEATURE.TOGGLE=VALUE change one: on/off, a number, empty = off
+    set toggles[EXT].FEATURE.TOGGLE=VALUE change one: on/off, a number, empty = unset
+                                          (a forward off; DND off, call waiting on)
 
 The daemon checks each value with the feature that keeps the toggle (do not disturb
 takes on/off; a forward a number the extension may call) and says why it refuses.

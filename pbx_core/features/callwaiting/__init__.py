@@ -36,7 +36,8 @@ class CallWaiting(Feature):
         return None
 
     def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
-        return None if isinstance(value, bool) else "on or off"
+        # None (empty on the console): the built-in default, on
+        return None if value is None or isinstance(value, bool) else "on or off"
 
 
 FEATURE = CallWaiting(

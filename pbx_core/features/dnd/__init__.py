@@ -42,7 +42,8 @@ class DoNotDisturb(Feature):
         return None
 
     def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
-        return None if isinstance(value, bool) else "on or off"
+        # None (empty on the console): the built-in default, off
+        return None if value is None or isinstance(value, bool) else "on or off"
 
 
 FEATURE = DoNotDisturb(
