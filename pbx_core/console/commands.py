@@ -42,7 +42,7 @@ Commands (changes are staged until commit; `changes` lists them):
   logout                       end the session (also Ctrl-D)
 KEY is the row's key columns, comma separated, or @N for the N-th row.
 Toggles live in the running PBX: set toggles[EXT].FEATURE.TOGGLE=VALUE
-(on/off, a number, empty = off) acts at once, as the phone's code; not staged."""
+(on/off, a number; empty = unset) acts at once, as a phone code; not staged."""
 
 
 @dataclass
