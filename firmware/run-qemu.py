@@ -125,7 +125,7 @@ def qemu_command(
     cmd = [
         "qemu-system-x86_64",
         "-machine", "pc",
-        "-accel", "tcg",  # nested KVM here cannot boot a BIOS guest (FIRMWARE-FACTS.md)
+        "-accel", "tcg",  # nested KVM here cannot boot a BIOS guest (docs/architecture.md)
         "-m", str(memory_mb),
         "-smp", "1",
         "-display", "none",

@@ -1,4 +1,4 @@
-"""The `pbx` command line: one program, many subcommands (see DESIGN.md).
+"""The `pbx` command line: one program, many subcommands (docs/architecture.md).
 
 Each subcommand imports its implementation when it runs, so `pbx sip check` does not
 pay for LMDB or asyncio. The imports are literal so PyInstaller finds them.

@@ -1,4 +1,4 @@
-"""The dependency direction of DESIGN.md, enforced (trio checks its own layering the
+"""The dependency direction of docs/architecture.md, enforced (trio checks its own layering the
 same way): the sans-IO core imports no I/O, and no layer imports one above it."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pbx_core.console import auth
+from pbx_core.console import auth, toggles
 from pbx_core.console.config import ConfigError, digest, parse_path, parse_tables
 from pbx_core.store.dbtext import format_table
 
@@ -24,6 +24,7 @@ CHUNK = 512  # bytes of table data per transfer frame (~700 characters of base64
 HELP = """\
 Commands (changes are staged until commit; `changes` lists them):
   show [TABLE|settings]        every value, as TABLE[KEY].COLUMN=VALUE
+  show toggles EXT             an extension's toggles (*78 DND, *72 forward...)
   get PATH                     one value: TABLE[KEY].COLUMN or settings.NAME
   set PATH=VALUE               change a value (empty VALUE = NULL/default)
   add TABLE COLUMN=VALUE ...   add a row; prints its key
@@ -39,7 +40,9 @@ Commands (changes are staged until commit; `changes` lists them):
   shell                        a root shell for maintenance; exit returns here
   menu                         the numbered menu; a number runs a menu item
   logout                       end the session (also Ctrl-D)
-KEY is the row's key columns, comma separated, or @N for the N-th row."""
+KEY is the row's key columns, comma separated, or @N for the N-th row.
+Toggles live in the running PBX: set toggles[EXT].FEATURE.TOGGLE=VALUE
+(on/off, a number; empty = unset) acts at once, as a phone code; not staged."""
 
 
 @dataclass
@@ -102,7 +105,7 @@ class Commands:
             return error(f"{word}: {e}", USAGE)
         try:
             return handler(args, rest.strip())
-        except ConfigError as e:
+        except (ConfigError, toggles.ToggleError) as e:
             return error(str(e))
 
     # ------------------------------------------------------------------ uci-like
@@ -110,14 +113,27 @@ class Commands:
         return Result(lines=HELP.splitlines())
 
     def show(self, args: list[str], _rest: str) -> Result:
+        if args and args[0] == toggles.PREFIX:
+            if len(args) != 2:
+                return error("usage: show toggles EXTENSION", USAGE)
+            got = toggles.ask(self.s.opts.control, args[1])
+            shown = toggles.lines(args[1], got)
+            return Result(lines=shown, data=got)
         if len(args) > 1:
-            return error("usage: show [TABLE|settings]", USAGE)
+            return error("usage: show [TABLE|settings] | show toggles EXTENSION", USAGE)
         lines = self.s.staging.show(args[0] if args else None)
         return Result(lines=lines, data=lines)
 
     def get(self, args: list[str], _rest: str) -> Result:
         if len(args) != 1:
             return error("usage: get PATH", USAGE)
+        if toggles.is_path(args[0]):
+            ext, name = toggles.parse_path(args[0])
+            got = toggles.ask(self.s.opts.control, ext)
+            if name not in got:
+                return error(f"no toggle {name!r} (known: {', '.join(sorted(got))})")
+            shown = toggles.show_value(got[name])
+            return Result(lines=[shown], data=shown)
         value = self.s.staging.get(parse_path(args[0]))
         return Result(lines=[value], data=value)
 
@@ -125,6 +141,11 @@ class Commands:
         path, eq, value = rest.partition("=")
         if not eq:
             return error("usage: set PATH=VALUE", USAGE)
+        if toggles.is_path(path):
+            ext, name = toggles.parse_path(path)
+            got = toggles.ask(self.s.opts.control, ext, name, toggles.parse_value(value))
+            shown = f"{toggles.PREFIX}[{ext}].{name}={toggles.show_value(got.get(name))}"
+            return Result(lines=[f"{shown} (in force now; not staged)"], data=got)
         self.s.staging.set(parse_path(path), value.strip())
         return Result()
 

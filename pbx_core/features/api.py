@@ -257,5 +257,11 @@ class Feature:
     def call_ended(self, ctx: Context, record: Mapping[str, Any]) -> None:
         return None
 
+    def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
+        """Whether `value` may be given to toggle `name` from outside a call (the
+        console, over the control socket): None, else why not, in a few words.
+        The default takes nothing: a feature that keeps toggles says what fits."""
+        return "this toggle is not set from the console"
+
     def status(self, ctx: Context) -> dict[str, Any]:
         return {}

@@ -5,6 +5,8 @@ per line each way:
     {"cmd": "ping"}    -> {"ok": true, "pong": <loop time>}
     {"cmd": "status"}  -> {"ok": true, "version": ..., "uptime": s, "sip": [...], ...}
     {"cmd": "reload"}  -> {"ok": true, "reloaded": bool}
+    {"cmd": "toggles", "extension": "101"[, "set": "dnd.dnd", "value": true]}
+                       -> {"ok": true, "extension": "101", "toggles": {"dnd.dnd": true, ...}}
 
 Unknown commands and bad JSON get {"ok": false, "error": "..."}; the connection
 stays usable. Answers come from the event loop itself, so a ping that answers proves

@@ -39,6 +39,9 @@ log = logging.getLogger("pbx.features")
 MAX_CODE_ARG = 32  # digits after a feature code (a phone number is at most 15, E.164)
 MAX_TOGGLE_TEXT = 64  # a toggle's text value (a forward target)
 MAX_PROMPTS = 32  # prompts in one play() call
+# A toggle set to nothing (*73: forward off) is kept as this in the state LMDB, so that
+# after a restart it stays off instead of falling back to the extension's column.
+UNSET = ""
 
 
 class FeatureError(ValueError):
@@ -106,6 +109,7 @@ class FeatureHost:
         self._codes: list[tuple[str, Feature]] = []
         self._dest_types: dict[str, Feature] = {}
         names: set[str] = set()
+        toggle_names: set[str] = set()
         for f in self.features:
             if f.name in names:
                 raise FeatureError(f"two features are named {f.name!r}")
@@ -118,6 +122,10 @@ class FeatureHost:
                 if t in self._dest_types:
                     raise FeatureError(f"destination type {t} claimed twice ({f.name})")
                 self._dest_types[t] = f
+            for name in f.toggles:  # the state LMDB keys a toggle by extension and name
+                if name in toggle_names:
+                    raise FeatureError(f"toggle {name} claimed twice ({f.name})")
+                toggle_names.add(name)
         self._codes.sort(key=lambda cf: -len(cf[0]))  # longest code first
         self._toggles: dict[tuple[str, str, str], Any] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
@@ -231,7 +239,9 @@ class FeatureHost:
                 value = self.state.toggle(self._aor(extension), name)
             except StoreError as exc:
                 log.warning("toggle %s of %s unreadable: %s", name, extension, exc)
-        if value is None:
+        if value == UNSET:
+            value = None  # set to nothing (a forward off): not the column's value
+        elif value is None:
             column = feature.toggles.get(name)
             row = self.facts.extension(extension) if column else None
             value = row.get(column) if row is not None and column else None
@@ -264,7 +274,7 @@ class FeatureHost:
             return
         for (aor, name), value in pending.items():
             try:
-                state.set_toggle(aor, name, value)
+                state.set_toggle(aor, name, UNSET if value is None else value)
             except (StoreError, ValueError) as exc:
                 log.error("toggle %s of %s not saved: %s", name, aor, exc)  # noqa: TRY400  # one line says it
 
@@ -281,9 +291,16 @@ class FeatureHost:
         fname, _, name = qualified.partition(".")
         for f in self.features:
             if f.name == fname:
+                if name not in f.toggles:
+                    known = ", ".join(f"{f.name}.{t}" for t in f.toggles) or "none"
+                    raise KeyError(f"feature {f.name} keeps no toggle {name!r} (its: {known})")
+                refused = f.check_toggle(self._contexts[f.name], extension, name, value)
+                if refused is not None:
+                    raise ValueError(f"{qualified}: {refused}")
                 self.set_toggle(f, extension, name, value)
                 return
-        raise KeyError(f"no feature {fname!r}")
+        known = ", ".join(f.name for f in self.features if f.toggles)
+        raise KeyError(f"no feature {fname!r} with toggles (known: {known})")
 
     def stop_apps(self) -> None:
         """Cancel every running application (the daemon stops: its task group waits

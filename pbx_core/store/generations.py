@@ -7,7 +7,7 @@ Layout of a generation root (e.g. /data/config):
     gen-000007/tables/...        the dbtext tables
     gen-000007/snapshot.mdb      their compiled LMDB snapshot
 
-Commit, as a power cut would see it (see also DESIGN.md): the new generation is
+Commit, as a power cut would see it (see also docs/architecture.md): the new generation is
 written under a hidden staging name, every file and directory fsynced, renamed to
 gen-N, the root fsynced; then `current` is flipped by creating a symlink under a
 temporary name and rename(2)-ing it over `current`, and the root fsynced again. Until

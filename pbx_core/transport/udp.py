@@ -2,7 +2,7 @@
 
 Why not asyncio's DatagramProtocol: the stock selector transport allocates its full
 receive size (256 KiB) for every datagram, which costs more than parsing the SIP
-message (shared/PERF-FACTS.md). Here one buffer is reused and each wake-up drains
+message. Here one buffer is reused and each wake-up drains
 the socket (bounded, so TCP and timers still get their turn).
 """
 

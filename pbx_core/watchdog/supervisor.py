@@ -1,4 +1,4 @@
-"""`pbx watchdog`: the supervisor init starts instead of `pbx run` (DESIGN.md, Watchdog).
+"""`pbx watchdog`: the supervisor init starts instead of `pbx run` (docs/architecture.md, Watchdog).
 
 Theory of operation. One process, one loop, no threads. The loop sleeps in select()
 on a self-pipe that signal handlers (SIGCHLD, SIGTERM, SIGINT) write to, and wakes for

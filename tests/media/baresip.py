@@ -1,5 +1,4 @@
-"""A driver for baresip as a test peer (Debian ``baresip-core``; facts in
-shared/INTEROP-FACTS.md).
+"""A driver for baresip as a test peer (Debian ``baresip-core``).
 
     agent = Baresip(tmp_path / "alice", "alice", tone_hz=440)
     agent.start()

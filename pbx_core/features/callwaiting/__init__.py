@@ -5,6 +5,8 @@ README.md."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pbx_core.features.api import (
     Answer,
     CallInfo,
@@ -32,6 +34,10 @@ class CallWaiting(Feature):
         if waiting is not None and not waiting and ctx.in_call(extension):
             return Reject(486, "busy (call waiting off)")
         return None
+
+    def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
+        # None (empty on the console): the built-in default, on
+        return None if value is None or isinstance(value, bool) else "on or off"
 
 
 FEATURE = CallWaiting(

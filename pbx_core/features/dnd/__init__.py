@@ -5,6 +5,8 @@ README.md."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pbx_core.features.api import (
     Answer,
     CallInfo,
@@ -38,6 +40,10 @@ class DoNotDisturb(Feature):
         if is_on(ctx, extension):
             return Reject(486, "do not disturb")
         return None
+
+    def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
+        # None (empty on the console): the built-in default, off
+        return None if value is None or isinstance(value, bool) else "on or off"
 
 
 FEATURE = DoNotDisturb(

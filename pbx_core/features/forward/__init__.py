@@ -6,6 +6,8 @@ extension dialled it); loops are stopped by the engine. See README.md."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pbx_core.features.api import (
     Answer,
     App,
@@ -43,16 +45,23 @@ def _digits(number: str) -> list[str]:
     return [names.get(c, f"digit-{c}") for c in number if c in names or c.isdigit()]
 
 
-def _set(ctx: Context, extension: str, toggle: str, number: str) -> str | None:
-    """Set the forward if the extension may reach `number`: None, else why not."""
+def _refused(ctx: Context, extension: str, number: str) -> str | None:
+    """Why `extension` may not forward to `number` (None: it may)."""
     if not valid_target(number):
         return "not a number"
     if number == extension:
         return "a forward to yourself"
     if not ctx.may_dial(number, extension):
         return "not allowed for this extension"
-    ctx.set_toggle(extension, toggle, number)
     return None
+
+
+def _set(ctx: Context, extension: str, toggle: str, number: str) -> str | None:
+    """Set the forward if the extension may reach `number`: None, else why not."""
+    refused = _refused(ctx, extension, number)
+    if refused is None:
+        ctx.set_toggle(extension, toggle, number)
+    return refused
 
 
 def _prompted(ctx: Context, extension: str, toggle: str) -> App:
@@ -97,6 +106,14 @@ class CallForward(Feature):
         if isinstance(target, str) and valid_target(target):
             return Forward(target, extension, why)
         return None
+
+    def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
+        if value is None:
+            return None  # off
+        if not isinstance(value, str):
+            return "a number, or nothing for off"
+        refused = _refused(ctx, extension, value)
+        return None if refused is None else f"{value}: {refused}"
 
 
 FEATURE = CallForward(
