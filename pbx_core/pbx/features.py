@@ -229,11 +229,15 @@ class FeatureHost:
             except StoreError as exc:
                 log.warning("toggle %s of %s unreadable: %s", name, extension, exc)
         if value is None:
-            column = feature.toggles.get(name)
-            row = self.facts.extension(extension) if column else None
-            value = row.get(column) if row is not None and column else None
+            value = self._initial(feature, extension, name)
         self._toggles[key] = value
         return value
+
+    def _initial(self, feature: Feature, extension: str, name: str) -> Any:
+        """The extension column that gives a toggle its initial value (None: none)."""
+        column = feature.toggles.get(name)
+        row = self.facts.extension(extension) if column else None
+        return row.get(column) if row is not None and column else None
 
     def set_toggle(self, feature: Feature, extension: str, name: str, value: Any) -> None:
         if name not in feature.toggles:
@@ -242,7 +246,10 @@ class FeatureHost:
             raise ValueError(f"toggle {name} value longer than {MAX_TOGGLE_TEXT}")
         if not isinstance(value, bool | str | None):
             raise TypeError(f"toggle {name} takes on/off, text or nothing")
-        self._toggles[(feature.name, extension, name)] = value
+        # None removes the saved value (StateStore.set_toggle): back to the column's
+        # initial value, now as after a restart.
+        key = (feature.name, extension, name)
+        self._toggles[key] = self._initial(feature, extension, name) if value is None else value
         if self.state is None:
             return
         with self._write_lock:

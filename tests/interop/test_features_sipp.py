@@ -157,7 +157,7 @@ def test_forward_all_to_an_extension_and_off(env: Env, tmp_path: Path) -> None:
     assert diversion(invite) == ("101", "unconditional"), invite.text
 
     env.dial_code(tmp_path, "101", "*73")
-    assert env.toggles("101")["forward.forward_all"] is None
+    assert env.toggles("101")["forward.forward_all"] is False
     _, office_run = env.phones.talk(tmp_path, "uac_call.xml", "uas_answer.xml", "101")
     assert only_invite(office_run).headers("Diversion") == []
 

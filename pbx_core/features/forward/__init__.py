@@ -76,7 +76,9 @@ class CallForward(Feature):
         if not on:
             if dial.arg:
                 return Reject(404, "nothing follows a forward-off code")
-            ctx.set_toggle(dial.extension, toggle, None)
+            # False, not None: off from the phone outlasts a restart even when the
+            # extension's column gives an initial forward (None is "the column's").
+            ctx.set_toggle(dial.extension, toggle, False)
             return Answer(confirm("feature-off"), "forward")
         if not dial.arg:
             return Answer(_prompted(ctx, dial.extension, toggle), "forward")
