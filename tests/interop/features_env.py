@@ -117,17 +117,22 @@ class Env:
         assert isinstance(toggles, dict), answer
         return toggles
 
-    def set_toggle(self, extension: str, name: str, value: Any) -> None:
+    def set_toggle(self, extension: str, name: str, value: Any) -> dict[str, Any]:
+        """Set a toggle as the console does; the extension's toggles after it."""
         answer = query(
             self.control, {"cmd": "toggles", "extension": extension, "set": name, "value": value}
         )
-        assert answer.get("toggles", {}).get(name) == value, answer
+        toggles = answer.get("toggles")
+        assert isinstance(toggles, dict) and name in toggles, answer
+        return toggles
 
     def reset(self) -> None:
-        """Every extension's toggles back to off (one test's settings are not the next's)."""
+        """Every extension's toggles back to the tables' values (configs/features sets
+        none: all off), so one test's settings are not the next's."""
         for ext in EXTENSIONS:
             for name in TOGGLES:
-                self.set_toggle(ext, name, None)
+                value = self.set_toggle(ext, name, None)[name]
+                assert not value or name == "callwaiting.call_waiting", (ext, name, value)
 
     def provider(self, tmp: Path) -> Server:
         return Server(

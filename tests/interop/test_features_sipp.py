@@ -224,7 +224,7 @@ def test_call_class_stops_a_forward_out(env: Env, tmp_path: Path) -> None:
     assert env.toggles("103")["forward.forward_all"] is None
     # ... and a forward set behind its back (the console) is checked again when used:
     # the caller hears 403 and nothing reaches the provider.
-    env.set_toggle("103", "forward.forward_all", "04930777")
+    assert env.set_toggle("103", "forward.forward_all", "04930777")["forward.forward_all"]
     provider = env.provider(tmp_path)
     try:
         assert rejected(env, tmp_path, "103") == 403
