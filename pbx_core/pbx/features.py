@@ -39,6 +39,7 @@ log = logging.getLogger("pbx.features")
 MAX_CODE_ARG = 32  # digits after a feature code (a phone number is at most 15, E.164)
 MAX_TOGGLE_TEXT = 64  # a toggle's text value (a forward target)
 MAX_PROMPTS = 32  # prompts in one play() call
+_UNREAD = object()  # a toggle not yet read from the state LMDB
 
 
 class FeatureError(ValueError):
@@ -218,20 +219,19 @@ class FeatureHost:
 
     def toggle(self, feature: Feature, extension: str, name: str) -> Any:
         """A toggle's value: set from a phone or the console (RAM, then the state
-        LMDB), else the extension column that gives its initial value, else None."""
+        LMDB), else the extension column that gives its initial value in the
+        configuration in force (a reload that changes the column applies), else None."""
         key = (feature.name, extension, name)
-        if key in self._toggles:
-            return self._toggles[key]
-        value = None
-        if self.state is not None:
-            try:
-                value = self.state.toggle(self._aor(extension), name)
-            except StoreError as exc:
-                log.warning("toggle %s of %s unreadable: %s", name, extension, exc)
-        if value is None:
-            value = self._initial(feature, extension, name)
-        self._toggles[key] = value
-        return value
+        saved = self._toggles.get(key, _UNREAD)
+        if saved is _UNREAD:
+            saved = None
+            if self.state is not None:
+                try:
+                    saved = self.state.toggle(self._aor(extension), name)
+                except StoreError as exc:
+                    log.warning("toggle %s of %s unreadable: %s", name, extension, exc)
+            self._toggles[key] = saved
+        return self._initial(feature, extension, name) if saved is None else saved
 
     def _initial(self, feature: Feature, extension: str, name: str) -> Any:
         """The extension column that gives a toggle its initial value (None: none)."""
@@ -248,8 +248,7 @@ class FeatureHost:
             raise TypeError(f"toggle {name} takes on/off, text or nothing")
         # None removes the saved value (StateStore.set_toggle): back to the column's
         # initial value, now as after a restart.
-        key = (feature.name, extension, name)
-        self._toggles[key] = self._initial(feature, extension, name) if value is None else value
+        self._toggles[(feature.name, extension, name)] = value
         if self.state is None:
             return
         with self._write_lock:

@@ -82,3 +82,24 @@ def test_what_is_read_before_a_restart_is_read_after(
         assert host(state, row).toggle(FEATURE, "101", "target") == seen
     finally:
         state.close()
+
+
+def test_a_reload_that_changes_the_column_applies(tmp_path: Path) -> None:
+    """The column is the toggle's value while no phone or console has set one: a
+    new configuration that changes it applies at once (the host once kept the
+    first value it read until a restart), and never over a value set since."""
+    row: dict[str, Any] = {"on_column": False, "target_column": None}
+    state = StateStore(tmp_path / "state.mdb")
+    try:
+        live = host(state, row)
+        assert live.toggle(FEATURE, "101", "on") is False
+        row["on_column"] = True  # `pbx db commit` and the daemon reloads
+        assert live.toggle(FEATURE, "101", "on") is True
+        live.set_toggle(FEATURE, "101", "on", False)  # the phone turns it off
+        row["on_column"] = 1
+        assert live.toggle(FEATURE, "101", "on") is False
+        live.set_toggle(FEATURE, "101", "on", None)  # the console: the table's again
+        assert live.toggle(FEATURE, "101", "on") == 1
+        live.close()
+    finally:
+        state.close()
