@@ -5,7 +5,7 @@ and the call class of the forwarding extension. Each test asserts on what the pe
 saw (statuses, who got the INVITE, its From and Diversion, what the phone heard).
 
 One PBX serves the module (features_env: configs/features, 5 s ring timeouts); every
-test starts from all toggles off (set over the control socket).
+test starts from the tables' toggles (none set: all off; reset over the control socket).
 """
 
 from __future__ import annotations
