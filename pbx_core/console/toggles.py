@@ -9,8 +9,9 @@ reset do not touch it. Paths follow the uci-like language:
 
     show toggles EXT                      every toggle of an extension
     get toggles[EXT].FEATURE.TOGGLE       one
-    set toggles[EXT].FEATURE.TOGGLE=VALUE change one: on/off, a number, empty = unset
-                                          (a forward off; DND off, call waiting on)
+    set toggles[EXT].FEATURE.TOGGLE=VALUE change one: on/off, a number (forwards;
+                                          off switches a forward off), empty = back
+                                          to the extension's column in the tables
 
 The daemon checks each value with the feature that keeps the toggle (do not disturb
 takes on/off; a forward a number the extension may call) and says why it refuses.
@@ -47,7 +48,7 @@ def parse_path(text: str) -> tuple[str, str]:
 
 
 def parse_value(text: str) -> bool | str | None:
-    """on/yes/true, off/no/false, empty (nothing: a forward off), else the text."""
+    """on/yes/true, off/no/false, empty (None: back to the tables' value), else the text."""
     word = text.strip()
     if not word:
         return None

@@ -39,9 +39,7 @@ log = logging.getLogger("pbx.features")
 MAX_CODE_ARG = 32  # digits after a feature code (a phone number is at most 15, E.164)
 MAX_TOGGLE_TEXT = 64  # a toggle's text value (a forward target)
 MAX_PROMPTS = 32  # prompts in one play() call
-# A toggle set to nothing (*73: forward off) is kept as this in the state LMDB, so that
-# after a restart it stays off instead of falling back to the extension's column.
-UNSET = ""
+_UNREAD = object()  # a toggle not yet read from the state LMDB
 
 
 class FeatureError(ValueError):
@@ -229,24 +227,25 @@ class FeatureHost:
 
     def toggle(self, feature: Feature, extension: str, name: str) -> Any:
         """A toggle's value: set from a phone or the console (RAM, then the state
-        LMDB), else the extension column that gives its initial value, else None."""
+        LMDB), else the extension column that gives its initial value in the
+        configuration in force (a reload that changes the column applies), else None."""
         key = (feature.name, extension, name)
-        if key in self._toggles:
-            return self._toggles[key]
-        value = None
-        if self.state is not None:
-            try:
-                value = self.state.toggle(self._aor(extension), name)
-            except StoreError as exc:
-                log.warning("toggle %s of %s unreadable: %s", name, extension, exc)
-        if value == UNSET:
-            value = None  # set to nothing (a forward off): not the column's value
-        elif value is None:
-            column = feature.toggles.get(name)
-            row = self.facts.extension(extension) if column else None
-            value = row.get(column) if row is not None and column else None
-        self._toggles[key] = value
-        return value
+        saved = self._toggles.get(key, _UNREAD)
+        if saved is _UNREAD:
+            saved = None
+            if self.state is not None:
+                try:
+                    saved = self.state.toggle(self._aor(extension), name)
+                except StoreError as exc:
+                    log.warning("toggle %s of %s unreadable: %s", name, extension, exc)
+            self._toggles[key] = saved
+        return self._initial(feature, extension, name) if saved is None else saved
+
+    def _initial(self, feature: Feature, extension: str, name: str) -> Any:
+        """The extension column that gives a toggle its initial value (None: none)."""
+        column = feature.toggles.get(name)
+        row = self.facts.extension(extension) if column else None
+        return row.get(column) if row is not None and column else None
 
     def set_toggle(self, feature: Feature, extension: str, name: str, value: Any) -> None:
         if name not in feature.toggles:
@@ -255,6 +254,8 @@ class FeatureHost:
             raise ValueError(f"toggle {name} value longer than {MAX_TOGGLE_TEXT}")
         if not isinstance(value, bool | str | None):
             raise TypeError(f"toggle {name} takes on/off, text or nothing")
+        # None removes the saved value (StateStore.set_toggle): back to the column's
+        # initial value, now as after a restart.
         self._toggles[(feature.name, extension, name)] = value
         if self.state is None:
             return
@@ -274,7 +275,7 @@ class FeatureHost:
             return
         for (aor, name), value in pending.items():
             try:
-                state.set_toggle(aor, name, UNSET if value is None else value)
+                state.set_toggle(aor, name, value)
             except (StoreError, ValueError) as exc:
                 log.error("toggle %s of %s not saved: %s", name, aor, exc)  # noqa: TRY400  # one line says it
 

@@ -81,13 +81,13 @@ def test_set_on_the_daemon_shows_on_the_console(
     shown = console.command("show toggles 101")
     assert "toggles[101].callwaiting.call_waiting=off" in shown
     assert "toggles[101].forward.forward_busy=102" in shown
-    # a forward is switched off with an empty value
-    console.command("set toggles[101].forward.forward_busy=")
-    assert _daemon(sock)["forward.forward_busy"] is None
-    # empty for DND / call waiting: the built-in default (the control
-    # socket's null, which tests use to reset a phone)
+    # a forward is switched off with off (kept off across restarts)
+    console.command("set toggles[101].forward.forward_busy=off")
+    assert _daemon(sock)["forward.forward_busy"] is False
+    # empty: back to the extension's column in the tables (the control socket's
+    # null, which tests use to reset a phone); the factory's call_waiting is on
     console.command("set toggles[101].callwaiting.call_waiting=")
-    assert _daemon(sock)["callwaiting.call_waiting"] is None
+    assert _daemon(sock)["callwaiting.call_waiting"] is True
 
 
 @pytest.mark.parametrize(
@@ -195,6 +195,7 @@ def test_any_toggle_request_is_kept_or_refused_with_a_reason(
     of typed text never raises anything but ToggleError."""
     host = _host()
     before = host.toggles("101")
+    initial = dict(before)
     try:
         host.set_by_name("101", name, value)
     except (ValueError, KeyError, TypeError) as e:
@@ -202,11 +203,14 @@ def test_any_toggle_request_is_kept_or_refused_with_a_reason(
         assert host.toggles("101") == before
     else:
         after = host.toggles("101")[name]
-        assert after == value
+        if value is None:  # back to the table's value (the initial column's)
+            assert after == initial[name]
+        else:
+            assert after == value
         if name in ("dnd.dnd", "callwaiting.call_waiting"):
             assert after is None or isinstance(after, bool)
         else:
-            assert after is None or (isinstance(after, str) and after.isdigit())
+            assert after in (None, False) or (isinstance(after, str) and after.isdigit())
     finally:
         host.close()
     try:
@@ -240,13 +244,13 @@ def test_a_forward_switched_off_stays_off_after_a_restart(tmp_path: Path) -> Non
     state = StateStore(tmp_path / "state.mdb")
     first = host(state)
     assert first.toggles("101")["forward.forward_all"] == "105"  # the column
-    first.set_by_name("101", "forward.forward_all", None)
+    first.set_by_name("101", "forward.forward_all", False)  # *73, or off on the console
     first.set_by_name("101", "dnd.dnd", True)
     first.close()  # the writer thread drains, as at SIGTERM
     second = host(state)
     try:
         got = second.toggles("101")
-        assert got["forward.forward_all"] is None
+        assert got["forward.forward_all"] is False
         assert got["dnd.dnd"] is True
         second.set_by_name("101", "forward.forward_all", "102")
     finally:

@@ -85,7 +85,9 @@ class CallForward(Feature):
         if not on:
             if dial.arg:
                 return Reject(404, "nothing follows a forward-off code")
-            ctx.set_toggle(dial.extension, toggle, None)
+            # False, not None: off from the phone outlasts a restart even when the
+            # extension's column gives an initial forward (None is "the column's").
+            ctx.set_toggle(dial.extension, toggle, False)
             return Answer(confirm("feature-off"), "forward")
         if not dial.arg:
             return Answer(_prompted(ctx, dial.extension, toggle), "forward")
@@ -108,8 +110,8 @@ class CallForward(Feature):
         return None
 
     def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
-        if value is None:
-            return None  # off
+        if value is None or value is False:
+            return None  # back to the table's value / off
         if not isinstance(value, str):
             return "a number, or nothing for off"
         refused = _refused(ctx, extension, value)
