@@ -134,6 +134,14 @@ def settings_problems(values: Mapping[str, str | int]) -> list[Problem]:
             out.append(
                 Problem((name,), f"setting {name!r} must be one of {', '.join(spec.choices)}")
             )
+        if spec.future and value != spec.default and not any(p.names[0] == name for p in out):
+            out.append(
+                Problem(
+                    (name,),
+                    f"setting {name!r} belongs to {spec.future}, which is not built yet: "
+                    f"remove it or leave it at its default {spec.default!r}",
+                )
+            )
     if not str(values["domain"]).strip():
         out.append(Problem(("domain",), "setting 'domain' must not be empty (the SIP realm)"))
     bad = {p.names[0] for p in out}
