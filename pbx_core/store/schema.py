@@ -337,7 +337,12 @@ PBX_TRUNK = TableSchema(
             default="PCMU,PCMA",
             future="per-trunk codecs",
         ),
-        _i("max_channels", "simultaneous calls; 0 = unlimited", default=0, lo=0),
+        _i(
+            "max_channels",
+            "simultaneous calls over the trunk, in or out (one beyond gets 503); 0 = unlimited",
+            default=0,
+            lo=0,
+        ),
         _s(
             "dtmf",
             "rfc4733, inband or info (the PBX sends RFC 4733 and hears all three)",
@@ -361,7 +366,11 @@ PBX_DID = TableSchema(
             "the called number as the trunk sends it (digits, optional +), or *",
             need=True,
         ),
-        _s("trunk", "only calls from this trunk; NULL = any", null=True),
+        _s(
+            "trunk",
+            "only calls from this trunk (from another, the `*` row applies); NULL = any",
+            null=True,
+        ),
         _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES),
         _s("dest", "the destination; NULL only for hangup", null=True),
         _s("description", "free text", null=True),
