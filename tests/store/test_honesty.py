@@ -361,3 +361,64 @@ def test_the_image_listens_on_sip_port() -> None:
     listens = [line for line in script.splitlines() if "--listen" in line]
     assert listens, script
     assert not any("5060" in line for line in listens), listens
+
+
+# ------------------------------------------------------------------ one place for defaults
+
+
+def _literal_defaults() -> list[tuple[str, int, str, object]]:
+    """Every `x.get("setting", DEFAULT)` in pbx_core outside the store: (file, line,
+    setting, the default's value), a name resolved in its module."""
+    import ast
+    import importlib
+
+    out = []
+    for path in sorted((ROOT / "pbx_core").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[1] == "store":
+            continue
+        tree = ast.parse(path.read_text())
+        module = None
+        for node in ast.walk(tree):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and len(node.args) == 2
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value in sch.SETTINGS
+            ):
+                continue
+            default = node.args[1]
+            if isinstance(default, ast.Constant):
+                value = default.value
+            elif isinstance(default, ast.Name):
+                name = ".".join(rel.with_suffix("").parts)
+                module = module or importlib.import_module(name)
+                value = getattr(module, default.id)
+            else:
+                continue
+            out.append((str(rel), node.lineno, str(node.args[0].value), value))
+    return out
+
+
+def test_settings_read_with_a_default_use_the_schemas() -> None:
+    found = _literal_defaults()
+    assert len(found) >= 10, found  # the walk finds the readers
+    wrong = [
+        f"{f}:{line}: {name} defaults to {value!r}, schema {sch.SETTINGS[name].default!r}"
+        for f, line, name, value in found
+        if str(value) != str(sch.SETTINGS[name].default)
+    ]
+    assert not wrong, wrong
+
+
+def test_a_snapshot_without_a_setting_gives_its_default(tmp_path: Path) -> None:
+    from pbx_core.store.compile import compile_dir
+    from pbx_core.store.snapshot import Snapshot
+
+    d = _factory_copy(tmp_path)
+    (d / "pbx_settings").write_text("name(string) value(string,null)\n")
+    compile_dir(d, tmp_path / "s.mdb")
+    with Snapshot(tmp_path / "s.mdb") as snap:
+        assert snap.settings == {n: s.default for n, s in sch.SETTINGS.items()}
