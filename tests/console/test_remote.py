@@ -163,7 +163,7 @@ def test_push_and_pull_survive_line_noise(tmp_path: Path) -> None:
         with (tables / "subscriber").open("a") as f:
             f.write("5:200:pbx.local:pushed-secret::\n")
         with (tables / "pbx_extension").open("a") as f:
-            f.write("5:200::Pushed over noise:1:20:\n")
+            f.write("5:200::Pushed over noise:20:1\n")
         res = remote(net.port, "push", str(tables))
         assert res.returncode == 0, res.stderr[-3000:]
         assert re.search(r"push: \w+ \d+/\d+ bytes \(100%\)", res.stderr), res.stderr[-2000:]
