@@ -411,7 +411,7 @@ PBX_RING_GROUP = TableSchema(
     (
         _id(),
         _s("number", "the group's dialable number", need=True),
-        _s("name", "display name", need=True),
+        _s("name", "a label for people reading the table (no call shows it)", need=True),
         _s(
             "strategy",
             "ringall = every member at once; hunt = one after another in order; memoryhunt = "
