@@ -134,7 +134,12 @@ SER_SUBSCRIBER = TableSchema(
         _s("password", "clear-text password (or give ha1/ha1b)", null=True),
         _s("ha1", "MD5(username:domain:password)", null=True),
         _s("ha1b", "MD5(username@domain:domain:password)", null=True),
-        _s("rpid", "Remote-Party-ID (caller ID) to present", null=True),
+        _s(
+            "rpid",
+            "SER's Remote-Party-ID, kept but unused (caller ID: pbx_extension's "
+            "display_name and outbound_cid)",
+            null=True,
+        ),
         *(_s(n, "serweb field, unused", null=True, any_type=True) for n in _SER_SUBSCRIBER_EXTRA),
     ),
     key=("username", "domain"),
@@ -223,7 +228,7 @@ KAM_SUBSCRIBER = TableSchema(
         _s("ha1", "MD5(username:domain:password)"),
         _s("ha1b", "MD5(username@domain:domain:password)"),
         _s("email_address", "older schemas, unused", null=True, template=False),
-        _s("rpid", "older schemas: caller ID to present", null=True, template=False),
+        _s("rpid", "older schemas: Remote-Party-ID, kept but unused", null=True, template=False),
     ),
     key=("username", "domain"),
 )
@@ -613,7 +618,13 @@ SETTINGS: Mapping[str, Setting] = {
             "SIP domain and digest realm of the extensions (and the realm of requests that "
             "name no domain of the subscriber table, such as the PBX's address)",
         ),
-        Setting("hostname", str, "pbx", "host name"),
+        Setting(
+            "hostname",
+            str,
+            "pbx",
+            "a name of the PBX a REGISTER may address (besides domain, its addresses and "
+            "localhost); the system's host name is /data/etc/hostname",
+        ),
         Setting(
             "sip_port",
             int,
