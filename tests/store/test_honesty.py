@@ -430,3 +430,30 @@ def test_a_snapshot_without_a_setting_gives_its_default(tmp_path: Path) -> None:
     compile_dir(d, tmp_path / "s.mdb")
     with Snapshot(tmp_path / "s.mdb") as snap:
         assert snap.settings == {n: s.default for n, s in sch.SETTINGS.items()}
+
+
+def test_an_old_snapshot_with_a_future_setting_still_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A generation compiled before `operator` was marked (the old factory set it):
+    the daemon logs the setting and starts; `pbx db check` of the same tables refuses."""
+    import dataclasses
+
+    from pbx_core.store.compile import compile_dir
+    from pbx_core.store.snapshot import Snapshot
+
+    d = _factory_copy(tmp_path)
+    with (d / "pbx_settings").open("a") as f:
+        f.write("operator:100\n")
+    assert any("operator" in e.message for e in check_dir(d).errors)
+    old = dict(sch.SETTINGS)
+    old["operator"] = dataclasses.replace(sch.SETTINGS["operator"], future="")
+    monkeypatch.setattr(sch, "SETTINGS", old)
+    compile_dir(d, tmp_path / "s.mdb")  # as the old version did
+    monkeypatch.undo()
+    with Snapshot(tmp_path / "s.mdb") as snap, caplog.at_level("WARNING"):
+        assert snap.settings["operator"] == "100"
+        judge.judge_snapshot(snap, "old")  # no StoreError
+        values, _problems = judge.typed_settings(snap.settings)
+        assert [p.future for p in judge.settings_problems(values)] == [True]
+    assert "operator" in caplog.text and "not built yet" in caplog.text
