@@ -24,6 +24,7 @@ from pbx_core.pbx.engine import Engine
 from pbx_core.pbx.sipserver import SipServer
 from pbx_core.store.errors import StoreError
 from pbx_core.store.generations import Store
+from pbx_core.store.schema import SETTINGS
 from pbx_core.store.state import StateStore
 from pbx_core.transport.manager import parse_listen
 from pbx_core.transport.trace import Trace
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"pbx run: configuration {args.config!r} not found", file=sys.stderr)
         return 2
     try:
-        listens = [parse_listen(text) for text in (args.listen or ["0.0.0.0:5060"])]
+        for text in args.listen:
+            parse_listen(text)  # a typo is refused before the configuration is read
     except ValueError as exc:
         print(f"pbx run: {exc}", file=sys.stderr)
         return 2
@@ -60,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"pbx run: cannot load the configuration:\n{exc}", file=sys.stderr)
         return 2
     log.info("configuration %s (%s) loaded", args.config, store.kind)
+    # A listener naming no port (the default one too) is on the setting sip_port, read
+    # at start: a new value applies at the next restart, as the RTP range does.
+    sip_port = int(store.snapshot.settings.get("sip_port", SETTINGS["sip_port"].default))
+    listens = [parse_listen(text, sip_port) for text in (args.listen or ["0.0.0.0"])]
     state_path = Path(args.state) if args.state else paths.state_db()
     try:
         state: StateStore | None = StateStore(state_path)

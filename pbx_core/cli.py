@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ADDR:PORT",
-        help="SIP listen address (UDP and TCP); repeatable; default 0.0.0.0:5060",
+        help="SIP listen address (UDP and TCP); repeatable; ADDR alone or [V6] alone "
+        "listens on the setting sip_port; default 0.0.0.0",
     )
     run.add_argument("--trace", metavar="FILE", help="log every SIP message in/out ('-' = stderr)")
     run.add_argument("--control", metavar="PATH", help="control socket (default: in the RAM dir)")

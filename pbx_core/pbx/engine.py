@@ -417,7 +417,7 @@ class Engine:
         ours = self._our_hosts.get(host)
         if ours is None:
             name = host.lower()
-            ours = name in (self.domain.lower(), str(snap.settings.get("hostname", ""))) or (
+            ours = name in (self.domain.lower(), str(snap.settings.get("hostname", "pbx"))) or (
                 _is_ip(name) or name == "localhost" or name in self.auth.domains(snap, self.domain)
             )
             self._our_hosts.keep(host, ours, len(host))

@@ -37,7 +37,7 @@ from pbx_core.pbx.call_state import Call, State, Target, name_addr, tag
 from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request
 from pbx_core.sip.uri import unescape
-from pbx_core.store.model import Destination, User
+from pbx_core.store.model import Destination, Did, User
 from pbx_core.transport.manager import Address
 
 if TYPE_CHECKING:
@@ -127,8 +127,13 @@ class Router:
         self, req: Request, source: Address, key: AnyServerKey, trunk: str, number: str
     ) -> None:
         eng = self.engine
+        if self.trunk_full(trunk):
+            resp = req.reply(503, to_tag=tag())
+            resp.headers.add("Warning", f'399 pbx "trunk {trunk[:60]} is at max_channels"')
+            eng.stack.respond(key, resp)
+            return
         did_number = number or unescape(req.to.uri.user or "")
-        did = eng.snap.did(did_number)
+        did = self._did(did_number, trunk)
         if did is None:
             eng.stack.respond(key, req.reply(404, to_tag=tag()))
             return
@@ -144,6 +149,27 @@ class Router:
         from_value = name_addr(a_from.display or caller_id, f"sip:{caller_id}@{eng.domain}")
         plan = Plan(req, source, key, info, from_value, eng.domain, trunk=trunk, did=did_number)
         self._destination(plan, did.dest)
+
+    def _did(self, number: str, trunk: str) -> Did | None:
+        """The DID row of `number` for a call from `trunk`: a row naming another trunk
+        does not match (the `*` row is tried instead, if it is for this trunk or any)."""
+        snap = self.engine.snap
+        did = snap.did(number)
+        if did is not None and did.trunk not in (None, trunk):
+            did = snap.did("*") if did.number != "*" else None
+            if did is not None and did.trunk not in (None, trunk):
+                did = None
+        return did
+
+    def trunk_full(self, trunk: str) -> bool:
+        """Whether `trunk` carries its max_channels calls already (0 = no limit). A call
+        counts once whether it came in, went out or both over the trunk."""
+        t = self.engine.snap.trunk(trunk)
+        if t is None or t.max_channels <= 0:
+            return False
+        calls = self.engine.calls.calls.values()
+        used = sum(1 for c in calls if c.trunk == trunk and c.state is not State.ENDED)
+        return used >= t.max_channels
 
     # ------------------------------------------------------------------ numbers
     def _internal(self, number: str) -> Destination | None:
@@ -216,7 +242,7 @@ class Router:
         eng = self.engine
         if plan.call is None:
             resp = plan.req.reply(status, to_tag=tag())
-            if status in (403, 404, 484):
+            if status in (403, 404, 484, 503):
                 resp.headers.add("Warning", f'399 pbx "{reason[:120]}"')
             eng.stack.respond(plan.key, resp)
         elif plan.call.state is not State.ENDED:
@@ -399,6 +425,9 @@ class Router:
         if not self._class_allows(caller, rule.call_class):
             log.info("%s may not dial %s (%s call)", caller.aor, number, rule.call_class)
             self._fail(plan, 403, "not allowed to dial this")
+            return
+        if rule.trunk and self.trunk_full(rule.trunk):
+            self._fail(plan, 503, f"trunk {rule.trunk} is at max_channels")
             return
         presented = plan.info.caller_number if forwarded else None
         target = eng.trunks.target(

@@ -604,15 +604,16 @@ class _Builder:
             problem = self._dest_problem(dest)
             if problem:
                 self.err(ref, column, problem)
-        op = str(self.cfg.settings["operator"])
-        if op and self.number(op).type not in ("extension", "group"):
-            at = self._settings_at["operator"]
-            self.err(at, "value", f"operator {op!r} is not an extension or ring group")
 
     def _dest_problem(self, dest: Destination) -> str | None:
         t, target = dest.type, dest.target
         if t == "hangup":
             return None
+        if t in sch.FUTURE_DEST_TYPES:
+            return (
+                f"destination type {t!r}: {sch.FUTURE_DEST_TYPES[t]} not built yet "
+                f"(built: {', '.join(sch.BUILT_DEST_TYPES)})"
+            )
         if target is None:
             return f"destination {t} needs a target"
         if t in ("extension", "voicemail"):

@@ -13,18 +13,24 @@ Every integer setting has a range (`BOUNDS`): each one sizes memory or time
 somewhere, and a value out of range is an error, never silently clamped.
 
 The daemon calls `judge_snapshot` on every snapshot it opens (start and reload):
-a snapshot compiled by an older version, or by hand, meets the same rules.
+a snapshot compiled by an older version, or by hand, meets the same rules. One
+exception: a setting of a feature not built yet (`future`), which only a snapshot
+compiled before the setting was marked can hold, is logged, not refused: a device
+upgraded with such a generation keeps running, and its next commit must drop it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from pbx_core.store import schema as sch
 from pbx_core.store.errors import StoreError
+
+log = logging.getLogger("pbx.store")
 
 INT_MAX = 2**31 - 1
 DAY = 86_400
@@ -63,6 +69,7 @@ class Problem:
     names: tuple[str, ...]
     message: str
     warning: bool = False
+    future: bool = False  # a setting of a feature not built yet is set
 
 
 def parse_int(name: str, text: str) -> int | str:
@@ -134,6 +141,15 @@ def settings_problems(values: Mapping[str, str | int]) -> list[Problem]:
             out.append(
                 Problem((name,), f"setting {name!r} must be one of {', '.join(spec.choices)}")
             )
+        if spec.future and value != spec.default and not any(p.names[0] == name for p in out):
+            out.append(
+                Problem(
+                    (name,),
+                    f"setting {name!r} belongs to {spec.future}, which is not built yet: "
+                    f"remove it or leave it at its default {spec.default!r}",
+                    future=True,
+                )
+            )
     if not str(values["domain"]).strip():
         out.append(Problem(("domain",), "setting 'domain' must not be empty (the SIP realm)"))
     bad = {p.names[0] for p in out}
@@ -203,7 +219,10 @@ def judge_snapshot(snap: _SnapshotLike, where: str) -> None:
         raise StoreError(f"{where}: no tables: an empty configuration")
     values, problems = typed_settings(snap.settings)
     problems += settings_problems(values)
-    errors = [p.message for p in problems if not p.warning]
+    for p in problems:
+        if p.future:
+            log.warning("%s: %s (ignored: compiled before it was refused)", where, p.message)
+    errors = [p.message for p in problems if not p.warning and not p.future]
     if errors:
         raise StoreError("\n".join(f"{where}: {m}" for m in errors))
 

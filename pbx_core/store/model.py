@@ -49,7 +49,7 @@ class Destination:
 class ExtensionSettings:
     display_name: str | None = None
     enabled: bool = True
-    voicemail: bool = True
+    voicemail: bool = False
     vm_pin: str | None = None
     ring_timeout: int = 20
     call_waiting: bool = True

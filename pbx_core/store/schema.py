@@ -45,6 +45,9 @@ class Spec:
     hi: int | None = None
     any_type: bool = False
     template: bool = True  # part of the header `TableSchema.empty()` writes
+    # The feature this column belongs to when that feature is not built yet: any
+    # value but the default is an error (`pbx db check`), never silently ignored.
+    future: str = ""
 
     def column(self) -> Column:
         return Column(self.name, self.type, self.null, self.auto)
@@ -58,6 +61,7 @@ class TableSchema:
     specs: tuple[Spec, ...]
     key: tuple[str, ...] = ()  # these columns together are unique
     strict: bool = False  # unknown columns are errors
+    future: str = ""  # the feature the table belongs to, not built yet: a row is an error
 
     def spec(self, name: str) -> Spec | None:
         for s in self.specs:
@@ -87,6 +91,15 @@ def _id() -> Spec:
 
 BOOL = {"lo": 0, "hi": 1}
 DEST_TYPES = ("extension", "group", "ivr", "voicemail", "external", "hangup")
+# Destination types of features not built yet: a destination naming one is an error.
+# The others are the core's (extension, hangup) and the features' (group: ringgroup);
+# tests/store/test_honesty.py keeps this in step with features/registry.py.
+FUTURE_DEST_TYPES: Mapping[str, str] = {
+    "ivr": "IVR",
+    "voicemail": "voicemail",
+    "external": "external destinations",
+}
+BUILT_DEST_TYPES = tuple(t for t in DEST_TYPES if t not in FUTURE_DEST_TYPES)
 _DEST_DOC = (
     "where calls go: extension, group (ring group number), ivr (menu name), "
     "voicemail (mailbox), external (number dialled through the dial plan), hangup"
@@ -121,7 +134,12 @@ SER_SUBSCRIBER = TableSchema(
         _s("password", "clear-text password (or give ha1/ha1b)", null=True),
         _s("ha1", "MD5(username:domain:password)", null=True),
         _s("ha1b", "MD5(username@domain:domain:password)", null=True),
-        _s("rpid", "Remote-Party-ID (caller ID) to present", null=True),
+        _s(
+            "rpid",
+            "SER's Remote-Party-ID, kept but unused (caller ID: pbx_extension's "
+            "display_name and outbound_cid)",
+            null=True,
+        ),
         *(_s(n, "serweb field, unused", null=True, any_type=True) for n in _SER_SUBSCRIBER_EXTRA),
     ),
     key=("username", "domain"),
@@ -210,7 +228,7 @@ KAM_SUBSCRIBER = TableSchema(
         _s("ha1", "MD5(username:domain:password)"),
         _s("ha1b", "MD5(username@domain:domain:password)"),
         _s("email_address", "older schemas, unused", null=True, template=False),
-        _s("rpid", "older schemas: caller ID to present", null=True, template=False),
+        _s("rpid", "older schemas: Remote-Party-ID, kept but unused", null=True, template=False),
     ),
     key=("username", "domain"),
 )
@@ -254,8 +272,13 @@ PBX_EXTENSION = TableSchema(
         _s("domain", "the subscriber's domain; NULL = setting `domain`", null=True),
         _s("display_name", "caller ID name shown to other phones", null=True),
         _i("enabled", "0 = calls to and from it are refused", default=1, **BOOL),
-        _i("voicemail", "1 = has a mailbox", default=1, **BOOL),
-        _s("vm_pin", "mailbox PIN (digits); NULL = the phone's own auth is enough", null=True),
+        _i("voicemail", "1 = has a mailbox", default=0, future="voicemail", **BOOL),
+        _s(
+            "vm_pin",
+            "mailbox PIN (digits); NULL = the phone's own auth is enough",
+            null=True,
+            future="voicemail",
+        ),
         _i("ring_timeout", "seconds to ring before no-answer handling", default=20, lo=5, hi=300),
         _i(
             "call_waiting",
@@ -267,7 +290,14 @@ PBX_EXTENSION = TableSchema(
         _s("forward_all", "initial unconditional forward target (*72/*73)", null=True),
         _s("forward_busy", "initial forward-on-busy target (*90/*91)", null=True),
         _s("forward_noanswer", "initial forward-on-no-answer target (*52/*53)", null=True),
-        _i("pickup_group", "call pickup group (*8); NULL = none", null=True, lo=0, hi=63),
+        _i(
+            "pickup_group",
+            "call pickup group (*8); NULL = none",
+            null=True,
+            lo=0,
+            hi=63,
+            future="call pickup",
+        ),
         _i("max_contacts", "registrations kept per extension", default=3, lo=1, hi=20),
         _s("outbound_cid", "number presented on trunk calls; NULL = trunk's", null=True),
         _s(
@@ -299,15 +329,31 @@ PBX_TRUNK = TableSchema(
         _s("from_domain", "domain of From; NULL = host", null=True),
         _i("register", "1 = REGISTER to the provider", default=1, **BOOL),
         _i("register_expires", "REGISTER expiry asked for, seconds", default=3600, lo=60),
-        _s("outbound_proxy", "send requests here instead of host", null=True),
+        _s(
+            "outbound_proxy",
+            "send requests here instead of host",
+            null=True,
+            future="trunk outbound proxy",
+        ),
         _s("caller_id", "default number presented on outgoing calls", null=True),
-        _s("codecs", "comma-separated codec preference", default="PCMU,PCMA"),
-        _i("max_channels", "simultaneous calls; 0 = unlimited", default=0, lo=0),
+        _s(
+            "codecs",
+            "comma-separated codec preference (the PBX offers its own: PCMU, PCMA)",
+            default="PCMU,PCMA",
+            future="per-trunk codecs",
+        ),
+        _i(
+            "max_channels",
+            "simultaneous calls over the trunk, in or out (one beyond gets 503); 0 = unlimited",
+            default=0,
+            lo=0,
+        ),
         _s(
             "dtmf",
-            "rfc4733, inband or info",
+            "rfc4733, inband or info (the PBX sends RFC 4733 and hears all three)",
             default="rfc4733",
             choices=("rfc4733", "inband", "info"),
+            future="per-trunk DTMF mode",
         ),
     ),
     key=("name",),
@@ -325,7 +371,11 @@ PBX_DID = TableSchema(
             "the called number as the trunk sends it (digits, optional +), or *",
             need=True,
         ),
-        _s("trunk", "only calls from this trunk; NULL = any", null=True),
+        _s(
+            "trunk",
+            "only calls from this trunk (from another, the `*` row applies); NULL = any",
+            null=True,
+        ),
         _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES),
         _s("dest", "the destination; NULL only for hangup", null=True),
         _s("description", "free text", null=True),
@@ -366,12 +416,24 @@ PBX_RING_GROUP = TableSchema(
     (
         _id(),
         _s("number", "the group's dialable number", need=True),
-        _s("name", "display name", need=True),
+        _s("name", "a label for people reading the table (no call shows it)", need=True),
         _s(
-            "strategy", "ringall or hunt (in order)", default="ringall", choices=("ringall", "hunt")
+            "strategy",
+            "ringall = every member at once; hunt = one after another in order; memoryhunt = "
+            "the first, then the first two, then the first three...; random = one after "
+            "another in a random order; firstavailable = the first member registered and "
+            "not in a call, alone",
+            default="ringall",
+            choices=("ringall", "hunt", "memoryhunt", "random", "firstavailable"),
         ),
         _s("members", "comma-separated extension numbers", need=True),
-        _i("ring_timeout", "seconds (per member for hunt)", default=20, lo=5, hi=300),
+        _i(
+            "ring_timeout",
+            "seconds each step of the strategy rings",
+            default=20,
+            lo=5,
+            hi=300,
+        ),
         _s(
             "fallback_type",
             "where unanswered calls go: " + _DEST_DOC,
@@ -398,6 +460,7 @@ PBX_IVR_MENU = TableSchema(
     ),
     key=("name",),
     strict=True,
+    future="IVR",
 )
 
 PBX_IVR_OPTION = TableSchema(
@@ -413,6 +476,7 @@ PBX_IVR_OPTION = TableSchema(
     ),
     key=("menu", "digit"),
     strict=True,
+    future="IVR",
 )
 
 PBX_SPEED_DIAL = TableSchema(
@@ -429,6 +493,7 @@ PBX_SPEED_DIAL = TableSchema(
     ),
     key=("username", "domain", "code"),
     strict=True,
+    future="speed dial",
 )
 
 PBX_SETTINGS = TableSchema(
@@ -540,6 +605,7 @@ class Setting:
     default: str | int
     doc: str
     choices: tuple[str, ...] = ()
+    future: str = ""  # the feature it belongs to, not built yet: a non-default value is an error
 
 
 SETTINGS: Mapping[str, Setting] = {
@@ -552,8 +618,20 @@ SETTINGS: Mapping[str, Setting] = {
             "SIP domain and digest realm of the extensions (and the realm of requests that "
             "name no domain of the subscriber table, such as the PBX's address)",
         ),
-        Setting("hostname", str, "pbx", "host name"),
-        Setting("sip_port", int, 5060, "SIP port (UDP and TCP)"),
+        Setting(
+            "hostname",
+            str,
+            "pbx",
+            "a name of the PBX a REGISTER may address (besides domain, its addresses and "
+            "localhost); the system's host name is /data/etc/hostname",
+        ),
+        Setting(
+            "sip_port",
+            int,
+            5060,
+            "SIP port (UDP and TCP) of `pbx run`'s listeners that name no port (the image's: "
+            "every IPv4 and IPv6 address); read at start, a change applies at the next restart",
+        ),
         Setting(
             "user_agent",
             str,
@@ -578,11 +656,19 @@ SETTINGS: Mapping[str, Setting] = {
         Setting("net_address", str, "", "static IPv4 address/prefix, e.g. 192.168.1.2/24"),
         Setting("net_gateway", str, "", "static default gateway"),
         Setting("net_dns", str, "", "comma-separated DNS servers"),
-        Setting("language", str, "en", "prompt language"),
-        Setting("timezone", str, "UTC", "time zone for CDRs and voicemail dates"),
-        Setting("operator", str, "", "extension reached by 0 in voicemail and IVR"),
-        Setting("vm_max_seconds", int, 180, "longest voicemail message"),
-        Setting("vm_max_messages", int, 100, "messages per mailbox"),
+        Setting("language", str, "en", "prompt language", future="prompt languages"),
+        Setting(
+            "timezone",
+            str,
+            "UTC",
+            "time zone for CDRs and voicemail dates (pbx cdr export --timezone meanwhile)",
+            future="time zones",
+        ),
+        Setting(
+            "operator", str, "", "extension reached by 0 in voicemail and IVR", future="voicemail"
+        ),
+        Setting("vm_max_seconds", int, 180, "longest voicemail message", future="voicemail"),
+        Setting("vm_max_messages", int, 100, "messages per mailbox", future="voicemail"),
         Setting("reg_min_expires", int, 60, "shortest registration accepted"),
         Setting("reg_max_expires", int, 3600, "longest registration granted"),
         Setting("rtp_timeout", int, 60, "seconds without RTP before a call is ended"),
@@ -796,6 +882,14 @@ def scan_table(
     auto = next((i for i, c in enumerate(table.columns) if c.auto), None)
     keys, ids = Duplicates(), Duplicates()
     for ref, row in table.iter_rows():
+        if schema is not None and schema.future:
+            errors.append(
+                ref.error(
+                    None,
+                    f"table {schema.name} belongs to {schema.future}, which is not built "
+                    "yet: a row here would do nothing",
+                )
+            )
         for i, spec in checked:
             problem = _value_problem(spec, row[i])
             if problem:
@@ -843,6 +937,12 @@ def _value_problem(spec: Spec, v: Value) -> str | None:
         if spec.need:
             return f"column {spec.name!r} needs a value"
         return None
+    if spec.future and v != spec.default:
+        shown = "empty" if spec.default is None else f"at its default {spec.default!r}"
+        return (
+            f"column {spec.name!r} belongs to {spec.future}, which is not built yet: "
+            f"leave it {shown}"
+        )
     if spec.choices and v not in spec.choices:
         return f"column {spec.name!r} is {v!r}; expected one of {', '.join(spec.choices)}"
     if isinstance(v, int) and not spec.any_type:
@@ -872,6 +972,8 @@ def schema_markdown() -> str:
     for s in SCHEMAS:
         title = f"### `{s.name}` ({s.dialect})"
         out += [title, "", s.doc, ""]
+        if s.future:
+            out += [f"**Not built yet ({s.future}): a row is an error.**", ""]
         if s.key:
             out += [f"Unique: {', '.join(s.key)}.", ""]
         out += ["| column | type | default | meaning |", "|---|---|---|---|"]
@@ -886,12 +988,14 @@ def schema_markdown() -> str:
             else:
                 default = f"`{c.default}`"
             extra = f" ({', '.join(c.choices)})" if c.choices and c.choices != DEST_TYPES else ""
-            out.append(f"| {c.name} | {typ} | {default} | {c.doc}{extra} |")
+            later = f" **Not built yet ({c.future}): only the default.**" if c.future else ""
+            out.append(f"| {c.name} | {typ} | {default} | {c.doc}{extra}{later} |")
         out.append("")
     out += ["### Settings (`pbx_settings` rows)", ""]
     out += ["| name | type | default | meaning |", "|---|---|---|---|"]
     for st in SETTINGS.values():
         choices = f" ({', '.join(st.choices)})" if st.choices else ""
         default = f"`{st.default}`" if st.default != "" else "empty"
-        out.append(f"| {st.name} | {st.type.__name__} | {default} | {st.doc}{choices} |")
+        later = f" **Not built yet ({st.future}): only the default.**" if st.future else ""
+        out.append(f"| {st.name} | {st.type.__name__} | {default} | {st.doc}{choices}{later} |")
     return "\n".join(out) + "\n"

@@ -39,6 +39,7 @@ from pbx_core.store.model import (
     speed_key,
     unpack,
 )
+from pbx_core.store.schema import SETTINGS
 
 
 class _Shared:
@@ -116,7 +117,13 @@ class Snapshot:
         self.dialplan: tuple[DialRule, ...] = tuple(
             unpack(DialRule, r) for r in self._get("meta", "dialplan")
         )
-        self.settings: dict[str, str | int] = self._get("meta", "settings")
+        # Every setting: the schema's default where the snapshot has none (one compiled
+        # before the setting existed), so the defaults live in schema.SETTINGS only.
+        stored: dict[str, str | int] = self._get("meta", "settings") or {}
+        self.settings: dict[str, str | int] = {
+            **{name: spec.default for name, spec in SETTINGS.items()},
+            **stored,
+        }
         self.versions: dict[str, int] = self._get("meta", "versions")
 
     def __enter__(self) -> Snapshot:

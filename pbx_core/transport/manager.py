@@ -32,8 +32,9 @@ UDP_REQUEST_LIMIT = 1300
 DEFAULT_PORT = 5060
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """'ADDR:PORT', '[v6]:PORT' or 'ADDR' → (host, port)."""
+def parse_listen(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """'ADDR:PORT', '[v6]:PORT', 'ADDR' or '[v6]' → (host, port); an address without
+    a port gets `default_port` (`pbx run`: the setting sip_port)."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
@@ -41,9 +42,9 @@ def parse_listen(text: str) -> tuple[str, int]:
         host, port = text.split(":")
     else:
         host, port = text, ""
-    if not host or (port and not port.isdigit()) or int(port or DEFAULT_PORT) > 65535:
+    if not host or (port and not port.isdigit()) or int(port or default_port) > 65535:
         raise ValueError(f"invalid listen address {text!r} (expected ADDR:PORT)")
-    return host, int(port or DEFAULT_PORT)
+    return host, int(port or default_port)
 
 
 class TransportManager:

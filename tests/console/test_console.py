@@ -70,17 +70,17 @@ def test_line_editing_backspace_ctrl_u_ctrl_c_and_escapes(console: ConsoleProc) 
 def test_staged_until_commit_and_revert(console: ConsoleProc) -> None:
     console.login()
     before = committed(console)
-    assert console.command("set settings.operator=101") == ""
+    assert console.command("set settings.hostname=office") == ""
     assert "pbx*> " in console.out[-8:].decode()
-    assert console.command("get settings.operator").strip() == "101"
+    assert console.command("get settings.hostname").strip() == "office"
     assert committed(console) == before  # nothing reached the store yet
-    assert "+ pbx_settings name=operator value=101" in console.command("changes")
+    assert "+ pbx_settings name=hostname value=office" in console.command("changes")
     assert "dropped 2 staged change(s)" in console.command("revert")
-    assert console.command("get settings.operator").strip() == "100"
-    console.command("set settings.operator=101")
+    assert console.command("get settings.hostname").strip() == "pbx"
+    console.command("set settings.hostname=office")
     out = console.command("commit")
     assert re.search(r"committed gen-\d{6}", out), out
-    assert ("operator", "101") in committed(console)["pbx_settings"]
+    assert ("hostname", "office") in committed(console)["pbx_settings"]
 
 
 def test_errors_change_nothing(console: ConsoleProc) -> None:
@@ -163,7 +163,7 @@ def test_status_from_the_running_daemon(tmp_path: Path) -> None:
         out = c.command("status")
         assert "SIP on 127.0.0.1:" in out and "registered phones: 0" in out, out
         # A commit under a root the daemon does not run on says so.
-        c.command("set settings.operator=101")
+        c.command("set settings.hostname=office")
         assert "note: the running PBX uses" in c.command("commit")
     finally:
         c.close()

@@ -123,21 +123,21 @@ def test_frames_round_trip_and_reject_damage() -> None:
 
 def test_first_login_commands_and_exit_status(line: tuple[ConsoleProc, NoisyLine]) -> None:
     console, net = line
-    res = remote(net.port, "run", "set settings.operator=101", "get settings.operator", "commit")
+    res = remote(net.port, "run", "set settings.hostname=office", "get settings.hostname", "commit")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0] == "101" and re.fullmatch(r"committed gen-\d{6}", lines[1]), res.stdout
-    assert ("operator", "101") in Generations(console.root).tables()["pbx_settings"].rows
+    assert lines[0] == "office" and re.fullmatch(r"committed gen-\d{6}", lines[1]), res.stdout
+    assert ("hostname", "office") in Generations(console.root).tables()["pbx_settings"].rows
     # Now the new password is the one; the factory one is refused.
-    res = remote(net.port, "run", "get settings.operator", password="admin", new=None)
+    res = remote(net.port, "run", "get settings.hostname", password="admin", new=None)
     assert res.returncode == 1 and "login refused 3 times" in res.stderr, res.stderr
-    res = remote(net.port, "--json", "run", "get settings.operator", password="remote-pw")
+    res = remote(net.port, "--json", "run", "get settings.hostname", password="remote-pw")
     assert res.returncode == 0, res.stderr
-    assert '"data": "101"' in res.stdout
+    assert '"data": "office"' in res.stdout
     # A bad value: status 1, stops there, nothing staged survives the session.
     first = Generations(console.root).current()
     res = remote(
-        net.port, "run", "set settings.operator=102", "set pbx_trunk[provider].port=x", "commit",
+        net.port, "run", "set settings.hostname=other", "set pbx_trunk[provider].port=x", "commit",
         password="remote-pw",
     )  # fmt: skip
     assert res.returncode == 1
@@ -163,7 +163,7 @@ def test_push_and_pull_survive_line_noise(tmp_path: Path) -> None:
         with (tables / "subscriber").open("a") as f:
             f.write("5:200:pbx.local:pushed-secret::\n")
         with (tables / "pbx_extension").open("a") as f:
-            f.write("5:200::Pushed over noise:1:20:\n")
+            f.write("5:200::Pushed over noise:20:1\n")
         res = remote(net.port, "push", str(tables))
         assert res.returncode == 0, res.stderr[-3000:]
         assert re.search(r"push: \w+ \d+/\d+ bytes \(100%\)", res.stderr), res.stderr[-2000:]

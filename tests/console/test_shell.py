@@ -29,7 +29,7 @@ def test_shell_replaces_the_console_after_login(console: ConsoleProc) -> None:
 
 def test_shell_refused_with_staged_changes(console: ConsoleProc) -> None:
     console.login()
-    console.command("set settings.operator=101")
+    console.command("set settings.hostname=office")
     out = console.command("shell")
     assert "error: commit or revert the staged changes first" in out
     assert console.proc.poll() is None

@@ -27,7 +27,7 @@ def _edited_tables(dest: Path) -> Path:
     assert "changed-102" in text
     sub.write_text(text + "5:104:pbx.local:new-104-secret::\n")
     ext = dest / "pbx_extension"
-    ext.write_text(ext.read_text() + "5:104::Added at run time:1:20:\n")
+    ext.write_text(ext.read_text() + "5:104::Added at run time:20:1\n")
     return dest
 
 

@@ -120,7 +120,7 @@ def write_config(dest: Path) -> Path:
     assert "1:provider:0:" in trunk.read_text()
     # 104: a second phone the attacker took over, the callee that answers with hostile SDP.
     with (dest / "pbx_extension").open("a") as f:
-        f.write("5:104::Lobby:0:5:\n")
+        f.write("5:104::Lobby:5\n")
     with (dest / "subscriber").open("a") as f:
         f.write(f"5:104:pbx.local:{PASSWORD_104}::\n")
     settings = dest / "pbx_settings"

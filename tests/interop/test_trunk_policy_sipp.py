@@ -46,7 +46,7 @@ def _tables(dest: Path, provider_port: int) -> Path:
         "id(int,auto) username(string) domain(string,null) display_name(string,null) "
         "voicemail(int) ring_timeout(int) pickup_group(int,null) call_class(string)\n"
         + "".join(
-            f"{i}:{user}::Class {cls}:1:5::{cls}\n"
+            f"{i}:{user}::Class {cls}:0:5::{cls}\n"
             for i, (user, cls) in enumerate(CLASS_OF.items(), 1)
         )
     )

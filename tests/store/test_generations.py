@@ -76,8 +76,9 @@ def test_bad_configuration_is_never_committed(tmp_path: Path) -> None:
     gens = Generations(tmp_path)
     gens.commit(factory())
     bad = factory()
-    bad["pbx_did"] = Table("pbx_did", bad["pbx_did"].columns, [(1, "555", None, "ivr", "x", None)])
-    with pytest.raises(DbTextError, match="no IVR menu 'x'"):
+    row = (1, "555", None, "group", "x", None)
+    bad["pbx_did"] = Table("pbx_did", bad["pbx_did"].columns, [row])
+    with pytest.raises(DbTextError, match="no ring group 'x'"):
         gens.commit(bad)
     assert len(gens.names()) == 1
 

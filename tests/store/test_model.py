@@ -64,7 +64,7 @@ def test_factory_defaults_pass_check() -> None:
     cfg = build_config(read_dir(FACTORY))
     assert len(cfg.users) >= 3
     assert [t.enabled for t in cfg.trunks.values()] == [False]
-    assert cfg.dids["*"].dest == Destination("ivr", "main")
+    assert cfg.dids["*"].dest == Destination("group", "600")
 
 
 def _factory_copy(tmp_path: Path) -> Path:
@@ -143,7 +143,8 @@ def _factory_copy(tmp_path: Path) -> Path:
         (
             "pbx_settings",
             "name(string) value(string,null)\noperator:109\n",
-            "pbx_settings:2:10: operator '109' is not an extension or ring group",
+            "pbx_settings:2:10: setting 'operator' belongs to voicemail, which is not built "
+            "yet: remove it or leave it at its default ''",
         ),
         (
             "pbx_settings",
@@ -259,19 +260,17 @@ def test_snapshot_lookups(tmp_path: Path) -> None:
         assert alias.aor == "100@pbx.local"
         did = snap.did("+4930123")  # not listed: the * row
         assert did is not None
-        assert did.dest == Destination("ivr", "main")
+        assert did.dest == Destination("group", "600")
         assert snap.number("600") == Destination("group", "600")
         group = snap.group("600")
         assert group is not None
         assert group.members == ("100", "101", "102")
-        assert group.fallback == Destination("voicemail", "100")
-        ivr = snap.ivr("main")
-        assert ivr is not None
-        assert ivr.options["1"] == Destination("group", "600")
+        assert group.fallback == Destination("extension", "100")
+        assert snap.ivr("main") is None
         trunk = snap.trunk("provider")
         assert trunk is not None
         assert not trunk.enabled
-        assert trunk.codecs == ("PCMA", "PCMU")
+        assert trunk.codecs == ("PCMU", "PCMA")
         route = snap.route("00442079460000")
         assert route is not None
         assert route[1] == "0442079460000"
@@ -309,8 +308,8 @@ def test_snapshot_rejects_garbage(tmp_path: Path) -> None:
 
 def test_compile_refuses_bad_tables_and_leaves_no_file(tmp_path: Path) -> None:
     d = _factory_copy(tmp_path)
-    (d / "pbx_did").write_text("number(string) dest_type(string) dest(string,null)\n1:ivr:nope\n")
-    with pytest.raises(DbTextError, match="no IVR menu 'nope'"):
+    (d / "pbx_did").write_text("number(string) dest_type(string) dest(string,null)\n1:group:nope\n")
+    with pytest.raises(DbTextError, match="no ring group 'nope'"):
         compile_dir(d, tmp_path / "s.mdb")
     assert not (tmp_path / "s.mdb").exists()
 
@@ -419,9 +418,12 @@ def test_state_store_grows_when_full(tmp_path: Path) -> None:
         assert len(state.voicemails("100")) == 40
 
 
-@pytest.mark.parametrize("operator", ["100", ""])
-def test_operator_naming_an_extension_or_nobody_passes(tmp_path: Path, operator: str) -> None:
+@pytest.mark.parametrize(("operator", "errors"), [("100", 1), ("", 0)])
+def test_operator_belongs_to_voicemail_and_is_refused_when_set(
+    tmp_path: Path, operator: str, errors: int
+) -> None:
     d = _factory_copy(tmp_path)
     (d / "pbx_settings").write_text(f"name(string) value(string,null)\noperator:{operator}\n")
     report = check_dir(d)
-    assert not report.errors, report.errors
+    assert len(report.errors) == errors, report.errors
+    assert all("not built yet" in e.message for e in report.errors)

@@ -270,7 +270,7 @@ def _agents(sent: list[bytes]) -> list[str]:
     return out
 
 
-TRUNK = "1:provider:1:127.0.0.1:5999:udp:acct:secret:1::PCMA,PCMU"
+TRUNK = "1:provider:1:127.0.0.1:5999:udp:acct:secret:1::0"
 
 
 def test_no_message_carries_the_version_by_default(tmp_path: Path) -> None:
@@ -326,7 +326,7 @@ def test_header_text_is_one_safe_line(value: str, expected: str) -> None:
 
 def test_streams_in_use_are_tcp_registrations_and_trunks(tmp_path: Path) -> None:
     """What the engine tells the transport to spare (eviction, idle timeout)."""
-    trunk = "1:provider:1:127.0.0.1:5999:tcp:acct:secret:1::PCMA,PCMU"
+    trunk = "1:provider:1:127.0.0.1:5999:tcp:acct:secret:1::0"
     for pbx in _pbx(tmp_path, {}, trunk):
         pbx.engine.start()
         now = pbx.loop.time()
