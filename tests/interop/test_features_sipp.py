@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pbx_core.pbx.control import query
 from tests.interop.features_env import PROVIDER_IP, RING_TIMEOUT, Env, start, stop
 from tests.interop.sipp_agents import Message, Run, Server, check
 
@@ -219,19 +220,32 @@ def test_forward_to_an_outside_number_through_the_trunk(env: Env, tmp_path: Path
 
 
 def test_call_class_stops_a_forward_out(env: Env, tmp_path: Path) -> None:
-    # 103 is of class internal: it may not set a forward to a national number ...
+    # 103 is of class internal: it may not set a forward to a national number, from
+    # its phone or from the console ...
     assert rejected(env, tmp_path, "*7204930777", user="103") == 403
     assert env.toggles("103")["forward.forward_all"] is None
-    # ... and a forward set behind its back (the console) is checked again when used:
-    # the caller hears 403 and nothing reaches the provider.
-    assert env.set_toggle("103", "forward.forward_all", "04930777")["forward.forward_all"]
-    provider = env.provider(tmp_path)
-    try:
-        assert rejected(env, tmp_path, "103") == 403
-        prov = provider.finish(0.5)
-    finally:
-        provider.stop()
-    assert prov.requests() == [], prov.report()
-    # 102 (national) may: the same code is answered and sets it.
+    refused = query(
+        env.control,
+        {"cmd": "toggles", "extension": "103", "set": "forward.forward_all", "value": "04930777"},
+    )
+    assert not refused["ok"] and "not allowed" in refused["error"], refused
+    # ... 102 (national) may: the same code is answered and sets it ...
     env.dial_code(tmp_path, "102", "*7204930777")
     assert env.toggles("102")["forward.forward_all"] == "04930777"
+    # ... and when 102 is made internal afterwards, the forward is checked again when
+    # used: the caller hears 403 and nothing reaches the provider.
+    table = env.tmp / "config" / "pbx_extension"
+    rows = table.read_text()
+    table.write_text(rows.replace("Office 2:5:national", "Office 2:5:internal"))
+    try:
+        assert query(env.control, {"cmd": "reload"})["reloaded"]
+        provider = env.provider(tmp_path)
+        try:
+            assert rejected(env, tmp_path, "102") == 403
+            prov = provider.finish(0.5)
+        finally:
+            provider.stop()
+    finally:  # the PBX is shared by this module's tests: 102 national again
+        table.write_text(rows)
+        assert query(env.control, {"cmd": "reload"})["reloaded"]
+    assert prov.requests() == [], prov.report()
