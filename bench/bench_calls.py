@@ -26,9 +26,12 @@ A closed loop measures latency as well as capacity: a server that is slow to ans
 (sippy answers the BYE that follows an ACK at once only after SIPp's 500 ms
 retransmission) is not busy, it waits. So the server's CPU time is read from /proc
 for every run and printed; while it uses less than 70 % of its core (and nothing
-failed yet), the run is repeated with twice as many in flight, up to 512, until
-that stops paying (then SIPp on its one core is the limit, as it is for Kamailio).
-The fastest run within the failure limit is reported.
+failed yet), counting the time its threads were runnable but queued for a CPU
+(/proc/PID/task/*/schedstat: other work on the core is no reason to idle), the
+run is repeated with twice as many in flight, up to 512, until that stops paying
+(then SIPp on its one core is the limit, as it is for Kamailio).
+The fastest run within the failure limit is reported, with the server's CPU time
+per transaction over all measured runs (the figure other load hardly moves).
 
 --baseline-rev REV also measures the PBX as it was at git revision REV (say the
 commit before a change to the call core) in the same run: REV's pbx_core and
