@@ -2,6 +2,7 @@
 Kamailio 5.6 and sippy's B2BUA, all measured in this run.
 
     python bench/bench_calls.py [--seconds S] [--inflight N] [--only pbx,kamailio,sippy]
+    python bench/bench_calls.py --only pbx --baseline-rev REV [--rounds N] [--seconds S]
 
 Workloads (UDP on loopback, no media, failures must stay under 0.1 %):
 
@@ -25,9 +26,20 @@ A closed loop measures latency as well as capacity: a server that is slow to ans
 (sippy answers the BYE that follows an ACK at once only after SIPp's 500 ms
 retransmission) is not busy, it waits. So the server's CPU time is read from /proc
 for every run and printed; while it uses less than 70 % of its core (and nothing
-failed yet), the run is repeated with twice as many in flight, up to 512, until
-that stops paying (then SIPp on its one core is the limit, as it is for Kamailio).
-The fastest run within the failure limit is reported.
+failed yet), counting the time its threads were runnable but queued for a CPU
+(/proc/PID/task/*/schedstat: other work on the core is no reason to idle), the
+run is repeated with twice as many in flight, up to 512, until that stops paying
+(then SIPp on its one core is the limit, as it is for Kamailio).
+The fastest run within the failure limit is reported, with the server's CPU time
+per transaction over all measured runs (the figure other load hardly moves).
+
+--baseline-rev REV also measures the PBX as it was at git revision REV (say the
+commit before a change to the call core) in the same run: REV's pbx_core and
+factory tables are exported with `git archive` into the temporary directory (no
+worktree is registered, nothing is left behind) and its `python -m pbx_core run`
+gets that directory first on its path. The two cores are measured --rounds times,
+alternating which goes first (old-new, new-old, ...) so drift in the machine's
+load falls on both, and the ratio new/old is printed per round and as the median.
 """
 
 from __future__ import annotations
@@ -70,12 +82,12 @@ def pin(core: int) -> list[str]:
 # ------------------------------------------------------------------ set-up
 
 
-def write_tables(dest: Path) -> Path:
+def write_tables(dest: Path, factory_dir: Path = FACTORY) -> Path:
     """Factory tables + 1,000 more subscribers, a trunk whose provider is 127.0.0.1
     (so the caller SIPp is the provider: trusted, no digest on INVITE) and every DID
     to extension 101. Kamailio's db_text reads the same directory (subscriber,
     version)."""
-    shutil.copytree(FACTORY, dest)
+    shutil.copytree(factory_dir, dest)
     factory = (dest / "subscriber").read_text().rstrip("\n")
     next_id = len(factory.splitlines())  # header + rows: the next free id
     rows = [f"{next_id + i}:{2000 + i}:{DOMAIN}:pw-{2000 + i}::" for i in range(USERS)]
@@ -168,7 +180,15 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the server's process group (Kamailio forks)."""
+        return self.times()[0]
+
+    def times(self) -> tuple[float, float]:
+        """CPU time used so far by the server's process group (Kamailio forks), and
+        the time its threads spent runnable but waiting for a CPU (schedstat; 0 where
+        the kernel keeps none): a server kept off its core by other work is busy,
+        not idle."""
         total = 0
+        waited = 0
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -177,9 +197,13 @@ class Server:
             except OSError:
                 continue  # gone meanwhile
             fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == self.proc.pid:  # pgrp: the server's session
-                total += int(fields[11]) + int(fields[12])  # utime + stime
-        return total / os.sysconf("SC_CLK_TCK")
+            if int(fields[2]) != self.proc.pid:  # pgrp: the server's session
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for task in (entry / "task").iterdir():
+                    waited += int((task / "schedstat").read_text().split()[1])  # ns
+        return total / os.sysconf("SC_CLK_TCK"), waited / 1e9
 
     def stop(self) -> None:
         """Stop the server and everything it forked (its process group)."""
@@ -213,6 +237,10 @@ class Result:
     inflight: int
     elapsed: float
     cpu: float | None = None  # the server's share of its core during the run
+    queued: float | None = None  # its share of the run spent waiting for its core
+    # The server's CPU time per successful transaction over all measured runs (not
+    # the warm-up): unlike the rate, hardly moved by other work sharing the core.
+    cpu_per_op: float | None = None
 
     @property
     def loss(self) -> float:
@@ -259,12 +287,16 @@ def measure(label: str, args: argparse.Namespace, server: Server, run: object) -
     assert callable(run)  # noqa: S101  # a closure taking (calls, inflight)
 
     def timed(calls: int, inflight: int) -> Result:
-        cpu0 = server.cpu_seconds()
+        cpu0, queued0 = server.times()
         result: Result = run(calls, inflight)
-        result.cpu = (server.cpu_seconds() - cpu0) / result.elapsed
+        cpu1, queued1 = server.times()
+        result.cpu = (cpu1 - cpu0) / result.elapsed
+        result.queued = (queued1 - queued0) / result.elapsed
         return result
 
     warm = timed(args.warmup, args.inflight)
+    cpu_total = 0.0  # server CPU seconds and successes over the measured runs
+    ok_total = 0
     if warm.ok < warm.failed:
         print(f"  {label:<34} broken: {warm.ok} ok, {warm.failed} failed in the warm-up")
         return None
@@ -275,9 +307,12 @@ def measure(label: str, args: argparse.Namespace, server: Server, run: object) -
     for _ in range(8):
         calls = max(args.warmup, int(last.rate * args.seconds))
         prev, last = last, timed(calls, inflight)
+        cpu_total += (last.cpu or 0.0) * last.elapsed
+        ok_total += last.ok
         if last.loss <= MAX_LOSS and (best is None or last.rate > best.rate):
             best = last
-        idle = last.cpu is not None and last.cpu < IDLE_CPU
+        # Idle: neither running nor waiting for the core (other work on it).
+        idle = last.cpu is not None and last.cpu + (last.queued or 0.0) < IDLE_CPU
         if last.loss > MAX_LOSS:
             if not idle:
                 inflight = max(1, inflight // 2)  # overloaded: fewer outstanding
@@ -293,8 +328,13 @@ def measure(label: str, args: argparse.Namespace, server: Server, run: object) -
     if best is None:
         best = last
     assert best is not None  # noqa: S101  # the loop ran
+    best.cpu_per_op = cpu_total / ok_total if ok_total else None
     flag = "" if best.loss <= MAX_LOSS else "   ** over 0.1 % failures **"
     cpu = "" if best.cpu is None else f", server CPU {best.cpu * 100:.0f} %"
+    if best.queued:
+        cpu += f", its threads queued for a CPU {best.queued * 100:.0f} %"
+    if best.cpu_per_op is not None:
+        cpu += f", {best.cpu_per_op * 1e6:.0f} µs CPU each"
     print(
         f"  {label:<34} {best.rate:>9.0f}/s   ({best.ok} ok, {best.failed} failed,"
         f" {best.loss:.2f} %, {best.inflight} in flight{cpu}){flag}"
@@ -345,8 +385,9 @@ def bench_server(
     registrar: bool,
     port: int,
     callee_port: int,
+    workdir: Path | None = None,
 ) -> dict[str, Result | None]:
-    work = tmp / name
+    work = workdir or tmp / name
     work.mkdir()
     out: dict[str, Result | None] = {}
     try:
@@ -396,6 +437,145 @@ def bench_server(
     return out
 
 
+def export_rev(rev: str, dest: Path) -> tuple[str, Path]:
+    """REV's pbx_core and rootfs_overlay, extracted into dest with `git archive`;
+    returns (short hash, the directory)."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run(
+        [*git, "rev-parse", "--verify", "--short", f"{rev}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    dest.mkdir()
+    archive = subprocess.Popen(
+        [*git, "archive", "--format=tar", commit, "pbx_core", "rootfs_overlay"],
+        stdout=subprocess.PIPE,
+    )
+    assert archive.stdout is not None  # noqa: S101  # stdout=PIPE
+    untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=False)
+    archive.stdout.close()
+    if archive.wait() != 0 or untar.returncode != 0:
+        raise RuntimeError(f"could not export {rev} ({commit}) with git archive")
+    return commit, dest
+
+
+def pbx_server(
+    src: Path, tables: Path, tmp: Path, name: str
+) -> tuple[list[str], dict[str, str], int]:
+    """`python -m pbx_core run` from the source tree src, its command, environment and
+    port (its own state and runtime directory per run: an older core need not read a
+    newer one's state)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "pbx_core", "run", "--config", str(tables)]
+    cmd += ["--listen", f"127.0.0.1:{port}", "--state", str(tmp / f"{name}.state.mdb")]
+    env = {"PBX_RUNTIME_DIR": str(tmp / f"{name}.run"), "PYTHONPATH": str(src)}
+    return cmd, env, port
+
+
+def imported_from(env: dict[str, str], cwd: Path) -> str:
+    """Where the server's interpreter finds pbx_core (so a baseline really is REV's)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import pbx_core; print(pbx_core.__file__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
+    return str(Path(out.stdout.strip()).parent)
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f}"
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def compare_cores(
+    args: argparse.Namespace, tmp: Path, tables: Path
+) -> tuple[dict[str, Result | None], str]:
+    """New core (this tree) against --baseline-rev, --rounds times, alternating
+    which goes first; prints each round and the medians. Returns the new core's
+    last results (for the Kamailio/sippy ratios) and the baseline's short hash."""
+    commit, base_src = export_rev(args.baseline_rev, tmp / "baseline-src")
+    base_tables = write_tables(
+        tmp / "baseline-tables", base_src / "rootfs_overlay" / "etc" / "pbx" / "factory"
+    )
+    cores = {"new": (ROOT, tables), "old": (base_src, base_tables)}
+    for which, (src, _) in cores.items():
+        _, env, _ = pbx_server(src, tables, tmp, f"probe-{which}")
+        print(f"  {which} core: {imported_from(env, tmp)}")
+    # Per workload: the rate ratio new/old of each round, and the CPU-time ratio
+    # old/new (µs of server CPU per transaction; > 1 means the new core is cheaper).
+    ratios: dict[str, list[float]] = {"register": [], "call": []}
+    cpu_ratios: dict[str, list[float]] = {"register": [], "call": []}
+    rates: dict[str, dict[str, list[float]]] = {w: {"new": [], "old": []} for w in ratios}
+    cpus: dict[str, dict[str, list[float]]] = {w: {"new": [], "old": []} for w in ratios}
+    last: dict[str, Result | None] = {}
+    for rnd in range(1, args.rounds + 1):
+        order = ("old", "new") if rnd % 2 else ("new", "old")
+        got: dict[str, dict[str, Result | None]] = {}
+        for which in order:
+            src, tabs = cores[which]
+            name = f"pbx-{which}-{rnd}"
+            cmd, env, port = pbx_server(src, tabs, tmp, name)
+            print(f"  round {rnd}, {which} core ({load()})")
+            got[which] = bench_server(
+                f"pbx {which}" + (f" ({commit})" if which == "old" else ""),
+                cmd,
+                env,
+                args,
+                tmp,
+                registrar=True,
+                port=port,
+                callee_port=free_port(),
+                workdir=tmp / name,
+            )
+        last = got["new"]
+        for workload in ("register", "call"):
+            new, old = got["new"].get(workload), got["old"].get(workload)
+            if not (new and old and old.rate):
+                continue
+            rates[workload]["new"].append(new.rate)
+            rates[workload]["old"].append(old.rate)
+            ratios[workload].append(new.rate / old.rate)
+            line = f"  round {rnd} {workload:<8} rate new/old {new.rate / old.rate:.2f}"
+            if new.cpu_per_op and old.cpu_per_op:
+                cpus[workload]["new"].append(new.cpu_per_op)
+                cpus[workload]["old"].append(old.cpu_per_op)
+                cpu_ratios[workload].append(old.cpu_per_op / new.cpu_per_op)
+                line += f", CPU per transaction old/new {old.cpu_per_op / new.cpu_per_op:.2f}"
+            print(line)
+    print(f"\n  new core ({ROOT.name} working tree) against old core ({commit}), {load()}:")
+    for workload, label in (("register", "REGISTER with auth"), ("call", "call set-ups")):
+        if not ratios[workload]:
+            continue
+        each = ", ".join(f"{r:.2f}" for r in ratios[workload])
+        new_med, old_med = median(rates[workload]["new"]), median(rates[workload]["old"])
+        verdict = "within 10 %" if median(ratios[workload]) >= 0.9 else "** over 10 % slower **"
+        print(
+            f"  {label:<19} rate new {new_med:.0f}/s, old {old_med:.0f}/s (medians);"
+            f" new/old median {median(ratios[workload]):.2f} [{each}] {verdict}"
+        )
+        if cpu_ratios[workload]:
+            each = ", ".join(f"{r:.2f}" for r in cpu_ratios[workload])
+            new_med = median(cpus[workload]["new"]) * 1e6
+            old_med = median(cpus[workload]["old"]) * 1e6
+            cheap = median(cpu_ratios[workload])
+            verdict = "within 10 %" if cheap >= 0.9 else "** over 10 % dearer **"
+            print(
+                f"  {'':<19} CPU new {new_med:.0f} µs, old {old_med:.0f} µs per transaction"
+                f" (medians); old/new median {cheap:.2f} [{each}] {verdict}"
+            )
+    return last, commit
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--seconds", type=float, default=8.0, help="length of each measured run")
@@ -403,7 +583,15 @@ def main() -> int:
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--only", default="pbx,kamailio,sippy", help="servers to measure")
     ap.add_argument("--workloads", default="register,call", help="register, call or both")
+    ap.add_argument(
+        "--baseline-rev",
+        metavar="REV",
+        help="also measure the PBX of this git revision (e.g. main) against this tree's",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="old/new rounds with --baseline-rev")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     # A SIGTERM unwinds like Ctrl-C, so every server started here is stopped.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     only = {s.strip() for s in args.only.split(",")}
@@ -413,7 +601,7 @@ def main() -> int:
     kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
     print(
         "SIPp UDP on loopback, server on core 0, SIPp on core 1; "
-        f"{args.inflight} in flight, runs of ~{args.seconds:g} s"
+        f"{args.inflight} in flight, runs of ~{args.seconds:g} s; {load()}"
     )
     results: dict[str, dict[str, Result | None]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-calls-") as d:
@@ -455,15 +643,16 @@ def main() -> int:
                     port=port,
                     callee_port=callee_port,
                 )
-        if "pbx" in only:
-            port = free_port()
-            cmd = [sys.executable, "-m", "pbx_core", "run", "--config", str(tables)]
-            cmd += ["--listen", f"127.0.0.1:{port}", "--state", str(tmp / "state.mdb")]
-            env = {"PBX_RUNTIME_DIR": str(tmp / "pbx-run"), "PYTHONPATH": str(ROOT)}
+        if "pbx" in only and args.baseline_rev:
+            results["pbx"], _ = compare_cores(args, tmp, tables)
+        elif "pbx" in only:
+            cmd, env, port = pbx_server(ROOT, tables, tmp, "pbx")
             results["pbx"] = bench_server(
                 "pbx", cmd, env, args, tmp, registrar=True, port=port, callee_port=free_port()
             )
     print()
+    if not {"kamailio", "sippy"} & only:
+        return 0
     pbx = results.get("pbx", {})
 
     def ratio(workload: str, base: str) -> str:
