@@ -159,6 +159,7 @@ class Incoming:
     invite: Request
     cb: ResponseCb
     tag: str
+    at: float  # when it reached the phone (the office's clock)
     state: str = "ringing"  # ringing, answered, busy, cancelled, ended
     acked: bool = False
 
@@ -384,7 +385,8 @@ Max-Forwards: 70"""
     # the phone as a UAS --------------------------------------------------------
     def on_request(self, req: Request, cb: ResponseCb) -> None:
         if req.method == "INVITE" and req.to.tag is None:
-            inc = Incoming(self, req, cb, f"t{self.port}x{len(self.incoming)}")
+            tag = f"t{self.port}x{len(self.incoming)}"
+            inc = Incoming(self, req, cb, tag, self.office.loop.time())
             self.incoming.append(inc)
             inc.reply(180)
             if self.mode == "answer":
@@ -606,6 +608,21 @@ def subscribers(*numbers: str) -> list[str]:
     """A subscriber table with these extensions (password change-me-<number>)."""
     rows = [f"{i}:{n}:{DOMAIN}:change-me-{n}::" for i, n in enumerate(numbers, 1)]
     return [SUBSCRIBER_HEADER, *rows]
+
+
+GROUP_HEADER = (
+    "id(int,auto) number(string) name(string) strategy(string) members(string) "
+    "ring_timeout(int) fallback_type(string) fallback(string,null)"
+)
+
+
+def groups(*rows: str) -> list[str]:
+    """A ring group table: rows `number:strategy:members:ring_timeout:type:dest`."""
+    out = [GROUP_HEADER]
+    for i, row in enumerate(rows, 1):
+        number, rest = row.split(":", 1)
+        out.append(f"{i}:{number}:group {number}:{rest}")
+    return out
 
 
 def extensions(*rows: str) -> list[str]:

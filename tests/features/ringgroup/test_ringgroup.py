@@ -1,0 +1,223 @@
+"""Ring groups (features/ringgroup + the Plan of pbx/routing.py): ringall, hunt (in
+order, each member for the group's ring time, on the fake clock), memoryhunt,
+random (a permutation), firstavailable (skips the unregistered and those in a call);
+members with do-not-disturb skipped; the failover destination after the last step.
+
+The schema accepts only `ringall` and `hunt` so far (pbx_ring_group.strategy); the
+other strategies are driven by handing the feature the group row with the strategy
+changed, which is what a schema allowing them will do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pbx_core.features import ringgroup
+from tests.features.dnd.test_dnd import dial_code
+from tests.harness.office import Office, Phone, groups, offices
+
+GROUPS = groups(
+    "600:ringall:101,102,103:15:hangup:",
+    "601:hunt:101,102,103:10:hangup:",
+    "602:ringall:101,102:15:extension:100",
+    "603:hunt:101,102:10:extension:103",
+)
+
+
+@pytest.fixture
+def office(tmp_path: Path) -> Iterator[Office]:
+    yield from offices(tmp_path, tables={"pbx_ring_group": GROUPS})
+
+
+def ring_phones(office: Office, *numbers: str) -> list[Phone]:
+    return [office.phone(n, mode="ring") for n in numbers]
+
+
+def ringing(*phones: Phone) -> list[str]:
+    return [p.number for p in phones if p.ringing()]
+
+
+def with_strategy(office: Office, strategy: str) -> None:
+    """The group rows the ring group feature reads, with `strategy`."""
+    ctx = office.engine.features.context(ringgroup.FEATURE)
+    read = ctx.group
+
+    def group(number: str) -> Mapping[str, Any] | None:
+        row = read(number)
+        return None if row is None else {**row, "strategy": strategy}
+
+    ctx.group = group  # type: ignore[method-assign]
+
+
+def test_ringall_rings_every_member_and_the_first_to_answer_wins(office: Office) -> None:
+    a = office.phone("100")
+    b, c, d = ring_phones(office, "101", "102", "103")
+    call = a.call("600")
+    assert ringing(b, c, d) == ["101", "102", "103"]
+    office.advance(5)
+    c.pick_up()
+    assert call.status == 200
+    assert [p.incoming[0].state for p in (b, c, d)] == ["cancelled", "answered", "cancelled"]
+    call.hang_up()
+    assert office.left_behind() == []
+
+
+def test_ringall_rings_out_to_the_failover_destination(office: Office) -> None:
+    a = office.phone("100")
+    b, c = ring_phones(office, "101", "102")
+    call = office.phone("103").call("602")
+    office.advance(14.9)
+    assert call.status is None and not a.incoming
+    office.advance(0.2)
+    assert ringing(b, c) == [] and len(a.incoming) == 1
+    assert call.status == 200  # 100 answers the failover
+    call.hang_up()
+    assert office.left_behind() == []
+
+
+def test_hunt_rings_members_in_order_each_for_the_ring_time(office: Office) -> None:
+    a = office.phone("100")
+    b, c, d = ring_phones(office, "101", "102", "103")
+    start = office.loop.time()
+    call = a.call("601")
+    assert ringing(b, c, d) == ["101"]
+    office.advance(9.9)
+    assert ringing(b, c, d) == ["101"]
+    office.advance(0.2)
+    assert ringing(b, c, d) == ["102"]
+    office.advance(10)
+    assert ringing(b, c, d) == ["103"]
+    assert [p.incoming[0].at - start for p in (b, c, d)] == [0.0, 10.0, 20.0]
+    d.pick_up()
+    assert call.status == 200
+    call.hang_up()
+    assert office.left_behind() == []
+
+
+def test_hunt_moves_on_at_once_from_a_busy_member(office: Office) -> None:
+    a = office.phone("100")
+    b = office.phone("101", mode="busy")
+    c, d = ring_phones(office, "102", "103")
+    call = a.call("601")
+    assert [i.state for i in b.incoming] == ["busy"]
+    assert ringing(c, d) == ["102"]
+    call.cancel()
+    assert call.status == 487 and ringing(c, d) == []
+    assert office.left_behind() == []
+
+
+def test_hunt_ends_in_its_failover_after_the_last_step(office: Office) -> None:
+    a, d = office.phone("100"), office.phone("103", mode="ring")
+    b, c = ring_phones(office, "101", "102")
+    call = a.call("603")
+    office.advance(10.1)
+    assert ringing(b, c, d) == ["102"]
+    office.advance(10)
+    assert ringing(b, c, d) == ["103"]  # the failover: extension 103
+    d.pick_up()
+    assert call.status == 200
+    call.hang_up()
+
+
+def test_hunt_with_nobody_answering_and_no_failover_is_480(office: Office) -> None:
+    a = office.phone("100")
+    phones = ring_phones(office, "101", "102", "103")
+    call = a.call("601")
+    office.advance(29.9)
+    assert call.status is None
+    office.advance(0.2)
+    assert call.status == 480
+    assert [len(p.incoming) for p in phones] == [1, 1, 1]
+    assert office.left_behind() == []
+
+
+def test_dnd_members_are_skipped(office: Office) -> None:
+    a = office.phone("100")
+    b, c, d = ring_phones(office, "101", "102", "103")
+    c.mode = "answer"
+    dial_code(c, "*78")
+    c.mode = "ring"
+    call = a.call("600")
+    assert ringing(b, c, d) == ["101", "103"]
+    call.cancel()
+    call = a.call("601")
+    office.advance(10.1)  # 101 rang out; 102 is skipped without ringing its 10 s
+    assert ringing(b, c, d) == ["103"]
+    call.cancel()
+    assert c.incoming == []
+    assert office.left_behind() == []
+
+
+def test_a_members_own_forward_does_not_apply_in_a_group(office: Office) -> None:
+    a = office.phone("100")
+    b, c, d = ring_phones(office, "101", "102", "103")
+    b.mode = "answer"
+    dial_code(b, "*72103")
+    b.mode = "ring"
+    call = a.call("600")
+    assert ringing(b, c, d) == ["101", "102", "103"]
+    assert len(d.incoming) == 1  # 103 rings once, as a member
+    call.cancel()
+
+
+def test_memoryhunt_rings_the_first_then_the_first_two_then_three(office: Office) -> None:
+    with_strategy(office, "memoryhunt")
+    a = office.phone("100")
+    b, c, d = ring_phones(office, "101", "102", "103")
+    call = a.call("601")
+    assert ringing(b, c, d) == ["101"]
+    office.advance(10.1)
+    assert ringing(b, c, d) == ["101", "102"]
+    office.advance(10)
+    assert ringing(b, c, d) == ["101", "102", "103"]
+    office.advance(10)
+    assert call.status == 480
+    assert [len(p.incoming) for p in (b, c, d)] == [3, 2, 1]
+    assert office.left_behind() == []
+
+
+def test_random_rings_each_member_once_in_some_order(office: Office) -> None:
+    with_strategy(office, "random")
+    a = office.phone("100")
+    phones = ring_phones(office, "101", "102", "103")
+    orders = set()
+    for _ in range(12):
+        seen = len(phones[0].incoming), len(phones[1].incoming), len(phones[2].incoming)
+        call = a.call("601")
+        order = []
+        for _step in range(3):
+            (now,) = ringing(*phones)
+            order.append(now)
+            office.advance(10.05)
+        assert call.status == 480
+        assert sorted(order) == ["101", "102", "103"]  # a permutation
+        assert [len(p.incoming) - s for p, s in zip(phones, seen, strict=True)] == [1, 1, 1]
+        orders.add(tuple(order))
+    assert len(orders) > 1  # 12 draws of 6 orders all alike: 1 in 6**11
+    assert office.left_behind() == []
+
+
+def test_firstavailable_skips_the_unregistered_and_those_in_a_call(office: Office) -> None:
+    with_strategy(office, "firstavailable")
+    a = office.phone("100")
+    c, d = ring_phones(office, "102", "103")  # 101 never registers
+    b2 = office.phone("101", register=False)
+    c.mode = "answer"
+    talking = office.phone("100").call("102")  # 102 is in a call
+    assert talking.status == 200
+    c.mode = "ring"
+    call = a.call("601")
+    assert ringing(b2, c, d) == ["103"]
+    assert len(c.incoming) == 1
+    call.cancel()
+    d.mode = "answer"
+    other = office.phone("100").call("103")
+    assert other.status == 200
+    call = a.call("601")  # nobody available: busy
+    assert call.status == 486
+    talking.hang_up()
+    other.hang_up()
+    assert office.left_behind() == []
