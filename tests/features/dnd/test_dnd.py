@@ -3,6 +3,11 @@ the extension gets 486 and its phone does not ring; the toggle survives a restar
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
+from pbx_core.store.state import StateStore
 from tests.harness.office import Office, Phone
 
 
@@ -74,3 +79,20 @@ def test_dnd_survives_a_restart_of_the_engine(office: Office) -> None:
     call = caller.call("101")
     assert call.status == 200
     call.hang_up()
+
+
+def test_a_restart_waits_for_a_slow_write(office: Office, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The toggle is written by a thread off the loop; a flash write may be slow. The
+    # engine's close waits for it, so a restart right after the code loses nothing.
+    slow = StateStore.set_toggle
+
+    def set_toggle(self: StateStore, aor: str, name: str, value: object) -> None:
+        time.sleep(0.3)
+        slow(self, aor, name, value)
+
+    monkeypatch.setattr(StateStore, "set_toggle", set_toggle)
+    callee = office.phone("101")
+    call = callee.call("*78")
+    assert call.status == 200
+    office.restart()
+    assert office.engine.features.toggles("101")["dnd.dnd"] is True
