@@ -5,8 +5,9 @@ engine's own request path (digest included).
 
 A phone's behaviour when called is its `mode`: `answer` (180, then 200 with SDP),
 `busy` (180, then 486), `ring` (180 and nothing more: it never answers unless the test
-calls `pick_up`). The PBX's CANCEL gets 200 and the INVITE 487; its BYE gets 200; its
-ACKs are recorded. A caller ACKs every 2xx it gets at once.
+calls `pick_up`), `dead` (nothing at all: the INVITE transaction times out after
+64*T1, Timer B, and the PBX's callback hears None). The PBX's CANCEL gets 200 and
+the INVITE 487; its BYE gets 200; its ACKs are recorded. A caller ACKs every 2xx it gets at once.
 
 Everything happens inside the loop (`Office.run`), nothing between steps; a ring
 timeout of 20 s fires in `office.advance(20)` at once.
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FACTORY = ROOT / "rootfs_overlay" / "etc" / "pbx" / "factory"
 DOMAIN = "pbx.local"
 RTP_PORTS = (34100, 34399)  # not the range tests/pbx/pbx_harness.py uses
+TIMER_B = 32.0  # 64 * T1: an INVITE nobody answers at all times out
 
 # A trunk to a provider the harness plays (not 127.0.0.1: the trunk's address is
 # trusted for inbound calls, and the phones live on 127.0.0.1).
@@ -160,8 +162,9 @@ class Incoming:
     cb: ResponseCb
     tag: str
     at: float  # when it reached the phone (the office's clock)
-    state: str = "ringing"  # ringing, answered, busy, cancelled, ended
+    state: str = "ringing"  # ringing, answered, busy, cancelled, ended, dead
     acked: bool = False
+    final: int | None = None  # the final status this phone sent
 
     @property
     def call_id(self) -> str:
@@ -171,6 +174,8 @@ class Incoming:
         return self.invite.headers.getall(name)
 
     def reply(self, status: int, body: bytes = b"") -> None:
+        if status >= 200:
+            self.final = status
         resp = self.invite.reply(status, to_tag=self.tag)
         resp.headers.add("Contact", f"<sip:{self.phone.number}@127.0.0.1:{self.phone.port}>")
         if body:
@@ -388,6 +393,10 @@ Max-Forwards: 70"""
             tag = f"t{self.port}x{len(self.incoming)}"
             inc = Incoming(self, req, cb, tag, self.office.loop.time())
             self.incoming.append(inc)
+            if self.mode == "dead":  # a stale registration: nothing ever comes back
+                inc.state = "dead"
+                self.office.loop.call_later(TIMER_B, self._timer_b, inc)
+                return
             inc.reply(180)
             if self.mode == "answer":
                 inc.state = "answered"
@@ -410,6 +419,14 @@ Max-Forwards: 70"""
             for out in self.outgoing:
                 if out.call_id == req.call_id:
                     out.state = "ended"
+
+    @staticmethod
+    def _timer_b(inc: Incoming) -> None:
+        """The INVITE client transaction gives up (RFC 3261 §17.1.1.2): the TU hears
+        a timeout, once, unless a final response came."""
+        if inc.final is None:
+            inc.final = 408
+            inc.cb(None)
 
     def on_ack(self, req: Request) -> None:
         for inc in self.incoming:

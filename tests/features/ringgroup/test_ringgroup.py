@@ -221,3 +221,35 @@ def test_firstavailable_skips_the_unregistered_and_those_in_a_call(office: Offic
     talking.hang_up()
     other.hang_up()
     assert office.left_behind() == []
+
+
+def test_a_member_that_never_answers_at_all_is_hunted_past(office: Office) -> None:
+    # 101's registration is stale: not even a 100 comes back. Its step ends after the
+    # ring time like any other; the transaction's own timeout later changes nothing.
+    a = office.phone("100")
+    b = office.phone("101", mode="dead")
+    c, d = ring_phones(office, "102", "103")
+    call = a.call("603")  # hunt 101, 102 for 10 s each, then extension 103 (20 s)
+    assert [i.state for i in b.incoming] == ["dead"]
+    office.advance(10.1)
+    assert ringing(c, d) == ["102"]
+    office.advance(10)
+    assert ringing(c, d) == ["103"]
+    office.advance(15)  # 101's Timer B (at 32 s) fires while 103 rings
+    assert b.incoming[0].final == 408
+    assert ringing(c, d) == ["103"] and call.status is None
+    d.pick_up()
+    assert call.status == 200
+    call.hang_up()
+    office.advance(40)
+    assert office.left_behind() == []
+
+
+def test_an_extension_that_never_answers_at_all_rings_out(office: Office) -> None:
+    a = office.phone("100")
+    office.phone("101", mode="dead")
+    call = a.call("101")
+    office.advance(20.1)
+    assert call.status == 480
+    office.advance(40)
+    assert office.left_behind() == []
