@@ -313,8 +313,9 @@ Expires: {expires}{auth}"""
                 assert client.on_challenge(resp.headers.getall("www-authenticate"))
         return status
 
-    def call(self, number: str, body: bytes | None = None) -> Outgoing:
-        """INVITE `number` with SDP, answering the PBX's 407 once."""
+    def call(self, number: str, body: bytes | None = None, *, auth: bool = True) -> Outgoing:
+        """INVITE `number` with SDP, answering the PBX's 407 once (`auth`: a trunk's
+        provider is trusted by its address and sends one INVITE)."""
         office = self.office
         n = next(office.ids)
         call_id = f"call{n}@{self.port}"
@@ -326,20 +327,20 @@ Expires: {expires}{auth}"""
         client = DigestClient(self.number, self.password)
         key: object = None
         req: Request | None = None
-        for cseq in (1, 2):
-            auth = ""
-            if cseq == 2:
+        for cseq in (1, 2) if auth else (2,):
+            creds_line = ""
+            if cseq == 2 and auth:
                 creds = client.authorization("INVITE", f"sip:{number}@{DOMAIN}", f"cn{n}")
-                auth = f"\nProxy-Authorization: {creds}"
+                creds_line = f"\nProxy-Authorization: {creds}"
             req = message(
                 f"""INVITE sip:{number}@{DOMAIN} SIP/2.0
-Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bKinv{n}x{cseq}
+Via: SIP/2.0/UDP {self.address[1]}:{self.port};branch=z9hG4bKinv{n}x{cseq}
 From: <sip:{self.number}@{DOMAIN}>;tag=from{n}
 To: <sip:{number}@{DOMAIN}>
 Call-ID: {call_id}
 CSeq: {cseq} INVITE
 Max-Forwards: 70
-Contact: <sip:{self.number}@127.0.0.1:{self.port}>{auth}""",
+Contact: <sip:{self.number}@{self.address[1]}:{self.port}>{creds_line}""",
                 body,
                 "application/sdp" if body else None,
             )

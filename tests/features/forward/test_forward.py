@@ -233,3 +233,32 @@ def test_an_outside_forward_is_refused_at_use_when_the_class_was_lowered(
     assert call.status == 403
     assert provider.incoming == [] and not b.incoming
     assert office.left_behind() == []
+
+
+DID_HEADER = (
+    "id(int,auto) number(string) trunk(string,null) dest_type(string) dest(string,null) "
+    "description(string,null)"
+)
+
+
+def test_an_inbound_call_forwarded_out_presents_the_outside_caller(
+    trunk_office: Office,
+) -> None:
+    # The provider calls DID 5550100 -> extension 101, which forwards to a mobile: the
+    # provider sees the original caller (0301234) and 101 as the diverting party.
+    office = trunk_office
+    office.reload("pbx_did", [DID_HEADER, "1:5550100:provider:extension:101:"])
+    provider = office.provider()
+    provider.number = "0301234"
+    b = office.phone("101")
+    dial_code(b, "*720171234")
+    call = provider.call("5550100", auth=False)
+    assert call.status == 200
+    assert not b.incoming
+    (out,) = provider.incoming
+    assert out.invite.uri.user == "171234"
+    assert "<sip:0301234@" in out.invite.headers.get("from")
+    diversion = out.header("diversion")
+    assert len(diversion) == 1 and diversion[0].startswith("<sip:101@")
+    call.hang_up()
+    assert office.left_behind() == []
