@@ -49,6 +49,7 @@ log = logging.getLogger("pbx.routing")
 CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}
 MAX_FORWARDS = 5  # forwards one call may take (Asterisk's default max forwards is 5)
 MAX_STEPS = 64  # ring steps of one hunt (a group has at most 64 members)
+MAX_FAILOVERS = 8  # failover destinations one call may take (groups failing over in a chain)
 FORWARD_RING = 120.0  # seconds a forward to a trunk rings (the provider times out)
 
 
@@ -72,6 +73,8 @@ class Plan:
     forwards: int = 0
     rung: set[str] = field(default_factory=set)  # extensions rung so far (loops)
     diversion: list[str] = field(default_factory=list)  # Diversion header values
+    visited: set[tuple[str, str | None]] = field(default_factory=set)  # feature destinations
+    failovers: int = 0
     trunk: str | None = None  # inbound over this trunk
     did: str | None = None
 
@@ -235,6 +238,7 @@ class Router:
         if dest.type == "hangup":
             self._fail(plan, 603, "destination hangup")
             return
+        plan.visited.add((dest.type, dest.target))
         fdest = FeatureDestination(dest.type, dest.target)
         decision = self.engine.features.destination(plan.info, fdest)
         if decision is None:
@@ -336,8 +340,17 @@ class Router:
             return
         if plan.failover is not None:
             failover, plan.failover = plan.failover, None
-            self._destination(plan, Destination(failover.type, failover.target))
-            return
+            again = (failover.type, failover.target) in plan.visited
+            if not again and plan.failovers < MAX_FAILOVERS:
+                plan.failovers += 1
+                self._destination(plan, Destination(failover.type, failover.target))
+                return
+            log.info(
+                "call to %s: failover to %s %s stopped (a cycle or too many)",
+                plan.info.number,
+                failover.type,
+                failover.target,
+            )
         final = 486 if plan.busy or status in (486, 600) else status
         self._fail(plan, final, "no answer")
 

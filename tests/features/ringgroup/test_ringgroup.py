@@ -253,3 +253,43 @@ def test_an_extension_that_never_answers_at_all_rings_out(office: Office) -> Non
     assert call.status == 480
     office.advance(40)
     assert office.left_behind() == []
+
+
+CYCLE = groups(
+    "600:ringall:101,102,103:15:hangup:",  # the factory's IVR names it
+    "610:hunt:101:10:group:611",
+    "611:hunt:102:10:group:612",
+    "612:hunt:103:10:group:610",
+    "620:ringall:101:10:group:620",
+)
+
+
+@pytest.fixture
+def cycle_office(tmp_path: Path) -> Iterator[Office]:
+    yield from offices(tmp_path, tables={"pbx_ring_group": CYCLE})
+
+
+def test_groups_failing_over_in_a_cycle_ring_each_group_once(cycle_office: Office) -> None:
+    # 610 -> 611 -> 612 -> 610: the tables allow it; a call goes round once and ends.
+    office = cycle_office
+    a = office.phone("100")
+    b, c, d = ring_phones(office, "101", "102", "103")
+    call = a.call("610")
+    assert ringing(b, c, d) == ["101"]
+    office.advance(10.05)
+    assert ringing(b, c, d) == ["102"]
+    office.advance(10)
+    assert ringing(b, c, d) == ["103"]
+    office.advance(10)
+    assert call.status == 480
+    assert [len(p.incoming) for p in (b, c, d)] == [1, 1, 1]
+    assert office.left_behind() == []
+
+
+def test_a_cycle_of_groups_with_nobody_registered_ends_at_once(cycle_office: Office) -> None:
+    # Without a bound this recursed until Python's limit (a 500 and a warning).
+    office = cycle_office
+    a = office.phone("100")
+    assert a.call("610").status == 480
+    assert a.call("620").status == 480  # a group failing over to itself
+    assert office.left_behind() == []
