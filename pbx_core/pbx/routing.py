@@ -14,7 +14,10 @@ type a feature declares (`group` → the ring group feature's `Hunt`). A `Plan` 
 the call while it rings: when nobody answers, the features' `unanswered` hook may
 forward it, else the hunt's next step rings, else its failover destination, else the
 caller hears the status. Forwards are routed as if the forwarding extension dialled
-the number (its call class applies) and stop after MAX_FORWARDS or at a loop.
+the number (its call class applies) and stop after MAX_FORWARDS or at a loop;
+failover destinations stop at a cycle (a destination the call has been to) or after
+MAX_FAILOVERS. A number starting with a feature code is the features' even when they
+decline it: refused (404), never routed out.
 """
 
 from __future__ import annotations
