@@ -262,3 +262,17 @@ def test_an_inbound_call_forwarded_out_presents_the_outside_caller(
     assert len(diversion) == 1 and diversion[0].startswith("<sip:101@")
     call.hang_up()
     assert office.left_behind() == []
+
+
+def test_hanging_up_while_prompted_sets_nothing_and_ends_the_application(
+    office: Office,
+) -> None:
+    b = office.phone("101")
+    code = b.call("*52")
+    assert code.status == 200
+    office.advance(2)
+    code.keys("102")  # a target it may set, were the call still up
+    code.hang_up()  # before the terminator or the inter-digit timeout
+    office.advance(10)
+    assert toggles(office, "101")["forward.forward_noanswer"] is None
+    assert office.left_behind() == []
