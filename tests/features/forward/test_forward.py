@@ -276,3 +276,15 @@ def test_hanging_up_while_prompted_sets_nothing_and_ends_the_application(
     office.advance(10)
     assert toggles(office, "101")["forward.forward_noanswer"] is None
     assert office.left_behind() == []
+
+
+def test_forward_on_no_answer_uses_the_extensions_ring_time(office: Office) -> None:
+    office.reload("pbx_extension", extensions(extension_row(1, "101", ring_timeout=7)))
+    a, b, c = office.phone("100"), office.phone("101", mode="ring"), office.phone("102")
+    dial_code(b, "*52102")
+    call = a.call("101")
+    office.advance(6.9)
+    assert not c.incoming
+    office.advance(0.2)
+    assert call.status == 200 and len(c.incoming) == 1
+    call.hang_up()
