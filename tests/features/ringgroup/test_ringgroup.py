@@ -24,6 +24,7 @@ GROUPS = groups(
     "601:hunt:101,102,103:10:hangup:",
     "602:ringall:101,102:15:extension:100",
     "603:hunt:101,102:10:extension:103",
+    "604:hunt:101,102,103:25:hangup:",
 )
 
 
@@ -292,4 +293,22 @@ def test_a_cycle_of_groups_with_nobody_registered_ends_at_once(cycle_office: Off
     a = office.phone("100")
     assert a.call("610").status == 480
     assert a.call("620").status == 480  # a group failing over to itself
+    assert office.left_behind() == []
+
+
+def test_a_hunt_rings_past_the_rtp_timeout(office: Office) -> None:
+    # 3 x 25 s of ringing, past rtp_timeout (60 s) with a caller that sends nothing
+    # before the answer: the call used to be dropped at 60 s without a final
+    # response. The RTP timeout counts from the answer.
+    a = office.phone("100")
+    b, c, d = ring_phones(office, "101", "102", "103")
+    call = a.call("604")
+    office.advance(65)
+    assert ringing(b, c, d) == ["103"] and call.status is None
+    d.pick_up()
+    assert call.status == 200
+    office.advance(59)
+    assert a.byes == [] and call.state == "answered"
+    office.advance(2)  # no RTP from either phone since the answer
+    assert [x.call_id for x in a.byes] == [call.call_id]
     assert office.left_behind() == []
