@@ -711,6 +711,11 @@ class MediaLeg:
         self.inactivity = seconds
         self._inactivity_cb = callback
 
+    def rearm_inactivity(self) -> None:
+        """Count the silence from now (a call just answered: nothing was due before)."""
+        self.last_rx = self.loop.time()
+        self._inactive_reported = False
+
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """Send a key press to the phone: RFC 4733 if it negotiated telephone-event,
         else as tones in the audio."""

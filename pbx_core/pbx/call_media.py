@@ -161,11 +161,24 @@ class CallMedia:
     def _media_dead(self, media: AnchoredCall, leg: MediaLeg) -> None:
         manager = self.manager
         for call in list(manager.calls.values()):
+            if call.media is media and call.state is not State.ANSWERED:
+                # Ringing (a hunt may ring for minutes): a phone need not send before
+                # the answer, and hanging up here left the caller without a final
+                # response. `answered` counts the silence again from the answer.
+                log.debug("call %s: no RTP from the %s while ringing", call.id, leg.side)
+                continue
             if call.media is media:
                 log.info(
                     "call %s: no RTP from the %s for %s s", call.id, leg.side, manager.rtp_timeout
                 )
                 manager.hangup(call, "RTP timeout")
+
+    @staticmethod
+    def answered(call: Call) -> None:
+        """The call was answered: the RTP timeout counts from now on both legs."""
+        if call.media is not None:
+            call.media.caller.rearm_inactivity()
+            call.media.callee.rearm_inactivity()
 
     def offer_for(self, call: Call, target: Target, offer: bytes) -> bytes:
         """The offer for one fork: the anchored offer naming the address that fork's

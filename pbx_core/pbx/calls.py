@@ -462,6 +462,7 @@ class CallManager:
         call.answered = fork
         call.state = State.ANSWERED
         call.answered_at = self.loop.time()
+        self.call_media.answered(call)
         call.allows_update["b"] = allows_update(resp)
         self.call_timers.restart_uac(call, "b", resp)
         self._cancel_timer(call, "ring_timer")

@@ -14,7 +14,10 @@ type a feature declares (`group` → the ring group feature's `Hunt`). A `Plan` 
 the call while it rings: when nobody answers, the features' `unanswered` hook may
 forward it, else the hunt's next step rings, else its failover destination, else the
 caller hears the status. Forwards are routed as if the forwarding extension dialled
-the number (its call class applies) and stop after MAX_FORWARDS or at a loop.
+the number (its call class applies) and stop after MAX_FORWARDS or at a loop;
+failover destinations stop at a cycle (a destination the call has been to) or after
+MAX_FAILOVERS. A number starting with a feature code is the features' even when they
+decline it: refused (404), never routed out.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ log = logging.getLogger("pbx.routing")
 CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}
 MAX_FORWARDS = 5  # forwards one call may take (Asterisk's default max forwards is 5)
 MAX_STEPS = 64  # ring steps of one hunt (a group has at most 64 members)
+MAX_FAILOVERS = 8  # failover destinations one call may take (groups failing over in a chain)
 FORWARD_RING = 120.0  # seconds a forward to a trunk rings (the provider times out)
 
 
@@ -72,6 +76,8 @@ class Plan:
     forwards: int = 0
     rung: set[str] = field(default_factory=set)  # extensions rung so far (loops)
     diversion: list[str] = field(default_factory=list)  # Diversion header values
+    visited: set[tuple[str, str | None]] = field(default_factory=set)  # feature destinations
+    failovers: int = 0
     trunk: str | None = None  # inbound over this trunk
     did: str | None = None
 
@@ -110,6 +116,11 @@ class Router:
             decision = eng.features.dial(info, caller.aor, caller.username)  # 2. codes
             if decision is not None:
                 self._apply(plan, decision)
+                return
+            if eng.features.is_code(number):
+                # A code its feature declined (*431) or failed on is still the
+                # features' number: never a catch-all route's way out.
+                self._fail(plan, 404, "no such feature code")
                 return
         elif snap.user(number, caller.domain) is not None:
             # A subscriber of another of our domains reaches the users of its own
@@ -256,6 +267,7 @@ class Router:
         if dest.type == "hangup":
             self._fail(plan, 603, "destination hangup")
             return
+        plan.visited.add((dest.type, dest.target))
         fdest = FeatureDestination(dest.type, dest.target)
         decision = self.engine.features.destination(plan.info, fdest)
         if decision is None:
@@ -357,8 +369,17 @@ class Router:
             return
         if plan.failover is not None:
             failover, plan.failover = plan.failover, None
-            self._destination(plan, Destination(failover.type, failover.target))
-            return
+            again = (failover.type, failover.target) in plan.visited
+            if not again and plan.failovers < MAX_FAILOVERS:
+                plan.failovers += 1
+                self._destination(plan, Destination(failover.type, failover.target))
+                return
+            log.info(
+                "call to %s: failover to %s %s stopped (a cycle or too many)",
+                plan.info.number,
+                failover.type,
+                failover.target,
+            )
         final = 486 if plan.busy or status in (486, 600) else status
         self._fail(plan, final, "no answer")
 

@@ -2,9 +2,8 @@
 with a real media engine (real RTP sockets on a real asyncio loop) and a fake SIP
 stack that records what the PBX sends. Tests write the phones' messages.
 
-The fake stack does what the transaction layer promises the TU: one final response
-per server transaction (a second one is an error the test sees), and requests the
-PBX sends are kept with their response callback for the test to answer.
+The fake stack is the shared one (tests/harness/stack.py); tests/harness/office.py
+adds simulated phones and a clock the test moves, for the features' rules.
 """
 
 from __future__ import annotations
@@ -12,73 +11,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pbx_core.features.registry import FEATURES
 from pbx_core.media.engine import MediaEngine
 from pbx_core.pbx.engine import Engine
 from pbx_core.sip.digest_client import DigestClient
-from pbx_core.sip.headers import Via
 from pbx_core.sip.message import Request, Response, parse_message
-from pbx_core.sip.transaction import new_branch
 from pbx_core.store.generations import Store
+from tests.harness.stack import FakeStack, FakeTransports
+
+__all__ = ["CALLEE_SRC", "CALLER_SRC", "GOOD_SDP", "FakeStack", "FakeTransports", "Pbx", "sdp"]
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = ROOT / "rootfs_overlay" / "etc" / "pbx" / "factory"
 CALLER_SRC = ("UDP", "127.0.0.1", 5062)
 CALLEE_SRC = ("UDP", "127.0.0.1", 5064)
 PASSWORDS = {"100": "change-me-100", "101": "change-me-101"}
-
-
-@dataclass
-class FakeTransports:
-    """What the engine hands the transport: which TCP peers live calls and registrations use."""
-
-    in_use: Callable[[], object] | None = None
-
-    def set_in_use(self, in_use: Callable[[], object]) -> None:
-        self.in_use = in_use
-
-
-@dataclass
-class FakeStack:
-    loop: asyncio.AbstractEventLoop
-    transports: FakeTransports = field(default_factory=FakeTransports)
-    finals: dict[object, list[Response]] = field(default_factory=dict)
-    provisionals: dict[object, list[Response]] = field(default_factory=dict)
-    sent: list[Request | Response] = field(default_factory=list)
-    requests: list[tuple[Request, object, Callable[[Response | None], None]]] = field(
-        default_factory=list
-    )
-    tu: object = None
-    stateless: object = None
-    gate: object = None
-
-    def respond(self, key: object, resp: Response) -> None:
-        if resp.status < 200:
-            self.provisionals.setdefault(key, []).append(resp)
-            return
-        assert not self.finals.get(key), f"a second final response {resp.status} for {key}"
-        self.finals.setdefault(key, []).append(resp)
-
-    def send(self, msg: Request | Response, dest: object) -> None:
-        self.sent.append(msg)
-
-    def request(
-        self, req: Request, dest: object, cb: Callable[[Response | None], None]
-    ) -> tuple[str, str]:
-        self.requests.append((req, dest, cb))
-        return (req.top_via.branch or "", req.method)
-
-    def via_for(self, dest: object) -> Via:
-        return Via("UDP", "127.0.0.1", 5060, (("branch", new_branch()), ("rport", None)))
-
-    def local_address(self, dest: object) -> tuple[str, int]:
-        return ("127.0.0.1", 5060)
-
-    def forget(self, key: object) -> None:
-        pass
 
 
 def sdp(body: str) -> bytes:

@@ -9,18 +9,15 @@ answers itself are covered against SIPp (tests/interop/test_media_reinvite.py).
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 from pbx_core.pbx.calls import Call, CallManager, State, Target
-from pbx_core.sip.headers import Via
 from pbx_core.sip.message import Request, Response, parse_message
-from pbx_core.sip.transaction import new_branch
 from pbx_core.sip.uri import parse_uri
+from tests.harness.clock import FakeLoop
+from tests.harness.stack import FakeStack, Sent
 
 A_SRC = ("UDP", "10.0.0.7", 5062)
 B_SRC = ("UDP", "10.0.0.8", 5064)
@@ -28,87 +25,6 @@ SDP = (
     b"v=0\r\no=x 1 1 IN IP4 10.0.0.7\r\ns=-\r\nc=IN IP4 10.0.0.7\r\n"
     b"t=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
 )
-
-
-class Handle:
-    def __init__(self, when: float, cb: Callable[[], None]) -> None:
-        self.when, self.cb, self.cancelled = when, cb, False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeLoop:
-    """The event loop's timers, on a clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._heap: list[tuple[float, int, Handle]] = []
-        self._seq = itertools.count()
-
-    def time(self) -> float:
-        return self.now
-
-    def call_at(self, when: float, cb: Callable[..., None], *args: object) -> Handle:
-        handle = Handle(when, lambda: cb(*args))
-        heapq.heappush(self._heap, (when, next(self._seq), handle))
-        return handle
-
-    def call_later(self, delay: float, cb: Callable[..., None], *args: object) -> Handle:
-        return self.call_at(self.now + delay, cb, *args)
-
-    def advance(self, seconds: float) -> None:
-        end = self.now + seconds
-        while self._heap and self._heap[0][0] <= end:
-            when, _n, handle = heapq.heappop(self._heap)
-            self.now = max(self.now, when)
-            if not handle.cancelled:
-                handle.cb()
-        self.now = end
-
-
-@dataclass
-class Sent:
-    how: str  # "respond" (on its transaction) or "send" (outside any)
-    data: bytes
-    dest: object
-    at: float
-
-
-@dataclass
-class FakeStack:
-    """What CallManager asks of the SIP stack, recorded."""
-
-    loop: FakeLoop = field(default_factory=FakeLoop)
-    out: list[Sent] = field(default_factory=list)
-    requests: list[tuple[Request, object, Callable[[Response | None], None]]] = field(
-        default_factory=list
-    )
-
-    def respond(self, key: object, resp: Response) -> None:
-        self.out.append(Sent("respond", bytes(resp), key, self.loop.time()))
-        resp.invalidate()  # as the real stack does once a final response is sent
-
-    def send(self, msg: Request | Response, dest: object) -> None:
-        self.out.append(Sent("send", bytes(msg), dest, self.loop.time()))
-
-    def request(
-        self, req: Request, dest: object, cb: Callable[[Response | None], None]
-    ) -> tuple[str, str]:
-        self.requests.append((req, dest, cb))
-        return (req.top_via.branch or "", req.method)
-
-    def via_for(self, dest: object) -> Via:
-        return Via("UDP", "10.0.0.1", 5060, (("branch", new_branch()), ("rport", None)))
-
-    def local_address(self, dest: object) -> tuple[str, int]:
-        return ("10.0.0.1", 5060)
-
-    def forget(self, key: object) -> None:
-        pass
-
-    def sent_requests(self, method: str) -> list[Request]:
-        return [r for r, _d, _cb in self.requests if r.method == method]
 
 
 def msg(text: str, body: bytes = b"") -> Request | Response:
@@ -184,7 +100,7 @@ Contact: <sip:{phone}@{ip}:{port}>""",
 @pytest.fixture
 def env() -> Env:
     """A call from 100 to 101, answered by 101; nobody has ACKed our 200 yet."""
-    stack = FakeStack()
+    stack = FakeStack(FakeLoop(), host="10.0.0.1")
     ended: list[Call] = []
     calls = CallManager(stack, on_end=ended.append)  # type: ignore[arg-type]  # the fake stack
     invite = request(
