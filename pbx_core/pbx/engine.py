@@ -9,7 +9,6 @@ requests inside a call go to the call; everything else gets its status.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import ipaddress
 import logging
 import math
@@ -33,7 +32,7 @@ from pbx_core.pbx.nat import NatPolicy
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.routing import Router
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
-from pbx_core.pbx.sipserver import DEFAULT_USER_AGENT, SipServer, header_text
+from pbx_core.pbx.sipserver import DEFAULT_USER_AGENT, SipServer, header_text, stateless_tag
 from pbx_core.pbx.trunk import TrunkManager
 from pbx_core.sip.errors import ParseError, SipError
 from pbx_core.sip.events import AnyServerKey
@@ -299,10 +298,7 @@ class Engine:
 
     def stateless_tag(self, req: Request) -> str:
         """The same To tag for every retransmission of a request (RFC 3261 §8.2.7)."""
-        get = req.headers.get
-        text = f"{get('call-id') or ''}\0{get('from') or ''}\0{get('via') or ''}\0"
-        data = text.encode("utf-8", "surrogateescape")
-        return hashlib.blake2s(data, key=self._tag_key, digest_size=6).hexdigest()
+        return stateless_tag(req, self._tag_key)
 
     def _options(self, req: Request, source: Address) -> Response:
         tag = self.stateless_tag(req)

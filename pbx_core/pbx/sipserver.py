@@ -60,6 +60,15 @@ class TransactionUser(Protocol):
     def on_stray_response(self, resp: Response, source: Address) -> None: ...
 
 
+def stateless_tag(req: Request, key: bytes) -> str:
+    """The same To tag for every retransmission of a request (RFC 3261 §8.2.7): one
+    keyed BLAKE2s over the headers a retransmission repeats."""
+    get = req.headers.get
+    text = f"{get('call-id') or ''}\0{get('from') or ''}\0{get('via') or ''}\0"
+    data = text.encode("utf-8", "surrogateescape")
+    return hashlib.blake2s(data, key=key, digest_size=6).hexdigest()
+
+
 class SipServer:
     def __init__(
         self,
@@ -180,10 +189,7 @@ class SipServer:
 
     def stateless_tag(self, req: Request) -> str:
         """A To tag that is the same for every retransmission of a request."""
-        get = req.headers.get
-        text = f"{get('call-id') or ''}\0{get('from') or ''}\0{get('via') or ''}\0"
-        data = text.encode("utf-8", "surrogateescape")
-        return hashlib.blake2s(data, key=self._tag_key, digest_size=6).hexdigest()
+        return stateless_tag(req, self._tag_key)
 
     def _process(self, events: list[ev.Event], now: float) -> None:
         for event in events:
