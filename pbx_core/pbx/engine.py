@@ -111,6 +111,7 @@ class Engine:
                 domain=lambda: self.domain,
             ),
             state,
+            self.loop,
         )
         self.security = SecurityPolicy()
         self._configure_security()

@@ -99,10 +99,12 @@ class FeatureHost:
         features: Sequence[Feature],
         facts: Facts,
         state: StateStore | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.features = tuple(features)
         self.facts = facts
         self.state = state
+        self.loop = loop  # the engine's: applications are its tasks
         self._contexts = {f.name: HostContext(self, f) for f in self.features}
         self._codes: list[tuple[str, Feature]] = []
         self._dest_types: dict[str, Feature] = {}
@@ -340,8 +342,11 @@ class FeatureHost:
             finally:
                 self._apps.pop(call_id, None)
 
-        spawn = self.tasks.create_task if self.tasks is not None else asyncio.ensure_future
-        self._apps[call_id] = spawn(main())
+        if self.tasks is not None:
+            self._apps[call_id] = self.tasks.create_task(main())
+            return
+        loop = self.loop or asyncio.get_running_loop()
+        self._apps[call_id] = loop.create_task(main())
 
     @property
     def running_apps(self) -> int:
