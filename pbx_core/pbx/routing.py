@@ -117,16 +117,17 @@ class Router:
             if decision is not None:
                 self._apply(plan, decision)
                 return
-            if eng.features.is_code(number):
-                # A code its feature declined (*431) or failed on is still the
-                # features' number: never a catch-all route's way out.
-                self._fail(plan, 404, "no such feature code")
-                return
         elif snap.user(number, caller.domain) is not None:
             # A subscriber of another of our domains reaches the users of its own
             # domain by their names (the numbers of the dial plan are the setting's).
             plan.domain = caller.domain
             self._ring_extension(plan, number)
+            return
+        if eng.features.is_code(number):
+            # A code its feature declined (*431) or failed on, or dialled from another
+            # of our domains (the features serve the setting's), is still the
+            # features' number: never a catch-all route's way out.
+            self._fail(plan, 404, "no such feature code")
             return
         dest = self._internal(number)  # 3. and 4.
         if dest is not None:
