@@ -58,6 +58,10 @@ class Pbx:
 
     def close(self) -> None:
         self.engine.close()
+        # The loop never ran: let the applications the engine cancelled (an echo test
+        # answered in set-up) see their cancellation, or they die unawaited.
+        if not self.loop.is_closed() and not self.loop.is_running():
+            self.loop.run_until_complete(asyncio.sleep(0))
         self.media.close()
         self.store.close()  # tests/store counts open snapshots: nothing may leak
 
