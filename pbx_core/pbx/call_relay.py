@@ -32,8 +32,9 @@ from pbx_core.transport.manager import Address
 if TYPE_CHECKING:
     from pbx_core.pbx.calls import CallManager
 
-# Headers of an in-dialog request that mean something to the far phone too.
-RELAYED_HEADERS = ("event", "subscription-state", "rack", "info-package")
+# Headers of a relayed request (only INVITE, UPDATE and INFO cross a call:
+# call_state.RELAYED_IN_DIALOG) that mean something to the far phone too.
+RELAYED_HEADERS = ("info-package",)
 
 
 class CallRelay:
