@@ -165,6 +165,19 @@ class Session(Protocol):
         """End the call (BYE)."""
         ...
 
+    async def bridge(self, number: str) -> int:
+        """Ring `number` (the dial plan, with the caller's call class when the caller
+        is an extension, else our own numbers only) while the caller hears ringback,
+        and join the caller to whoever answers: 200, after which the application has
+        nothing more to do (the call goes on without it); else the final status
+        (486 busy, 480/408 no answer, 403 not allowed, 404 no such number, 487 the
+        caller hung up), and the caller is the application's again."""
+        ...
+
+    async def transfer(self, number: str) -> None:
+        """`bridge`, and hang up when nobody answered."""
+        ...
+
 
 App = Callable[[Session], Awaitable[None]]
 

@@ -195,6 +195,66 @@ class MediaEngine:
             raise
         return leg, body
 
+    def extend(
+        self, leg: MediaLeg, side: str = CALLEE, address: str | None = None
+    ) -> tuple[AnchoredCall, bytes]:
+        """Anchor `leg`, already negotiated with its phone (an application's endpoint,
+        or the leg that stays when its far end is transferred), to a new leg `side`:
+        the call (`leg` is its caller) and the offer for the new phone: the codec in
+        use on `leg` first, then the other G.711 law. The new phone's answer goes to
+        `answer()` and moves only the new leg; `leg`'s phone sees no change.
+        NegotiationError (500) when `leg` is not negotiated; PortsExhaustedError."""
+        phone = leg.stream
+        rtpmap = phone.codecs.get(leg.pt) if phone is not None else None
+        if phone is None or rtpmap is None or leg.closed:
+            raise NegotiationError("the leg has nothing negotiated to extend", 500)
+        stream = neg.Stream(
+            phone.address,
+            phone.port,
+            {leg.pt: rtpmap},
+            {k: v for k, v in phone.fmtps.items() if k == leg.pt},
+            leg.te_pt,
+            phone.te_fmtp,
+            phone.ptime,
+        )
+        other = self.open_leg(side, address)
+        try:
+            body = neg.callee_offer(
+                stream,
+                other.address,
+                other.port,
+                other.local,
+                self.settings.codecs,
+                self.settings.passthrough,
+            )
+        except Exception:
+            other.close()
+            raise
+        call = AnchoredCall(self, leg, other, None, phone)
+        call._answer_body = b""  # the caller's SDP stays as negotiated
+        leg._pending_mode = "relay"  # relays once answered; a tone meanwhile is its own
+        if leg.mode != "source":
+            leg.mode = "relay"
+        self.calls.add(call)
+        return call, body
+
+    def join(self, caller: MediaLeg, callee: MediaLeg) -> AnchoredCall:
+        """Relay two legs, each negotiated with its phone (an attended transfer joins
+        the far ends of two calls): neither phone's SDP changes; the G.711 laws are
+        transcoded. NegotiationError (500) when a leg is not negotiated."""
+        if caller.stream is None or callee.stream is None or caller.closed or callee.closed:
+            raise NegotiationError("a leg to join has nothing negotiated", 500)
+        call = AnchoredCall(self, caller, callee, None, caller.stream)
+        call._answer_body = b""
+        call.answered = True
+        for leg in (caller, callee):
+            leg._pending_mode = "relay"
+            if leg.mode != "source":
+                leg.mode = "relay"
+        call._wire()
+        self.calls.add(call)
+        return call
+
     def offer_endpoint(self, leg: MediaLeg) -> bytes:
         """An offer for a re-INVITE without SDP on an endpoint leg (see
         ``AnchoredCall.offer``)."""
@@ -286,7 +346,7 @@ class AnchoredCall:
         engine: MediaEngine,
         caller: MediaLeg,
         callee: MediaLeg,
-        offer_sd: SessionDescription,
+        offer_sd: SessionDescription | None,
         stream: neg.Stream,
     ) -> None:
         self.engine = engine
@@ -317,6 +377,8 @@ class AnchoredCall:
         answer must then use it or the other G.711 law."""
         if self._answer_body is not None:
             return self._answer_body
+        if self._offer_sd is None:
+            raise NegotiationError("no offer from the caller to answer", 500)
         body, choice = neg.answer_reoffer(
             self._offer_sd,
             self._caller_stream,
@@ -338,7 +400,7 @@ class AnchoredCall:
         stream = neg.stream_of(sd)
         if not stream.codecs:
             raise NegotiationError("the callee's answer has no codec")
-        if self._caller_choice is None:
+        if self._caller_choice is None and self._offer_sd is not None:
             body, choice = neg.caller_answer(
                 self._offer_sd,
                 self._caller_stream,
@@ -466,6 +528,23 @@ class AnchoredCall:
         if relay and other is not None and other.stream is not None:
             other.send_dtmf(event.digit, event.duration_ms or 100)
         return event
+
+    def detach(self, side: str, keep_callbacks: bool = False) -> MediaLeg:
+        """Take `side`'s leg out of the call, open and still negotiated with its phone
+        (silent, unpartnered, its callbacks cleared: `MediaLeg.unbind`), and close the
+        other leg; the call is over (`keep_callbacks`: the leg's key-press and
+        inactivity callbacks stay, for the application it returns to). The leg goes
+        on as an application's endpoint or in another call (`MediaEngine.extend`,
+        `join`)."""
+        keep = self.leg(side)
+        drop = self.callee if keep is self.caller else self.caller
+        self.closed = True
+        self.engine.calls.discard(self)
+        self._moh_on.clear()
+        self._hold_callbacks.clear()
+        drop.close()
+        keep.unbind(keep_callbacks)
+        return keep
 
     def stats(self) -> dict[str, LegStats]:
         """Per side: packets, bytes, lost, jitter, remote reports (for the CDR)."""

@@ -697,6 +697,22 @@ class MediaLeg:
                 log.exception("record callback failed")
         return rec.path
 
+    def unbind(self, keep_callbacks: bool = False) -> None:
+        """Free the leg from its call, keeping it open and negotiated with its phone:
+        what it plays or echoes stops, it forgets its partner and the callbacks its
+        call set, and it sends nothing until told (`MediaEngine.extend`/`join` put it
+        in another call; an application plays into it)."""
+        if self._source is not None:
+            self._finish_source(notify=False)
+        self.partner = None
+        self._fwd = {}
+        if not keep_callbacks:
+            self._dtmf_callbacks.clear()
+            self._inactivity_cb = None
+            self.inactivity = None
+        self._pending_mode = "silent"
+        self._set_mode("silent")
+
     def detect_inband(self, on: bool = True) -> None:
         """Switch in-band DTMF detection on the incoming audio (G.711 only)."""
         self._inband = InbandDetector() if on else None

@@ -161,7 +161,7 @@ class CallMedia:
     def _media_dead(self, media: AnchoredCall, leg: MediaLeg) -> None:
         manager = self.manager
         for call in list(manager.calls.values()):
-            if call.media is media and call.state is not State.ANSWERED:
+            if call.media is media and (call.state is not State.ANSWERED or call.replacing):
                 # Ringing (a hunt may ring for minutes): a phone need not send before
                 # the answer, and hanging up here left the caller without a final
                 # response. `answered` counts the silence again from the answer.
@@ -200,6 +200,18 @@ class CallMedia:
         engine = self.manager.media
         assert engine is not None  # noqa: S101  # only asked with an engine
         return self.manager.nat.media_address_for(host) or engine.address
+
+    def adopt(self, call: Call, media: AnchoredCall) -> None:
+        """A relay made for a new far end (call_ops.py): music on hold and the RTP
+        timeout as for every anchored call."""
+        manager = self.manager
+        if manager.music_on_hold is not None:
+            media.music_on_hold = manager.music_on_hold  # type: ignore[assignment]
+        media.on_inactivity(manager.rtp_timeout, self._media_dead)
+
+    def callee_answers(self, call: Call, fork: Fork | None) -> None:
+        """The callee leg now faces `fork`'s phone (see `_callee_answers`)."""
+        self._callee_answers(call, fork)
 
     def _callee_answers(self, call: Call, fork: Fork | None) -> None:
         """The callee leg now faces `fork`'s phone: its address and NAT peer."""

@@ -29,9 +29,20 @@ from pbx_core.transport.manager import Address
 T1, T2 = 0.5, 4.0  # RFC 3261 §17.1.1.1, for the 2xx we retransmit (§13.3.1.4)
 
 # Methods this build acts on. Allow must tell the truth (RFC 3261 §20.5).
-ALLOW = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO", "PRACK")
-# Methods we recognise but do not serve (yet): 405 with Allow (RFC 3261 §8.2.1). REFER
-# (transfer) comes with its feature; relaying it without its Refer-To would lie.
+ALLOW = (
+    "INVITE",
+    "ACK",
+    "CANCEL",
+    "BYE",
+    "OPTIONS",
+    "REGISTER",
+    "UPDATE",
+    "INFO",
+    "PRACK",
+    "REFER",
+)
+# Methods we recognise but do not serve: 405 with Allow (RFC 3261 §8.2.1). REFER is the
+# core's (call_ops.py: transfer), never relayed.
 KNOWN_METHODS = frozenset({"MESSAGE", "NOTIFY", "PUBLISH", "REFER", "SUBSCRIBE", *ALLOW})
 # Inside a call, what the B2BUA passes to the other phone (re-issued on that dialog:
 # call_relay.py); every other method is answered here (RFC 3261 §12.2.2).
@@ -92,6 +103,16 @@ class AwaitingAck:
 
 
 @dataclass
+class Replacement:
+    """The far end of an answered call is being replaced (call_ops.py): the leg that
+    stays hears ringback while routing rings the new one; `on_done` gets 200 when it
+    answered, else the final status (487: the call ended meanwhile)."""
+
+    kind: str  # "bridge" (an application's), "transfer" (REFER), "recall"
+    on_done: Callable[[int], None]
+
+
+@dataclass
 class Call:
     id: str
     a_req: Request
@@ -134,6 +155,9 @@ class Call:
     step: int = 0
     b_offer: bytes = b""
     routing: object = None
+    # A transfer or an application's bridge ringing a new far end (call_ops.py).
+    replacing: Replacement | None = None
+    transferor: Dialog | None = None  # the leg that transferred, until told how it went
 
     def dialog(self, side: str) -> Dialog | None:
         """Our dialog with `side` ("a" or "b"), None before it exists."""

@@ -155,6 +155,14 @@ class CallTimers:
         when, action = timer.due()
         call.timer_handles[side] = self.manager.loop.call_at(when, self._fire, call, side, action)
 
+    def drop(self, call: Call, side: str) -> LegTimer | None:
+        """`side`'s leg leaves the call (a transfer): its timer stops; returned so the
+        leg can take it to its new side (`restart`)."""
+        handle = call.timer_handles.pop(side, None)
+        if handle is not None:
+            handle.cancel()
+        return call.timers.pop(side, None)
+
     def stop(self, call: Call) -> None:
         """The call ended: no more timers."""
         for handle in call.timer_handles.values():

@@ -40,6 +40,7 @@ from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.call_acks import CallAcks
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
+from pbx_core.pbx.call_ops import CallOps
 from pbx_core.pbx.call_relay import CallRelay
 from pbx_core.pbx.call_state import (
     ALLOW,
@@ -104,6 +105,7 @@ class CallManager:
         self.call_timers = CallTimers(self)
         self.call_relay = CallRelay(self)
         self.call_acks = CallAcks(self)
+        self.ops = CallOps(self)
 
     def configure(self, settings: Mapping[str, object]) -> None:
         """The settings calls follow (pbx_settings); a bad value is logged and the
@@ -196,7 +198,11 @@ class CallManager:
         on busy or no answer): a new step whose forks get the offer the first ones got;
         forks of earlier steps that still ring are cancelled (one of them answering
         first still wins). False when not one fork could be started."""
-        if call.state not in (State.ROUTING, State.RINGING) or call.a_final_sent:
+        if call.replacing is None and (
+            call.state not in (State.ROUTING, State.RINGING) or call.a_final_sent
+        ):
+            return False
+        if call.state is State.ENDED:
             return False
         self._cancel_timer(call, "ring_timer")
         for fork in call.forks:
@@ -223,7 +229,8 @@ class CallManager:
         hook = self.unanswered
         if (
             hook is not None
-            and call.state in (State.ROUTING, State.RINGING)
+            and (call.state in (State.ROUTING, State.RINGING) or call.replacing is not None)
+            and call.state is not State.ENDED
             and hook(call, status, why)
         ):
             return
@@ -418,6 +425,11 @@ class CallManager:
         if fork.cancel_pending:
             self._cancel_fork(fork)
             return
+        if call.replacing is not None and call.state is State.ANSWERED:
+            # A new far end rings (call_ops.py): the staying phone hears our ringback.
+            if "100rel" in [v.lower() for v in resp.headers.getall("require")]:
+                self._prack(fork, resp)
+            return
         if call.state not in (State.ROUTING, State.RINGING):
             return
         call.state = State.RINGING
@@ -458,6 +470,9 @@ class CallManager:
             # Another fork won, or the caller gave up: ACK and hang up this one.
             self._ack(fork, b"", None)
             self._bye(fork.dialog)
+            return
+        if call.replacing is not None:
+            self.ops.replaced(fork, resp)
             return
         call.answered = fork
         call.state = State.ANSWERED
@@ -574,6 +589,9 @@ class CallManager:
     def fail_a(
         self, call: Call, status: int, why: str, headers: list[tuple[str, str]] | None = None
     ) -> None:
+        if call.replacing is not None and call.state is State.ANSWERED:
+            self.ops.failed(call, status, why)  # a new far end was not reached
+            return
         if not call.a_final_sent:
             call.a_final_sent = True
             resp = self._a_reply(call, status)
@@ -584,7 +602,9 @@ class CallManager:
 
     def _ring_timeout(self, call: Call) -> None:
         call.ring_timer = None
-        if call.state in (State.ROUTING, State.RINGING):
+        if call.state in (State.ROUTING, State.RINGING) or (
+            call.replacing is not None and call.state is State.ANSWERED
+        ):
             with self.guard(call, "ring timeout"):
                 for fork in call.forks:
                     if fork.final is None:
@@ -628,6 +648,9 @@ class CallManager:
             self._bye(call.a_dialog)
         if call.answered is not None:
             self._bye(call.answered.dialog)
+        for fork in call.forks:
+            if fork.final is None and fork is not call.answered:
+                self._cancel_fork(fork)  # a new far end still ringing (call_ops.py)
         self._end(call, "ANSWERED" if call.answered_at else "FAILED", why)
 
     def send_in_dialog(
@@ -660,6 +683,9 @@ class CallManager:
             return True
         if side == "a" and call.a_dialog is not None:
             call.a_dialog.remote_cseq = max(call.a_dialog.remote_cseq, req.cseq.seq)
+        if side == "t":
+            self._from_transferor(call, req, key)
+            return True
         if req.method == "BYE":
             self.stack.respond(key, req.reply(200))
             if call.state is State.ENDED:
@@ -679,6 +705,10 @@ class CallManager:
         if call.state is State.ENDED:
             self.stack.respond(key, req.reply(481))
             return True
+        if req.method == "REFER":
+            with self.guard(call, "transfer"):
+                self.ops.refer(call, side, req, key)
+            return True
         if req.method not in RELAYED_IN_DIALOG:
             self._answer_in_dialog(req, key)
             return True
@@ -692,6 +722,18 @@ class CallManager:
             return True
         self.call_relay.relay(call, side, req, key, source)
         return True
+
+    def _from_transferor(self, call: Call, req: Request, key: AnyServerKey) -> None:
+        """A request from a leg that transferred the call away (call_ops.py): its BYE
+        ends its part; anything else finds no call here any more (481)."""
+        if req.method == "BYE":
+            self.stack.respond(key, req.reply(200))
+            dialog = call.transferor
+            if dialog is not None and dialog.call_id == req.call_id:
+                call.transferor = None
+            self.dialogs.pop((req.call_id, req.to.tag or ""), None)
+            return
+        self.stack.respond(key, req.reply(481))
 
     def _answer_in_dialog(self, req: Request, key: AnyServerKey) -> None:
         """What no phone across the call is asked (RFC 3261 §12.2.2): an in-dialog
@@ -747,6 +789,8 @@ class CallManager:
         call.cause = cause
         call.ended_at = self.loop.time()
         self._cancel_timer(call, "ring_timer")
+        if call.replacing is not None:
+            self.ops.ended(call)
         self.call_timers.stop(call)
         self.call_acks.stop(call)
         if call.media is not None:

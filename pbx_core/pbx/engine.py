@@ -98,6 +98,8 @@ class Engine:
         self.trunks = TrunkManager(stack)
         self.router = Router(self)
         self.calls.unanswered = self.router.unanswered
+        self.calls.ops.reroute = self.router.reroute
+        self.calls.ops.extension_of = self.router.extension_of
         self.features = FeatureHost(
             features,
             Facts(

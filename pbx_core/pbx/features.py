@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -325,10 +325,11 @@ class FeatureHost:
         leg: MediaLeg,
         hangup: Callable[[], None],
         ended: Callable[[], bool],
+        bridge: Callable[[str], Awaitable[int]] | None = None,
     ) -> None:
         """Run an application on an answered call: one task, owned here, cancelled
         when the call ends; an exception ends that call (one log line), no other."""
-        session = LocalSession(leg, hangup, ended)
+        session = LocalSession(leg, hangup, ended, bridge)
 
         async def main() -> None:
             try:
@@ -357,11 +358,17 @@ class LocalSession:
     """`Session` over the media endpoint of a call the PBX answered."""
 
     def __init__(
-        self, leg: MediaLeg, hangup: Callable[[], None], ended: Callable[[], bool]
+        self,
+        leg: MediaLeg,
+        hangup: Callable[[], None],
+        ended: Callable[[], bool],
+        bridge: Callable[[str], Awaitable[int]] | None = None,
     ) -> None:
         self._leg = leg
         self._hangup = hangup
         self._ended = ended
+        self._bridge = bridge
+        self.bridged = False
         self._digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
         leg.on_dtmf(self._on_dtmf)
 
@@ -450,6 +457,21 @@ class LocalSession:
     def hangup(self) -> None:
         if not self.hung_up:
             self._hangup()
+
+    async def bridge(self, number: str) -> int:
+        if self.hung_up or self.bridged:
+            return 487 if self.hung_up else 491
+        if self._bridge is None or not number or len(number) > MAX_CODE_ARG:
+            return 404
+        self._leg.stop_play()
+        status = await self._bridge(number)
+        self.bridged = status == 200
+        return status
+
+    async def transfer(self, number: str) -> None:
+        status = await self.bridge(number)
+        if status != 200:
+            self.hangup()
 
 
 def describe(features: Iterable[Feature]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ decline it: refused (404), never routed out.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -91,7 +92,6 @@ class Router:
         self, req: Request, source: Address, key: AnyServerKey, caller: User, number: str
     ) -> None:
         eng = self.engine
-        snap = eng.snap
         info = CallInfo(
             caller=caller.aor,
             caller_number=caller.username,
@@ -108,6 +108,13 @@ class Router:
             name_addr(display, f"sip:{caller.username}@{caller.domain}"),
             eng.domain,
         )
+        self._dial(plan, caller, number)
+
+    def _dial(self, plan: Plan, caller: User, number: str) -> None:
+        """The dial plan (module docstring) for `number` as extension `caller` dials it."""
+        eng = self.engine
+        snap = eng.snap
+        info = plan.info
         routed = snap.route(number)
         if routed is not None and routed[0].call_class == "emergency":
             self._outbound(plan, caller, number)  # 1. emergency first, always
@@ -161,6 +168,74 @@ class Router:
         from_value = name_addr(a_from.display or caller_id, f"sip:{caller_id}@{eng.domain}")
         plan = Plan(req, source, key, info, from_value, eng.domain, trunk=trunk, did=did_number)
         self._destination(plan, did.dest)
+
+    def reroute(self, call: Call, number: str, by: str | None) -> None:
+        """Ring `number` as the new far end of the answered `call` (call_ops.py: a
+        transfer, an application's bridge): the dial plan as extension `by` dials it,
+        with its call class; with no extension (an application on a trunk's call),
+        our own numbers only. The outcome reaches `call.replacing`."""
+        eng = self.engine
+        old = call.routing if isinstance(call.routing, Plan) else None
+        user = eng.snap.user(by, eng.domain) if by else None
+        label = call.caller
+        shown = label.partition(":")[2] if ":" in label else label.partition("@")[0]
+        info = CallInfo(
+            caller=label,
+            caller_number=shown,
+            caller_class=user.settings.call_class if user is not None else "internal",
+            number=number,
+            from_extension=user is not None,
+        )
+        if old is not None and old.info.caller == label:
+            from_value = old.from_value
+        else:
+            from_value = name_addr(None, f"sip:{shown or 'anonymous'}@{eng.domain}")
+        plan = Plan(
+            call.a_req,
+            call.a_source,
+            call.a_key,
+            info,
+            from_value,
+            eng.domain,
+            call=call,
+            trunk=call.trunk,
+            did=call.did,
+        )
+        call.routing = plan
+        with eng.calls.guard(call, "routing a new far end"):
+            if user is not None:
+                self._dial(plan, user, number)
+                return
+            dest = self._internal(number)
+            if dest is None:
+                self._fail(plan, 403, "only our own numbers from here")
+                return
+            self._destination(plan, dest)
+
+    def extension_of(self, label: str) -> str | None:
+        """The extension number of a call leg's label (an AOR of our domain), None for
+        a trunk or a stranger."""
+        user, _, domain = label.partition("@")
+        if not domain or domain != self.engine.domain:
+            return None
+        return user if self.engine.snap.user(user, domain) is not None else None
+
+    async def bridge(self, call: Call, number: str) -> int:
+        """An application's `Session.bridge`: ring `number` for its caller (with the
+        caller's call class when it is an extension) and join them; 200 when it was
+        answered, else the final status."""
+        done: asyncio.Future[int] = self.engine.loop.create_future()
+
+        def finished(status: int) -> None:
+            if not done.done():
+                done.set_result(status)
+
+        refused = self.engine.calls.ops.start_replacement(call, "bridge", finished)
+        if refused is not None:
+            log.info("call %s: bridge to %s refused: %s", call.id, number, refused)
+            return 500
+        self.reroute(call, number, self.extension_of(call.caller))
+        return await done
 
     def _did(self, number: str, trunk: str) -> Did | None:
         """The DID row of `number` for a call from `trunk`: a row naming another trunk
@@ -229,9 +304,6 @@ class Router:
 
     def _answer(self, plan: Plan, answer: Answer) -> None:
         eng = self.engine
-        if plan.call is not None:  # an application after ringing: not in this build
-            self._fail(plan, 480, f"{answer.name} after ringing is not available")
-            return
         host = eng.features
 
         def started(call: Call, leg: MediaLeg) -> None:
@@ -242,7 +314,13 @@ class Router:
                 leg,
                 lambda: eng.calls.hangup(call, f"{answer.name} ended"),
                 lambda: call.state is State.ENDED,
+                lambda number: self.bridge(call, number),
             )
+
+        if plan.call is not None:  # after ringing, or a transfer to an application
+            if not eng.calls.ops.answer_app(plan.call, started):
+                self._fail(plan, 480, f"{answer.name} cannot take this call")
+            return
 
         call = eng.calls.answer_locally(
             plan.req, plan.key, plan.source, plan.info.caller, plan.info.number, started

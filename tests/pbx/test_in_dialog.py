@@ -58,7 +58,9 @@ Max-Forwards: 70{extra}"""
 @pytest.mark.parametrize(
     ("method", "extra", "status"),
     [
-        ("REFER", "\nRefer-To: <sip:102@pbx.local>", 405),  # transfer: not in this build
+        ("REFER", "", 400),  # a transfer names its target (RFC 3515 §2.4.1)
+        ("REFER", "\nRefer-To: <sip:102@pbx.local>\nRefer-To: <sip:103@pbx.local>", 400),
+        ("REFER", "\nRefer-To: <sip:pbx.local>", 400),  # no number to ring
         ("MESSAGE", "", 405),
         ("NOTIFY", "\nEvent: refer\nSubscription-State: active", 405),
         ("SUBSCRIBE", "\nEvent: dialog", 405),

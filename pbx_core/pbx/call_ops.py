@@ -1,0 +1,368 @@
+"""Operations on a call beyond ringing it once: an application that answers after
+ringing, a new far end for an answered call (an application's bridge, a transfer),
+and the REFER that asks for one (RFC 3515).
+
+Theory of operation. A call is two legs, "a" and "b", each a SIP dialog with its
+media leg; the media engine relays the two media legs (an `AnchoredCall`). To give
+a call a new far end, the leg that stays keeps its dialog and its media leg, and
+only the other one changes:
+
+1. `start_replacement` takes the staying media leg out of the call's relay
+   (`AnchoredCall.detach`, or the application's endpoint), anchors it to a new leg
+   (`MediaEngine.extend`: an offer with the codec already in use, so the staying
+   phone's SDP never changes) and plays ringback on it. The leg that goes (a
+   transferor) is kept only to hear how it went: its dialog maps to side "t".
+   When the staying leg was side "b", it becomes side "a" first (`_promote`): "a" is
+   always the leg that stays.
+2. Routing rings the new number on the same call (`Router.reroute`: the dial plan
+   with the call class of the extension that asked), through the usual
+   `CallManager.ring_more`: forks, hunting, forwards and failovers all apply. While
+   `call.replacing` is set, the forks' provisionals are not relayed (the staying
+   phone answered long ago) and their answer completes the replacement
+   (`replaced`) instead of answering the caller.
+3. The outcome goes to `Replacement.on_done`: 200 when a fork answered (the relay
+   joins the staying leg and the new one), else the final status; the staying leg is
+   then the application's endpoint again (a bridge), or rings the transferor back
+   (a failed blind transfer: `recall`), or the call ends.
+
+A REFER (`refer`) from an extension in an answered, anchored call is a blind
+transfer: 202, NOTIFY `100 Trying` (message/sipfrag, RFC 3515 §2.4.5), the
+replacement rung with the transferring extension's call class, NOTIFY with the
+final status (`Subscription-State: terminated`), then BYE to the transferor.
+A REFER whose Refer-To carries Replaces (an attended transfer, RFC 3891) joins the
+two far ends (`_attended`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pbx_core.media.errors import MediaError
+from pbx_core.media.leg import MediaLeg
+from pbx_core.pbx.call_state import Call, Fork, Replacement, State, allows_update
+from pbx_core.pbx.dialog import Dialog
+from pbx_core.sip.errors import ParseError
+from pbx_core.sip.events import AnyServerKey
+from pbx_core.sip.headers import parse_name_addr
+from pbx_core.sip.message import Request, Response
+from pbx_core.sip.uri import unescape
+
+if TYPE_CHECKING:
+    from pbx_core.pbx.calls import CallManager
+
+log = logging.getLogger("pbx.calls")
+
+REASONS = {
+    100: "Trying",
+    180: "Ringing",
+    200: "OK",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    480: "Temporarily Unavailable",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    500: "Server Internal Error",
+    503: "Service Unavailable",
+    603: "Decline",
+}
+MAX_REFER_TO = 512  # characters of a Refer-To we look at
+
+# (call, number, the extension number whose call class applies, or None) -> rings it
+Reroute = Callable[[Call, str, "str | None"], None]
+
+
+class CallOps:
+    """The operations above, for every call of one CallManager."""
+
+    def __init__(self, manager: CallManager) -> None:
+        self.manager = manager
+        # Set by the engine: routing rings a number for a call being replaced.
+        self.reroute: Reroute | None = None
+        # Set by the engine: the extension number of an AOR label, None when the
+        # label is not one of our extensions (a trunk).
+        self.extension_of: Callable[[str], str | None] = lambda _label: None
+
+    # ------------------------------------------------------------ applications
+    def answer_app(self, call: Call, on_answer: Callable[[Call, MediaLeg], None]) -> bool:
+        """An application takes a call routing already rang (voicemail after no
+        answer, a transfer to an application): the caller's media leg becomes its
+        endpoint. False when the call cannot (an INVITE without SDP still ringing:
+        the caller would get our offer in the 200, which no application handles)."""
+        m = self.manager
+        if call.state is State.ENDED:
+            return False
+        if call.replacing is not None:
+            if call.media is None:
+                return False
+            leg = call.media.detach("caller")
+            call.media = None
+            self._endpoint(call, leg)
+            self._finish(call, 200)
+            on_answer(call, leg)
+            return True
+        if call.state not in (State.ROUTING, State.RINGING) or call.a_final_sent:
+            return False
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
+        for fork in call.forks:
+            if fork.final is None:
+                m._cancel_fork(fork)
+        if call.media is not None:
+            body = call.media.early_answer()
+            leg = call.media.detach("caller")
+            call.media = None
+        elif m.media is not None and call.a_req.body:
+            leg, body = m.media.endpoint(
+                call.a_req.body, "caller", *m.call_media.facing(call.a_source)
+            )
+        else:
+            return False
+        call.ringback = False
+        out = m._a_reply(call, 200, "OK")
+        out.body = body
+        out.headers.add("Content-Type", "application/sdp")
+        m._send_a_2xx(call, out)
+        call.state = State.ANSWERED
+        call.answered_at = m.loop.time()
+        self._endpoint(call, leg)
+        on_answer(call, leg)
+        return True
+
+    def _endpoint(self, call: Call, leg: MediaLeg) -> None:
+        m = self.manager
+        call.endpoint = leg
+        leg.rearm_inactivity()
+        leg.on_inactivity(m.rtp_timeout, lambda _leg: m.hangup(call, "RTP timeout"))
+
+    # ------------------------------------------------------------ a new far end
+    def start_replacement(
+        self, call: Call, kind: str, on_done: Callable[[int], None], stay: str = "a"
+    ) -> str | None:
+        """Make ready to ring a new far end for the answered `call`; the leg `stay`
+        stays (see the module docstring). None when ready, else why not."""
+        m = self.manager
+        if call.state is not State.ANSWERED or call.replacing is not None:
+            return "the call is not answered or already being transferred"
+        if m.media is None:
+            return "no media engine"
+        if call.endpoint is not None:
+            if stay != "a":
+                return "an application's call changes only its far end"
+            leg = call.endpoint
+            call.endpoint = None
+        elif call.media is not None and call.answered is not None:
+            if stay == "b":
+                leg = self._promote(call)
+            else:
+                leg = call.media.detach("caller")
+                self._drop_b(call)
+            call.media = None
+        else:
+            return "the call's media does not pass through the PBX (direct media)"
+        leg.side = "caller"
+        try:
+            media, offer = m.media.extend(leg, "callee")
+        except MediaError as exc:
+            leg.close()
+            m.hangup(call, f"no new far end: {exc.reason}")
+            return exc.reason
+        call.media = media
+        call.b_offer = offer
+        call.late_offer = False
+        call.direct = False
+        m.call_media.adopt(call, media)
+        call.replacing = Replacement(kind, on_done)
+        if leg.codec in ("PCMU", "PCMA"):
+            leg.tone("ringback")
+        return None
+
+    def _drop_b(self, call: Call) -> None:
+        """Side "b" leaves the call: its dialog only hears how the transfer went."""
+        m = self.manager
+        fork = call.answered
+        assert fork is not None  # noqa: S101  # an answered, anchored call
+        m.dialogs[(fork.dialog.call_id, fork.dialog.local_tag)] = (call, "t")
+        call.transferor = fork.dialog
+        m.call_timers.drop(call, "b")
+        call.answered = None
+        call.allows_update.pop("b", None)
+
+    def _promote(self, call: Call) -> MediaLeg:
+        """Side "b" stays and side "a" goes: b's dialog becomes side "a" (so "b" is
+        the new far end, as for every ring), a's dialog side "t"."""
+        m = self.manager
+        fork = call.answered
+        media = call.media
+        assert fork is not None and media is not None  # noqa: S101  # checked by the caller
+        old = call.a_dialog
+        if old is not None:
+            m.dialogs[(old.call_id, old.local_tag)] = (call, "t")
+            call.transferor = old
+        for (side, cseq), waiting in list(call.awaiting_ack.items()):
+            if waiting.timer is not None:
+                waiting.timer.cancel()
+            del call.awaiting_ack[(side, cseq)]
+        timer = m.call_timers.drop(call, "b")
+        m.call_timers.drop(call, "a")
+        call.a_dialog = fork.dialog
+        call.a_tag = fork.dialog.local_tag
+        call.a_source = fork.target.dest
+        m.dialogs[(fork.dialog.call_id, fork.dialog.local_tag)] = (call, "a")
+        m.by_key.pop(call.a_key, None)
+        call.allows_update = {"a": call.allows_update.get("b", False)}
+        call.caller, call.callee = call.callee, call.caller
+        call.answered = None
+        m.call_timers.restart(call, "a", timer)
+        return media.detach("callee")
+
+    def replaced(self, fork: Fork, resp: Response) -> None:
+        """A fork rung for a new far end answered: it becomes side "b"."""
+        m = self.manager
+        call = fork.call
+        media = call.media
+        m._ack(fork, b"", None)
+        if media is None:
+            m._bye(fork.dialog)
+            return
+        m.call_media.callee_answers(call, fork)
+        try:
+            media.answer(resp.body)
+        except MediaError as exc:
+            log.info("call %s: new far end's answer refused: %s", call.id, exc.reason)
+            m._bye(fork.dialog)
+            fork.final = exc.status
+            self._settle(call)
+            return
+        call.answered = fork
+        call.callee = fork.target.label
+        call.allows_update["b"] = allows_update(resp)
+        m.call_timers.restart_uac(call, "b", resp)
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
+        for other in call.forks:
+            if other is not fork and other.final is None:
+                m._cancel_fork(other)
+        media.caller.stop_play()
+        m.call_media.answered(call)
+        self._finish(call, 200)
+
+    def _settle(self, call: Call) -> None:
+        """A fork's answer was refused: when no other fork of the step rings, the
+        step went unanswered."""
+        current = [f for f in call.forks if f.step == call.step]
+        if all(f.final is not None for f in current):
+            self.manager._unanswered(call, 488, "no usable answer")
+
+    def failed(self, call: Call, status: int, why: str) -> None:
+        """Routing gave up on the new far end: the staying leg goes back to the
+        application (a bridge) or the outcome's owner decides (a transfer)."""
+        m = self.manager
+        log.info("call %s: new far end not reached: %s %s", call.id, status, why)
+        for fork in call.forks:
+            if fork.final is None:
+                m._cancel_fork(fork)
+        if call.ring_timer is not None:
+            call.ring_timer.cancel()
+            call.ring_timer = None
+        if call.media is not None:
+            leg = call.media.detach("caller", keep_callbacks=True)
+            call.media = None
+            self._endpoint(call, leg)
+        self._finish(call, status)
+
+    def _finish(self, call: Call, status: int) -> None:
+        rep, call.replacing = call.replacing, None
+        if rep is None:
+            return
+        try:
+            rep.on_done(status)
+        except Exception:
+            log.exception("call %s: replacement outcome failed", call.id)
+
+    def ended(self, call: Call) -> None:
+        """The call ended while a new far end rang: its owner hears 487."""
+        self._finish(call, 487)
+
+    # ------------------------------------------------------------ REFER
+    def refer(self, call: Call, side: str, req: Request, key: AnyServerKey) -> None:
+        """A REFER inside an answered call (RFC 3515): a blind transfer of the other
+        side to the Refer-To, or an attended one when it carries Replaces."""
+        m = self.manager
+        values = req.headers.getall("refer-to")
+        if len(values) != 1:
+            m.stack.respond(key, req.reply(400, "Exactly one Refer-To"))
+            return
+        try:
+            target = parse_name_addr(values[0][:MAX_REFER_TO]).uri
+        except (ParseError, ValueError):
+            m.stack.respond(key, req.reply(400, "Bad Refer-To"))
+            return
+        fork = call.answered
+        label = call.caller if side == "a" else (fork.target.label if fork else "")
+        by = self.extension_of(label)
+        if by is None:
+            m.stack.respond(key, req.reply(403, "Only extensions transfer"))
+            return
+        if call.state is not State.ANSWERED or call.replacing is not None:
+            m.stack.respond(key, req.reply(491))
+            return
+        number = unescape(target.user or "")
+        if not number or len(number) > 32 or target.scheme not in ("sip", "sips", "tel"):
+            m.stack.respond(key, req.reply(400, "Refer-To names no number"))
+            return
+        if "replaces" in {k.lower() for k, _v in target.headers}:
+            m.stack.respond(key, req.reply(501, "Attended transfer not available"))
+            return
+        dialog = call.dialog(side)
+        if dialog is None or self.reroute is None:
+            m.stack.respond(key, req.reply(500))
+            return
+        stay = "b" if side == "a" else "a"
+        event = f"refer;id={req.cseq.seq}"
+
+        def done(status: int) -> None:
+            self._notify(dialog, event, status, final=True)
+            if dialog is call.transferor:
+                m._bye(dialog)
+                call.transferor = None
+                m.dialogs.pop((dialog.call_id, dialog.local_tag), None)
+            if status != 200 and call.state is State.ANSWERED:
+                self._recall(call, by)
+
+        refused = self.start_replacement(call, "transfer", done, stay=stay)
+        if refused is not None:
+            m.stack.respond(key, req.reply(488, refused[:80]))
+            return
+        m.stack.respond(key, req.reply(202))
+        self._notify(dialog, event, 100, final=False)
+        log.info("call %s: %s transfers it to %s", call.id, by, number)
+        self.reroute(call, number, by)
+
+    def _recall(self, call: Call, by: str) -> None:
+        """A blind transfer failed: ring the extension that transferred (once)."""
+        if self.reroute is None:
+            return
+
+        def done(status: int) -> None:
+            if status != 200 and call.state is State.ANSWERED:
+                self.manager.hangup(call, f"transfer and recall failed: {status}")
+
+        if self.start_replacement(call, "recall", done) is None:
+            self.reroute(call, by, by)
+        else:
+            self.manager.hangup(call, "transfer failed, no recall")
+
+    def _notify(self, dialog: Dialog, event: str, status: int, *, final: bool) -> None:
+        """Progress of a REFER, as message/sipfrag (RFC 3515 §2.4.5)."""
+        frag = f"SIP/2.0 {status} {REASONS.get(status, 'Unknown')}\r\n".encode()
+        notify = dialog.request("NOTIFY", frag, "message/sipfrag;version=2.0")
+        notify.headers.add("Event", event)
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        notify.headers.add("Subscription-State", state)
+        self.manager.send_in_dialog(dialog, notify, lambda _r: None)
