@@ -41,7 +41,15 @@ from typing import TYPE_CHECKING
 
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
-from pbx_core.pbx.call_state import Call, Fork, Replacement, State, allows_update
+from pbx_core.pbx.call_state import (
+    ALLOW,
+    KNOWN_METHODS,
+    Call,
+    Fork,
+    Replacement,
+    State,
+    allows_update,
+)
 from pbx_core.pbx.dialog import Dialog
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.events import AnyServerKey
@@ -288,6 +296,34 @@ class CallOps:
     def ended(self, call: Call) -> None:
         """The call ended while a new far end rang: its owner hears 487."""
         self._finish(call, 487)
+
+    # ------------------------------------------------------------ in-dialog requests
+    def from_transferor(self, call: Call, req: Request, key: AnyServerKey) -> None:
+        """A request from a leg that transferred the call away (call_ops.py): its BYE
+        ends its part; anything else finds no call here any more (481)."""
+        if req.method == "BYE":
+            self.manager.stack.respond(key, req.reply(200))
+            dialog = call.transferor
+            if dialog is not None and dialog.call_id == req.call_id:
+                call.transferor = None
+            self.manager.dialogs.pop((req.call_id, req.to.tag or ""), None)
+            return
+        self.manager.stack.respond(key, req.reply(481))
+
+    def answer_in_dialog(self, req: Request, key: AnyServerKey) -> None:
+        """What no phone across the call is asked (RFC 3261 §12.2.2): an in-dialog
+        OPTIONS (a keep-alive) is ours to answer; a PRACK matches none of our
+        provisionals (we send none reliably: RFC 3262 §3, 481); a method we know but
+        do not serve gets 405, an unknown one 501, both with Allow."""
+        if req.method == "OPTIONS":
+            resp = req.reply(200)
+        elif req.method == "PRACK":
+            resp = req.reply(481)
+        else:
+            resp = req.reply(405 if req.method in KNOWN_METHODS else 501)
+        if resp.status != 481:
+            resp.headers.add("Allow", ", ".join(ALLOW))
+        self.manager.stack.respond(key, resp)
 
     # ------------------------------------------------------------ REFER
     def refer(self, call: Call, side: str, req: Request, key: AnyServerKey) -> None:

@@ -43,8 +43,6 @@ from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
 from pbx_core.pbx.call_ops import CallOps
 from pbx_core.pbx.call_relay import CallRelay
 from pbx_core.pbx.call_state import (
-    ALLOW,
-    KNOWN_METHODS,
     RELAYED_IN_DIALOG,
     Call,
     Fork,
@@ -412,6 +410,8 @@ class CallManager:
         self._forget_fork(fork)
         if call.state is State.ENDED or call.answered is not None:
             return
+        if call.state is State.ANSWERED and call.replacing is None:
+            return  # an application answered it: the forks were cancelled
         current = [f for f in call.forks if f.step == call.step]
         if all(f.final is not None for f in current):
             self._unanswered(call, best_status([f.final or 500 for f in current]), "no answer")
@@ -684,7 +684,7 @@ class CallManager:
         if side == "a" and call.a_dialog is not None:
             call.a_dialog.remote_cseq = max(call.a_dialog.remote_cseq, req.cseq.seq)
         if side == "t":
-            self._from_transferor(call, req, key)
+            self.ops.from_transferor(call, req, key)
             return True
         if req.method == "BYE":
             self.stack.respond(key, req.reply(200))
@@ -710,7 +710,7 @@ class CallManager:
                 self.ops.refer(call, side, req, key)
             return True
         if req.method not in RELAYED_IN_DIALOG:
-            self._answer_in_dialog(req, key)
+            self.ops.answer_in_dialog(req, key)
             return True
         if req.method == "INVITE" and self.call_acks.overlaps(call, side, req, key):
             return True
@@ -722,33 +722,6 @@ class CallManager:
             return True
         self.call_relay.relay(call, side, req, key, source)
         return True
-
-    def _from_transferor(self, call: Call, req: Request, key: AnyServerKey) -> None:
-        """A request from a leg that transferred the call away (call_ops.py): its BYE
-        ends its part; anything else finds no call here any more (481)."""
-        if req.method == "BYE":
-            self.stack.respond(key, req.reply(200))
-            dialog = call.transferor
-            if dialog is not None and dialog.call_id == req.call_id:
-                call.transferor = None
-            self.dialogs.pop((req.call_id, req.to.tag or ""), None)
-            return
-        self.stack.respond(key, req.reply(481))
-
-    def _answer_in_dialog(self, req: Request, key: AnyServerKey) -> None:
-        """What no phone across the call is asked (RFC 3261 §12.2.2): an in-dialog
-        OPTIONS (a keep-alive) is ours to answer; a PRACK matches none of our
-        provisionals (we send none reliably: RFC 3262 §3, 481); a method we know but
-        do not serve gets 405, an unknown one 501, both with Allow."""
-        if req.method == "OPTIONS":
-            resp = req.reply(200)
-        elif req.method == "PRACK":
-            resp = req.reply(481)
-        else:
-            resp = req.reply(405 if req.method in KNOWN_METHODS else 501)
-        if resp.status != 481:
-            resp.headers.add("Allow", ", ".join(ALLOW))
-        self.stack.respond(key, resp)
 
     def _a_acked(self, call: Call, ack: Request | None) -> None:
         """A's ACK to our 2xx to its INVITE (None: none came, the call is being hung

@@ -440,6 +440,9 @@ class Router:
         if isinstance(decision, Forward):
             self._forward(plan, decision, status)
             return
+        if isinstance(decision, Answer | Reject):  # an application (voicemail), a status
+            self._apply(plan, decision)
+            return
         self._step_unanswered(plan, status)
 
     def _step_unanswered(self, plan: Plan, status: int) -> None:
