@@ -196,6 +196,7 @@ class CallOps:
         assert fork is not None  # noqa: S101  # an answered, anchored call
         m.dialogs[(fork.dialog.call_id, fork.dialog.local_tag)] = (call, "t")
         call.transferor = fork.dialog
+        fork.final = fork.final or 200  # settled: the next ring step must not CANCEL it
         m.call_timers.drop(call, "b")
         call.answered = None
         call.allows_update.pop("b", None)
@@ -217,6 +218,7 @@ class CallOps:
             del call.awaiting_ack[(side, cseq)]
         timer = m.call_timers.drop(call, "b")
         m.call_timers.drop(call, "a")
+        fork.final = fork.final or 200  # settled: the next ring step must not CANCEL it
         call.a_dialog = fork.dialog
         call.a_tag = fork.dialog.local_tag
         call.a_source = fork.target.dest

@@ -204,7 +204,7 @@ class CallManager:
             return False
         self._cancel_timer(call, "ring_timer")
         for fork in call.forks:
-            if fork.final is None:
+            if fork.final is None and fork is not call.answered:
                 self._cancel_fork(fork)
         call.step += 1
         if call.direct and not self.call_media.direct_ok(call, targets):

@@ -98,6 +98,7 @@ def test_callee_transfers_the_caller_blind(office: Office) -> None:
     assert "<sip:100@" in inc_c.invite.headers.get("from")  # the caller's identity
     assert notifies(office, b) == ["SIP/2.0 100 Trying (active)", "SIP/2.0 200 OK (terminated)"]
     assert byes_to(b) == 1 and byes_to(a) == 0 and byes_to(c) == 0
+    assert office.stack.sent_requests("CANCEL") == []  # an answered INVITE is never CANCELled
     pbx_call = office.engine.calls.by_key[call.key]
     assert pbx_call.answered is not None and pbx_call.answered.target.label == f"102@{DOMAIN}"
     assert pbx_call.media is not None
@@ -122,6 +123,7 @@ def test_caller_transfers_the_callee_blind(office: Office) -> None:
     assert "<sip:101@" in inc_c.invite.headers.get("from")  # the one who stays
     assert notifies(office, a)[-1] == "SIP/2.0 200 OK (terminated)"
     assert byes_to(a) == 1 and byes_to(b) == 0
+    assert office.stack.sent_requests("CANCEL") == []
     pbx_call = office.engine.calls.calls[next(iter(office.engine.calls.calls))]
     assert pbx_call.media is not None
     assert pbx_call.media.caller.remote is not None

@@ -1,0 +1,50 @@
+"""Blind transfer by REFER (RFC 3515) through `pbx run`, every phone a SIPp: 100
+calls 101, 101 transfers it to 102 (202, NOTIFY 100 then 200 as message/sipfrag,
+then the PBX's BYE releases 101), 102 rings with 100's identity and talks to 100:
+100's later re-INVITE is answered (by the PBX, on the anchored media) and its BYE
+reaches 102."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.interop.features_env import Env, start, stop
+from tests.interop.sipp_agents import check
+
+pytestmark = [pytest.mark.interop, pytest.mark.tools("sipp")]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    env = start(tmp_path_factory.mktemp("transfer"))
+    try:
+        yield env
+    finally:
+        stop(env)
+
+
+def test_blind_transfer_by_refer(env: Env, tmp_path: Path) -> None:
+    phones = env.phones
+    (tmp_path / "target").mkdir()
+    with phones.callee(tmp_path / "target", "uas_answer.xml", "102") as target:
+        with phones.callee(tmp_path, "uas_refer.xml", "101", keys={"target": "102"}) as transferor:
+            res = phones.call(tmp_path, "uac_call_long.xml", "101")
+            referred = transferor.finish()
+        answered = target.finish()
+    check(res)
+    check(referred)
+    check(answered)
+    assert [r.status for r in referred.received() if r.status] == [202], referred.report()
+    frags = [n.body for n in referred.requests("NOTIFY")]
+    assert len(frags) == 2 and "SIP/2.0 100" in frags[0] and "SIP/2.0 200" in frags[1]
+    assert [n.header("Event") for n in referred.requests("NOTIFY")] == ["refer;id=2"] * 2
+    assert referred.requests("BYE"), referred.report()
+    invites = answered.requests("INVITE")
+    assert len(invites) == 1, answered.report()  # 100's re-INVITE: the PBX answers it
+    assert "sip:100@" in (invites[0].header("From") or "")
+    # 100 hung up itself at the end: the PBX never sent it a BYE; 102 got 100's.
+    assert res.requests("BYE") == [], res.report()
+    assert answered.requests("BYE"), answered.report()
