@@ -24,6 +24,12 @@ Decisions are frozen dataclasses. The dial plan order (emergency routes, feature
 extensions and aliases, feature destinations, outbound routes) is the engine's; a
 feature cannot reorder it. No decision is a way around call classes: a `Forward` to an
 outside number is routed with the class of the extension that set it.
+
+A feature may declare tables (`pbx_table`, columns `text`/`integer`/`double`) and
+settings (`Setting`) of its own: the checker, compiler, console and docs know them as
+the core's; it reads them with `ctx.rows(table)` and `ctx.setting(name)`. State that
+must outlive a restart beyond toggles goes in its namespace: `ctx.state_set(key,
+value)`. Rules and bounds: docs/architecture.md ("A feature's own tables and settings").
 """
 
 from __future__ import annotations
@@ -33,7 +39,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pbx_core.store.schema import (
+    BOOL,
+    REQUIRED,
+    Setting,
+    Spec,
+    TableSchema,
+    double,
+    integer,
+    pbx_table,
+    text,
+)
+
 __all__ = [
+    "BOOL",
+    "REQUIRED",
     "Answer",
     "App",
     "CallInfo",
@@ -46,8 +66,15 @@ __all__ = [
     "Hunt",
     "Reject",
     "Session",
+    "Setting",
+    "Spec",
     "Step",
+    "TableSchema",
     "Why",
+    "double",
+    "integer",
+    "pbx_table",
+    "text",
 ]
 
 
@@ -236,6 +263,29 @@ class Context(Protocol):
         back after a restart."""
         ...
 
+    def rows(self, table: str) -> tuple[Mapping[str, Any], ...]:
+        """The rows of one of this feature's own `tables` in the configuration in
+        force (every column, defaults filled in), read-only; a reload is seen at
+        once. ValueError for a table the feature did not declare."""
+        ...
+
+    def state_get(self, key: str) -> Any:
+        """A value this feature kept in its state namespace (None: never set)."""
+        ...
+
+    def state_set(self, key: str, value: Any) -> None:
+        """Keep a value (msgpack-able: None, bool, int, float, str, bytes, lists and
+        dicts of them; None deletes) under `key` in this feature's own namespace: in
+        force at once, written to flash off the event loop, back after a restart;
+        it reads back as msgpack returns it (a tuple as a list). Bounded (the host's
+        MAX_STATE_*: a key 128 UTF-8 bytes, a value 4096 msgpack bytes, 1000 keys):
+        ValueError, keeping nothing, when too big or too many."""
+        ...
+
+    def state_keys(self, prefix: str = "") -> tuple[str, ...]:
+        """The keys this feature keeps that start with `prefix`, sorted."""
+        ...
+
 
 # ------------------------------------------------------------------ the feature
 
@@ -278,3 +328,9 @@ class Feature:
 
     def status(self, ctx: Context) -> dict[str, Any]:
         return {}
+
+    # The feature's own tables (each named pbx_<something>, strict) and settings
+    # (pbx_settings rows): `pbx db check`, `pbx db compile`, the console and the
+    # generated docs know them as the core's own; `ctx.rows(table)` reads them.
+    tables: tuple[TableSchema, ...] = ()
+    settings: tuple[Setting, ...] = ()
