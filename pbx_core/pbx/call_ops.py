@@ -48,9 +48,11 @@ from pbx_core.pbx.call_state import (
     Fork,
     Replacement,
     State,
+    Target,
     allows_update,
 )
 from pbx_core.pbx.dialog import Dialog
+from pbx_core.pbx.session_timer import LegTimer
 from pbx_core.sip.errors import ParseError
 from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.headers import parse_name_addr
@@ -354,8 +356,9 @@ class CallOps:
         if not number or len(number) > 32 or target.scheme not in ("sip", "sips", "tel"):
             m.stack.respond(key, req.reply(400, "Refer-To names no number"))
             return
-        if "replaces" in {k.lower() for k, _v in target.headers}:
-            m.stack.respond(key, req.reply(501, "Attended transfer not available"))
+        replaces = [unescape(v) for k, v in target.headers if k.lower() == "replaces"]
+        if replaces:
+            self._attended(call, side, req, key, by, replaces[0])
             return
         dialog = call.dialog(side)
         if dialog is None or self.reroute is None:
@@ -381,6 +384,115 @@ class CallOps:
         self._notify(dialog, event, 100, final=False)
         log.info("call %s: %s transfers it to %s", call.id, by, number)
         self.reroute(call, number, by)
+
+    # ------------------------------------------------------------ attended transfer
+    def _attended(
+        self, call: Call, side: str, req: Request, key: AnyServerKey, by: str, replaces: str
+    ) -> None:
+        """REFER with Replaces (RFC 3891 in the Refer-To): the transferor is in
+        `call` and in the call the Replaces names; the far ends of the two are joined
+        in `call` and the transferor's two legs released."""
+        m = self.manager
+        found = self._replaced_dialog(replaces)
+        if found is None:
+            m.stack.respond(key, req.reply(481, "Replaces names no call here"))
+            return
+        call2, side2 = found
+        fork2 = call2.answered
+        label2 = call2.caller if side2 == "a" else (fork2.target.label if fork2 else "")
+        if call2 is call or self.extension_of(label2) != by:
+            m.stack.respond(key, req.reply(403, "Only your own two calls are joined"))
+            return
+        if call2.state is not State.ANSWERED or call2.replacing is not None:
+            m.stack.respond(key, req.reply(488, "The other call is not answered"))
+            return
+        if call.media is None or call2.media is None or fork2 is None or m.media is None:
+            m.stack.respond(key, req.reply(488, "Media does not pass through the PBX"))
+            return
+        dialog = call.dialog(side)
+        assert dialog is not None  # noqa: S101  # the REFER came on it
+        m.stack.respond(key, req.reply(202))
+        event = f"refer;id={req.cseq.seq}"
+        self._notify(dialog, event, 100, final=False)
+        leg1 = self._promote(call) if side == "a" else call.media.detach("caller")
+        if side == "b":
+            self._drop_b(call)
+        call.media = None
+        leg2, far, timer, update = self._take_far_end(call2, side2)
+        leg1.side, leg2.side = "caller", "callee"
+        call.media = m.media.join(leg1, leg2)
+        m.call_media.adopt(call, call.media)
+        far.call = call
+        far.step = call.step
+        call.forks.append(far)
+        call.answered = far
+        call.callee = far.target.label
+        m.dialogs[(far.dialog.call_id, far.dialog.local_tag)] = (call, "b")
+        call.allows_update["b"] = update
+        m.call_timers.restart(call, "b", timer)
+        m.call_media.answered(call)
+        log.info("call %s: %s joins it to call %s's far end", call.id, by, call2.id)
+        m._end(call2, "ANSWERED", "transferred")
+        self._notify(dialog, event, 200, final=True)
+        if dialog is call.transferor:
+            m._bye(dialog)
+            call.transferor = None
+            m.dialogs.pop((dialog.call_id, dialog.local_tag), None)
+
+    def _replaced_dialog(self, replaces: str) -> tuple[Call, str] | None:
+        """The call and side of our dialog that a Replaces value names: Call-ID, then
+        to-tag and from-tag (RFC 3891 §6.1); one of the tags is ours."""
+        parts = [p.strip() for p in replaces[:MAX_REFER_TO].split(";")]
+        call_id = parts[0]
+        tags = {}
+        for p in parts[1:]:
+            name, _, value = p.partition("=")
+            tags[name.strip().lower()] = value.strip()
+        for tag in (tags.get("to-tag"), tags.get("from-tag")):
+            if call_id and tag:
+                found = self.manager.dialogs.get((call_id, tag))
+                if found is not None and found[1] in ("a", "b"):
+                    return found
+        return None
+
+    def _take_far_end(
+        self, call2: Call, t_side: str
+    ) -> tuple[MediaLeg, Fork, LegTimer | None, bool]:
+        """The far end of `call2` (the side that is not the transferor's) leaves it:
+        its media leg, its dialog as a settled `Fork` (a dialog where the PBX was UAS
+        becomes one too), its session timer and whether it takes UPDATE. The
+        transferor's leg of `call2` gets BYE; `call2` is left to end."""
+        m = self.manager
+        media = call2.media
+        fork = call2.answered
+        assert media is not None and fork is not None  # noqa: S101  # checked by _attended
+        if t_side == "a":  # the transferor called the far end (a consultation call)
+            leg = media.detach("callee")
+            timer = m.call_timers.drop(call2, "b")
+            update = call2.allows_update.get("b", False)
+            call2.forks.remove(fork)
+            call2.answered = None
+            t_dialog = call2.a_dialog
+            far = fork
+        else:  # the far end called the transferor: its dialog is ours as UAS
+            leg = media.detach("caller")
+            timer = m.call_timers.drop(call2, "a")
+            update = call2.allows_update.get("a", False)
+            a_dialog = call2.a_dialog
+            assert a_dialog is not None  # noqa: S101  # an answered call has it
+            target = Target(a_dialog.remote_target, call2.a_source, call2.caller, "", "")
+            far = Fork(call2, target, a_dialog, call2.a_req, final=200)
+            for waiting in call2.awaiting_ack.values():
+                if waiting.timer is not None:
+                    waiting.timer.cancel()
+            call2.awaiting_ack.clear()
+            call2.a_dialog = None
+            t_dialog = fork.dialog
+        far.final = far.final or 200
+        call2.media = None
+        if t_dialog is not None:
+            m._bye(t_dialog)
+        return leg, far, timer, update
 
     def _recall(self, call: Call, by: str) -> None:
         """A blind transfer failed: ring the extension that transferred (once)."""

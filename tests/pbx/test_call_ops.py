@@ -302,3 +302,77 @@ def test_an_applications_bridge_keeps_the_callers_call_class(op_office: Office) 
     assert RESULTS == [403]
     assert provider.incoming == []
     assert office.left_behind() == []
+
+
+# ---------------------------------------------------------------- attended transfer
+
+
+def replaces_of(leg: Incoming | Outgoing, phone: Phone) -> str:
+    """The Replaces a phone puts in its Refer-To for its call `leg` (RFC 3891):
+    Call-ID;to-tag=<remote tag>;from-tag=<local tag>, URI-escaped."""
+    if isinstance(leg, Incoming):
+        local, remote = leg.tag, leg.invite.from_.tag
+    else:
+        local, remote = leg.from_tag, leg.final.to.tag
+    value = f"{leg.call_id};to-tag={remote};from-tag={local}"
+    return value.replace("@", "%40").replace(";", "%3B").replace("=", "%3D")
+
+
+def test_attended_transfer_joins_the_two_far_ends(office: Office) -> None:
+    a, b, c = office.phone("100"), office.phone("101"), office.phone("102")
+    first = a.call("101")  # 100 -> 101 (101 is the far end)
+    (inc_b,) = b.incoming
+    consult = b.call("102")  # 101 -> 102 (101 called: it is the caller there)
+    assert consult.status == 200
+    (inc_c,) = c.incoming
+    target = f"<sip:102@{DOMAIN}?Replaces={replaces_of(consult, b)}>"
+    assert refer(b, inc_b, target) == 202
+    assert notifies(office, b) == ["SIP/2.0 100 Trying (active)", "SIP/2.0 200 OK (terminated)"]
+    assert byes_to(b) == 2  # both of the transferor's legs
+    assert byes_to(a) == 0 and byes_to(c) == 0
+    assert office.stack.sent_requests("CANCEL") == []
+    (call,) = office.engine.calls.calls.values()
+    assert call.answered is not None and call.answered.target.label == f"102@{DOMAIN}"
+    assert call.media is not None
+    assert call.media.caller.port == first.pbx_port  # 100's leg as it was
+    assert call.media.callee.port == int(inc_c.invite.body.split(b"m=audio ")[1].split()[0])
+    assert call.media.caller.partner is call.media.callee
+    first.hang_up()
+    assert byes_to(c) == 1
+    assert office.left_behind() == []
+
+
+def test_attended_transfer_when_the_far_ends_called_the_transferor(office: Office) -> None:
+    a, b, c = office.phone("100"), office.phone("101"), office.phone("102")
+    first = b.call("100")  # 101 -> 100: the transferor is side "a" here
+    (inc_a,) = a.incoming
+    second = c.call("101")  # 102 -> 101: the transferor is the far end there
+    incs = b.incoming
+    assert first.status == 200 and second.status == 200 and len(incs) == 1
+    target = f"<sip:102@{DOMAIN}?Replaces={replaces_of(incs[0], b)}>"
+    assert refer(b, first, target) == 202
+    assert notifies(office, b)[-1] == "SIP/2.0 200 OK (terminated)"
+    assert byes_to(b) == 2 and byes_to(a) == 0 and byes_to(c) == 0
+    (call,) = office.engine.calls.calls.values()
+    assert call.media is not None and call.media.callee.port == second.pbx_port
+    second.hang_up()  # 102 hangs up the call it placed: 100 hears BYE
+    assert byes_to(a) == 1
+    assert office.left_behind() == []
+
+
+def test_attended_transfer_to_a_call_that_is_not_the_transferors_is_refused(
+    office: Office,
+) -> None:
+    a, b, c, d = (office.phone(n) for n in ("100", "101", "102", "103"))
+    first = a.call("101")
+    (inc_b,) = b.incoming
+    other = c.call("103")  # not 101's call
+    target = f"<sip:103@{DOMAIN}?Replaces={replaces_of(other, c)}>"
+    assert refer(b, inc_b, target) == 403
+    bogus = f"<sip:103@{DOMAIN}?Replaces=nosuch%3Bto-tag%3Dx%3Bfrom-tag%3Dy>"
+    assert refer(b, inc_b, bogus, cseq=51) == 481
+    assert len(office.engine.calls.calls) == 2
+    first.hang_up()
+    other.hang_up()
+    assert byes_to(d) == 1 and byes_to(b) == 1  # each call ended as its own
+    assert office.left_behind() == []
