@@ -30,7 +30,9 @@ transfer: 202, NOTIFY `100 Trying` (message/sipfrag, RFC 3515 §2.4.5), the
 replacement rung with the transferring extension's call class, NOTIFY with the
 final status (`Subscription-State: terminated`), then BYE to the transferor.
 A REFER whose Refer-To carries Replaces (an attended transfer, RFC 3891) joins the
-two far ends (`_attended`).
+far ends of the transferor's two calls (`_attended`): their media legs are relayed
+to each other (`MediaEngine.join`), the other call's far end moves into this one as
+side "b", and the other call ends.
 """
 
 from __future__ import annotations
