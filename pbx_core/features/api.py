@@ -18,6 +18,8 @@ applies the first answer that is not None:
   (do not disturb: busy), `Forward` (forward all).
 - `unanswered(ctx, call, ext, why)`: `ext` was busy, did not answer or is not
   registered. `Forward` (forward on busy / no answer).
+- `transfer(ctx, call, extension, number)`: an extension transfers a call (REFER).
+  `Reject` refuses it.
 - `call_ended(ctx, record)`: a call ended (nothing to answer).
 
 Decisions are frozen dataclasses. The dial plan order (emergency routes, feature codes,
@@ -315,6 +317,15 @@ class Feature:
         return None
 
     def unanswered(self, ctx: Context, call: CallInfo, extension: str, why: Why) -> Decision | None:
+        return None
+
+    def transfer(
+        self, ctx: Context, call: CallInfo, extension: str, number: str
+    ) -> Decision | None:
+        """Extension `extension` transfers the other party of `call` (its number,
+        caller, class) to `number` (a REFER; attended transfers name the number the
+        phone put in the Refer-To). `Reject` refuses it: the REFER gets the status
+        and the call goes on as it was. None lets the core transfer it."""
         return None
 
     def call_ended(self, ctx: Context, record: Mapping[str, Any]) -> None:

@@ -97,6 +97,8 @@ class CallOps:
         # Set by the engine: the extension number of an AOR label, None when the
         # label is not one of our extensions (a trunk).
         self.extension_of: Callable[[str], str | None] = lambda _label: None
+        # Set by the engine: the features' refusal of a transfer (a status), or None.
+        self.transfer_refused: Callable[[Call, str, str], int | None] = lambda *_a: None
 
     # ------------------------------------------------------------ applications
     def answer_app(self, call: Call, on_answer: Callable[[Call, MediaLeg], None]) -> bool:
@@ -357,6 +359,10 @@ class CallOps:
         number = unescape(target.user or "")
         if not number or len(number) > 32 or target.scheme not in ("sip", "sips", "tel"):
             m.stack.respond(key, req.reply(400, "Refer-To names no number"))
+            return
+        refused_by = self.transfer_refused(call, by, number)
+        if refused_by is not None:
+            m.stack.respond(key, req.reply(refused_by))
             return
         replaces = [unescape(v) for k, v in target.headers if k.lower() == "replaces"]
         if replaces:

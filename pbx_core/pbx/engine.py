@@ -100,6 +100,7 @@ class Engine:
         self.calls.unanswered = self.router.unanswered
         self.calls.ops.reroute = self.router.reroute
         self.calls.ops.extension_of = self.router.extension_of
+        self.calls.ops.transfer_refused = self.router.transfer_refused
         self.features = FeatureHost(
             features,
             Facts(

@@ -206,6 +206,9 @@ class FeatureHost:
     def unanswered(self, call: CallInfo, extension: str, why: Why) -> Decision | None:
         return self._first("unanswered", lambda f, ctx: f.unanswered(ctx, call, extension, why))
 
+    def transfer(self, call: CallInfo, extension: str, number: str) -> Decision | None:
+        return self._first("transfer", lambda f, ctx: f.transfer(ctx, call, extension, number))
+
     def call_ended(self, call_id: str, record: Mapping[str, Any]) -> None:
         task = self._apps.pop(call_id, None)
         if task is not None and not task.done():

@@ -212,6 +212,22 @@ class Router:
                 return
             self._destination(plan, dest)
 
+    def transfer_refused(self, call: Call, by: str, number: str) -> int | None:
+        """The features' word on extension `by` transferring `call` to `number`: the
+        status of their `Reject`, None when the transfer may go ahead."""
+        label = call.caller
+        shown = label.partition(":")[2] if ":" in label else label.partition("@")[0]
+        user = self.engine.snap.user(by, self.engine.domain)
+        info = CallInfo(
+            caller=label,
+            caller_number=shown,
+            caller_class=user.settings.call_class if user is not None else "internal",
+            number=number,
+            from_extension=user is not None,
+        )
+        decision = self.engine.features.transfer(info, by, number)
+        return decision.status if isinstance(decision, Reject) else None
+
     def extension_of(self, label: str) -> str | None:
         """The extension number of a call leg's label (an AOR of our domain), None for
         a trunk or a stranger."""

@@ -19,6 +19,7 @@ from pbx_core.features.api import (
     Decision,
     Dial,
     Feature,
+    Reject,
     Session,
     Why,
 )
@@ -376,3 +377,32 @@ def test_attended_transfer_to_a_call_that_is_not_the_transferors_is_refused(
     other.hang_up()
     assert byes_to(d) == 1 and byes_to(b) == 1  # each call ended as its own
     assert office.left_behind() == []
+
+
+@dataclass(frozen=True)
+class NoTransfer(Feature):
+    """A test feature: 101 may not transfer calls anywhere but 103."""
+
+    def transfer(
+        self, ctx: Context, call: CallInfo, extension: str, number: str
+    ) -> Decision | None:
+        if extension == "101" and number != "103":
+            return Reject(403, "101 transfers to 103 only")
+        return None
+
+
+def test_a_feature_may_refuse_a_transfer(tmp_path: Path) -> None:
+    feature = NoTransfer(name="notransfer")
+    for office in offices(tmp_path, features=(*FEATURES, feature)):
+        a, b, c = office.phone("100"), office.phone("101"), office.phone("102")
+        d = office.phone("103")
+        call = a.call("101")
+        (inc_b,) = b.incoming
+        assert refer(b, inc_b, f"<sip:102@{DOMAIN}>") == 403
+        assert c.incoming == [] and notifies(office, b) == []
+        pbx_call = office.engine.calls.by_key[call.key]
+        assert pbx_call.answered is not None and pbx_call.answered.target.label.startswith("101@")
+        assert refer(b, inc_b, f"<sip:103@{DOMAIN}>", cseq=51) == 202
+        assert len(d.incoming) == 1
+        call.hang_up()
+        assert office.left_behind() == []
