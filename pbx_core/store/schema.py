@@ -48,6 +48,9 @@ class Spec:
     # The feature this column belongs to when that feature is not built yet: any
     # value but the default is an error (`pbx db check`), never silently ignored.
     future: str = ""
+    # A destination type column: its values are `DEST_TYPES` as joined at start (the
+    # core's and the features' own), not `choices`.
+    dest: bool = False
 
     def column(self) -> Column:
         return Column(self.name, self.type, self.null, self.auto)
@@ -66,6 +69,9 @@ class TableSchema:
     # daemon keeps its rows in RAM for `ctx.rows`): more is a `pbx db check` error.
     max_rows: int = 0
     owner: str = ""  # the feature that declared the table ("": the core's)
+    # (type column, target column) pairs naming a destination, checked as a DID's
+    # are (the core's tables check their own in build.py; a feature's are these).
+    destinations: tuple[tuple[str, str], ...] = ()
 
     def spec(self, name: str) -> Spec | None:
         for s in self.specs:
@@ -109,7 +115,25 @@ def pbx_table(
 ) -> TableSchema:
     """A PBX table (dialect pbx, strict): how a feature declares its own, named
     pbx_<something>; `max_rows` 0 = feature_schema.DEFAULT_ROWS."""
-    return TableSchema(name, "pbx", doc, specs, key=key, strict=True, max_rows=max_rows)
+    names = {s.name for s in specs}
+    dests = tuple(
+        (s.name, s.name.removesuffix("_type"))
+        for s in specs
+        if s.dest and s.name.removesuffix("_type") in names
+    )
+    return TableSchema(
+        name, "pbx", doc, specs, key=key, strict=True, max_rows=max_rows, destinations=dests
+    )
+
+
+def destination(name: str, doc: str, *, need: bool = True) -> tuple[Spec, Spec]:
+    """A destination's two columns, `NAME_type` (a destination type: extension,
+    group, hangup, a feature's ...) and `NAME` (its target), checked as a DID's are
+    (`*destination("match_dest", "where calls go when it matches")` in `pbx_table`)."""
+    return (
+        text(f"{name}_type", f"{doc}: the destination type", need=need, null=not need, dest=True),
+        text(name, f"{doc}: the target; NULL only for hangup", null=True),
+    )
 
 
 def _id() -> Spec:
@@ -117,7 +141,10 @@ def _id() -> Spec:
 
 
 BOOL = {"lo": 0, "hi": 1}
-DEST_TYPES = ("extension", "group", "ivr", "voicemail", "external", "hangup")
+# The core's destination types; DEST_TYPES, FUTURE_DEST_TYPES and BUILT_DEST_TYPES are
+# rebound at start with the features' own (store/feature_schema.py).
+DEST_TYPES: tuple[str, ...] = ("extension", "group", "ivr", "voicemail", "external", "hangup")
+CORE_DEST_TYPES = DEST_TYPES
 # Destination types of features not built yet: a destination naming one is an error.
 # The others are the core's (extension, hangup) and the features' (group: ringgroup);
 # tests/store/test_honesty.py keeps this in step with features/registry.py.
@@ -126,6 +153,7 @@ FUTURE_DEST_TYPES: Mapping[str, str] = {
     "voicemail": "voicemail",
     "external": "external destinations",
 }
+CORE_FUTURE_DEST_TYPES = FUTURE_DEST_TYPES
 BUILT_DEST_TYPES = tuple(t for t in DEST_TYPES if t not in FUTURE_DEST_TYPES)
 _DEST_DOC = (
     "where calls go: extension, group (ring group number), ivr (menu name), "
@@ -403,7 +431,7 @@ PBX_DID = TableSchema(
             "only calls from this trunk (from another, the `*` row applies); NULL = any",
             null=True,
         ),
-        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES),
+        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES, dest=True),
         _s("dest", "the destination; NULL only for hangup", null=True),
         _s("description", "free text", null=True),
     ),
@@ -466,6 +494,7 @@ PBX_RING_GROUP = TableSchema(
             "where unanswered calls go: " + _DEST_DOC,
             default="hangup",
             choices=DEST_TYPES,
+            dest=True,
         ),
         _s("fallback", "fallback destination", null=True),
     ),
@@ -498,7 +527,7 @@ PBX_IVR_OPTION = TableSchema(
         _id(),
         _s("menu", "pbx_ivr_menu name", need=True),
         _s("digit", "0-9, *, #, t or i", need=True),
-        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES),
+        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES, dest=True),
         _s("dest", "the destination; NULL only for hangup", null=True),
     ),
     key=("menu", "digit"),
@@ -985,8 +1014,9 @@ def _value_problem(spec: Spec, v: Value) -> str | None:
             f"column {spec.name!r} belongs to {spec.future}, which is not built yet: "
             f"leave it {shown}"
         )
-    if spec.choices and v not in spec.choices:
-        return f"column {spec.name!r} is {v!r}; expected one of {', '.join(spec.choices)}"
+    choices = DEST_TYPES if spec.dest else spec.choices
+    if choices and v not in choices:
+        return f"column {spec.name!r} is {v!r}; expected one of {', '.join(choices)}"
     if isinstance(v, int) and not spec.any_type:
         if spec.lo is not None and v < spec.lo:
             return f"column {spec.name!r} is {v}; expected at least {spec.lo}"
@@ -1031,10 +1061,14 @@ def schema_markdown() -> str:
                 default = "NULL"
             else:
                 default = f"`{c.default}`"
-            extra = f" ({', '.join(c.choices)})" if c.choices and c.choices != DEST_TYPES else ""
+            extra = f" ({', '.join(c.choices)})" if c.choices and not c.dest else ""
             later = f" **Not built yet ({c.future}): only the default.**" if c.future else ""
             out.append(f"| {c.name} | {typ} | {default} | {c.doc}{extra}{later} |")
         out.append("")
+    added = [t for t in DEST_TYPES if t not in CORE_DEST_TYPES]
+    if added:
+        out += ["### Destination types of features", ""]
+        out += [f"Besides the core's, every destination type column takes: {', '.join(added)}.", ""]
     out += ["### Settings (`pbx_settings` rows)", ""]
     out += ["| name | type | default | meaning |", "|---|---|---|---|"]
     for st in SETTINGS.values():

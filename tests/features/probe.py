@@ -1,5 +1,6 @@
 """A feature for the platform's tests (not in the registry): it declares a table and
-two settings of its own, and keeps state in its namespace, as a real feature would,
+two settings of its own, a destination type (`probe`) and destination columns in its
+table, and keeps state in its namespace, as a real feature would,
 importing only features/api.py.
 
 `registered` is the fixture body that joins its declarations to the core's for one
@@ -15,6 +16,7 @@ from pbx_core.features.api import (
     Context,
     Feature,
     Setting,
+    destination,
     integer,
     pbx_table,
     text,
@@ -31,6 +33,7 @@ PROBE_RULE = pbx_table(
     integer("enabled", "0 = ignored", default=1, **BOOL),
     text("action", "what it does", default="ring", choices=("ring", "busy")),
     text("note", "free text", null=True),
+    *destination("dest", "where it sends calls", need=False),
     key=("name",),
     max_rows=5,
 )
@@ -43,6 +46,7 @@ class Probe(Feature):
 
 PROBE = Probe(
     name="probe",
+    destination_types=("probe",),
     tables=(PROBE_RULE,),
     settings=(
         Setting("probe_mode", str, "off", "how the probe runs", ("off", "on", "loud")),

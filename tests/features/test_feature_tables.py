@@ -119,9 +119,10 @@ def test_compile_carries_the_rows_and_settings(tmp_path: Path) -> None:
     compile_dir(d, tmp_path / "s.mdb")
     with Snapshot(tmp_path / "s.mdb") as snap:
         rows = snap.rows("pbx_probe_rule")
+        unset = {"enabled": 1, "dest_type": None, "dest": None}
         assert [dict(r) for r in rows] == [
-            {"id": 1, "name": "morning", "hour": 8, "enabled": 1, "action": "ring", "note": None},
-            {"id": 2, "name": "night", "hour": 22, "enabled": 1, "action": "busy", "note": "quiet"},
+            {"id": 1, "name": "morning", "hour": 8, "action": "ring", "note": None, **unset},
+            {"id": 2, "name": "night", "hour": 22, "action": "busy", "note": "quiet", **unset},
         ]
         with pytest.raises(TypeError):
             rows[0]["hour"] = 9  # type: ignore[index]  # read-only
@@ -131,11 +132,49 @@ def test_compile_carries_the_rows_and_settings(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("feature")
+def test_a_features_destination_type_and_its_tables_destinations(tmp_path: Path) -> None:
+    """The probe's type `probe` is a destination every table accepts; its table's
+    destination columns are checked as a DID's."""
+    header = f"{HEADER} dest_type(string,null) dest(string,null)"
+    d = _config(tmp_path, settings=())
+    (d / "pbx_probe_rule").write_text(
+        f"{header}\n1:a:1:ring:::\n2:b:1:ring::group:600\n3:c:1:ring::probe:x\n"
+        "4:d:1:ring::hangup:\n"
+    )
+    (d / "pbx_did").write_text("number(string) dest_type(string) dest(string,null)\n555:probe:a\n")
+    assert _messages(d) == []
+    assert "probe" in sch.BUILT_DEST_TYPES and "probe" in sch.DEST_TYPES
+    (d / "pbx_probe_rule").write_text(f"{header}\n2:b:1:ring::bogus:x\n")
+    assert _messages(d) == [
+        "column 'dest_type' is 'bogus'; expected one of extension, group, ivr, voicemail, "
+        "external, hangup, probe",
+    ]
+    (d / "pbx_probe_rule").write_text(
+        f"{header}\n1:a:1:ring::group:999\n3:c:1:ring::extension:\n4:d:1:ring::ivr:main\n"
+    )
+    assert _messages(d) == [
+        "no ring group '999'",
+        "destination extension needs a target",
+        "destination type 'ivr': IVR not built yet (built: extension, group, hangup, probe)",
+    ]
+
+
+def test_without_the_feature_its_destination_type_is_refused(tmp_path: Path) -> None:
+    d = _config(tmp_path)
+    (d / "pbx_did").write_text("number(string) dest_type(string) dest(string,null)\n555:probe:a\n")
+    assert _messages(d) == [
+        "column 'dest_type' is 'probe'; expected one of extension, group, ivr, voicemail, "
+        "external, hangup"
+    ]
+
+
+@pytest.mark.usefixtures("feature")
 def test_the_docs_list_a_features_table_and_settings() -> None:
     md = sch.schema_markdown()
     assert "### `pbx_probe_rule` (feature probe)" in md
     assert "| hour | int | `9` | hour of the day it applies |" in md
     assert "| probe_limit | int | `3` | how many probes at once (1..10) (feature probe) |" in md
+    assert "every destination type column takes: probe." in md
     mine = {"pbx_probe_rule": "probe", "probe_mode": "probe", "probe_limit": "probe"}
     assert owners() == {**REGISTRY_OWNERS, **mine}
 
@@ -260,6 +299,12 @@ def _table(name: str = "pbx_x_rule", **kw: object) -> sch.TableSchema:
         ((), (Setting("x_s", str, "a", "d", ("b", "c")),), "not one of its choices"),
         ((), (Setting("x_f", float, 1, "d"),), "int or str"),
         ((), (Setting("x_s", str, "", "d", future="later"),), "no `future`"),
+        ((_table(), object()), (), "not a TableSchema"),
+        (
+            (pbx_table("pbx_x", "d", text("go_type", "d", dest=True)),),
+            (),
+            "has no target column 'go'",
+        ),
     ],
 )
 @pytest.mark.usefixtures("feature")
@@ -271,6 +316,33 @@ def test_a_clash_or_a_broken_rule_is_refused_and_changes_nothing(
         register_feature_schemas(tables, settings, "x")
     assert "feature x" in str(e.value)
     assert (sch.SCHEMAS, dict(sch.SETTINGS), owners()) == before
+
+
+@pytest.mark.parametrize(
+    ("types", "why"),
+    [
+        (("extension",), "'extension' is already the core's"),
+        (("hangup",), "'hangup' is already the core's"),
+        (("probe",), "'probe' is already feature probe's"),
+        (("Bad type",), "is not a word"),
+    ],
+)
+@pytest.mark.usefixtures("feature")
+def test_a_destination_type_clash_is_refused(types: tuple[str, ...], why: str) -> None:
+    before = sch.DEST_TYPES
+    with pytest.raises(SchemaClash, match=why):
+        register_feature_schemas((), (), "x", types)
+    assert before == sch.DEST_TYPES
+
+
+def test_a_feature_that_builds_a_future_type_makes_it_built() -> None:
+    try:
+        register_features((*FEATURES, Feature(name="menu", destination_types=("ivr",))))
+        assert "ivr" in sch.BUILT_DEST_TYPES and "ivr" not in sch.FUTURE_DEST_TYPES
+        assert sch.DEST_TYPES == sch.CORE_DEST_TYPES  # not added twice
+    finally:
+        register_features(FEATURES)
+    assert "ivr" in sch.FUTURE_DEST_TYPES
 
 
 def test_two_features_of_one_name_are_refused() -> None:
