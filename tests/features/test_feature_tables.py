@@ -392,3 +392,45 @@ def test_registration_accepts_exactly_the_clash_free_declarations(
     finally:
         register_features(FEATURES)
     assert owners() == REGISTRY_OWNERS
+
+
+# ------------------------------------------------------------------ the composition roots
+
+
+@pytest.mark.usefixtures("feature")
+def test_pbx_db_joins_the_registrys_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pbx db` registers the registry's features itself (cli.py), so a feature in the
+    registry needs nothing else; a clash stops it with the feature named."""
+    from pbx_core import cli
+    from pbx_core.features import registry
+
+    d = _config(tmp_path, "1:morning:24:ring:")
+    register_features(FEATURES)  # as a fresh `pbx db` process starts: the core's only
+    monkeypatch.setattr(registry, "FEATURES", (*FEATURES, probe.PROBE))
+    assert cli.main(["db", "check", str(d)]) == 1
+    assert "expected at most 23" in capsys.readouterr().out
+    clash = Feature(name="other", settings=(Setting("probe_mode", str, "", "d"),))
+    monkeypatch.setattr(registry, "FEATURES", (*FEATURES, probe.PROBE, clash))
+    assert cli.main(["db", "check", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "pbx db: feature other: setting 'probe_mode' is already feature probe's" in err
+
+
+def test_pbx_run_refuses_to_start_on_a_clash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pbx_core import app, cli
+
+    clash = Feature(name="other", tables=(_table("pbx_trunk"),))
+    monkeypatch.setattr(app, "FEATURES", (*FEATURES, clash))
+    # The daemon's logging set-up would leave a handler on the test process's root.
+    monkeypatch.setattr(app.logsetup, "configure", lambda logger, *_a, **_k: logger)
+    try:
+        assert cli.main(["run", "--config", str(FACTORY), "--state", str(tmp_path / "s.mdb")]) == 2
+    finally:
+        register_features(FEATURES)
+    assert (
+        "pbx run: feature other: table 'pbx_trunk' is already the core's" in capsys.readouterr().err
+    )
