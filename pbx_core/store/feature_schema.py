@@ -15,7 +15,8 @@ Rules, each broken one an error at start (`SchemaClash`, naming the feature):
   names, key columns among them, and a row bound (`max_rows`, default
   DEFAULT_ROWS, at most MAX_ROWS: the daemon keeps a feature's rows in RAM);
 - a setting is an int or str with a default of that type (in `choices` if any); an
-  int setting gives its range (`lo`..`hi`) and its default lies in it;
+  int setting gives its range (`lo`..`hi`) and its default lies in it; a default
+  (a setting's, a column's) passes its own `check`;
 - a destination type a feature declares (`destination_types`) is a word of a-z,
   0-9 and _, not the core's own (extension, hangup) nor another feature's; a type
   the core lists as not built yet (ivr, voicemail, external) becomes built when a
@@ -102,6 +103,10 @@ def _check_table(t: sch.TableSchema, owner: str) -> sch.TableSchema:
             raise SchemaClash(f"{where}: column {s.name!r}: a feature's own column is built")
         if s.need and s.default is not None:
             raise SchemaClash(f"{where}: column {s.name!r} is required and has a default")
+        if s.check is not None and s.default is not None:
+            problem = sch.run_check(s.check, s.default)
+            if problem:
+                raise SchemaClash(f"{where}: column {s.name!r}: its default {problem}")
     for type_col, target_col in t.destinations:
         type_spec = t.spec(type_col)
         if type_spec is None or not type_spec.dest or t.spec(target_col) is None:
@@ -148,6 +153,10 @@ def _check_setting(st: sch.Setting, owner: str) -> sch.Setting:
             raise SchemaClash(f"{where}: default {st.default!r} is not one of its choices")
     else:
         raise SchemaClash(f"{where}: a setting is int or str")
+    if st.check is not None:
+        problem = sch.run_check(st.check, st.default)
+        if problem:
+            raise SchemaClash(f"{where}: its default {problem}")
     return dataclasses.replace(st, owner=owner)
 
 

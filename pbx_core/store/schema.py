@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pbx_core.store.dbtext import MAX_ERRORS_PER_FILE, Column, ColumnType, Row, RowRef, Table, Value
 from pbx_core.store.errors import Capped, DbTextError
 from pbx_core.store.index import Duplicates
 
 REQUIRED: Value = None  # default of a column that must have a value
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Spec:
     # A destination type column: its values are `DEST_TYPES` as joined at start (the
     # core's and the features' own), not `choices`.
     dest: bool = False
+    # What else is wrong with a value (not NULL, of the right type, within choices and
+    # lo..hi), in a few words, or None: a feature's rule the schema cannot say (a time
+    # range, a zone name). Called by `pbx db check`, the compile and the console.
+    check: Callable[[Value], str | None] | None = None
 
     def column(self) -> Column:
         return Column(self.name, self.type, self.null, self.auto)
@@ -667,6 +672,9 @@ class Setting:
     lo: int | None = None
     hi: int | None = None
     owner: str = ""
+    # What else is wrong with a typed value (in choices and lo..hi), or None; the
+    # judge calls it (db check, commit, the daemon's start and reload).
+    check: Callable[[str | int], str | None] | None = None
 
 
 # The core's settings and tables. SETTINGS, SCHEMAS and PBX_TABLES are these joined
@@ -1022,7 +1030,19 @@ def _value_problem(spec: Spec, v: Value) -> str | None:
             return f"column {spec.name!r} is {v}; expected at least {spec.lo}"
         if spec.hi is not None and v > spec.hi:
             return f"column {spec.name!r} is {v}; expected at most {spec.hi}"
+    if spec.check is not None:
+        problem = run_check(spec.check, v)
+        if problem:
+            return f"column {spec.name!r} is {v!r}: {problem}"
     return None
+
+
+def run_check(check: Callable[[T], str | None], value: T) -> str | None:
+    """A declared check's verdict; its own failure is a problem, never a traceback."""
+    try:
+        return check(value)
+    except Exception as exc:  # noqa: BLE001  # a feature's check must not crash db check
+        return f"cannot be checked ({type(exc).__name__}: {exc})"
 
 
 def records(table: RowSource, schema: TableSchema) -> Iterator[tuple[RowRef, dict[str, Value]]]:

@@ -8,6 +8,7 @@ test and puts the registry's back afterwards (tests/conftest.py registers those)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,21 @@ from pbx_core.features.api import (
 from pbx_core.features.registry import FEATURES
 from pbx_core.store.feature_schema import register_features
 
+
+def _window(value: object) -> str | None:
+    """A probe window is HH-HH, each hour 00..23."""
+    m = re.fullmatch(r"([0-9]{2})-([0-9]{2})", str(value))
+    if m is None or int(m[1]) > 23 or int(m[2]) > 23:
+        return "expected HH-HH, hours 00..23"
+    return None
+
+
+def _word(value: object) -> str | None:
+    if str(value) == "boom":
+        raise RuntimeError("the check itself fails")
+    return None if str(value).isalpha() and str(value).islower() else "expected a lowercase word"
+
+
 PROBE_RULE = pbx_table(
     "pbx_probe_rule",
     "Rules of the probe feature (tests only).",
@@ -33,6 +49,7 @@ PROBE_RULE = pbx_table(
     integer("enabled", "0 = ignored", default=1, **BOOL),
     text("action", "what it does", default="ring", choices=("ring", "busy")),
     text("note", "free text", null=True),
+    text("window", "hours it covers, HH-HH", null=True, check=_window),
     *destination("dest", "where it sends calls", need=False),
     key=("name",),
     max_rows=5,
@@ -51,6 +68,7 @@ PROBE = Probe(
     settings=(
         Setting("probe_mode", str, "off", "how the probe runs", ("off", "on", "loud")),
         Setting("probe_limit", int, 3, "how many probes at once", lo=1, hi=10),
+        Setting("probe_word", str, "ok", "a word", check=_word),
     ),
 )
 

@@ -97,6 +97,26 @@ def test_db_check_judges_a_features_settings(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("feature")
+def test_a_features_own_checks_of_values(tmp_path: Path) -> None:
+    """A column's or setting's `check` (tests/features/probe.py: `_window`, `_word`)
+    refuses what type, choices and range cannot say; a check that raises is a problem."""
+    header = f"{HEADER} window(string,null)"
+    d = _config(tmp_path, settings=("probe_word:fine",))
+    (d / "pbx_probe_rule").write_text(f"{header}\n1:a:1:ring::09-17\n2:b:1:ring::\n")
+    assert _messages(d) == []
+    (d / "pbx_probe_rule").write_text(f"{header}\n1:a:1:ring::09-24\n")
+    assert _messages(d) == ["column 'window' is '09-24': expected HH-HH, hours 00..23"]
+    (d / "pbx_probe_rule").write_text(f"{header}\n1:a:1:ring::09-17\n")
+    settings = (d / "pbx_settings").read_text()
+    (d / "pbx_settings").write_text(settings.replace("probe_word:fine", "probe_word:Bad"))
+    assert _messages(d) == ["setting 'probe_word': expected a lowercase word"]
+    (d / "pbx_settings").write_text((d / "pbx_settings").read_text().replace(":Bad", ":boom"))
+    assert _messages(d) == [
+        "setting 'probe_word': cannot be checked (RuntimeError: the check itself fails)"
+    ]
+
+
+@pytest.mark.usefixtures("feature")
 def test_pbx_db_check_and_set_know_them(tmp_path: Path) -> None:
     d = _config(tmp_path, "1:morning:24:ring:")
     out = io.StringIO()
@@ -119,7 +139,7 @@ def test_compile_carries_the_rows_and_settings(tmp_path: Path) -> None:
     compile_dir(d, tmp_path / "s.mdb")
     with Snapshot(tmp_path / "s.mdb") as snap:
         rows = snap.rows("pbx_probe_rule")
-        unset = {"enabled": 1, "dest_type": None, "dest": None}
+        unset = {"enabled": 1, "window": None, "dest_type": None, "dest": None}
         assert [dict(r) for r in rows] == [
             {"id": 1, "name": "morning", "hour": 8, "action": "ring", "note": None, **unset},
             {"id": 2, "name": "night", "hour": 22, "action": "busy", "note": "quiet", **unset},
@@ -175,7 +195,7 @@ def test_the_docs_list_a_features_table_and_settings() -> None:
     assert "| hour | int | `9` | hour of the day it applies |" in md
     assert "| probe_limit | int | `3` | how many probes at once (1..10) (feature probe) |" in md
     assert "every destination type column takes: probe." in md
-    mine = {"pbx_probe_rule": "probe", "probe_mode": "probe", "probe_limit": "probe"}
+    mine = dict.fromkeys(("pbx_probe_rule", "probe_mode", "probe_limit", "probe_word"), "probe")
     assert owners() == {**REGISTRY_OWNERS, **mine}
 
 
@@ -300,6 +320,12 @@ def _table(name: str = "pbx_x_rule", **kw: object) -> sch.TableSchema:
         ((), (Setting("x_f", float, 1, "d"),), "int or str"),
         ((), (Setting("x_s", str, "", "d", future="later"),), "no `future`"),
         ((_table(), object()), (), "not a TableSchema"),
+        ((), (Setting("x_c", str, "a", "d", check=lambda _v: "never"),), "its default never"),
+        (
+            (pbx_table("pbx_x", "d", text("c", "d", default="a", check=lambda _v: "no")),),
+            (),
+            "column 'c': its default no",
+        ),
         (
             (pbx_table("pbx_x", "d", text("go_type", "d", dest=True)),),
             (),
