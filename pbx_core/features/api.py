@@ -27,7 +27,8 @@ extensions and aliases, feature destinations, outbound routes) is the engine's; 
 feature cannot reorder it. No decision is a way around call classes: a `Forward` to an
 outside number is routed with the class of the extension that set it.
 
-A feature may declare tables (`pbx_table`, columns `text`/`integer`/`double`) and
+A feature may declare tables (`pbx_table`, columns `text`/`integer`/`double`, a
+destination's pair of columns `destination`) and
 settings (`Setting`) of its own: the checker, compiler, console and docs know them as
 the core's; it reads them with `ctx.rows(table)` and `ctx.setting(name)`. State that
 must outlive a restart beyond toggles goes in its namespace: `ctx.state_set(key,
@@ -47,6 +48,7 @@ from pbx_core.store.schema import (
     Setting,
     Spec,
     TableSchema,
+    destination,
     double,
     integer,
     pbx_table,
@@ -73,6 +75,7 @@ __all__ = [
     "Step",
     "TableSchema",
     "Why",
+    "destination",
     "double",
     "integer",
     "pbx_table",

@@ -254,6 +254,7 @@ class _Builder:
         self.dialplan()
         self.speed_dials()
         self.versions()
+        self.feature_destinations()
         self.check_destinations()
         return self.cfg
 
@@ -599,6 +600,18 @@ class _Builder:
                     )
                 )
 
+    def feature_destinations(self) -> None:
+        """The destinations a feature's own tables name (their `destinations`
+        pairs), checked with every other (a feature table holds at most max_rows)."""
+        for schema in sch.PBX_TABLES:
+            if not schema.owner or not schema.destinations or schema.name not in self.tables:
+                continue
+            for ref, rec in self.rows(schema.name):
+                for type_col, target_col in schema.destinations:
+                    if rec[type_col] is not None:
+                        dest = Destination(str(rec[type_col]), _s(rec[target_col]))
+                        self._pending.append((ref, target_col, dest))
+
     def check_destinations(self) -> None:
         for ref, column, dest in self._pending:
             problem = self._dest_problem(dest)
@@ -630,4 +643,6 @@ class _Builder:
             return None if target in self.cfg.ivrs else f"no IVR menu {target!r}"
         if t == "external":
             return None if _DIALABLE.fullmatch(target) else f"{target!r} is not a number"
+        if t in sch.BUILT_DEST_TYPES:  # a feature's own type: the feature judges the target
+            return None
         return f"unknown destination type {t!r}"

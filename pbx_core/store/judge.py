@@ -146,6 +146,10 @@ def settings_problems(values: Mapping[str, str | int]) -> list[Problem]:
             out.append(
                 Problem((name,), f"setting {name!r} must be one of {', '.join(spec.choices)}")
             )
+        if spec.check is not None and not any(p.names[0] == name for p in out):
+            problem = sch.run_check(spec.check, value)
+            if problem:
+                out.append(Problem((name,), f"setting {name!r}: {problem}"))
         if spec.future and value != spec.default and not any(p.names[0] == name for p in out):
             out.append(
                 Problem(
