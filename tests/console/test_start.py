@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from pbx_core.console.session import RESPAWN_PAUSE
 from tests.conftest import ROOT
 from tests.console.conftest import ConsoleProc
 from tests.console.test_remote import NoisyLine
@@ -20,6 +21,33 @@ from tests.console.test_remote import NoisyLine
 # What an impatient person or `pbx remote` may send: Ctrl-C, Ctrl-\, Ctrl-Z, Ctrl-D
 # (end of input in cooked mode), Ctrl-S (XOFF), Enter.
 KEYS = b"\x03\x1c\x1a\x04\x13\r"
+
+
+def _settled(c: ConsoleProc) -> None:
+    """Wait until the console has worked through every key of a salvo (each Enter or
+    Ctrl-C redraws the banner; a Ctrl-D logs out and the session pauses RESPAWN_PAUSE
+    before the next banner): quiet for longer than that pause, then one Enter answered
+    by one prompt and nothing after it. The next `expect` finds that prompt. A quiet
+    spell alone was not enough: the login raced the salvo's last keys on a loaded CI."""
+    for _ in range(10):
+        quiet_since, seen = time.monotonic(), len(c.out)
+        deadline = time.monotonic() + 120
+        while time.monotonic() - quiet_since < RESPAWN_PAUSE + 1.5:
+            assert time.monotonic() < deadline, "the console never went quiet"
+            c.read(0.1)
+            if len(c.out) != seen:
+                quiet_since, seen = time.monotonic(), len(c.out)
+        c.pos = len(c.out)
+        c.type("")  # Enter: the banner and the prompt again, from the same process
+        prompt = c.expect(b"Password: ", 30)
+        end = len(c.out)
+        until = time.monotonic() + 2.0
+        while time.monotonic() < until:
+            c.read(0.1)
+        if len(c.out) == end:
+            c.pos = prompt.start()
+            return
+    raise AssertionError("the console kept answering keys nobody typed")
 
 
 def _wait_signals_ignored(pid: int, timeout: float = 20.0) -> None:
@@ -58,17 +86,8 @@ def test_keyboard_signals_while_the_console_starts_do_not_kill_it(tmp_path: Path
             c.read(0.005)
         time.sleep(0.5)  # a last salvo after the prompt
         c.send(KEYS * 20)
-        # The console works through the salvo (each Enter or Ctrl-C redraws the banner):
-        # go on once it is quiet, or the login below races the salvo's last keys.
-        quiet_since, seen = time.monotonic(), len(c.out)
-        settle_deadline = time.monotonic() + 30
-        while time.monotonic() - quiet_since < 1.5 and time.monotonic() < settle_deadline:
-            c.read(0.1)
-            if len(c.out) != seen:
-                quiet_since, seen = time.monotonic(), len(c.out)
+        _settled(c)
         assert c.proc.poll() is None
-        c.pos = len(c.out)
-        c.type("")  # Enter: the banner and the prompt again, from the same process
         c.login()
         assert c.command("get settings.domain").strip() == "pbx.local"
         # The maintenance shell gets the line back in cooked mode with Ctrl-C working.
