@@ -8,6 +8,7 @@ tick runs only while there are members."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import struct
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.media.leg import MediaLeg
 from pbx_core.media.wav import parse_wav
-from tests.media.phones import Phone, port_of, sdp, until
+from tests.media.phones import Phone, port_of, sdp
 
 FREQS = (500.0, 1000.0, 1500.0, 2000.0)
 AMPLITUDE = 6000
@@ -133,12 +134,9 @@ def test_each_member_hears_the_others_not_itself() -> None:
             assert {p.payload_type for p in pkts} == {conf.pts[i]}
             assert {len(p.payload) for p in pkts} == {160}
             assert len({p.ssrc for p in pkts}) == 1
+            assert all((b.sequence - a.sequence) & 0xFFFF == 1 for a, b in itertools.pairwise(pkts))
             assert all(
-                (b.sequence - a.sequence) & 0xFFFF == 1 for a, b in zip(pkts, pkts[1:], strict=False)
-            )
-            assert all(
-                (b.timestamp - a.timestamp) & 0xFFFFFFFF == 160
-                for a, b in zip(pkts, pkts[1:], strict=False)
+                (b.timestamp - a.timestamp) & 0xFFFFFFFF == 160 for a, b in itertools.pairwise(pkts)
             )
             # Paced in real time: about 50 frames a second, not a burst.
             assert 35 <= len(pkts) <= 80, len(pkts)
@@ -248,7 +246,7 @@ def test_telephone_events_are_reported_not_mixed() -> None:
 def test_clips_to_everyone_or_one_member_and_whisper() -> None:
     async def body() -> None:
         conf = Conf(asyncio.get_running_loop(), ["0", "8", "0"])
-        a, b, c = conf.legs
+        a, b, _ = conf.legs
         for leg in conf.legs:
             conf.bridge.add(leg)
         done = asyncio.Event()
