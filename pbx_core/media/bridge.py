@@ -84,7 +84,18 @@ def _beep(*freqs: float) -> Audio:
 class Member:
     """A leg in a bridge: its options and the jitter buffer of what it sends."""
 
-    __slots__ = ("bridge", "deaf", "heard_by", "jitter", "leg", "muted", "pcm", "playing", "shed")
+    __slots__ = (
+        "bridge",
+        "deaf",
+        "heard_by",
+        "jitter",
+        "leg",
+        "loud_end",
+        "muted",
+        "pcm",
+        "playing",
+        "shed",
+    )
 
     def __init__(self, bridge: MixBridge, leg: MediaLeg, muted: bool, deaf: bool) -> None:
         self.bridge = bridge
@@ -94,15 +105,21 @@ class Member:
         self.heard_by: frozenset[MediaLeg] | None = None  # None: everyone
         self.jitter = JitterBuffer(depth=3 * FRAME)
         self.pcm = bytearray()  # decoded, taken FRAME_BYTES per tick
+        self.loud_end = 0  # bytes of pcm up to the end of the last loud packet
         self.playing = False
         self.shed = 0  # frames dropped to keep the delay bounded
 
-    def put(self, ts: int, pcm: bytes) -> None:
-        """A decoded packet from the leg (called by MediaLeg._consume)."""
-        self.jitter.put(ts, pcm, len(pcm) // 2)
+    def put(self, ts: int, payload: bytes, codec: str) -> None:
+        """A G.711 packet from the leg (called by MediaLeg._consume): decoded if it
+        is loud, else filed as quiet (b"") without decoding."""
+        if b"\x01" in payload.translate(_loud_table(codec)):
+            self.jitter.put(ts, CODECS[codec].decode(payload), len(payload))
+        else:
+            self.jitter.put(ts, b"", len(payload))
 
     def pull(self) -> bytes | None:
-        """This tick's 20 ms of what the member says; None while it says nothing."""
+        """This tick's 20 ms of what the member says; None while it says nothing
+        louder than ``QUIET``."""
         jb = self.jitter
         if not self.playing:
             if jb.span() < PREFILL:
@@ -119,14 +136,34 @@ class Member:
                     jb.reset()
                 break  # else a hole: wait for the late packet (at most the depth)
             payload, n = item
-            buf += payload if payload is not None else bytes(2 * min(n, MAX_DELAY))
-        if not buf:
-            return None
-        out = bytes(buf[:FRAME_BYTES])
+            if payload:
+                buf += payload
+                self.loud_end = len(buf)
+            else:  # quiet, or lost
+                buf += bytes(2 * min(n, MAX_DELAY))
+        loud = self.loud_end > 0
+        out = bytes(buf[:FRAME_BYTES]) if loud else None
         del buf[:FRAME_BYTES]
+        self.loud_end = max(0, self.loud_end - FRAME_BYTES)
         if len(buf) > 2 * MAX_DELAY:
-            del buf[: len(buf) - 2 * MAX_DELAY]
-        return out if len(out) == FRAME_BYTES else out + bytes(FRAME_BYTES - len(out))
+            cut = len(buf) - 2 * MAX_DELAY
+            del buf[:cut]
+            self.loud_end = max(0, self.loud_end - cut)
+        if out is None or len(out) == FRAME_BYTES:
+            return out
+        return out + bytes(FRAME_BYTES - len(out))
+
+
+_LOUD: dict[str, bytes] = {}
+
+
+def _loud_table(codec: str) -> bytes:
+    """A translate table: G.711 code -> 1 if its sample is at least QUIET."""
+    table = _LOUD.get(codec)
+    if table is None:
+        values = samples(CODECS[codec].decode(bytes(range(256))))
+        table = _LOUD[codec] = bytes(int(abs(v) >= QUIET) for v in values)
+    return table
 
 
 class _Clip:
@@ -390,24 +427,20 @@ class MixBridge:
         """One 20 ms frame for every member (the tick's work; public for the bench)."""
         self.ticks += 1
         members = list(self._members.values())
-        loud: list[tuple[int, Member, array[int]]] = []
+        talk: list[tuple[Member, bytes]] = []
         whispers: list[tuple[Member, array[int]]] = []
         for m in members:
             pcm = m.pull()
             if pcm is None or m.muted:
                 continue
-            a = samples(pcm)
-            hi, lo = max(a), min(a)
-            if hi < QUIET and lo > -QUIET:
-                continue
             if m.heard_by is None:
-                loud.append((max(hi, -lo), m, a))
+                talk.append((m, pcm))
             else:
-                whispers.append((m, a))
-        if len(loud) > self.max_speakers:
-            loud.sort(key=operator.itemgetter(0), reverse=True)
-            del loud[self.max_speakers :]
-        public = {m: a for _, m, a in loud}
+                whispers.append((m, samples(pcm)))
+        if len(talk) > self.max_speakers:
+            talk.sort(key=_peak, reverse=True)
+            del talk[self.max_speakers :]
+        public = {m: samples(pcm) for m, pcm in talk}
         # Clips: to everyone (part of the public mix) or to one member.
         shared: list[array[int]] = []
         private: dict[Member, list[array[int]]] = {}
@@ -470,6 +503,14 @@ class MixBridge:
             reason = "error"
         if reason is not None:
             self._end_record(reason)
+
+
+_MAGNITUDE = bytes(b if b < 128 else 255 - b for b in range(256))  # of a high byte
+
+
+def _peak(talker: tuple[Member, bytes]) -> int:
+    """A frame's peak to 1/128 of full scale, from its high bytes (cheap)."""
+    return max(talker[1][1::2].translate(_MAGNITUDE))
 
 
 _JOIN = _beep(660.0, 880.0)

@@ -374,7 +374,7 @@ class MediaLeg:
             for digit in self._inband.feed(CODECS[codec].decode(payload)):
                 self._emit(DtmfEvent(digit, DtmfSource.INBAND, None, self.side))
         if self._mix is not None:
-            self._mix.put(ts, CODECS[codec].decode(payload))
+            self._mix.put(ts, payload, codec)
         rec = self._recorder
         if rec is not None:
             try:
