@@ -254,7 +254,8 @@ class MixBridge:
 
     def remove(self, leg: MediaLeg) -> None:
         """Take ``leg`` out (no error if it is not in); it goes back to silent, or
-        stays on the prompt it plays (then silent).  Its whispers and clips go."""
+        to relaying its partner when it is a leg of an AnchoredCall (after the
+        prompt it may be playing).  Clips aimed at it stop."""
         member = self._members.pop(leg, None)
         if member is None:
             return
@@ -263,10 +264,11 @@ class MixBridge:
         for other in self._members.values():
             if other.heard_by is not None and leg in other.heard_by:
                 other.heard_by = other.heard_by - {leg}
+        back = "relay" if leg.partner is not None else "silent"
         if leg.mode == "mix":
-            leg._set_mode("silent")
+            leg._set_mode(back)
         elif leg._pending_mode == "mix":
-            leg._pending_mode = "silent"
+            leg._pending_mode = back
         if not self._members and self._timer is not None:
             self._timer.cancel()
             self._timer = None

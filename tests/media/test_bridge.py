@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import math
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.media.leg import MediaLeg
 from pbx_core.media.wav import parse_wav
-from tests.media.phones import Phone, port_of, sdp
+from tests.media.phones import Phone, port_of, sdp, until
 
 FREQS = (500.0, 1000.0, 1500.0, 2000.0)
 AMPLITUDE = 6000
@@ -326,6 +327,88 @@ def test_recording_the_mix(tmp_path: Path) -> None:
         pcm = list(struct.unpack(f"<{len(audio.pcm) // 2}h", audio.pcm))[-4000:]
         assert level(pcm, 500.0) > HEARD and level(pcm, 1000.0) > HEARD
         assert results[0].reason == "stopped" and 0.8 < results[0].seconds < 1.5
+        conf.close()
+
+    run(body)
+
+
+def test_anchored_call_legs_mix_then_relay_again() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        conf = Conf(loop, ["0"])  # C: an endpoint leg
+        a, b = Phone(loop), Phone(loop)
+        call, offer = conf.engine.anchor(sdp(a.port, "0 101"))
+        answer = call.answer(sdp(b.port, "8 101"))
+        conf.phones += [a, b]
+        conf.legs += [call.caller, call.callee]
+        conf.ports += [port_of(answer), port_of(offer)]
+        conf.pts += [0, 8]
+        conf._pos += [0, 0]
+        for leg in conf.legs:
+            conf.bridge.add(leg)
+        await conf.talk({0: 1500.0, 1: 500.0, 2: 1000.0}, 1.0)
+        await asyncio.sleep(0.1)
+        check(conf, 1, {1000.0, 1500.0}, {500.0})  # A hears B and C
+        check(conf, 2, {500.0, 1500.0}, {1000.0})  # B hears A and C
+        check(conf, 0, {500.0, 1000.0}, {1500.0})
+        # Mixed, not relayed: B gets its own law, one packet per tick.
+        assert {p.payload_type for p, _ in b.received} == {8}
+        conf.bridge.remove(call.caller)
+        conf.bridge.remove(call.callee)
+        assert call.caller.mode == call.callee.mode == "relay"
+        conf.clear()
+        a.send(conf.ports[1], bytes(range(160)))
+        assert await until(lambda: len(b.received) == 1)
+        assert b.received[0][0].payload == bytes(range(160)).translate(g711.ULAW_TO_ALAW)
+        await asyncio.sleep(0.1)
+        assert len(b.received) == 1  # the relay again, and nothing from the bridge
+        conf.close()
+
+    run(body)
+
+
+def test_member_prompt_then_mix_and_ptime_30() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        conf = Conf(loop, ["0", "0"])
+        a, b = conf.legs
+        done = asyncio.Event()
+        a.play(Audio(sine(2000.0, 4000), "prompt"), on_done=done.set)
+        conf.bridge.add(a)
+        conf.bridge.add(b)
+        assert a.mode == "source"  # hears its prompt first ...
+        await conf.talk({1: 1000.0}, 0.4)
+        check(conf, 0, {2000.0}, {1000.0})
+        await asyncio.wait_for(done.wait(), 2)
+        assert a.mode == "mix"  # ... then the mix
+        # B's phone sends 30 ms packets: the bridge still takes 20 ms a tick.
+        t0 = loop.time()
+        for k in range(40):
+            await asyncio.sleep(max(0.0, t0 + k * 0.03 - loop.time()))
+            b_pcm = sine(1000.0, 240, start=240 * k)
+            conf.phones[1].send(conf.ports[1], g711.ulaw_encode(b_pcm))
+        await asyncio.sleep(0.1)
+        check(conf, 0, {1000.0}, {2000.0})
+        assert {len(p.payload) for p, _ in conf.phones[0].received[-20:]} == {160}
+        conf.close()
+
+    run(body)
+
+
+def test_tick_is_paced_and_restarts_after_a_stall() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        conf = Conf(loop, ["0"])
+        conf.bridge.add(conf.legs[0])
+        t0, n0 = loop.time(), conf.bridge.ticks
+        await asyncio.sleep(0.5)
+        rate = (conf.bridge.ticks - n0) / (loop.time() - t0)
+        assert 35 < rate < 60, rate  # 50 ticks a second, whatever the timer lateness
+        before = conf.bridge.ticks
+        time.sleep(0.35)  # the loop stalls
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.005)
+        assert conf.bridge.ticks - before <= 3  # no burst of the 17 frames missed
         conf.close()
 
     run(body)
