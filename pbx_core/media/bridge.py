@@ -14,9 +14,10 @@ A member's leg hands each audio packet it receives (telephone-events are not
 audio: they stay with the leg's ``on_dtmf``) to its ``Member``, which decodes it to
 PCM into a small jitter buffer (media/jitter.py): playout starts once ``PREFILL``
 is held, a hole waits for a late packet until the buffer's depth, anything beyond
-``MAX_DELAY`` is shed (a burst, or a phone whose clock runs fast), and when the
+``MAX_DELAY`` is shed (a burst after a stall), and when the
 buffer runs dry (the phone paused) playout stops and prefills again at the next
-packet, so a silence-suppressing phone does not accumulate delay.
+packet, so a silence-suppressing phone does not accumulate delay; more than
+``TARGET`` held for a second in a row (a phone clock running fast) sheds one frame.
 
 One timer per bridge ticks every 20 ms from a fixed start (frame k at t0 + k·20 ms,
 restarting after a stall of more than 0.2 s, as a leg's player does), and only while
@@ -32,7 +33,8 @@ member's codec and sent through its leg (``leg.mode == "mix"``; while the leg pl
 a prompt of its own it hears the prompt instead, and still talks into the bridge).
 
 Per member: ``muted`` (talks, nobody hears it: listen-only), ``deaf`` (hears
-silence), ``heard_by`` (only these legs hear it: whisper / coaching).
+silence but for clips played to it alone), ``heard_by`` (only these legs hear it:
+whisper / coaching).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ FRAME = 8 * PTIME  # samples per tick (8 kHz)
 FRAME_BYTES = 2 * FRAME
 PREFILL = 2 * FRAME  # samples held before a member's playout starts
 MAX_DELAY = 10 * FRAME  # samples held beyond which the oldest are shed (200 ms)
+TARGET = 4 * FRAME  # held for DRIFT ticks in a row beyond this: one frame is shed
+DRIFT = 50
 QUIET = 32  # peak below which a frame counts as silence (-60 dBFS)
 MAX_MEMBERS = 64
 MAX_CLIPS = 16  # clips playing at once in one bridge
@@ -88,6 +92,7 @@ class Member:
         "bridge",
         "deaf",
         "heard_by",
+        "high",
         "jitter",
         "leg",
         "loud_end",
@@ -108,6 +113,7 @@ class Member:
         self.loud_end = 0  # bytes of pcm up to the end of the last loud packet
         self.playing = False
         self.shed = 0  # frames dropped to keep the delay bounded
+        self.high = 0  # ticks in a row with more than TARGET held
 
     def put(self, ts: int, payload: bytes, codec: str) -> None:
         """A G.711 packet from the leg (called by MediaLeg._consume): decoded if it
@@ -127,6 +133,13 @@ class Member:
             self.playing = True
         while jb.span() > MAX_DELAY and jb.pop(force=True) is not None:
             self.shed += 1
+        if jb.span() > TARGET:  # a phone clock faster than ours: catch up slowly
+            self.high += 1
+            if self.high >= DRIFT and jb.pop(force=True) is not None:
+                self.shed += 1
+                self.high = 0
+        else:
+            self.high = 0
         buf = self.pcm
         while len(buf) < FRAME_BYTES:
             item = jb.pop()
@@ -278,7 +291,8 @@ class MixBridge:
         self._member(leg).muted = on
 
     def deafen(self, leg: MediaLeg, on: bool = True) -> None:
-        """Deaf: the member hears silence (its own prompts still play to it)."""
+        """Deaf: the member hears silence, but for clips played ``to`` it alone
+        (and its own leg's prompts)."""
         self._member(leg).deaf = on
 
     def whisper(self, leg: MediaLeg, to: Iterable[MediaLeg] | None) -> None:
@@ -327,8 +341,9 @@ class MixBridge:
     ) -> None:
         """Mix a clip (an Audio or a WAV path) over the conference, into everyone's
         ear (deaf members excepted, and into a recording of the bridge) or only
-        ``to``'s.  ``on_done()`` when it ends (not on ``stop_play``/removal).  Up to
-        ``MAX_CLIPS`` at once; MediaError beyond, or for a bad file."""
+        ``to``'s (even when deaf).  ``on_done()`` when it ends (not on
+        ``stop_play`` or removal).  Up to ``MAX_CLIPS`` at once; MediaError beyond,
+        or for a bad file."""
         member = self._member(to) if to is not None else None
         if len(self._clips) >= MAX_CLIPS:
             raise MediaError(f"already {MAX_CLIPS} clips playing in this bridge")
@@ -473,19 +488,25 @@ class MixBridge:
             codec = CODECS.get(leg.codec)
             if codec is None:
                 continue  # renegotiated to something the bridge cannot encode
-            if m.deaf:
-                payload = silence.get(codec.name)
-                if payload is None:
-                    payload = silence[codec.name] = codec.encode(bytes(FRAME_BYTES))
+            if m.deaf:  # only its own clips
+                mine = private.get(m)
+                if mine is not None:
+                    payload = codec.encode(pack(saturate(sum_frames(mine))))
+                else:
+                    found = silence.get(codec.name)
+                    if found is None:
+                        found = silence[codec.name] = codec.encode(bytes(FRAME_BYTES))
+                    payload = found
                 leg._send_frame(payload, FRAME, now)
                 continue
             own = public.get(m)
             extra = [a for w, a in whispers if w is not m and leg in (w.heard_by or ())]
             extra += private.get(m, ())
             if own is None and not extra:
-                payload = encoded.get(codec.name)
-                if payload is None:
-                    payload = encoded[codec.name] = codec.encode(everyone)
+                shared_mix = encoded.get(codec.name)
+                if shared_mix is None:
+                    shared_mix = encoded[codec.name] = codec.encode(everyone)
+                payload = shared_mix
             else:
                 vals = total
                 if own is not None and vals is not None:

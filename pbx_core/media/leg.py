@@ -661,7 +661,8 @@ class MediaLeg:
         """Send back to the phone what it sends (the *43 echo test)."""
         if self._source is not None:
             self._finish_source(notify=False)
-        self._pending_mode = "relay" if self.partner is not None else "silent"
+        back = "mix" if self._mix is not None else "relay" if self.partner else "silent"
+        self._pending_mode = back
         self._resync = True
         self._set_mode("echo")
 
@@ -684,8 +685,8 @@ class MediaLeg:
         or when the leg closes; the file appears then, and ``on_done(Recording)``
         says its path, length and why (media/recorder.py).  MediaError: bad option,
         unwritable path, already recording."""
-        if self._recorder is not None:
-            raise MediaError("this leg is already recording")
+        if self._recorder is not None or self.closed:
+            raise MediaError("this leg is closed or already recording")
         self._recorder = Recorder(
             Path(path),
             fmt,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pbx_core.media.audio import Audio
-from pbx_core.media.bridge import MixBridge
+from pbx_core.media.bridge import MAX_DELAY, TARGET, Member, MixBridge
 from pbx_core.media.codecs import g711
 from pbx_core.media.dtmf import goertzel_power, rfc4733_packets
 from pbx_core.media.engine import MediaEngine
@@ -412,3 +412,60 @@ def test_tick_is_paced_and_restarts_after_a_stall() -> None:
         conf.close()
 
     run(body)
+
+
+def test_deaf_member_hears_only_its_own_clips_and_echo_returns_to_mix() -> None:
+    async def body() -> None:
+        conf = Conf(asyncio.get_running_loop(), ["0", "0"])
+        a, b = conf.legs
+        conf.bridge.add(a, deaf=True)
+        conf.bridge.add(b)
+        clip = Audio(sine(2000.0, 4000), "clip")
+        conf.bridge.play(Audio(sine(1500.0, 4000), "all"))
+        conf.bridge.play(clip, to=a)
+        await conf.talk({1: 1000.0}, 0.4)
+        check(conf, 0, {2000.0}, {1000.0, 1500.0})
+        check(conf, 1, {1500.0}, {2000.0, 1000.0})
+        a.echo()  # *43 inside a bridge: back to the mix when it stops
+        a.stop_play()
+        assert a.mode == "mix"
+        conf.close()
+
+    run(body)
+
+
+class _Leg:
+    pass
+
+
+def test_member_jitter_buffer_bounds_delay() -> None:
+    """A phone whose packets pile up (a burst, then a clock faster than ours) is
+    brought back near the target delay; a paused phone is not padded with delay."""
+    m = Member(None, _Leg(), False, False)  # type: ignore[arg-type]
+    frame = g711.ulaw_encode(sine(500.0, 160))
+    ts = 0
+
+    def put(n: int) -> None:
+        nonlocal ts
+        for _ in range(n):
+            m.put(ts, frame, "PCMU")
+            ts += 160
+
+    assert m.pull() is None  # prefilling
+    put(1)
+    assert m.pull() is None
+    put(1)
+    assert m.pull() is not None
+    put(30)  # a 600 ms burst: at most MAX_DELAY is kept
+    m.pull()
+    assert m.jitter.span() <= MAX_DELAY
+    for _ in range(400):  # then one in, one out: the excess is shed a frame a second
+        put(1)
+        assert m.pull() is not None
+    assert m.jitter.span() <= TARGET + 160
+    for _ in range(20):  # the phone pauses: playout stops, no delay kept
+        m.pull()
+    assert not m.playing and m.jitter.span() == 0
+    ts += 160 * 100  # resumes 2 s later: heard at once, with no delay kept
+    put(2)
+    assert m.pull() is not None and m.jitter.span() <= 160
