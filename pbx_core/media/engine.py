@@ -215,6 +215,15 @@ class MediaEngine:
         leg._apply(stream, choice)
         return body
 
+    def dtmf_info_endpoint(self, leg: MediaLeg, content_type: str, body: bytes) -> DtmfEvent | None:
+        """A SIP INFO on an endpoint leg: its key press, reported to the leg's
+        ``on_dtmf`` callbacks (and ending a recording on a terminator), or None when
+        the body is not DTMF.  MediaError(400) for a malformed DTMF body."""
+        event = parse_dtmf_info(content_type, body, leg.side)
+        if event is not None:
+            leg._emit(event)
+        return event
+
     # ------------------------------------------------------------------
     # Audio
 

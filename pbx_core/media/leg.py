@@ -31,8 +31,8 @@ Each leg's output comes from exactly one place (``mode``):
 
 Telephone-events (RFC 4733) are followed with ``Rfc4733Receiver`` and reported as
 DtmfEvent; they are forwarded when the partner negotiated telephone-event, and
-turned into in-band tones otherwise.  In-band detection (and recording) decode the
-incoming G.711 only when switched on.
+turned into in-band tones otherwise.  In-band detection, recording and a bridge
+decode the incoming G.711 only while switched on.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ import logging
 import math
 import operator
 import os
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 from pbx_core.media.codecs import CODECS
 from pbx_core.media.errors import MediaError
 from pbx_core.media.jitter import JitterBuffer
+from pbx_core.media.mixer import samples as pcm_samples
 from pbx_core.media.wav import wav_header
 
 log = logging.getLogger("pbx.media")
@@ -163,7 +163,7 @@ class Recorder:
                 self.file.write(CODECS["PCMU" if self.fmt == "ulaw" else "PCMA"].encode(pcm))
             self.samples += samples
             if self._detect:
-                a = array("h", pcm)
+                a = pcm_samples(pcm)
                 if sum(map(operator.mul, a, a)) > self._quiet_ms * samples:
                     self.loud += samples
                     self.quiet_run = 0

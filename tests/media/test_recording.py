@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pbx_core.media.codecs import g711
-from pbx_core.media.dtmf import rfc4733_packets
+from pbx_core.media.dtmf import DTMF_FREQUENCIES, rfc4733_packets
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
@@ -187,3 +187,47 @@ def test_stop_record_and_bad_options(tmp_path: Path) -> None:
         rig.close()
 
     run(body)
+
+
+def test_info_and_inband_terminators(tmp_path: Path) -> None:
+    async def body() -> None:
+        rig = Rig(asyncio.get_running_loop())
+        path = tmp_path / "info.wav"
+        rig.leg.record(path, terminators="#", on_done=rig.results.append)
+        await rig.send(speech(10))
+        await asyncio.sleep(0.05)
+        assert rig.engine.dtmf_info_endpoint(rig.leg, "application/sdp", b"v=0") is None
+        ev = rig.engine.dtmf_info_endpoint(
+            rig.leg, "application/dtmf-relay", b"Signal=#\r\nDuration=100\r\n"
+        )
+        assert ev is not None and ev.digit == "#"
+        assert [(r.reason, r.digit) for r in rig.results] == [("key", "#")]
+        assert rig.results[0].seconds == pytest.approx(0.2)
+        rig.close()
+        # A phone without telephone-event: the key comes in-band.
+        rig = Rig(asyncio.get_running_loop(), "0")
+        path = tmp_path / "inband.wav"
+        rig.leg.record(path, terminators="*#", on_done=rig.results.append)
+        pcm = _dtmf_pcm("*", 120) + bytes(1600)
+        enc = g711.ulaw_encode(pcm)
+        await rig.send(speech(10) + [enc[i : i + 160] for i in range(0, len(enc), 160)])
+        assert await until(lambda: rig.results)
+        assert (rig.results[0].reason, rig.results[0].digit) == ("key", "*")
+        rig.close()
+
+    run(body)
+
+
+def _dtmf_pcm(digit: str, ms: int) -> bytes:
+    low, high = DTMF_FREQUENCIES[digit]
+    n = 8 * ms
+    return struct.pack(
+        f"<{n}h",
+        *(
+            int(
+                6000
+                * (math.sin(2 * math.pi * low * i / 8000) + math.sin(2 * math.pi * high * i / 8000))
+            )
+            for i in range(n)
+        ),
+    )
