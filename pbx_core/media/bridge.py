@@ -71,6 +71,7 @@ MAX_DELAY = 10 * FRAME  # samples held beyond which the oldest are shed (200 ms)
 TARGET = 4 * FRAME  # held for DRIFT ticks in a row beyond this: one frame is shed
 DRIFT = 50
 QUIET = 32  # peak below which a frame counts as silence (-60 dBFS)
+MAX_PACKET = 960  # samples in one packet at most (120 ms, the longest ptime); more: dropped
 MAX_MEMBERS = 64
 MAX_CLIPS = 16  # clips playing at once in one bridge
 STALL = 0.2  # seconds late beyond which the tick restarts its clock
@@ -91,6 +92,7 @@ class Member:
     __slots__ = (
         "bridge",
         "deaf",
+        "dropped",
         "heard_by",
         "high",
         "jitter",
@@ -114,10 +116,15 @@ class Member:
         self.playing = False
         self.shed = 0  # frames dropped to keep the delay bounded
         self.high = 0  # ticks in a row with more than TARGET held
+        self.dropped = 0  # packets refused: empty or longer than MAX_PACKET
 
     def put(self, ts: int, payload: bytes, codec: str) -> None:
         """A G.711 packet from the leg (called by MediaLeg._consume): decoded if it
-        is loud, else filed as quiet (b"") without decoding."""
+        is loud, else filed as quiet (b"") without decoding.  Longer than
+        MAX_PACKET: dropped (a bound on the jitter buffer's memory)."""
+        if len(payload) > MAX_PACKET or not payload:
+            self.dropped += 1
+            return
         if b"\x01" in payload.translate(_loud_table(codec)):
             self.jitter.put(ts, CODECS[codec].decode(payload), len(payload))
         else:

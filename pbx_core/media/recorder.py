@@ -51,6 +51,7 @@ __all__ = [
 
 DoneCallback = Callable[[], None]
 MAX_RECORD_SECONDS = 4 * 3600  # a bound on max_seconds / silence options
+MAX_PAYLOAD = 960  # samples in one RTP payload at most (120 ms, the longest ptime)
 SPEECH_MS = 100  # loud audio needed before trailing silence can end a recording
 TERMINATOR_DIGITS = frozenset("0123456789*#ABCD")
 REASONS = ("max", "silence", "key", "stopped", "closed", "error")
@@ -134,7 +135,11 @@ class Recorder:
         return self.samples / 8000
 
     def feed(self, codec: str, ts: int, payload: bytes) -> str | None:
-        """An RTP payload of ``codec`` (G.711): reordered, gaps filled with silence."""
+        """An RTP payload of ``codec`` (G.711): reordered, gaps filled with silence.
+        A payload over ``MAX_PAYLOAD`` samples (120 ms) is dropped: 256 frames of
+        what a datagram can hold would be 16 MB in the jitter buffer."""
+        if not payload or len(payload) > MAX_PAYLOAD:
+            return None
         self.jitter.put(ts, payload, len(payload))
         while (item := self.jitter.pop()) is not None:
             reason = self.write(codec, item[0], item[1])

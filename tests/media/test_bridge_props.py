@@ -18,10 +18,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbx_core.media.bridge import FRAME, FRAME_BYTES, Member, MixBridge
+from pbx_core.media.bridge import FRAME, FRAME_BYTES, MAX_DELAY, MAX_PACKET, Member, MixBridge
 from pbx_core.media.codecs import g711
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
+from pbx_core.media.jitter import MAX_FRAMES
 from pbx_core.media.leg import MediaLeg
 from tests.fuzzing import fuzz_settings
 from tests.media.phones import sdp
@@ -186,3 +187,42 @@ def test_random_membership_keeps_invariants(
         bridge.close()
         assert not bridge.ticking and len(bridge) == 0
         assert all(x.mode == "silent" and x._mix is None for x in legs)
+
+
+class _Leg:
+    pass
+
+
+packet = st.tuples(
+    st.integers(0, 0xFFFFFFFF) | st.integers(-2000, 40000),  # absolute, or a step
+    st.integers(0, 2000),  # payload length
+    st.sampled_from(["PCMU", "PCMA"]),
+    st.booleans(),  # loud
+)
+
+
+@pytest.mark.fuzz
+@fuzz_settings(100)
+@given(events=st.lists(st.none() | packet, max_size=300))
+def test_member_takes_hostile_streams_within_bounds(
+    events: list[tuple[int, int, str, bool] | None],
+) -> None:
+    """Any sequence of timestamps (jumps, wraps, reordering, duplicates) and sizes
+    into a member, interleaved with ticks: every tick gives None or one 20 ms frame,
+    and what the member holds stays bounded."""
+    m = Member(None, _Leg(), False, False)  # type: ignore[arg-type]
+    ts = 0
+    for ev in events:
+        if ev is None:
+            out = m.pull()
+            assert out is None or len(out) == FRAME_BYTES
+            assert m.jitter.span() <= MAX_DELAY + MAX_PACKET
+            assert len(m.pcm) <= 2 * MAX_DELAY + 2 * MAX_PACKET
+            continue
+        t, n, codec, loud = ev
+        ts = t if t > 40000 or t < 0 else (ts + t) & 0xFFFFFFFF
+        ts &= 0xFFFFFFFF
+        m.put(ts, (b"\x10" if loud else b"\xff") * n, codec)
+        assert len(m.jitter) <= MAX_FRAMES
+    if any(ev is not None and (ev[1] == 0 or ev[1] > MAX_PACKET) for ev in events):
+        assert m.dropped > 0
