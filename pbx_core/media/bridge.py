@@ -330,6 +330,17 @@ class MixBridge:
     def __contains__(self, leg: object) -> bool:
         return leg in self._members
 
+    def stats(self) -> dict[str, int]:
+        """For ``pbx status``: members, ticks run, frames shed to bound the delay
+        and packets dropped (empty or over 120 ms), summed over the members."""
+        members = self._members.values()
+        return {
+            "members": len(self._members),
+            "ticks": self.ticks,
+            "shed": sum(m.shed for m in members),
+            "dropped": sum(m.dropped for m in members),
+        }
+
     @property
     def ticking(self) -> bool:
         """Whether a tick is scheduled (only while there are members)."""

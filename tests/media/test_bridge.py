@@ -123,6 +123,7 @@ def test_each_member_hears_the_others_not_itself() -> None:
         for leg in conf.legs:
             conf.bridge.add(leg)
         assert conf.bridge.ticking and len(conf.bridge) == 3
+        assert conf.bridge.stats()["members"] == 3
         assert all(leg.mode == "mix" for leg in conf.legs)
         await conf.talk({0: 500.0, 1: 1000.0, 2: 1500.0}, 1.0)
         await asyncio.sleep(0.1)
@@ -459,6 +460,7 @@ def test_member_jitter_buffer_bounds_delay() -> None:
     put(30)  # a 600 ms burst: at most MAX_DELAY is kept
     m.pull()
     assert m.jitter.span() <= MAX_DELAY
+    assert m.shed > 0
     for _ in range(400):  # then one in, one out: the excess is shed a frame a second
         put(1)
         assert m.pull() is not None
