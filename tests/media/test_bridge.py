@@ -232,8 +232,9 @@ def test_telephone_events_are_reported_not_mixed() -> None:
         conf.legs[0].on_dtmf(events.append)
         for leg in conf.legs:
             conf.bridge.add(leg)
+        t0 = conf.loop.time()
         for offset, payload, marker in rfc4733_packets("5", 100):
-            await asyncio.sleep(max(0.0, offset - 0.0))
+            await asyncio.sleep(max(0.0, t0 + offset - conf.loop.time()))
             conf.phones[0].send(conf.ports[0], payload, pt=101, marker=marker, ts=7000)
         await conf.talk({0: 500.0}, 0.4)
         await asyncio.sleep(0.1)
