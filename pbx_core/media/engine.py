@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pbx_core.media import negotiation as neg
 from pbx_core.media.audio import Audio
+from pbx_core.media.codecs import registry
 from pbx_core.media.dtmf import parse_dtmf_info
 from pbx_core.media.errors import MediaError, NegotiationError, PortsExhaustedError
 from pbx_core.media.events import DtmfEvent, LegStats
@@ -274,6 +275,15 @@ class MediaEngine:
         leg._apply(stream, choice)
         return body
 
+    def dtmf_info_endpoint(self, leg: MediaLeg, content_type: str, body: bytes) -> DtmfEvent | None:
+        """A SIP INFO on an endpoint leg: its key press, reported to the leg's
+        ``on_dtmf`` callbacks (and ending a recording on a terminator), or None when
+        the body is not DTMF.  MediaError(400) for a malformed DTMF body."""
+        event = parse_dtmf_info(content_type, body, leg.side)
+        if event is not None:
+            leg._emit(event)
+        return event
+
     # ------------------------------------------------------------------
     # Audio
 
@@ -431,8 +441,8 @@ class AnchoredCall:
 
     def _wire(self) -> None:
         a, b = self.caller, self.callee
-        a._fwd = a.transcode_map(b)
-        b._fwd = b.transcode_map(a)
+        a._fwd = transcode_map(a, b)
+        b._fwd = transcode_map(b, a)
         if not b._fwd.get(a.pt) and a.codec != b.codec:
             log.warning("call %s/%s: no way to carry %s to %s", a.port, b.port, a.codec, b.codec)
         self.engine.rewire(a)
@@ -558,6 +568,22 @@ class AnchoredCall:
         self.caller.close()
         self.callee.close()
         self.engine.calls.discard(self)
+
+
+def transcode_map(leg: MediaLeg, other: MediaLeg) -> dict[int, tuple[int, bytes | None]]:
+    """How packets from ``other`` are mapped into ``leg``: other's payload types
+    -> (leg's payload type, translate table or None)."""
+    ours = {name: pt for pt, name in reversed(list(leg._pts.items()))}
+    ours[leg.codec] = leg.pt
+    out: dict[int, tuple[int, bytes | None]] = {}
+    for pt, name in other._pts.items():
+        if name in ours:
+            out[pt] = (ours[name], None)
+        else:
+            table = registry.transcode_table(name, leg.codec)
+            if table is not None:
+                out[pt] = (leg.pt, table)
+    return out
 
 
 def _leg_offer(engine: MediaEngine, leg: MediaLeg) -> bytes:

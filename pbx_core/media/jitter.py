@@ -75,6 +75,15 @@ class JitterBuffer:
         last = max(self._frames)
         return last + self._frames[last][1]
 
+    def span(self) -> int:
+        """Samples from the playout point to the end of the last frame held."""
+        return self._span() if self._frames else 0
+
+    def reset(self) -> None:
+        """Forget everything: the next frame put starts a new playout point."""
+        self._frames.clear()
+        self.next_ts = None
+
     def pop(self, force: bool = False) -> tuple[bytes | None, int] | None:
         """The next frame ``(payload, samples)``, a gap ``(None, samples)``, or None
         when nothing can be given yet (``force``: give a gap rather than wait)."""

@@ -25,12 +25,14 @@ Each leg's output comes from exactly one place (``mode``):
 * ``source`` — a player, tone or DTMF tone, paced from a fixed start time
   (frame k goes at t0 + k·ptime, so timer lateness never accumulates);
 * ``echo``   — what this leg receives, sent back to it;
-* ``silent`` — nothing (the partner is on hold and there is no music).
+* ``silent`` — nothing (the partner is on hold and there is no music);
+* ``mix``    — what a MixBridge (media/bridge.py) sends it: the others' mix.  A
+  bridge member also hands what it receives to the bridge (``_mix``).
 
 Telephone-events (RFC 4733) are followed with ``Rfc4733Receiver`` and reported as
 DtmfEvent; they are forwarded when the partner negotiated telephone-event, and
-turned into in-band tones otherwise.  In-band detection (and recording) decode the
-incoming G.711 only when switched on.
+turned into in-band tones otherwise.  In-band detection, recording and a bridge
+decode the incoming G.711 only while switched on.
 """
 
 from __future__ import annotations
@@ -50,15 +52,16 @@ from typing import TYPE_CHECKING
 from pbx_core.media import negotiation as neg
 from pbx_core.media import rtcp
 from pbx_core.media.audio import Audio, AudioSource, Interrupt, Source, dtmf_audio
-from pbx_core.media.codecs import CODECS, registry
+from pbx_core.media.codecs import CODECS
 from pbx_core.media.dtmf import InbandDetector, Rfc4733Receiver, rfc4733_packets
 from pbx_core.media.errors import MediaError, RtpError
 from pbx_core.media.events import DtmfEvent, DtmfSource, LegStats
 from pbx_core.media.latch import Learner, private
-from pbx_core.media.recorder import DoneCallback, Recorder
+from pbx_core.media.recorder import DoneCallback, RecordDone, Recorder
 from pbx_core.media.rtp import ReceptionStats
 
 if TYPE_CHECKING:
+    from pbx_core.media.bridge import Member
     from pbx_core.media.engine import MediaEngine
 
 log = logging.getLogger("pbx.media")
@@ -128,6 +131,7 @@ class MediaLeg:
         self._te_last = 0.0
         self._inband: InbandDetector | None = None
         self._recorder: Recorder | None = None
+        self._mix: Member | None = None  # set while the leg is in a MixBridge
         self._dtmf_callbacks: list[DtmfCallback] = []
         # Send side.
         self.ssrc = random.getrandbits(32)
@@ -301,7 +305,7 @@ class MediaLeg:
                         buf, view, start, end, b1 & 0x80, seq, ts, ssrc, target.te_pt, None, now
                     )
                 continue
-            if self._inband is not None or self._recorder is not None:
+            if self._inband is not None or self._recorder is not None or self._mix is not None:
                 self._consume(pt, seq, ts, bytes(view[start:end]))
             target = self._forward_to
             if target is not None:
@@ -369,13 +373,17 @@ class MediaLeg:
         if self._inband is not None:
             for digit in self._inband.feed(CODECS[codec].decode(payload)):
                 self._emit(DtmfEvent(digit, DtmfSource.INBAND, None, self.side))
+        if self._mix is not None:
+            self._mix.put(ts, payload, codec)
         rec = self._recorder
         if rec is not None:
-            rec.jitter.put(ts, payload, len(payload))
-            while (item := rec.jitter.pop()) is not None:
-                if not rec.write(codec, item[0], min(item[1], 8000 * 10)):
-                    self.stop_record()
-                    break
+            try:
+                reason = rec.feed(codec, ts, payload)
+            except OSError as exc:
+                log.warning("recording %s failed: %s", rec.path, exc)
+                reason = "error"
+            if reason is not None:
+                self._end_record(reason)
 
     def _telephone_event(self, ts: int, payload: bytes, now: float) -> None:
         try:
@@ -401,6 +409,9 @@ class MediaLeg:
         self._play_source(src, None, temporary=True)
 
     def _emit(self, event: DtmfEvent) -> None:
+        rec = self._recorder
+        if rec is not None and event.digit in rec.terminators:
+            self._end_record("key", event.digit)
         for cb in list(self._dtmf_callbacks):
             try:
                 cb(event)
@@ -650,7 +661,8 @@ class MediaLeg:
         """Send back to the phone what it sends (the *43 echo test)."""
         if self._source is not None:
             self._finish_source(notify=False)
-        self._pending_mode = "relay" if self.partner is not None else "silent"
+        back = "mix" if self._mix is not None else "relay" if self.partner else "silent"
+        self._pending_mode = back
         self._resync = True
         self._set_mode("echo")
 
@@ -659,43 +671,46 @@ class MediaLeg:
         path: str | Path,
         fmt: str = "pcm",
         max_seconds: float | None = None,
-        on_done: DoneCallback | None = None,
+        on_done: RecordDone | None = None,
+        *,
+        silence_seconds: float | None = None,
+        silence_db: float = -42.0,
+        initial_silence: float | None = None,
+        terminators: str = "",
     ) -> None:
         """Record what the phone sends to a WAV file (8 kHz mono; ``fmt`` "pcm",
-        "ulaw" or "alaw").  The file appears when recording stops (``stop_record``,
-        ``max_seconds`` reached, or the leg closes); ``on_done`` is called then."""
-        if self._recorder is not None:
-            raise MediaError("this leg is already recording")
-        if fmt not in ("pcm", "ulaw", "alaw"):
-            raise MediaError(f"unknown recording format {fmt!r} (pcm, ulaw, alaw)")
-        limit = int(max_seconds * 8000) if max_seconds is not None else None
-        try:
-            self._recorder = Recorder(Path(path), fmt, limit, on_done)
-        except OSError as exc:
-            raise MediaError(f"cannot record to {path}: {exc.strerror}") from exc
+        "ulaw" or "alaw").  It ends at ``max_seconds``, after ``silence_seconds``
+        quieter than ``silence_db`` following speech (or ``initial_silence`` seconds
+        with no speech), at a key in ``terminators`` (e.g. "#"), at ``stop_record``
+        or when the leg closes; the file appears then, and ``on_done(Recording)``
+        says its path, length and why (media/recorder.py).  MediaError: bad option,
+        unwritable path, already recording."""
+        if self._recorder is not None or self.closed:
+            raise MediaError("this leg is closed or already recording")
+        self._recorder = Recorder(
+            Path(path),
+            fmt,
+            max_seconds=max_seconds,
+            silence_seconds=silence_seconds,
+            silence_db=silence_db,
+            initial_silence=initial_silence,
+            terminators=terminators,
+            on_done=on_done,
+        )
 
     def stop_record(self) -> Path | None:
-        """Finish the recording; returns its path (None if not recording)."""
+        """Finish the recording (reason "stopped"); its path, None if not recording
+        or the file could not be written."""
+        return self._end_record("stopped")
+
+    def _end_record(self, reason: str, digit: str | None = None) -> Path | None:
         rec = self._recorder
         if rec is None:
             return None
         self._recorder = None
-        codec = self.codec if self.codec in CODECS else "PCMU"
-        try:
-            for payload, samples in rec.jitter.flush():
-                if not rec.write(codec, payload, min(samples, 8000 * 10)):
-                    break
-            rec.finish()
-        except OSError as exc:
-            rec.abort()
-            log.warning("recording %s failed: %s", rec.path, exc)
-            return None
-        if rec.on_done is not None:
-            try:
-                rec.on_done()
-            except Exception:
-                log.exception("record callback failed")
-        return rec.path
+        result = rec.close(reason, digit, self.codec if self.codec in CODECS else "PCMU")
+        rec.notify(result)
+        return result.path
 
     def unbind(self, keep_callbacks: bool = False) -> None:
         """Free the leg from its call, keeping it open and negotiated with its phone:
@@ -784,8 +799,9 @@ class MediaLeg:
         """Stop everything and release the ports (idempotent)."""
         if self.closed:
             return
-        if self._recorder is not None:
-            self.stop_record()
+        if self._mix is not None:
+            self._mix.bridge.remove(self)
+        self._end_record("closed")
         if self._source is not None:
             self._finish_source(notify=False)
         self.closed = True
@@ -794,21 +810,6 @@ class MediaLeg:
         self._rtp.close()
         self._rtcp.close()
         self.engine.release(self)
-
-    def transcode_map(self, other: MediaLeg) -> dict[int, tuple[int, bytes | None]]:
-        """How packets from ``other`` are mapped into this leg: other's payload types
-        -> (our payload type, translate table or None)."""
-        ours = {name: pt for pt, name in reversed(list(self._pts.items()))}
-        ours[self.codec] = self.pt
-        out: dict[int, tuple[int, bytes | None]] = {}
-        for pt, name in other._pts.items():
-            if name in ours:
-                out[pt] = (ours[name], None)
-            else:
-                table = registry.transcode_table(name, self.codec)
-                if table is not None:
-                    out[pt] = (self.pt, table)
-        return out
 
 
 class _HeldTone(Source):

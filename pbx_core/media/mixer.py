@@ -7,30 +7,47 @@ this tick passes None (silence, and it costs nothing).
 
 from __future__ import annotations
 
+import operator
 import sys
 from array import array
 from collections.abc import Hashable, Mapping
 from typing import TypeVar
 
-__all__ = ["mix", "mix_minus", "saturate"]
+__all__ = ["mix", "mix_minus", "pack", "samples", "saturate", "sum_frames"]
 
 K = TypeVar("K", bound=Hashable)
 
 _LITTLE = sys.byteorder == "little"
 
 
-def _samples(pcm: bytes) -> array[int]:
+def samples(pcm: bytes) -> array[int]:
+    """16-bit LE PCM as an array of samples."""
     a = array("h", pcm)
     if not _LITTLE:
         a.byteswap()
     return a
 
 
-def _pack(values: list[int]) -> bytes:
-    a = array("h", values)
+def pack(values: list[int] | array[int]) -> bytes:
+    """Samples (already within 16 bits) as 16-bit LE PCM."""
+    a = values if isinstance(values, array) else array("h", values)
     if not _LITTLE:
+        a = array("h", a)
         a.byteswap()
     return a.tobytes()
+
+
+def sum_frames(frames: list[array[int]]) -> list[int]:
+    """The sample-by-sample sum of equal-length frames (not saturated)."""
+    if len(frames) == 1:
+        return list(frames[0])
+    if len(frames) == 2:
+        return list(map(operator.add, frames[0], frames[1]))
+    return list(map(sum, zip(*frames, strict=True)))
+
+
+_samples = samples
+_pack = pack
 
 
 def saturate(values: list[int]) -> list[int]:
@@ -80,5 +97,5 @@ def mix_minus(frames: Mapping[K, bytes | None], frame_bytes: int) -> dict[K, byt
         elif len(speaking) == 1:
             out[k] = silence
         else:
-            out[k] = _pack(saturate([t - s for t, s in zip(total, own, strict=True)]))
+            out[k] = _pack(saturate(list(map(operator.sub, total, own))))
     return out

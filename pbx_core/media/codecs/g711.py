@@ -17,8 +17,9 @@ done by C code in the interpreter:
 * decoding: two ``bytes.translate`` calls give the low and high bytes of each
   16-bit sample, interleaved by slice assignment;
 * encoding: a 65,536-entry table indexed by the sample as an unsigned 16-bit number,
-  walked with ``map`` (the table is built segment by segment from byte runs, so
-  building it costs microseconds, not a 65,536-step Python loop);
+  looked up by one ``operator.itemgetter`` call for a frame (twice as fast as
+  ``map``, which whole clips use); the table is built segment by segment from byte
+  runs, so building it costs microseconds, not a 65,536-step Python loop;
 * µ-law ↔ A-law: one ``bytes.translate`` (decode then re-encode, precomputed).
 
 Linear PCM is little-endian signed 16-bit (the WAV layout) everywhere in pbx_core.media.
@@ -26,6 +27,7 @@ Linear PCM is little-endian signed 16-bit (the WAV layout) everywhere in pbx_cor
 
 from __future__ import annotations
 
+import operator
 import sys
 from array import array
 
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 _LITTLE = sys.byteorder == "little"
+_GETTER_MAX = 4096  # samples encoded by one itemgetter call (twice map's speed)
 
 
 def _ulaw_value(code: int) -> int:
@@ -157,6 +160,8 @@ def _encode(pcm: bytes, table: bytes) -> bytes:
     samples = array("H", pcm)
     if not _LITTLE:
         samples.byteswap()
+    if 1 < len(samples) <= _GETTER_MAX:  # a frame: one C call looks every sample up
+        return bytes(operator.itemgetter(*samples)(table))
     return bytes(map(table.__getitem__, samples))
 
 
