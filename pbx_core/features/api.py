@@ -68,6 +68,7 @@ __all__ = [
     "Feature",
     "Forward",
     "Hunt",
+    "Recorded",
     "Reject",
     "Session",
     "Setting",
@@ -165,7 +166,9 @@ class Hunt:
 
 class Session(Protocol):
     """A call the PBX answered itself, as an application sees it. Every await ends
-    early (with the call) when the caller hangs up: `hung_up` tells."""
+    at once when the caller hangs up (`hung_up` tells); the application then has a
+    few seconds (the host's APP_GRACE) to finish, e.g. keep a message, before it is
+    cancelled."""
 
     @property
     def hung_up(self) -> bool: ...
@@ -182,7 +185,8 @@ class Session(Protocol):
         inter_timeout: float = 3.0,
         terminator: str = "#",
     ) -> str:
-        """Digits the caller presses, until `max_digits`, the terminator or a timeout."""
+        """Digits the caller presses, until `max_digits`, the terminator or a timeout;
+        "" when the caller hung up meanwhile (a cut-short entry counts for nothing)."""
         ...
 
     def echo(self) -> None:
@@ -210,6 +214,36 @@ class Session(Protocol):
         """`bridge`, and hang up when nobody answered."""
         ...
 
+    async def record(
+        self,
+        name: str,
+        max_seconds: float = 180.0,
+        silence_seconds: float | None = 5.0,
+        terminators: str = "#",
+    ) -> Recorded:
+        """Record what the caller says into the feature's recording `name` (letters,
+        digits, `.`, `_`, `-`; at most 64), a WAV on /data that appears only whole.
+        It ends at `max_seconds`, after `silence_seconds` of silence following speech
+        (the silence is cut off), at a key in `terminators`, or when the caller hangs
+        up (what was said is kept). `play("rec:NAME")` plays it back."""
+        ...
+
+    def delete_recording(self, name: str) -> bool:
+        """Remove the feature's recording `name`; False when there was none."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """How `Session.record` ended: the recording's `name`, its length in seconds, and
+    why (`"max"`, `"silence"`, `"key"` with the `digit`, `"hangup"`, `"error"`: the
+    disk failed or the name was refused, nothing kept)."""
+
+    name: str
+    seconds: float
+    reason: str
+    digit: str | None = None
+
 
 App = Callable[[Session], Awaitable[None]]
 
@@ -217,10 +251,12 @@ App = Callable[[Session], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class Answer:
     """The PBX answers the call itself and runs `app` on it; `name` names the
-    application in `pbx status` and the CDR."""
+    application in `pbx status` and the CDR. `feature` is filled in by the core (the
+    feature that answered: its recordings are the app's)."""
 
     app: App
     name: str
+    feature: str = ""
 
 
 Decision = Reject | Forward | Hunt | Answer

@@ -116,6 +116,8 @@ class Engine:
             ),
             state,
             self.loop,
+            # Applications' recordings (voicemail …) beside the state LMDB, on /data.
+            state.path.parent / "recordings" if state is not None else None,
         )
         self.security = SecurityPolicy()
         self._configure_security()

@@ -10,26 +10,33 @@ first decision a feature gives, or None.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from pbx_core import paths
 from pbx_core.features.api import (
+    Answer,
     App,
     CallInfo,
     Decision,
     Destination,
     Dial,
     Feature,
+    Recorded,
     Reject,
     Why,
 )
+from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
+from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
 from pbx_core.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -41,6 +48,8 @@ log = logging.getLogger("pbx.features")
 MAX_CODE_ARG = 32  # digits after a feature code (a phone number is at most 15, E.164)
 MAX_TOGGLE_TEXT = 64  # a toggle's text value (a forward target)
 MAX_PROMPTS = 32  # prompts in one play() call
+APP_GRACE = 5.0  # seconds an application may run on after its caller hung up
+RECORDING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # never a path
 # A feature's own state namespace (ctx.state_set): a key's UTF-8 bytes, a value's
 # msgpack bytes, keys per feature. It is kept in RAM and in the state LMDB.
 MAX_STATE_KEY = 128
@@ -126,9 +135,12 @@ class FeatureHost:
         facts: Facts,
         state: StateStore | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        recordings: Path | None = None,
     ) -> None:
         self.features = tuple(features)
         self.facts = facts
+        # Where applications' recordings go (a directory per feature), None: nowhere.
+        self.recordings = recordings
         self.state = state
         self.loop = loop  # the engine's: applications are its tasks
         self._contexts = {f.name: HostContext(self, f) for f in self.features}
@@ -160,6 +172,7 @@ class FeatureHost:
         self._state: dict[str, dict[str, Any]] = {}  # feature -> its namespace, read once
         self._pending_state: dict[tuple[str, str], Any] = {}
         self._apps: dict[str, asyncio.Task[None]] = {}
+        self._sessions: dict[str, LocalSession] = {}
         # The daemon's task group owns the applications (app.py sets it); without one
         # (in-process tests) the running loop does, and close() cancels what is left.
         self.tasks: asyncio.TaskGroup | None = None
@@ -210,9 +223,16 @@ class FeatureHost:
         return self._first("transfer", lambda f, ctx: f.transfer(ctx, call, extension, number))
 
     def call_ended(self, call_id: str, record: Mapping[str, Any]) -> None:
-        task = self._apps.pop(call_id, None)
+        task = self._apps.get(call_id)
+        session = self._sessions.get(call_id)
+        if session is not None:
+            session.ended()
         if task is not None and not task.done():
-            task.cancel()
+            # Its awaits return at once now (hung_up): it may finish what the call
+            # left (a message recorded before the hang-up); one that does not is
+            # cancelled after APP_GRACE seconds.
+            loop = self.loop or asyncio.get_running_loop()
+            loop.call_later(APP_GRACE, task.cancel)
         for f in self.features:
             try:
                 f.call_ended(self._contexts[f.name], record)
@@ -244,10 +264,13 @@ class FeatureHost:
         self, f: Feature, hook: str, ask: Callable[[Feature, HostContext], Decision | None]
     ) -> Decision | None:
         try:
-            return ask(f, self._contexts[f.name])
+            decision = ask(f, self._contexts[f.name])
         except Exception as exc:  # noqa: BLE001  # a feature's bug: as if it said nothing
             self._failed(f, hook, exc)
             return None
+        if isinstance(decision, Answer) and decision.feature != f.name:
+            decision = dataclasses.replace(decision, feature=f.name)
+        return decision
 
     @staticmethod
     def _failed(f: Feature, hook: str, exc: BaseException) -> None:
@@ -417,10 +440,15 @@ class FeatureHost:
         hangup: Callable[[], None],
         ended: Callable[[], bool],
         bridge: Callable[[str], Awaitable[int]] | None = None,
+        feature: str = "",
     ) -> None:
         """Run an application on an answered call: one task, owned here, cancelled
-        when the call ends; an exception ends that call (one log line), no other."""
-        session = LocalSession(leg, hangup, ended, bridge)
+        when the call ends; an exception ends that call (one log line), no other.
+        `feature`: the feature that answered (its recordings directory)."""
+        where = self.recordings / feature if self.recordings and feature else None
+        loop = self.loop or asyncio.get_running_loop()
+        session = LocalSession(leg, hangup, ended, bridge, where, loop)
+        self._sessions[call_id] = session
 
         async def main() -> None:
             try:
@@ -433,6 +461,7 @@ class FeatureHost:
                 session.hangup()
             finally:
                 self._apps.pop(call_id, None)
+                self._sessions.pop(call_id, None)
 
         if self.tasks is not None:
             self._apps[call_id] = self.tasks.create_task(main())
@@ -454,8 +483,13 @@ class LocalSession:
         hangup: Callable[[], None],
         ended: Callable[[], bool],
         bridge: Callable[[str], Awaitable[int]] | None = None,
+        recordings: Path | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._leg = leg
+        self._recordings = recordings
+        # Done when the call ends: every await returns at once (`ended`).
+        self._gone: asyncio.Future[None] = (loop or asyncio.get_event_loop()).create_future()
         self._hangup = hangup
         self._ended = ended
         self._bridge = bridge
@@ -466,6 +500,11 @@ class LocalSession:
     @property
     def hung_up(self) -> bool:
         return self._ended()
+
+    def ended(self) -> None:
+        """The call ended (the host tells): wake every await."""
+        if not self._gone.done():
+            self._gone.set_result(None)
 
     def _on_dtmf(self, event: DtmfEvent) -> None:
         if not self._digits.full():
@@ -481,8 +520,14 @@ class LocalSession:
                 if not fut.done():
                     fut.set_result(None)
 
+            recorded = self._recording(prompt[4:]) if prompt.startswith("rec:") else None
             if prompt.startswith("tone:"):
                 self._leg.tone(prompt[5:], on_done=finished)
+            elif recorded is not None and recorded.exists():
+                self._leg.play(recorded, on_done=finished)
+            elif prompt.startswith("rec:"):
+                log.debug("recording %s missing: a confirmation tone instead", prompt)
+                self._leg.tone("confirmation", on_done=finished)
             else:
                 path = paths.asset(f"prompts/{prompt}.wav")
                 if path.exists():
@@ -506,6 +551,7 @@ class LocalSession:
             if interruptible:
                 getter = asyncio.ensure_future(self._digits.get())
                 waits.add(getter)
+            waits.add(self._gone)
             await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             if getter is not None:
                 if getter.done():
@@ -523,16 +569,25 @@ class LocalSession:
         got = ""
         max_digits = max(1, min(max_digits, MAX_CODE_ARG))
         timeout = first_timeout
+        loop = asyncio.get_running_loop()
         while len(got) < max_digits and not self.hung_up:
-            try:
-                digit = await asyncio.wait_for(self._digits.get(), timeout)
-            except TimeoutError:
+            end = loop.time() + timeout
+            getter: asyncio.Future[Any] = asyncio.ensure_future(self._digits.get())
+            while not getter.done() and not self.hung_up and loop.time() < end:
+                await asyncio.wait(
+                    {getter, self._gone},
+                    timeout=min(1.0, max(0.0, end - loop.time())),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            if not getter.done():
+                getter.cancel()
                 break
+            digit = getter.result()
             if terminator and digit in terminator:
                 break
             got += digit
             timeout = inter_timeout
-        return got
+        return "" if self.hung_up else got  # an entry cut short by a hang-up counts for nothing
 
     def echo(self) -> None:
         self._leg.echo()
@@ -543,7 +598,7 @@ class LocalSession:
             left = end - asyncio.get_running_loop().time()
             if left <= 0:
                 return
-            await asyncio.sleep(min(left, 1.0))
+            await asyncio.wait({self._gone}, timeout=min(left, 1.0))
 
     def hangup(self) -> None:
         if not self.hung_up:
@@ -563,6 +618,72 @@ class LocalSession:
         status = await self.bridge(number)
         if status != 200:
             self.hangup()
+
+    def _recording(self, name: str) -> Path | None:
+        """The file of the feature's recording `name`; None for a name that could
+        leave the directory or when the feature has none."""
+        if self._recordings is None or not RECORDING_NAME.fullmatch(name):
+            return None
+        return self._recordings / f"{name}.wav"
+
+    async def record(
+        self,
+        name: str,
+        max_seconds: float = 180.0,
+        silence_seconds: float | None = 5.0,
+        terminators: str = "#",
+    ) -> Recorded:
+        path = self._recording(name)
+        if path is None:
+            log.warning("recording %r refused: a bad name or no recordings directory", name)
+            return Recorded(name, 0.0, "error")
+        if self.hung_up:
+            return Recorded(name, 0.0, "hangup")
+        max_seconds = min(max(1.0, max_seconds), MAX_RECORD_SECONDS)
+        if silence_seconds is not None:
+            silence_seconds = min(max(0.5, silence_seconds), max_seconds)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Recording] = loop.create_future()
+
+        def finished(result: Recording) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._leg.record(
+                path,
+                max_seconds=max_seconds,
+                on_done=finished,
+                silence_seconds=silence_seconds,
+                initial_silence=silence_seconds,
+                terminators="".join(t for t in terminators if t in "0123456789*#")[:4],
+            )
+        except (OSError, MediaError) as exc:
+            log.warning("recording %s failed to start: %s", name, exc)
+            return Recorded(name, 0.0, "error")
+        while not done.done() and not self.hung_up:
+            waits: set[asyncio.Future[Any]] = {done, self._gone}
+            await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():  # the caller hung up: the leg closes and keeps the file
+            self._leg.stop_record()
+        result = done.result() if done.done() else None
+        while not self._digits.empty():  # the terminator is not a digit to collect
+            self._digits.get_nowait()
+        if result is None or result.path is None:
+            return Recorded(name, 0.0, "error" if not self.hung_up else "hangup")
+        reason = "hangup" if result.reason in ("closed", "stopped") else result.reason
+        return Recorded(name, round(result.seconds, 2), reason, result.digit)
+
+    def delete_recording(self, name: str) -> bool:
+        path = self._recording(name)
+        if path is None:
+            return False
+        try:
+            path.unlink()
+        except OSError:
+            return False
+        return True
 
 
 def describe(features: Iterable[Feature]) -> list[dict[str, Any]]:

@@ -331,6 +331,7 @@ class Router:
                 lambda: eng.calls.hangup(call, f"{answer.name} ended"),
                 lambda: call.state is State.ENDED,
                 lambda number: self.bridge(call, number),
+                answer.feature,
             )
 
         if plan.call is not None:  # after ringing, or a transfer to an application
