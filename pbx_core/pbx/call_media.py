@@ -342,17 +342,28 @@ class CallMedia:
         if req.method == "INVITE":
             self._offer(call, side, req, key, source)
             return True
-        if req.method == "INFO" and req.body and media is not None:
+        if req.method == "INFO" and req.body and (media is not None or call.endpoint):
+            ctype = req.headers.get("content-type") or ""
             try:
-                event = media.dtmf_info(
-                    media_side(side), req.headers.get("content-type") or "", req.body
-                )
+                if media is not None:
+                    event = media.dtmf_info(media_side(side), ctype, req.body)
+                else:  # an application's call: the key press is the application's
+                    assert manager.media is not None and call.endpoint is not None  # noqa: S101
+                    event = manager.media.dtmf_info_endpoint(call.endpoint, ctype, req.body)
             except MediaError as exc:
                 manager.stack.respond(key, req.reply(exc.status))
                 return True
             if event is not None:
                 manager.stack.respond(key, req.reply(200))
                 return True
+        if req.method == "INFO" and call.endpoint is not None:
+            # Nobody across the call to pass it to: a key press is all the PBX reads
+            # (RFC 6086 §4.2.2: 415 with what it takes), a body-less INFO is fine.
+            resp = req.reply(415 if req.body else 200)
+            if req.body:
+                resp.headers.add("Accept", "application/dtmf-relay, application/dtmf")
+            manager.stack.respond(key, resp)
+            return True
         return False
 
     def _reoffer(self, call: Call, side: str, offer: bytes) -> bytes:

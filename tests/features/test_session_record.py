@@ -19,7 +19,7 @@ from pbx_core.features.api import Answer, Context, Decision, Dial, Feature, Reco
 from pbx_core.features.registry import FEATURES
 from pbx_core.media.codecs import CODECS
 from pbx_core.pbx.features import APP_GRACE
-from tests.harness.office import Office, Outgoing, offices
+from tests.harness.office import DOMAIN, Office, Outgoing, message, offices
 
 RESULTS: list[Recorded | str] = []
 
@@ -144,4 +144,37 @@ def test_an_application_that_ignores_the_hang_up_is_cancelled_after_its_grace(
     office.advance(APP_GRACE - 1)
     assert office.engine.features.running_apps == 1  # its grace
     office.advance(2)
+    assert office.left_behind() == []
+
+
+def _info(office: Office, call: Outgoing, body: bytes, ctype: str, cseq: int) -> int | None:
+    phone = call.phone
+    req = message(
+        f"""INFO sip:pbx@127.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:{phone.port};branch=z9hG4bKinfo{phone.port}x{cseq}
+From: {call.invite.headers.get("from")}
+To: <sip:{call.number}@{DOMAIN}>;tag={call.final.to.tag}
+Call-ID: {call.call_id}
+CSeq: {cseq} INFO
+Max-Forwards: 70""",
+        body,
+        ctype,
+    )
+    key = ("INFO", call.call_id, cseq)
+    office.run(office.engine.on_request, req, phone.address, key, None)
+    return office.stack.final(key)
+
+
+def test_a_key_press_in_sip_info_ends_a_recording(office: Office) -> None:
+    # Phones set to SIP INFO DTMF (Yealink "SIP INFO", Snom "SIP INFO only").
+    a = office.phone("100")
+    call = a.call("*98info")
+    _talk(office, call, 30)
+    assert _info(office, call, b"hello", "text/plain", 20) == 415  # nothing else is read
+    status = _info(office, call, b"Signal=#\r\nDuration=160\r\n", "application/dtmf-relay", 21)
+    assert status == 200
+    office.advance(0.5)
+    got = RESULTS[0]
+    assert isinstance(got, Recorded) and (got.reason, got.digit) == ("key", "#")
+    office.advance(5)
     assert office.left_behind() == []
