@@ -201,9 +201,11 @@ class Session(Protocol):
         """End the call (BYE)."""
         ...
 
-    async def bridge(self, number: str) -> int:
+    async def bridge(self, number: str, call_class: str | None = None) -> int:
         """Ring `number` (the dial plan, with the caller's call class when the caller
-        is an extension, else our own numbers only) while the caller hears ringback,
+        is an extension, else our own numbers only; with `call_class`, that class and
+        no feature codes: an application that grants its own, such as DISA after
+        its PIN) while the caller hears ringback,
         and join the caller to whoever answers: 200, after which the application has
         nothing more to do (the call goes on without it); else the final status
         (486 busy, 480/408 no answer, 403 not allowed, 404 no such number, 487 the

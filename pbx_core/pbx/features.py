@@ -49,6 +49,7 @@ MAX_CODE_ARG = 32  # digits after a feature code (a phone number is at most 15, 
 MAX_TOGGLE_TEXT = 64  # a toggle's text value (a forward target)
 MAX_PROMPTS = 32  # prompts in one play() call
 APP_GRACE = 5.0  # seconds an application may run on after its caller hung up
+CALL_CLASSES = ("internal", "local", "national", "international")  # Session.bridge
 RECORDING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # never a path
 # A feature's own state namespace (ctx.state_set): a key's UTF-8 bytes, a value's
 # msgpack bytes, keys per feature. It is kept in RAM and in the state LMDB.
@@ -439,7 +440,7 @@ class FeatureHost:
         leg: MediaLeg,
         hangup: Callable[[], None],
         ended: Callable[[], bool],
-        bridge: Callable[[str], Awaitable[int]] | None = None,
+        bridge: Callable[[str, str | None], Awaitable[int]] | None = None,
         feature: str = "",
     ) -> None:
         """Run an application on an answered call: one task, owned here, cancelled
@@ -482,7 +483,7 @@ class LocalSession:
         leg: MediaLeg,
         hangup: Callable[[], None],
         ended: Callable[[], bool],
-        bridge: Callable[[str], Awaitable[int]] | None = None,
+        bridge: Callable[[str, str | None], Awaitable[int]] | None = None,
         recordings: Path | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
@@ -604,13 +605,15 @@ class LocalSession:
         if not self.hung_up:
             self._hangup()
 
-    async def bridge(self, number: str) -> int:
+    async def bridge(self, number: str, call_class: str | None = None) -> int:
         if self.hung_up or self.bridged:
             return 487 if self.hung_up else 491
         if self._bridge is None or not number or len(number) > MAX_CODE_ARG:
             return 404
+        if call_class is not None and call_class not in CALL_CLASSES:
+            return 403
         self._leg.stop_play()
-        status = await self._bridge(number)
+        status = await self._bridge(number, call_class)
         self.bridged = status == 200
         return status
 

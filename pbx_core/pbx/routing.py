@@ -41,7 +41,7 @@ from pbx_core.pbx.call_state import Call, State, Target, name_addr, tag
 from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request
 from pbx_core.sip.uri import unescape
-from pbx_core.store.model import Destination, Did, User
+from pbx_core.store.model import Destination, Did, ExtensionSettings, User
 from pbx_core.transport.manager import Address
 
 if TYPE_CHECKING:
@@ -110,8 +110,10 @@ class Router:
         )
         self._dial(plan, caller, number)
 
-    def _dial(self, plan: Plan, caller: User, number: str) -> None:
-        """The dial plan (module docstring) for `number` as extension `caller` dials it."""
+    def _dial(self, plan: Plan, caller: User, number: str, codes: bool = True) -> None:
+        """The dial plan (module docstring) for `number` as extension `caller` dials it
+        (`codes`: feature codes too; an application's bridge with a class of its own
+        has none)."""
         eng = self.engine
         snap = eng.snap
         info = plan.info
@@ -119,7 +121,7 @@ class Router:
         if routed is not None and routed[0].call_class == "emergency":
             self._outbound(plan, caller, number)  # 1. emergency first, always
             return
-        if caller.domain == eng.domain:
+        if caller.domain == eng.domain and codes:
             decision = eng.features.dial(info, caller.aor, caller.username)  # 2. codes
             if decision is not None:
                 self._apply(plan, decision)
@@ -169,14 +171,20 @@ class Router:
         plan = Plan(req, source, key, info, from_value, eng.domain, trunk=trunk, did=did_number)
         self._destination(plan, did.dest)
 
-    def reroute(self, call: Call, number: str, by: str | None) -> None:
+    def reroute(
+        self, call: Call, number: str, by: str | None, call_class: str | None = None
+    ) -> None:
         """Ring `number` as the new far end of the answered `call` (call_ops.py: a
         transfer, an application's bridge): the dial plan as extension `by` dials it,
         with its call class; with no extension (an application on a trunk's call),
-        our own numbers only. The outcome reaches `call.replacing`."""
+        our own numbers only. With `call_class` (an application with a class of its
+        own: DISA), the dial plan without feature codes, with that class, and the
+        trunk's own caller ID. The outcome reaches `call.replacing`."""
         eng = self.engine
         old = call.routing if isinstance(call.routing, Plan) else None
         user = eng.snap.user(by, eng.domain) if by else None
+        if call_class is not None:
+            user = User("", eng.domain, "", settings=ExtensionSettings(call_class=call_class))
         label = call.caller
         shown = label.partition(":")[2] if ":" in label else label.partition("@")[0]
         info = CallInfo(
@@ -204,7 +212,7 @@ class Router:
         call.routing = plan
         with eng.calls.guard(call, "routing a new far end"):
             if user is not None:
-                self._dial(plan, user, number)
+                self._dial(plan, user, number, codes=call_class is None)
                 return
             dest = self._internal(number)
             if dest is None:
@@ -236,10 +244,11 @@ class Router:
             return None
         return user if self.engine.snap.user(user, domain) is not None else None
 
-    async def bridge(self, call: Call, number: str) -> int:
+    async def bridge(self, call: Call, number: str, call_class: str | None = None) -> int:
         """An application's `Session.bridge`: ring `number` for its caller (with the
-        caller's call class when it is an extension) and join them; 200 when it was
-        answered, else the final status."""
+        caller's call class when it is an extension, or the application's
+        `call_class`) and join them; 200 when it was answered, else the final
+        status."""
         done: asyncio.Future[int] = self.engine.loop.create_future()
 
         def finished(status: int) -> None:
@@ -250,7 +259,7 @@ class Router:
         if refused is not None:
             log.info("call %s: bridge to %s refused: %s", call.id, number, refused)
             return 500
-        self.reroute(call, number, self.extension_of(call.caller))
+        self.reroute(call, number, self.extension_of(call.caller), call_class)
         return await done
 
     def _did(self, number: str, trunk: str) -> Did | None:
@@ -330,7 +339,7 @@ class Router:
                 leg,
                 lambda: eng.calls.hangup(call, f"{answer.name} ended"),
                 lambda: call.state is State.ENDED,
-                lambda number: self.bridge(call, number),
+                lambda number, klass: self.bridge(call, number, klass),
                 answer.feature,
             )
 

@@ -200,7 +200,13 @@ class TrunkManager:
             return None
         t = st.trunk
         domain = t.from_domain or t.host
-        cid = caller.settings.outbound_cid or t.caller_id or t.username or caller.username
+        cid = (
+            caller.settings.outbound_cid
+            or t.caller_id
+            or t.username
+            or caller.username
+            or "anonymous"  # an application's own class (DISA) names no extension
+        )
         identity = name_addr(None, f"sip:{cid}@{domain}")
         privacy = (req.headers.get("privacy") or "").lower()
         anonymous = "id" in privacy or (req.from_.uri.user or "").lower() == "anonymous"

@@ -216,9 +216,10 @@ class Operator(Feature):
 
     def dial(self, ctx: Context, dial: Dial) -> Decision | None:
         number = dial.arg
+        klass = "national" if dial.code == "*95" else None  # as DISA grants its own
 
         async def app(session: Session) -> None:
-            status = await session.bridge(number)
+            status = await session.bridge(number, klass)
             RESULTS.append(status)
             if status != 200:
                 await session.play("tone:confirmation")
@@ -244,7 +245,8 @@ RESULTS: list[object] = []
 @pytest.fixture
 def op_office(tmp_path: Path) -> Iterator[Office]:
     RESULTS.clear()
-    operator = Operator(name="operator", codes={"*99": "bridge to a number"})
+    codes = {"*99": "bridge to a number", "*95": "bridge with the national class"}
+    operator = Operator(name="operator", codes=codes)
     yield from offices(tmp_path, features=(*FEATURES, operator))
 
 
@@ -277,6 +279,22 @@ def test_an_application_bridges_its_caller(op_office: Office) -> None:
     call.hang_up()
     assert byes_to(c) == 1
     assert office.left_behind() == []
+
+
+def test_an_application_may_bridge_with_a_class_of_its_own(op_office: Office) -> None:
+    office = op_office
+    office.reload("pbx_trunk", PROVIDER_TRUNK)
+    office.reload("pbx_extension", extensions(extension_row(1, "100", call_class="internal")))
+    a = office.phone("100")
+    provider = office.provider()
+    a.call("*950123456")  # the class the application grants, not 100's
+    office.advance(3)
+    assert RESULTS == [200]
+    (inc,) = provider.incoming
+    assert (inc.invite.uri.user or "").endswith("123456")
+    a.call("*95*43")  # no feature codes with a class of its own
+    office.advance(3)
+    assert RESULTS[1] == 404
 
 
 def test_a_bridge_to_a_busy_number_returns_to_the_application(op_office: Office) -> None:
