@@ -369,6 +369,14 @@ class Feature:
         and the call goes on as it was. None lets the core transfer it."""
         return None
 
+    def in_call(self, ctx: Context, call: CallInfo, extension: str, code: str) -> Decision | None:
+        """Extension `extension` pressed one of the feature's `call_codes` during an
+        answered call. `Answer(app)`: the extension steps aside (the other party
+        hears music on hold) and the app talks to it; in that app `transfer(number)`
+        sends the other party to `number` (blind; the extension is released), and
+        returning or `hangup()` brings the extension back into the call."""
+        return None
+
     def call_ended(self, ctx: Context, record: Mapping[str, Any]) -> None:
         return None
 
@@ -386,3 +394,6 @@ class Feature:
     # generated docs know them as the core's own; `ctx.rows(table)` reads them.
     tables: tuple[TableSchema, ...] = ()
     settings: tuple[Setting, ...] = ()
+    # In-call codes (`##` …): keys an extension presses during an answered call ->
+    # a short description; the `in_call` hook is asked when one is pressed.
+    call_codes: Mapping[str, str] = field(default_factory=dict)

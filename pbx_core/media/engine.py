@@ -539,6 +539,35 @@ class AnchoredCall:
             other.send_dtmf(event.digit, event.duration_ms or 100)
         return event
 
+    def aside(self, side: str) -> MediaLeg:
+        """`side`'s phone steps aside (an in-call application talks to it): it hears
+        nothing of the other phone, which hears music on hold (silence without any)
+        and nothing of it. Its leg is returned for the application; `back` undoes it."""
+        leg = self.leg(side)
+        other = leg.partner
+        assert other is not None  # noqa: S101 - anchored legs always have a partner
+        leg.stop_play()
+        leg._pending_mode = "silent"
+        leg._set_mode("silent")
+        other.stop_play()
+        if self.music_on_hold is not None and other.codec in ("PCMU", "PCMA"):
+            other.play(self.music_on_hold, loop=True)
+        else:
+            other._pending_mode = "silent"
+            other._set_mode("silent")
+        return leg
+
+    def back(self, side: str) -> None:
+        """`side` is back in the call (after `aside`): the two phones hear each other."""
+        leg = self.leg(side)
+        other = leg.partner
+        assert other is not None  # noqa: S101 - anchored legs always have a partner
+        for x in (leg, other):
+            x.stop_play()
+            x._pending_mode = "relay"
+            x._set_mode("relay")
+        self._wire()
+
     def detach(self, side: str, keep_callbacks: bool = False) -> MediaLeg:
         """Take `side`'s leg out of the call, open and still negotiated with its phone
         (silent, unpartnered, its callbacks cleared: `MediaLeg.unbind`), and close the

@@ -156,6 +156,7 @@ class CallMedia:
         if manager.music_on_hold is not None:
             media.music_on_hold = manager.music_on_hold  # type: ignore[assignment]
         media.on_inactivity(manager.rtp_timeout, self._media_dead)
+        manager.keys.watch(call, media)
         return body
 
     def _media_dead(self, media: AnchoredCall, leg: MediaLeg) -> None:
@@ -208,6 +209,7 @@ class CallMedia:
         if manager.music_on_hold is not None:
             media.music_on_hold = manager.music_on_hold  # type: ignore[assignment]
         media.on_inactivity(manager.rtp_timeout, self._media_dead)
+        manager.keys.watch(call, media)
 
     def callee_answers(self, call: Call, fork: Fork | None) -> None:
         """The callee leg now faces `fork`'s phone (see `_callee_answers`)."""

@@ -393,6 +393,32 @@ class CallOps:
         log.info("call %s: %s transfers it to %s", call.id, by, number)
         self.reroute(call, number, by)
 
+    def blind_transfer(self, call: Call, side: str, number: str, by: str) -> int:
+        """Extension `by` on `side` transfers the other party to `number` without a
+        REFER (an in-call code): its leg is released at once; a failed transfer rings
+        it back. 200 once the new far end rings, else why not (a SIP status)."""
+        m = self.manager
+        if self.reroute is None:
+            return 500
+        if self.transfer_refused(call, by, number) is not None:
+            return 403
+
+        def done(status: int) -> None:
+            if status != 200 and call.state is State.ANSWERED:
+                self._recall(call, by)
+
+        stay = "b" if side == "a" else "a"
+        if self.start_replacement(call, "transfer", done, stay=stay) is not None:
+            return 488
+        dialog = call.transferor
+        if dialog is not None:
+            m._bye(dialog)
+            call.transferor = None
+            m.dialogs.pop((dialog.call_id, dialog.local_tag), None)
+        log.info("call %s: %s transfers it to %s (in-call code)", call.id, by, number)
+        self.reroute(call, number, by)
+        return 200
+
     # ------------------------------------------------------------ attended transfer
     def _attended(
         self, call: Call, side: str, req: Request, key: AnyServerKey, by: str, replaces: str

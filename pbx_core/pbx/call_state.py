@@ -158,6 +158,10 @@ class Call:
     # A transfer or an application's bridge ringing a new far end (call_ops.py).
     replacing: Replacement | None = None
     transferor: Dialog | None = None  # the leg that transferred, until told how it went
+    # In-call key codes (call_keys.py): digits pressed so far per side, and when; the
+    # side that stepped aside into an application.
+    keys: dict[str, tuple[str, float]] = field(default_factory=dict)
+    aside: str | None = None
 
     def dialog(self, side: str) -> Dialog | None:
         """Our dialog with `side` ("a" or "b"), None before it exists."""

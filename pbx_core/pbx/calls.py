@@ -39,6 +39,7 @@ from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.call_acks import CallAcks
+from pbx_core.pbx.call_keys import CallKeys
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
 from pbx_core.pbx.call_ops import CallOps
 from pbx_core.pbx.call_relay import CallRelay
@@ -104,6 +105,7 @@ class CallManager:
         self.call_relay = CallRelay(self)
         self.call_acks = CallAcks(self)
         self.ops = CallOps(self)
+        self.keys = CallKeys(self)
 
     def configure(self, settings: Mapping[str, object]) -> None:
         """The settings calls follow (pbx_settings); a bad value is logged and the

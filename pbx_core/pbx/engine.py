@@ -119,6 +119,10 @@ class Engine:
             # Applications' recordings (voicemail …) beside the state LMDB, on /data.
             state.path.parent / "recordings" if state is not None else None,
         )
+        keys = self.calls.keys  # in-call codes (call_keys.py)
+        keys.codes = lambda: self.features.call_codes
+        keys.ask = self.router.in_call
+        keys.run_app = self.router.run_in_call_app
         self.security = SecurityPolicy()
         self._configure_security()
         stack.tu = self

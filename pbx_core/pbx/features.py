@@ -146,6 +146,7 @@ class FeatureHost:
         self.loop = loop  # the engine's: applications are its tasks
         self._contexts = {f.name: HostContext(self, f) for f in self.features}
         self._codes: list[tuple[str, Feature]] = []
+        self._call_codes: list[tuple[str, Feature]] = []
         self._dest_types: dict[str, Feature] = {}
         names: set[str] = set()
         toggle_names: set[str] = set()
@@ -157,6 +158,12 @@ class FeatureHost:
                 if any(code == c for c, _ in self._codes):
                     raise FeatureError(f"feature code {code} claimed twice ({f.name})")
                 self._codes.append((code, f))
+            for code in f.call_codes:
+                if not code or len(code) > 4 or any(c not in "0123456789*#" for c in code):
+                    raise FeatureError(f"in-call code {code!r} of {f.name}: 1-4 keys")
+                if any(code == c for c, _ in self._call_codes):
+                    raise FeatureError(f"in-call code {code} claimed twice ({f.name})")
+                self._call_codes.append((code, f))
             for t in f.destination_types:
                 if t in self._dest_types:
                     raise FeatureError(f"destination type {t} claimed twice ({f.name})")
@@ -166,6 +173,8 @@ class FeatureHost:
                     raise FeatureError(f"toggle {name} claimed twice ({f.name})")
                 toggle_names.add(name)
         self._codes.sort(key=lambda cf: -len(cf[0]))  # longest code first
+        self._call_codes.sort(key=lambda cf: -len(cf[0]))
+        self.call_codes = tuple(c for c, _ in self._call_codes)
         self._toggles: dict[tuple[str, str, str], Any] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
         self._write_lock = threading.Lock()
@@ -222,6 +231,13 @@ class FeatureHost:
 
     def transfer(self, call: CallInfo, extension: str, number: str) -> Decision | None:
         return self._first("transfer", lambda f, ctx: f.transfer(ctx, call, extension, number))
+
+    def in_call(self, call: CallInfo, extension: str, code: str) -> Decision | None:
+        """An in-call code pressed: its owner decides."""
+        found = next((f for c, f in self._call_codes if c == code), None)
+        if found is None:
+            return None
+        return self._ask(found, "in_call", lambda f, ctx: f.in_call(ctx, call, extension, code))
 
     def call_ended(self, call_id: str, record: Mapping[str, Any]) -> None:
         task = self._apps.get(call_id)
@@ -442,6 +458,7 @@ class FeatureHost:
         ended: Callable[[], bool],
         bridge: Callable[[str, str | None], Awaitable[int]] | None = None,
         feature: str = "",
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         """Run an application on an answered call: one task, owned here, cancelled
         when the call ends; an exception ends that call (one log line), no other.
@@ -463,6 +480,11 @@ class FeatureHost:
             finally:
                 self._apps.pop(call_id, None)
                 self._sessions.pop(call_id, None)
+                if on_exit is not None:
+                    try:
+                        on_exit()
+                    except Exception:
+                        log.exception("application %s: its end failed", name)
 
         if self.tasks is not None:
             self._apps[call_id] = self.tasks.create_task(main())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -220,21 +221,54 @@ class Router:
                 return
             self._destination(plan, dest)
 
-    def transfer_refused(self, call: Call, by: str, number: str) -> int | None:
-        """The features' word on extension `by` transferring `call` to `number`: the
-        status of their `Reject`, None when the transfer may go ahead."""
+    def _info(self, call: Call, by: str, number: str) -> CallInfo:
+        """What the features are told of an answered `call` that extension `by` acts
+        on (a transfer, an in-call code)."""
         label = call.caller
         shown = label.partition(":")[2] if ":" in label else label.partition("@")[0]
         user = self.engine.snap.user(by, self.engine.domain)
-        info = CallInfo(
+        return CallInfo(
             caller=label,
             caller_number=shown,
             caller_class=user.settings.call_class if user is not None else "internal",
             number=number,
             from_extension=user is not None,
         )
-        decision = self.engine.features.transfer(info, by, number)
+
+    def transfer_refused(self, call: Call, by: str, number: str) -> int | None:
+        """The features' word on extension `by` transferring `call` to `number`: the
+        status of their `Reject`, None when the transfer may go ahead."""
+        decision = self.engine.features.transfer(self._info(call, by, number), by, number)
         return decision.status if isinstance(decision, Reject) else None
+
+    def in_call(self, call: Call, by: str, code: str) -> Decision | None:
+        """The features' word on extension `by` pressing in-call `code`."""
+        return self.engine.features.in_call(self._info(call, by, call.callee), by, code)
+
+    def run_in_call_app(
+        self, call: Call, side: str, leg: MediaLeg, answer: Answer, back: Callable[[], None]
+    ) -> None:
+        """Run an in-call code's application on `side`'s leg (call_keys.py): its
+        `transfer` sends the other party away; its end brings the side back."""
+        eng = self.engine
+        fork = call.answered
+        label = call.caller if side == "a" else (fork.target.label if fork else "")
+        extension = self.extension_of(label) or ""
+
+        async def transfer(number: str, _klass: str | None) -> int:
+            return eng.calls.keys.transfer(call, side, extension, number)
+
+        eng.features.run_app(
+            call.id,
+            answer.app,
+            answer.name,
+            leg,
+            back,
+            lambda: call.state is State.ENDED or call.aside != side,
+            transfer,
+            answer.feature,
+            on_exit=back,
+        )
 
     def extension_of(self, label: str) -> str | None:
         """The extension number of a call leg's label (an AOR of our domain), None for
