@@ -68,8 +68,10 @@ __all__ = [
     "Feature",
     "Forward",
     "Hunt",
+    "Pickup",
     "Recorded",
     "Reject",
+    "Ringing",
     "Session",
     "Setting",
     "Spec",
@@ -261,7 +263,25 @@ class Answer:
     feature: str = ""
 
 
-Decision = Reject | Forward | Hunt | Answer
+@dataclass(frozen=True, slots=True)
+class Pickup:
+    """Answer the ringing call `call_id` (from `Context.ringing`) with the phone that
+    dialled: the caller talks to it, the ringing stops."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ringing:
+    """A call ringing one of our extensions now (`Context.ringing`)."""
+
+    call_id: str
+    extension: str  # the extension it rings
+    caller_number: str
+    since: float  # when the call came in (`Context.now()`'s clock)
+
+
+Decision = Reject | Forward | Hunt | Answer | Pickup
 
 
 # ------------------------------------------------------------------ the context
@@ -327,6 +347,11 @@ class Context(Protocol):
 
     def state_keys(self, prefix: str = "") -> tuple[str, ...]:
         """The keys this feature keeps that start with `prefix`, sorted."""
+        ...
+
+    def ringing(self) -> tuple[Ringing, ...]:
+        """The calls ringing our extensions now, oldest first (one entry per
+        extension rung: a ring group's call appears once per member)."""
         ...
 
 

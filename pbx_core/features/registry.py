@@ -10,7 +10,7 @@ before call waiting looks at it, and both before call forwarding's forward-all.
 
 from __future__ import annotations
 
-from pbx_core.features import callwaiting, dnd, echo, forward, ringgroup, transfer
+from pbx_core.features import callwaiting, dnd, echo, forward, pickup, ringgroup, transfer
 from pbx_core.features.api import Feature
 
 FEATURES: tuple[Feature, ...] = (
@@ -20,4 +20,5 @@ FEATURES: tuple[Feature, ...] = (
     forward.FEATURE,
     ringgroup.FEATURE,
     transfer.FEATURE,
+    pickup.FEATURE,
 )

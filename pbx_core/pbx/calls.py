@@ -42,6 +42,7 @@ from pbx_core.pbx.call_acks import CallAcks
 from pbx_core.pbx.call_keys import CallKeys
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
 from pbx_core.pbx.call_ops import CallOps
+from pbx_core.pbx.call_pickup import CallPickup
 from pbx_core.pbx.call_relay import CallRelay
 from pbx_core.pbx.call_state import (
     RELAYED_IN_DIALOG,
@@ -106,6 +107,7 @@ class CallManager:
         self.call_acks = CallAcks(self)
         self.ops = CallOps(self)
         self.keys = CallKeys(self)
+        self.pickup = CallPickup(self)
 
     def configure(self, settings: Mapping[str, object]) -> None:
         """The settings calls follow (pbx_settings); a bad value is logged and the

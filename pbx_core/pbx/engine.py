@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pbx_core import paths
-from pbx_core.features.api import Feature
+from pbx_core.features.api import Feature, Ringing
 from pbx_core.media.audio import Audio
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
@@ -113,6 +113,7 @@ class Engine:
                 may_dial=self.router.may_dial,
                 domain=lambda: self.domain,
                 rows=self._feature_rows,
+                ringing=self._ringing,
             ),
             state,
             self.loop,
@@ -459,6 +460,9 @@ class Engine:
         number = unescape(req.uri.user or "")
         trunk = self.trunks.trusted(source[1])
         if trunk is not None:
+            if req.headers.get("replaces") is not None:  # a provider takes none of our legs
+                self.stack.respond(key, self._error(req, SipError("Replaces from a trunk", 403)))
+                return
             self.router.from_trunk(req, source, key, trunk, number)
             return
         caller = self._authenticate(req, source, key, now)
@@ -470,10 +474,24 @@ class Engine:
         if not caller.settings.enabled:
             self.stack.respond(key, self._error(req, SipError("extension disabled", 403)))
             return
+        if req.headers.get("replaces") is not None:  # RFC 3891: take a leg of a call
+            self.calls.pickup.replaces(req, source=source, key=key, label=caller.aor)
+            return
         if not number:
             self.stack.respond(key, req.reply(484, to_tag=new_tag()))
             return
         self.router.from_extension(req, source, key, caller, number)
+
+    def _ringing(self) -> tuple[Ringing, ...]:
+        """The calls ringing our extensions (the features' `Context.ringing`)."""
+        out = []
+        for call, label in self.calls.pickup.ringing():
+            number = self.router.extension_of(label)
+            if number is not None:
+                plan = call.routing
+                shown = getattr(getattr(plan, "info", None), "caller_number", call.caller)
+                out.append(Ringing(call.id, number, str(shown), call.started))
+        return tuple(out)
 
     # ------------------------------------------------------------------ status
     def _call_ended(self, call: Call) -> None:

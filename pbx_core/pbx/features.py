@@ -32,6 +32,7 @@ from pbx_core.features.api import (
     Feature,
     Recorded,
     Reject,
+    Ringing,
     Why,
 )
 from pbx_core.media.errors import MediaError
@@ -78,6 +79,7 @@ class Facts:
         may_dial: Callable[[str, str], bool],
         domain: Callable[[], str],
         rows: Callable[[str], tuple[Mapping[str, Any], ...]] = lambda _table: (),
+        ringing: Callable[[], tuple[Ringing, ...]] = tuple,
     ) -> None:
         self.now = now
         self.setting = setting
@@ -88,6 +90,7 @@ class Facts:
         self.may_dial = may_dial
         self.domain = domain
         self.rows = rows  # a feature table's rows in the configuration in force
+        self.ringing = ringing  # the calls ringing extensions now (pickup)
 
 
 class HostContext:
@@ -104,6 +107,7 @@ class HostContext:
         self.registered = facts.registered
         self.in_call = facts.in_call
         self.may_dial = facts.may_dial
+        self.ringing = facts.ringing
 
     def toggle(self, extension: str, name: str) -> Any:
         return self._host.toggle(self._feature, extension, name)

@@ -33,6 +33,7 @@ from pbx_core.features.api import (
     CallInfo,
     Decision,
     Forward,
+    Pickup,
     Reject,
     Step,
     Why,
@@ -356,6 +357,8 @@ class Router:
             self._answer(plan, decision)
         elif isinstance(decision, Forward):
             self._forward(plan, decision, 480)
+        elif isinstance(decision, Pickup):
+            self._pickup(plan, decision)
         else:
             plan.steps = list(decision.steps[:MAX_STEPS])
             plan.failover, plan.status = decision.failover, decision.status
@@ -387,6 +390,17 @@ class Router:
         )
         if call is not None:
             call.trunk, call.did = plan.trunk, plan.did
+
+    def _pickup(self, plan: Plan, pickup: Pickup) -> None:
+        """The dialling extension answers the ringing call `pickup.call_id`."""
+        eng = self.engine
+        target = eng.calls.calls.get(pickup.call_id)
+        if plan.call is not None or target is None:
+            self._fail(plan, 481 if target is None else 480, "nothing to pick up")
+            return
+        status = eng.calls.pickup.take(target, plan.req, plan.key, plan.source, plan.info.caller)
+        if status is not None:
+            self._fail(plan, status, "pickup failed")
 
     def _fail(self, plan: Plan, status: int, reason: str) -> None:
         eng = self.engine

@@ -352,11 +352,11 @@ PBX_EXTENSION = TableSchema(
         _s("forward_noanswer", "initial forward-on-no-answer target (*52/*53)", null=True),
         _i(
             "pickup_group",
-            "call pickup group (*8); NULL = none",
+            "call pickup group: *8 answers a call ringing an extension of the same "
+            "group; NULL = none",
             null=True,
             lo=0,
             hi=63,
-            future="call pickup",
         ),
         _i("max_contacts", "registrations kept per extension", default=3, lo=1, hi=20),
         _s("outbound_cid", "number presented on trunk calls; NULL = trunk's", null=True),

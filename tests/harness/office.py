@@ -313,9 +313,12 @@ Expires: {expires}{auth}"""
                 assert client.on_challenge(resp.headers.getall("www-authenticate"))
         return status
 
-    def call(self, number: str, body: bytes | None = None, *, auth: bool = True) -> Outgoing:
+    def call(
+        self, number: str, body: bytes | None = None, *, auth: bool = True, extra: str = ""
+    ) -> Outgoing:
         """INVITE `number` with SDP, answering the PBX's 407 once (`auth`: a trunk's
-        provider is trusted by its address and sends one INVITE)."""
+        provider is trusted by its address and sends one INVITE; `extra`: more header
+        lines, each starting with a newline)."""
         office = self.office
         n = next(office.ids)
         call_id = f"call{n}@{self.port}"
@@ -340,7 +343,7 @@ To: <sip:{number}@{DOMAIN}>
 Call-ID: {call_id}
 CSeq: {cseq} INVITE
 Max-Forwards: 70
-Contact: <sip:{self.number}@{self.address[1]}:{self.port}>{creds_line}""",
+Contact: <sip:{self.number}@{self.address[1]}:{self.port}>{creds_line}{extra}""",
                 body,
                 "application/sdp" if body else None,
             )

@@ -65,6 +65,8 @@ READERS: dict[tuple[str, str], tuple[str, str]] = {
     ("pbx_extension", "forward_busy"): (_F, '"forward_busy": "forward_busy"'),
     ("pbx_extension", "forward_noanswer"): (_F, '"forward_noanswer": "forward_noanswer"'),
     ("pbx_extension", "max_contacts"): (_E, "user.settings.max_contacts"),
+    ("pbx_extension", "pickup_group"): ("pbx_core/features/pickup/__init__.py",
+                                        'get("pickup_group")'),
     ("pbx_extension", "outbound_cid"): (_T, "caller.settings.outbound_cid"),
     ("pbx_extension", "call_class"): (_R, "caller.settings.call_class"),
     ("pbx_extension", "username"): (_E, "self.snap.user(number, self.domain)"),
