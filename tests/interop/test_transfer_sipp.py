@@ -1,18 +1,22 @@
-"""Blind transfer by REFER (RFC 3515) through `pbx run`, every phone a SIPp: 100
-calls 101, 101 transfers it to 102 (202, NOTIFY 100 then 200 as message/sipfrag,
-then the PBX's BYE releases 101), 102 rings with 100's identity and talks to 100:
-100's later re-INVITE is answered (by the PBX, on the anchored media) and its BYE
-reaches 102."""
+"""Transfer and pickup through `pbx run`, every phone a SIPp.
+
+Blind transfer by REFER (RFC 3515): 100 calls 101, 101 transfers it to 102 (202,
+NOTIFY 100 then 200 as message/sipfrag, then the PBX's BYE releases 101), 102 rings
+with 100's identity and talks to 100: 100's later re-INVITE is answered (by the PBX,
+on the anchored media) and its BYE reaches 102. Directed pickup: 102 dials **101
+while 101 rings."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.interop.features_env import Env, start, stop
-from tests.interop.sipp_agents import check
+from tests.interop.sipp_agents import Run, check
 
 pytestmark = [pytest.mark.interop, pytest.mark.tools("sipp")]
 
@@ -48,3 +52,31 @@ def test_blind_transfer_by_refer(env: Env, tmp_path: Path) -> None:
     # 100 hung up itself at the end: the PBX never sent it a BYE; 102 got 100's.
     assert res.requests("BYE") == [], res.report()
     assert answered.requests("BYE"), answered.report()
+
+
+def test_directed_pickup_with_sipp_phones(env: Env, tmp_path: Path) -> None:
+    """100 calls 101, which rings; 102 dials **101 and talks to 100: 101's phone gets
+    CANCEL (its scenario ends on it), 100's call is answered by 102, 102's BYE ends
+    it for 100."""
+    phones = env.phones
+    caller: list[Run] = []
+    with phones.callee(tmp_path, "uas_ring.xml", "101") as ringing:
+        thread = threading.Thread(
+            target=lambda: caller.append(
+                phones.call(tmp_path, "uac_call_callee_bye.xml", "101", name="caller")
+            )
+        )
+        thread.start()
+        try:
+            time.sleep(1.5)  # 101 rings (its ring timeout in configs/features is 5 s)
+            picked = phones.call(tmp_path, "uac_call.xml", "**101", user="102", name="picker")
+        finally:
+            thread.join(30)
+        rang = ringing.finish()
+    check(picked)
+    check(rang)
+    (res,) = caller
+    check(res)
+    assert rang.requests("CANCEL"), rang.report()
+    assert next(s for s in picked.statuses() if s >= 200 and s != 407) == 200, picked.report()
+    assert res.requests("BYE"), res.report()  # 102 hung up: the PBX told 100
