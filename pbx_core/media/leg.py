@@ -736,6 +736,11 @@ class MediaLeg:
         """Call ``callback(DtmfEvent)`` for each key press the phone sends."""
         self._dtmf_callbacks.append(callback)
 
+    def off_dtmf(self, callback: DtmfCallback) -> None:
+        """Stop calling ``callback`` (an application that ended)."""
+        if callback in self._dtmf_callbacks:
+            self._dtmf_callbacks.remove(callback)
+
     def on_inactivity(self, seconds: float, callback: Callable[[MediaLeg], None]) -> None:
         """Call ``callback(leg)`` once when no RTP or RTCP came for ``seconds`` while
         the phone should be sending (re-armed by the next packet)."""

@@ -484,6 +484,7 @@ class FeatureHost:
             finally:
                 self._apps.pop(call_id, None)
                 self._sessions.pop(call_id, None)
+                session.close()
                 if on_exit is not None:
                     try:
                         on_exit()
@@ -527,6 +528,12 @@ class LocalSession:
     @property
     def hung_up(self) -> bool:
         return self._ended()
+
+    def close(self) -> None:
+        """The application ended: its key presses go nowhere any more (the leg may
+        live on: an in-call application's extension is back in its call)."""
+        self._leg.off_dtmf(self._on_dtmf)
+        self.ended()
 
     def ended(self) -> None:
         """The call ended (the host tells): wake every await."""

@@ -57,7 +57,7 @@ def test_emergency_is_allowed_to_an_internal_extension(office: Office) -> None:
 
 
 @pytest.mark.parametrize(
-    ("pattern", "outside_number"), [(".", "0123"), ("X.", "0123"), ("!", "0123"), ("*.", "*888")]
+    ("pattern", "outside_number"), [(".", "0123"), ("X.", "0123"), ("!", "0123"), ("*.", "*999")]
 )
 def test_a_catch_all_route_swallows_no_feature_code_and_no_extension(
     office: Office, pattern: str, outside_number: str
