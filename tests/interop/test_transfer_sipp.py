@@ -80,3 +80,22 @@ def test_directed_pickup_with_sipp_phones(env: Env, tmp_path: Path) -> None:
     assert rang.requests("CANCEL"), rang.report()
     assert next(s for s in picked.statuses() if s >= 200 and s != 407) == 200, picked.report()
     assert res.requests("BYE"), res.report()  # 102 hung up: the PBX told 100
+
+
+def test_in_call_blind_transfer_by_keys_in_sip_info(env: Env, tmp_path: Path) -> None:
+    """100 calls 101 and presses ## then 102# (SIP INFO): 101 is sent to 102 with
+    its own identity, 100 gets the PBX's BYE; 101's hang-up later reaches 102."""
+    phones = env.phones
+    (tmp_path / "target").mkdir()
+    with phones.callee(tmp_path / "target", "uas_answer.xml", "102") as target:
+        with phones.callee(tmp_path, "uas_bye_late.xml", "101") as held:
+            res = phones.call(tmp_path, "uac_incall_transfer.xml", "101")
+            stayed = held.finish()
+        answered = target.finish()
+    check(res)
+    check(stayed)
+    check(answered)
+    assert res.requests("BYE"), res.report()  # released by the PBX
+    (invite,) = answered.requests("INVITE")
+    assert "sip:101@" in (invite.header("From") or ""), answered.report()
+    assert answered.requests("BYE"), answered.report()  # 101 hung up: told to 102
