@@ -33,7 +33,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pbx_core.store.schema import BOOL, REQUIRED, Setting, Spec, TableSchema, double, integer, text
+
 __all__ = [
+    "BOOL",
+    "REQUIRED",
     "Answer",
     "App",
     "CallInfo",
@@ -46,8 +50,14 @@ __all__ = [
     "Hunt",
     "Reject",
     "Session",
+    "Setting",
+    "Spec",
     "Step",
+    "TableSchema",
     "Why",
+    "double",
+    "integer",
+    "text",
 ]
 
 
@@ -223,6 +233,27 @@ class Context(Protocol):
         back after a restart."""
         ...
 
+    def rows(self, table: str) -> tuple[Mapping[str, Any], ...]:
+        """The rows of one of this feature's own `tables` in the configuration in
+        force (every column, defaults filled in), read-only; a reload is seen at
+        once. ValueError for a table the feature did not declare."""
+        ...
+
+    def state_get(self, key: str) -> Any:
+        """A value this feature kept in its state namespace (None: never set)."""
+        ...
+
+    def state_set(self, key: str, value: Any) -> None:
+        """Keep a value (msgpack-able: None, bool, int, float, str, bytes, lists and
+        dicts of them; None deletes) under `key` in this feature's own namespace: in
+        force at once, written to flash off the event loop, back after a restart.
+        Bounded (api.MAX_STATE_* in the host): ValueError when too big or too many."""
+        ...
+
+    def state_keys(self, prefix: str = "") -> tuple[str, ...]:
+        """The keys this feature keeps that start with `prefix`, sorted."""
+        ...
+
 
 # ------------------------------------------------------------------ the feature
 
@@ -265,3 +296,9 @@ class Feature:
 
     def status(self, ctx: Context) -> dict[str, Any]:
         return {}
+
+    # The feature's own tables (each named pbx_<something>, strict) and settings
+    # (pbx_settings rows): `pbx db check`, `pbx db compile`, the console and the
+    # generated docs know them as the core's own; `ctx.rows(table)` reads them.
+    tables: tuple[TableSchema, ...] = ()
+    settings: tuple[Setting, ...] = ()

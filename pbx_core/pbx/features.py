@@ -92,6 +92,18 @@ class HostContext:
     def set_toggle(self, extension: str, name: str, value: Any) -> None:
         self._host.set_toggle(self._feature, extension, name, value)
 
+    def rows(self, table: str) -> tuple[Mapping[str, Any], ...]:
+        raise NotImplementedError("feature tables: not built yet (h/platform)")
+
+    def state_get(self, key: str) -> Any:
+        raise NotImplementedError("feature state: not built yet (h/platform)")
+
+    def state_set(self, key: str, value: Any) -> None:
+        raise NotImplementedError("feature state: not built yet (h/platform)")
+
+    def state_keys(self, prefix: str = "") -> tuple[str, ...]:
+        raise NotImplementedError("feature state: not built yet (h/platform)")
+
 
 class FeatureHost:
     def __init__(

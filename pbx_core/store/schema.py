@@ -85,6 +85,21 @@ def _i(name: str, doc: str, **kw: object) -> Spec:
     return Spec(name, ColumnType.INT, doc, **kw)  # type: ignore[arg-type]  # kw are Spec fields
 
 
+def text(name: str, doc: str, **kw: object) -> Spec:
+    """A text column (a feature's table declares its columns with these)."""
+    return Spec(name, ColumnType.STRING, doc, **kw)  # type: ignore[arg-type]  # kw are Spec fields
+
+
+def integer(name: str, doc: str, **kw: object) -> Spec:
+    """An int column; `lo`/`hi` bound it (`**BOOL`: 0 or 1)."""
+    return Spec(name, ColumnType.INT, doc, **kw)  # type: ignore[arg-type]  # kw are Spec fields
+
+
+def double(name: str, doc: str, **kw: object) -> Spec:
+    """A floating-point column."""
+    return Spec(name, ColumnType.DOUBLE, doc, **kw)  # type: ignore[arg-type]  # kw are Spec fields
+
+
 def _id() -> Spec:
     return _i("id", "row id, assigned by Kamailio when empty", auto=True)
 
