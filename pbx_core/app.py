@@ -22,9 +22,10 @@ from pbx_core.pbx.cdr import CdrWriter
 from pbx_core.pbx.control import ControlServer
 from pbx_core.pbx.engine import Engine
 from pbx_core.pbx.sipserver import SipServer
+from pbx_core.store import schema as sch
 from pbx_core.store.errors import StoreError
+from pbx_core.store.feature_schema import SchemaClash, register_features
 from pbx_core.store.generations import Store
-from pbx_core.store.schema import SETTINGS
 from pbx_core.store.state import StateStore
 from pbx_core.transport.manager import parse_listen
 from pbx_core.transport.trace import Trace
@@ -56,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"pbx run: cannot open trace file: {exc}", file=sys.stderr)
         return 2
+    try:  # the features' own tables and settings, before the store is read
+        register_features(FEATURES)
+    except SchemaClash as exc:
+        print(f"pbx run: {exc}", file=sys.stderr)
+        return 2
     try:
         store = Store(args.config, runtime_dir=paths.runtime_dir())
     except (StoreError, OSError) as exc:
@@ -64,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("configuration %s (%s) loaded", args.config, store.kind)
     # A listener naming no port (the default one too) is on the setting sip_port, read
     # at start: a new value applies at the next restart, as the RTP range does.
-    sip_port = int(store.snapshot.settings.get("sip_port", SETTINGS["sip_port"].default))
+    sip_port = int(store.snapshot.settings.get("sip_port", sch.SETTINGS["sip_port"].default))
     listens = [parse_listen(text, sip_port) for text in (args.listen or ["0.0.0.0"])]
     state_path = Path(args.state) if args.state else paths.state_db()
     try:

@@ -26,9 +26,25 @@ def _cmd_sip_check(args: argparse.Namespace) -> int:
     return check.check_files(args.files, sys.stdout)
 
 
+def _join_features(command: str) -> bool:
+    """Join the features' own tables and settings to the core's before anything
+    reads tables (store/feature_schema.py); False (said on stderr) on a clash."""
+    from pbx_core.features.registry import FEATURES
+    from pbx_core.store.feature_schema import SchemaClash, register_features
+
+    try:
+        register_features(FEATURES)
+    except SchemaClash as exc:
+        print(f"pbx {command}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _cmd_db(args: argparse.Namespace) -> int:
     from pbx_core.store import cli as store_cli
 
+    if not _join_features("db"):
+        return 2
     return store_cli.main(args)
 
 
@@ -168,6 +184,8 @@ def _cmd_console(args: argparse.Namespace) -> int:
     guard.protect(None if args.tty else sys.stdin.fileno())
     from pbx_core.console import session
 
+    if not _join_features("console"):
+        return 2
     return session.main(args)
 
 
@@ -182,6 +200,8 @@ def _cmd_remote(args: argparse.Namespace) -> int:
             "pbx remote: usage: pbx remote --port URL run COMMAND... (or - for stdin)",
             file=sys.stderr,
         )
+        return 2
+    if not _join_features("remote"):
         return 2
     return remote.main(args)
 

@@ -33,7 +33,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pbx_core.store.schema import BOOL, REQUIRED, Setting, Spec, TableSchema, double, integer, text
+from pbx_core.store.schema import (
+    BOOL,
+    REQUIRED,
+    Setting,
+    Spec,
+    TableSchema,
+    double,
+    integer,
+    pbx_table,
+    text,
+)
 
 __all__ = [
     "BOOL",
@@ -57,6 +67,7 @@ __all__ = [
     "Why",
     "double",
     "integer",
+    "pbx_table",
     "text",
 ]
 

@@ -1,6 +1,8 @@
 """The features this build has, in the order the engine asks them: a literal tuple,
 so the freezer sees every import (no entry points, no string imports). `app.py` hands
-it to the engine; nothing in the core imports this module.
+it to the engine; `app.py` and `cli.py` (`pbx db`, the console) join the features' own
+tables and settings to the store's (store/feature_schema.py); nothing in the core
+imports this module.
 
 Order matters where two features answer the same hook: do-not-disturb refuses a call
 before call waiting looks at it, and both before call forwarding's forward-all.

@@ -109,6 +109,7 @@ class Engine:
                 in_call=self._in_call,
                 may_dial=self.router.may_dial,
                 domain=lambda: self.domain,
+                rows=self._feature_rows,
             ),
             state,
             self.loop,
@@ -167,6 +168,9 @@ class Engine:
             "fallback_type": group.fallback.type,
             "fallback": group.fallback.target,
         }
+
+    def _feature_rows(self, table: str) -> tuple[Mapping[str, Any], ...]:
+        return self.snap.rows(table)  # the snapshot in force: a reload is seen at once
 
     def _registered(self, number: str) -> bool:
         return bool(self.registrar.lookup(f"{number}@{self.domain}", self.loop.time()))

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from pbx_core import paths
 from pbx_core.features.api import (
     App,
@@ -39,6 +41,11 @@ log = logging.getLogger("pbx.features")
 MAX_CODE_ARG = 32  # digits after a feature code (a phone number is at most 15, E.164)
 MAX_TOGGLE_TEXT = 64  # a toggle's text value (a forward target)
 MAX_PROMPTS = 32  # prompts in one play() call
+# A feature's own state namespace (ctx.state_set): a key's UTF-8 bytes, a value's
+# msgpack bytes, keys per feature. It is kept in RAM and in the state LMDB.
+MAX_STATE_KEY = 128
+MAX_STATE_VALUE = 4096
+MAX_STATE_KEYS = 1000
 _UNREAD = object()  # a toggle not yet read from the state LMDB
 
 
@@ -60,6 +67,7 @@ class Facts:
         in_call: Callable[[str], bool],
         may_dial: Callable[[str, str], bool],
         domain: Callable[[], str],
+        rows: Callable[[str], tuple[Mapping[str, Any], ...]] = lambda _table: (),
     ) -> None:
         self.now = now
         self.setting = setting
@@ -69,6 +77,7 @@ class Facts:
         self.in_call = in_call
         self.may_dial = may_dial
         self.domain = domain
+        self.rows = rows  # a feature table's rows in the configuration in force
 
 
 class HostContext:
@@ -93,16 +102,21 @@ class HostContext:
         self._host.set_toggle(self._feature, extension, name, value)
 
     def rows(self, table: str) -> tuple[Mapping[str, Any], ...]:
-        raise NotImplementedError("feature tables: not built yet (h/platform)")
+        if all(t.name != table for t in self._feature.tables):
+            mine = ", ".join(t.name for t in self._feature.tables) or "none"
+            raise ValueError(
+                f"feature {self._feature.name} declares no table {table!r} (its: {mine})"
+            )
+        return self._host.facts.rows(table)
 
     def state_get(self, key: str) -> Any:
-        raise NotImplementedError("feature state: not built yet (h/platform)")
+        return self._host.state_get(self._feature, key)
 
     def state_set(self, key: str, value: Any) -> None:
-        raise NotImplementedError("feature state: not built yet (h/platform)")
+        self._host.state_set(self._feature, key, value)
 
     def state_keys(self, prefix: str = "") -> tuple[str, ...]:
-        raise NotImplementedError("feature state: not built yet (h/platform)")
+        return self._host.state_keys(self._feature, prefix)
 
 
 class FeatureHost:
@@ -143,6 +157,8 @@ class FeatureHost:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
         self._write_lock = threading.Lock()
         self._pending: dict[tuple[str, str], Any] = {}
+        self._state: dict[str, dict[str, Any]] = {}  # feature -> its namespace, read once
+        self._pending_state: dict[tuple[str, str], Any] = {}
         self._apps: dict[str, asyncio.Task[None]] = {}
         # The daemon's task group owns the applications (app.py sets it); without one
         # (in-process tests) the running loop does, and close() cancels what is left.
@@ -274,16 +290,17 @@ class FeatureHost:
         if self.state is None:
             return
         with self._write_lock:
-            queued = bool(self._pending)
+            queued = bool(self._pending or self._pending_state)
             self._pending[(self._aor(extension), name)] = value
         if not queued:
             self._writer.submit(self._write)
 
     def _write(self) -> None:
-        """One thread writes the toggles set since its last commit (a synced LMDB
-        commit takes milliseconds on a CF card: never on the event loop)."""
+        """One thread writes the toggles and feature state set since its last commit
+        (a synced LMDB commit takes milliseconds on a CF card: never on the event loop)."""
         with self._write_lock:
             pending, self._pending = self._pending, {}
+            pending_state, self._pending_state = self._pending_state, {}
         state = self.state
         if state is None:
             return
@@ -292,6 +309,65 @@ class FeatureHost:
                 state.set_toggle(aor, name, value)
             except (StoreError, ValueError) as exc:
                 log.error("toggle %s of %s not saved: %s", name, aor, exc)  # noqa: TRY400  # one line says it
+        for (feature, key), value in pending_state.items():
+            try:
+                state.set_feature_state(feature, key, value)
+            except (StoreError, ValueError) as exc:
+                log.error("state %s of feature %s not saved: %s", key, feature, exc)  # noqa: TRY400  # one line says it
+
+    # ------------------------------------------------------------------ feature state
+    def _namespace(self, feature: Feature) -> dict[str, Any]:
+        """A feature's namespace in RAM, read from the state LMDB at first use."""
+        ns = self._state.get(feature.name)
+        if ns is None:
+            ns = {}
+            if self.state is not None:
+                try:
+                    ns = self.state.feature_state(feature.name, MAX_STATE_KEYS)
+                except StoreError as exc:
+                    log.warning("state of feature %s unreadable: %s", feature.name, exc)
+            self._state[feature.name] = ns
+        return ns
+
+    def state_get(self, feature: Feature, key: str) -> Any:
+        return self._namespace(feature).get(key)
+
+    def state_keys(self, feature: Feature, prefix: str = "") -> tuple[str, ...]:
+        return tuple(sorted(k for k in self._namespace(feature) if k.startswith(prefix)))
+
+    def state_set(self, feature: Feature, key: str, value: Any) -> None:
+        """Keep a value in the feature's namespace: in RAM at once (as it reads back
+        after a restart: msgpack's round trip), written by the writer thread."""
+        if not isinstance(key, str) or not key or "\0" in key:
+            raise ValueError(f"feature {feature.name}: a state key is non-empty text without NUL")
+        if len(key.encode()) > MAX_STATE_KEY:
+            raise ValueError(f"feature {feature.name}: state key longer than {MAX_STATE_KEY} bytes")
+        ns = self._namespace(feature)
+        if value is not None:
+            try:
+                packed = msgpack.packb(value, use_bin_type=True)
+                value = msgpack.unpackb(packed, raw=False)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(
+                    f"feature {feature.name}: state {key!r} is not msgpack-able: {exc}"
+                ) from None
+            if len(packed) > MAX_STATE_VALUE:
+                raise ValueError(
+                    f"feature {feature.name}: state {key!r} is {len(packed)} bytes; "
+                    f"at most {MAX_STATE_VALUE}"
+                )
+            if key not in ns and len(ns) >= MAX_STATE_KEYS:
+                raise ValueError(f"feature {feature.name}: at most {MAX_STATE_KEYS} state keys")
+            ns[key] = value
+        else:
+            ns.pop(key, None)
+        if self.state is None:
+            return
+        with self._write_lock:
+            queued = bool(self._pending or self._pending_state)
+            self._pending_state[(feature.name, key)] = value
+        if not queued:
+            self._writer.submit(self._write)
 
     def toggles(self, extension: str) -> dict[str, Any]:
         """Every toggle of an extension, by feature (for the console and status)."""

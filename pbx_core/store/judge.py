@@ -59,6 +59,11 @@ MAX_DIGITS = 10  # an integer setting's text: more digits is out of range, not p
 
 
 def bounds(name: str) -> tuple[int, int]:
+    """An int setting's inclusive range: the core's from BOUNDS, a feature's from its
+    declaration (`Setting.lo`/`hi`, required there: store/feature_schema.py)."""
+    spec = sch.SETTINGS.get(name)
+    if spec is not None and spec.lo is not None and spec.hi is not None:
+        return spec.lo, spec.hi
     return BOUNDS.get(name, DEFAULT_BOUNDS)
 
 

@@ -62,6 +62,10 @@ class TableSchema:
     key: tuple[str, ...] = ()  # these columns together are unique
     strict: bool = False  # unknown columns are errors
     future: str = ""  # the feature the table belongs to, not built yet: a row is an error
+    # Rows a table may hold (0: no bound; a feature's table always has one, since the
+    # daemon keeps its rows in RAM for `ctx.rows`): more is a `pbx db check` error.
+    max_rows: int = 0
+    owner: str = ""  # the feature that declared the table ("": the core's)
 
     def spec(self, name: str) -> Spec | None:
         for s in self.specs:
@@ -98,6 +102,14 @@ def integer(name: str, doc: str, **kw: object) -> Spec:
 def double(name: str, doc: str, **kw: object) -> Spec:
     """A floating-point column."""
     return Spec(name, ColumnType.DOUBLE, doc, **kw)  # type: ignore[arg-type]  # kw are Spec fields
+
+
+def pbx_table(
+    name: str, doc: str, *specs: Spec, key: tuple[str, ...] = (), max_rows: int = 0
+) -> TableSchema:
+    """A PBX table (dialect pbx, strict): how a feature declares its own, named
+    pbx_<something>; `max_rows` 0 = feature_schema.DEFAULT_ROWS."""
+    return TableSchema(name, "pbx", doc, specs, key=key, strict=True, max_rows=max_rows)
 
 
 def _id() -> Spec:
@@ -621,8 +633,16 @@ class Setting:
     doc: str
     choices: tuple[str, ...] = ()
     future: str = ""  # the feature it belongs to, not built yet: a non-default value is an error
+    # An int setting's inclusive range (a feature's must give one; the core's are in
+    # judge.BOUNDS), and the feature that declared it ("": the core's).
+    lo: int | None = None
+    hi: int | None = None
+    owner: str = ""
 
 
+# The core's settings and tables. SETTINGS, SCHEMAS and PBX_TABLES are these joined
+# with the features' own (store/feature_schema.py rebinds them at start, before
+# anything reads the store): read them as `schema.X` at use, never import the names.
 SETTINGS: Mapping[str, Setting] = {
     s.name: s
     for s in (
@@ -778,6 +798,8 @@ SETTINGS: Mapping[str, Setting] = {
     )
 }
 
+CORE_SETTINGS: Mapping[str, Setting] = SETTINGS
+
 SCHEMAS: tuple[TableSchema, ...] = (
     SER_SUBSCRIBER,
     SER_LOCATION,
@@ -798,6 +820,7 @@ SCHEMAS: tuple[TableSchema, ...] = (
     PBX_SPEED_DIAL,
     PBX_SETTINGS,
 )
+CORE_SCHEMAS = SCHEMAS
 PBX_TABLES = tuple(s for s in SCHEMAS if s.dialect == "pbx")
 
 
@@ -896,7 +919,11 @@ def scan_table(
             key_idx = [_index(table, k) for k in schema.key]
     auto = next((i for i, c in enumerate(table.columns) if c.auto), None)
     keys, ids = Duplicates(), Duplicates()
-    for ref, row in table.iter_rows():
+    max_rows = schema.max_rows if schema is not None else 0
+    for n, (ref, row) in enumerate(table.iter_rows(), 1):
+        if max_rows and n == max_rows + 1:
+            assert schema is not None  # noqa: S101  # max_rows comes from it
+            errors.append(ref.error(None, f"table {schema.name} holds at most {max_rows} rows"))
         if schema is not None and schema.future:
             errors.append(
                 ref.error(
@@ -986,6 +1013,8 @@ def schema_markdown() -> str:
     out: list[str] = []
     for s in SCHEMAS:
         title = f"### `{s.name}` ({s.dialect})"
+        if s.owner:
+            title = f"### `{s.name}` (feature {s.owner})"
         out += [title, "", s.doc, ""]
         if s.future:
             out += [f"**Not built yet ({s.future}): a row is an error.**", ""]
@@ -1012,5 +1041,8 @@ def schema_markdown() -> str:
         choices = f" ({', '.join(st.choices)})" if st.choices else ""
         default = f"`{st.default}`" if st.default != "" else "empty"
         later = f" **Not built yet ({st.future}): only the default.**" if st.future else ""
-        out.append(f"| {st.name} | {st.type.__name__} | {default} | {st.doc}{choices}{later} |")
+        rng = f" ({st.lo}..{st.hi})" if st.lo is not None and st.hi is not None else ""
+        owner = f" (feature {st.owner})" if st.owner else ""
+        doc = f"{st.doc}{rng}{choices}{later}{owner}"
+        out.append(f"| {st.name} | {st.type.__name__} | {default} | {doc} |")
     return "\n".join(out) + "\n"

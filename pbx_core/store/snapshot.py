@@ -13,15 +13,18 @@ environment, closed when the last of them is closed.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import lmdb
 import msgpack
 
+from pbx_core.store import schema as sch
 from pbx_core.store.compile import DATABASES, FORMAT, chunk_key, table_from_value
 from pbx_core.store.dbtext import Table
 from pbx_core.store.errors import StoreError
@@ -39,7 +42,6 @@ from pbx_core.store.model import (
     speed_key,
     unpack,
 )
-from pbx_core.store.schema import SETTINGS
 
 
 class _Shared:
@@ -100,6 +102,7 @@ class Snapshot:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._rows: dict[str, tuple[Mapping[str, Any], ...]] = {}
         self._shared: _Shared | None = _acquire(self.path)
         try:
             self._load_meta()
@@ -121,7 +124,7 @@ class Snapshot:
         # before the setting existed), so the defaults live in schema.SETTINGS only.
         stored: dict[str, str | int] = self._get("meta", "settings") or {}
         self.settings: dict[str, str | int] = {
-            **{name: spec.default for name, spec in SETTINGS.items()},
+            **{name: spec.default for name, spec in sch.SETTINGS.items()},
             **stored,
         }
         self.versions: dict[str, int] = self._get("meta", "versions")
@@ -247,6 +250,26 @@ class Snapshot:
             return table_from_value(name, v, [v["r"]])
         chunks = (self._get("tables", chunk_key(name, n)) or [] for n in range(int(v["n"])))
         return table_from_value(name, v, chunks)
+
+    def rows(self, name: str) -> tuple[Mapping[str, Any], ...]:
+        """A PBX table's rows as read-only mappings with every column of its schema
+        (defaults filled in), in file order: how a feature reads its own tables
+        (`ctx.rows`). Read once per snapshot (it never changes) and kept; at most the
+        schema's `max_rows` (`pbx db check` refuses more). () without the table."""
+        got = self._rows.get(name)
+        if got is None:
+            table = self.table(name)
+            schema = sch.schema_for(table) if table is not None else None
+            if table is None or schema is None or schema.dialect != "pbx":
+                got = ()
+            else:
+                limit = schema.max_rows or len(table.rows)
+                got = tuple(
+                    MappingProxyType(rec)
+                    for _ref, rec in itertools.islice(sch.records(table, schema), limit)
+                )
+            self._rows[name] = got
+        return got
 
 
 def open_count() -> int:

@@ -11,6 +11,10 @@ writes nothing. Registrations are not here: they live in RAM.
 | toggle | aor NUL name | msgpack value (bool, str, None) |
 | voicemail | mailbox NUL message id | msgpack dict of the message's metadata |
 | cdr | 8-byte big-endian sequence number | msgpack dict of the call record |
+| feature | feature NUL key | msgpack value a feature kept (`ctx.state_set`) |
+
+A feature's namespace is its own: the host (pbx/features.py) bounds its keys, values
+and their count, and writes them from its writer thread.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import msgpack
 
 from pbx_core.store.errors import StoreError
 
-_DBS = ("toggle", "voicemail", "cdr")
+_DBS = ("toggle", "voicemail", "cdr", "feature")
 _SEQ = struct.Struct(">Q")
 _lock = threading.Lock()
 _open_paths: set[str] = set()
@@ -123,6 +127,26 @@ class StateStore:
     def toggles(self, aor: str) -> dict[str, Any]:
         prefix = _key(aor) + b"\0"
         return {k[len(prefix) :].decode(): v for k, v in self._prefix("toggle", prefix)}
+
+    # ------------------------------------------------------------- features' own state
+
+    def set_feature_state(self, feature: str, key: str, value: Any) -> None:
+        """Keep `value` (msgpack-able) under `key` in `feature`'s namespace (None
+        removes it)."""
+        self._write("feature", _key(feature, key), value)
+
+    def feature_state(self, feature: str, limit: int) -> dict[str, Any]:
+        """Every key of `feature`'s namespace and its value, at most `limit` of them
+        (the host's bound; more is only a namespace written by another version)."""
+        prefix = _key(feature) + b"\0"
+        out: dict[str, Any] = {}
+        with self.env.begin(db=self.dbs["feature"]) as txn, txn.cursor() as cur:
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not k.startswith(prefix) or len(out) >= limit:
+                        break
+                    out[k[len(prefix) :].decode()] = msgpack.unpackb(v, raw=False)
+        return out
 
     # ------------------------------------------------------------- voicemail
 
