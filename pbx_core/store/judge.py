@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from pbx_core import tz
 from pbx_core.store import schema as sch
 from pbx_core.store.errors import StoreError
 
@@ -202,6 +203,10 @@ def settings_problems(values: Mapping[str, str | int]) -> list[Problem]:
                     warning=True,
                 )
             )
+    try:
+        tz.zone(str(values["timezone"]))
+    except tz.ZoneError as exc:
+        out.append(Problem(("timezone",), f"setting 'timezone': {exc}"))
     for name, parse in (("lan_networks", sch.parse_networks), ("sec_trusted", trusted_networks)):
         try:
             parse(str(values[name]))

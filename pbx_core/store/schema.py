@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pbx_core.store.dbtext import MAX_ERRORS_PER_FILE, Column, ColumnType, Row, RowRef, Table, Value
@@ -48,6 +48,9 @@ class Spec:
     # The feature this column belongs to when that feature is not built yet: any
     # value but the default is an error (`pbx db check`), never silently ignored.
     future: str = ""
+    # A feature's own check of a value (its time spec, its pattern): why the value is
+    # wrong, in a few words, or None. `pbx db check` reports it at the row and column.
+    check: Callable[[Value], str | None] | None = field(default=None, compare=False)
 
     def column(self) -> Column:
         return Column(self.name, self.type, self.null, self.auto)
@@ -117,9 +120,10 @@ def _id() -> Spec:
 
 
 BOOL = {"lo": 0, "hi": 1}
-DEST_TYPES = ("extension", "group", "ivr", "voicemail", "external", "hangup")
+DEST_TYPES = ("extension", "group", "ivr", "voicemail", "external", "timecond", "hangup")
 # Destination types of features not built yet: a destination naming one is an error.
-# The others are the core's (extension, hangup) and the features' (group: ringgroup);
+# The others are the core's (extension, hangup) and the features' (group: ringgroup,
+# timecond: time conditions);
 # tests/store/test_honesty.py keeps this in step with features/registry.py.
 FUTURE_DEST_TYPES: Mapping[str, str] = {
     "ivr": "IVR",
@@ -129,8 +133,14 @@ FUTURE_DEST_TYPES: Mapping[str, str] = {
 BUILT_DEST_TYPES = tuple(t for t in DEST_TYPES if t not in FUTURE_DEST_TYPES)
 _DEST_DOC = (
     "where calls go: extension, group (ring group number), ivr (menu name), "
-    "voicemail (mailbox), external (number dialled through the dial plan), hangup"
+    "voicemail (mailbox), external (number dialled through the dial plan), timecond "
+    "(time condition name), hangup"
 )
+# A feature's destination type whose targets are the key of one of its tables: the
+# checker refuses a target that is not a row there (as it does for `group`).
+DEST_TARGET_TABLES: Mapping[str, tuple[str, str]] = {
+    "timecond": ("pbx_time_condition", "name"),
+}
 
 # --------------------------------------------------------------------- SER 0.9.6
 
@@ -696,8 +706,10 @@ SETTINGS: Mapping[str, Setting] = {
             "timezone",
             str,
             "UTC",
-            "time zone for CDRs and voicemail dates (pbx cdr export --timezone meanwhile)",
-            future="time zones",
+            "the box's time zone, for time conditions and the CDRs' local times: a POSIX "
+            "TZ string (CET-1CEST,M3.5.0,M10.5.0/3, EST5EDT,M3.2.0,M11.1.0, IST-5:30) or a "
+            "name of pbx_core/tz.py's list (Europe/Berlin, America/New_York …); any other "
+            "zone as its POSIX string, the last line of its /usr/share/zoneinfo file",
         ),
         Setting(
             "operator", str, "", "extension reached by 0 in voicemail and IVR", future="voicemail"
@@ -987,6 +999,13 @@ def _value_problem(spec: Spec, v: Value) -> str | None:
         )
     if spec.choices and v not in spec.choices:
         return f"column {spec.name!r} is {v!r}; expected one of {', '.join(spec.choices)}"
+    if spec.check is not None:
+        try:
+            problem = spec.check(v)
+        except Exception as exc:  # noqa: BLE001  # a feature's checker never stops the check
+            problem = f"unreadable ({type(exc).__name__})"
+        if problem:
+            return f"column {spec.name!r}: {problem}"
     if isinstance(v, int) and not spec.any_type:
         if spec.lo is not None and v < spec.lo:
             return f"column {spec.name!r} is {v}; expected at least {spec.lo}"
