@@ -13,7 +13,8 @@ applies the first answer that is not None:
 - `dial(ctx, dial)`: a number an extension dials starts with one of the feature's
   `codes`. Typical answers: `Answer(app)` (set a toggle, confirm with a prompt), `Reject`.
 - `destination(ctx, call, dest)`: a table names a destination of one of its
-  `destination_types`. `Answer(app)`, `Hunt` (a ring group), `Reject`.
+  `destination_types`. `Answer(app)`, `Hunt` (a ring group), `Goto` (another
+  destination: a time condition), `Reject`.
 - `before_ring(ctx, call, ext)`: extension `ext` is about to ring. `Reject(486)`
   (do not disturb: busy), `Forward` (forward all).
 - `unanswered(ctx, call, ext, why)`: `ext` was busy, did not answer or is not
@@ -35,6 +36,7 @@ from typing import Any, Protocol
 
 from pbx_core.store.schema import (
     BOOL,
+    DEST_TYPES,
     REQUIRED,
     Setting,
     Spec,
@@ -44,9 +46,11 @@ from pbx_core.store.schema import (
     pbx_table,
     text,
 )
+from pbx_core.tz import Zone, ZoneError, zone
 
 __all__ = [
     "BOOL",
+    "DEST_TYPES",
     "REQUIRED",
     "Answer",
     "App",
@@ -57,6 +61,7 @@ __all__ = [
     "Dial",
     "Feature",
     "Forward",
+    "Goto",
     "Hunt",
     "Reject",
     "Session",
@@ -65,10 +70,13 @@ __all__ = [
     "Step",
     "TableSchema",
     "Why",
+    "Zone",
+    "ZoneError",
     "double",
     "integer",
     "pbx_table",
     "text",
+    "zone",
 ]
 
 
@@ -199,7 +207,16 @@ class Answer:
     name: str
 
 
-Decision = Reject | Forward | Hunt | Answer
+@dataclass(frozen=True, slots=True)
+class Goto:
+    """Route the call to `destination` instead, as if the table had named it there (a
+    time condition choosing its day or night destination). The core follows at most
+    MAX_GOTOS (routing.py) in a row: a loop of gotos fails the call with 480."""
+
+    destination: Destination
+
+
+Decision = Reject | Forward | Hunt | Answer | Goto
 
 
 # ------------------------------------------------------------------ the context
@@ -209,6 +226,11 @@ class Context(Protocol):
     """What a feature may use. Implemented by the core (pbx/features.py)."""
 
     def now(self) -> float: ...
+
+    def wall_time(self) -> float:
+        """Unix time (UTC seconds since 1970) now: the clock of dates and time zones
+        (`now()` is the event loop's monotonic clock, for durations)."""
+        ...
 
     def setting(self, name: str) -> Any:
         """A setting's typed value (its default when the table leaves it out)."""

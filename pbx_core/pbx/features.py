@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -68,8 +69,10 @@ class Facts:
         may_dial: Callable[[str, str], bool],
         domain: Callable[[], str],
         rows: Callable[[str], tuple[Mapping[str, Any], ...]] = lambda _table: (),
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.now = now
+        self.wall = wall  # Unix time (tests move it with their clock)
         self.setting = setting
         self.extension = extension
         self.group = group
@@ -100,6 +103,9 @@ class HostContext:
 
     def set_toggle(self, extension: str, name: str, value: Any) -> None:
         self._host.set_toggle(self._feature, extension, name, value)
+
+    def wall_time(self) -> float:
+        return self._host.facts.wall()
 
     def rows(self, table: str) -> tuple[Mapping[str, Any], ...]:
         if all(t.name != table for t in self._feature.tables):
