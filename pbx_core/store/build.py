@@ -225,6 +225,7 @@ class _Builder:
         self._extension_keys = HashSet()  # key_hash(username) of subscribers in `domain`
         self._alias_keys = HashSet()
         self.ext_settings: dict[str, ExtensionSettings] = {}
+        self._key_cache: dict[tuple[str, str], set[str]] = {}
 
     def rows(self, name: str) -> Iterator[tuple[RowRef, dict[str, Value]]]:
         return _records(self.tables.get(name), name)
@@ -253,6 +254,7 @@ class _Builder:
         self.dids()
         self.dialplan()
         self.speed_dials()
+        self.feature_destinations()
         self.versions()
         self.check_destinations()
         return self.cfg
@@ -599,6 +601,42 @@ class _Builder:
                     )
                 )
 
+    def feature_destinations(self) -> None:
+        """A feature's table names destinations as the core's do: a column `<x>_type`
+        whose choices are the destination types, its target in the column `<x>`; and
+        a column with `refs` names a row of another table."""
+        for schema in sch.SCHEMAS:
+            refs = [s for s in schema.specs if schema.owner and s.refs is not None]
+            for ref, rec in self.rows(schema.name) if refs else ():
+                for spec in refs:
+                    table, column = spec.refs or ("", "")
+                    value = rec[spec.name]
+                    if value is not None and str(value) not in self._keys(table, column):
+                        self.err(ref, spec.name, f"no {column} {value!r} in {table}")
+            pairs = [
+                (spec.name, spec.name[: -len("_type")])
+                for spec in schema.specs
+                if schema.owner
+                and spec.name.endswith("_type")
+                and spec.choices == sch.DEST_TYPES
+                and schema.spec(spec.name[: -len("_type")]) is not None
+            ]
+            for ref, rec in self.rows(schema.name) if pairs else ():
+                for kind, target in pairs:
+                    if rec[kind] is not None:
+                        dest = Destination(str(rec[kind]), _s(rec[target]))
+                        self._pending.append((ref, target, dest))
+
+    def _keys(self, table: str, column: str) -> set[str]:
+        """The values of one column of a table (a feature's destination targets)."""
+        found = self._key_cache.get((table, column))
+        if found is None and all(s.name != table for s in sch.SCHEMAS):
+            found = set()  # its feature is not in this build: nothing to name
+        if found is None:
+            found = {str(rec[column]) for _ref, rec in self.rows(table)}
+            self._key_cache[(table, column)] = found
+        return found
+
     def check_destinations(self) -> None:
         for ref, column, dest in self._pending:
             problem = self._dest_problem(dest)
@@ -630,4 +668,7 @@ class _Builder:
             return None if target in self.cfg.ivrs else f"no IVR menu {target!r}"
         if t == "external":
             return None if _DIALABLE.fullmatch(target) else f"{target!r} is not a number"
+        if t in sch.DEST_TARGET_TABLES:
+            table, column = sch.DEST_TARGET_TABLES[t]
+            return None if target in self._keys(table, column) else f"no {t} {target!r} in {table}"
         return f"unknown destination type {t!r}"

@@ -51,6 +51,9 @@ class Spec:
     # A feature's own check of a value (its time spec, its pattern): why the value is
     # wrong, in a few words, or None. `pbx db check` reports it at the row and column.
     check: Callable[[Value], str | None] | None = field(default=None, compare=False)
+    # The value names a row of another table: (table, column). `pbx db check` refuses
+    # a value that is not there (a time condition's time group).
+    refs: tuple[str, str] | None = None
 
     def column(self) -> Column:
         return Column(self.name, self.type, self.null, self.auto)

@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pbx_core.features.registry import FEATURES
+from pbx_core.store.feature_schema import register_features
 from pbx_core.store import judge
 from pbx_core.store import schema as sch
 from pbx_core.store.build import check_dir
@@ -290,7 +291,15 @@ def test_built_destination_types_are_the_core_and_the_features() -> None:
 @pytest.mark.parametrize("dest_type", sorted(sch.DEST_TYPES))
 def test_a_destination_of_a_type_not_built_is_refused(tmp_path: Path, dest_type: str) -> None:
     d = _factory_copy(tmp_path)
-    target = {"extension": "101", "group": "600", "hangup": ""}.get(dest_type, "100")
+    target = {"extension": "101", "group": "600", "hangup": "", "timecond": "day"}.get(
+        dest_type, "100"
+    )
+    register_features(FEATURES)  # as pbx db check does: the time condition tables
+    (d / "pbx_time_group").write_text("name(string) times(string)\nhours:0800-1700\n")
+    (d / "pbx_time_condition").write_text(
+        "name(string) time_group(string) match_type(string) match(string,null) "
+        "nomatch_type(string) nomatch(string,null)\nday:hours:extension:100:hangup:\n"
+    )
     (d / "pbx_did").write_text(
         f"number(string) dest_type(string) dest(string,null)\n5551234:{dest_type}:{target}\n"
     )
