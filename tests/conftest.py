@@ -17,7 +17,15 @@ from typing import NoReturn
 
 import pytest
 
+from pbx_core.features.registry import FEATURES
+from pbx_core.store.feature_schema import register_features
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# As the composition roots do (app.py, cli.py): the features' own tables and settings
+# join the core's before any test reads tables. A test that registers another feature
+# puts this back when it ends (tests/features/probe.py).
+register_features(FEATURES)
 FACTORY = ROOT / "rootfs_overlay" / "etc" / "pbx" / "factory"
 
 # ---------------------------------------------------------------- peer tools

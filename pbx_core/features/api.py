@@ -25,6 +25,12 @@ Decisions are frozen dataclasses. The dial plan order (emergency routes, feature
 extensions and aliases, feature destinations, outbound routes) is the engine's; a
 feature cannot reorder it. No decision is a way around call classes: a `Forward` to an
 outside number is routed with the class of the extension that set it.
+
+A feature may declare tables (`pbx_table`, columns `text`/`integer`/`double`) and
+settings (`Setting`) of its own: the checker, compiler, console and docs know them as
+the core's; it reads them with `ctx.rows(table)` and `ctx.setting(name)`. State that
+must outlive a restart beyond toggles goes in its namespace: `ctx.state_set(key,
+value)`. Rules and bounds: docs/architecture.md ("A feature's own tables and settings").
 """
 
 from __future__ import annotations
@@ -279,8 +285,10 @@ class Context(Protocol):
     def state_set(self, key: str, value: Any) -> None:
         """Keep a value (msgpack-able: None, bool, int, float, str, bytes, lists and
         dicts of them; None deletes) under `key` in this feature's own namespace: in
-        force at once, written to flash off the event loop, back after a restart.
-        Bounded (api.MAX_STATE_* in the host): ValueError when too big or too many."""
+        force at once, written to flash off the event loop, back after a restart;
+        it reads back as msgpack returns it (a tuple as a list). Bounded (the host's
+        MAX_STATE_*: a key 128 UTF-8 bytes, a value 4096 msgpack bytes, 1000 keys):
+        ValueError, keeping nothing, when too big or too many."""
         ...
 
     def state_keys(self, prefix: str = "") -> tuple[str, ...]:

@@ -288,3 +288,35 @@ def test_a_failing_start_pauses_before_init_respawns_it(
         os.close(slave)
     assert slept == [session.RESPAWN_PAUSE]
     assert "no factory tables" in capsys.readouterr().err
+
+
+def test_a_features_own_table_and_settings_in_the_console() -> None:
+    """A feature's table and settings (tests/features/probe.py) are the console's as
+    the core's are: `add` creates the table from its schema, `set`/`get` check its
+    columns and settings, `show settings` lists them, the commit check judges them."""
+    from pbx_core.console.config import ConfigError, Staging, check, parse_path
+    from pbx_core.store.dbtext import read_dir
+    from tests.conftest import FACTORY
+    from tests.features import probe
+
+    for _feature in probe.registered():
+        st = Staging(lambda: read_dir(FACTORY))
+        assert st.add("pbx_probe_rule", {"name": "morning", "hour": "8"}) == "morning"
+        assert st.get(parse_path("pbx_probe_rule[morning].action")) == "ring"  # its default
+        with pytest.raises(ConfigError, match="expected at most 23"):
+            st.set(parse_path("pbx_probe_rule[morning].hour"), "24")
+        with pytest.raises(ConfigError, match="no column 'colour'"):
+            st.add("pbx_probe_rule", {"name": "x", "colour": "red"})
+        st.set(parse_path("pbx_probe_rule[morning].hour"), "23")
+        assert "pbx_probe_rule[morning].hour=23" in st.show("pbx_probe_rule")
+        assert "settings.probe_mode=off" in st.show("settings")
+        with pytest.raises(ConfigError, match="one of off, on, loud"):
+            st.set(parse_path("settings.probe_mode"), "quiet")
+        st.set(parse_path("settings.probe_mode"), "loud")
+        assert st.get(parse_path("settings.probe_mode")) == "loud"
+        check(st.tables)  # the commit's check passes
+        st.set(parse_path("settings.probe_limit"), "99")
+        with pytest.raises(ConfigError, match=r"'probe_limit' must be 1\.\.10"):
+            check(st.tables)
+    with pytest.raises(ConfigError, match="unknown setting 'probe_mode'"):
+        Staging(lambda: read_dir(FACTORY)).set(parse_path("settings.probe_mode"), "on")

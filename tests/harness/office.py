@@ -32,6 +32,7 @@ from pbx_core.pbx.call_state import Call
 from pbx_core.pbx.engine import Engine
 from pbx_core.sip.digest_client import DigestClient
 from pbx_core.sip.message import Request, Response, parse_message
+from pbx_core.store.feature_schema import register_features
 from pbx_core.store.generations import Store
 from pbx_core.store.state import StateStore
 from tests.harness.clock import ClockLoop
@@ -456,6 +457,7 @@ class Office:
         features: tuple[Feature, ...] = FEATURES,
     ) -> None:
         self.tmp = tmp
+        register_features(features)  # as app.py does, before the store is read
         self.config = tmp / "etc"
         shutil.copytree(FACTORY, self.config)
         for name, lines in (tables or {}).items():

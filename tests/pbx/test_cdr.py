@@ -430,9 +430,7 @@ def test_cli_export_default_path_and_timezone(
     assert row["start"] == "2026-09-21T16:13:20+02:00"
 
 
-def test_cli_export_takes_a_posix_zone(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_export_takes_a_posix_zone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _filled(tmp_path / "state.mdb", 1)
     argv = ["cdr", "export", "--state", str(tmp_path / "state.mdb"), "--timezone", "EST5EDT"]
     assert cli.main(argv) == 0

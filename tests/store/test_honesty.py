@@ -7,7 +7,9 @@ the factory tables pass the checker.
 code: the walk fails on a column or setting that is neither listed nor future, on a
 snippet that is no longer in its file, and on a future one that is listed (it acts:
 unmark it). SER's and Kamailio's own tables are exempt: the PBX reads what it needs
-of them and keeps the rest.
+of them and keeps the rest. A feature's own table or setting (features/api.py
+`tables`, `settings`) is read when its package names it as a string literal
+(`row["hour"]`, `ctx.setting("tc_mode")`), or is structural (the auto id, a label).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pbx_core.features.registry import FEATURES
-from pbx_core.store.feature_schema import register_features
 from pbx_core.store import judge
 from pbx_core.store import schema as sch
 from pbx_core.store.build import check_dir
@@ -148,9 +149,34 @@ def _items() -> list[tuple[tuple[str, str], str]]:
     return out
 
 
+def _owner(where: str, name: str) -> str:
+    """The feature that declared a table or setting ('' = the core)."""
+    if where == "setting":
+        return sch.SETTINGS[name].owner
+    return next(t.owner for t in sch.PBX_TABLES if t.name == where)
+
+
+def _feature_reads(owner: str, where: str, name: str) -> bool:
+    if where != "setting":
+        spec = next(t for t in sch.PBX_TABLES if t.name == where).spec(name)
+        assert spec is not None
+        if spec.auto or any(w in spec.doc for w in ("free text", "label")):
+            return True  # structural
+    package = ROOT / "pbx_core" / "features" / owner
+    return any(
+        f'"{name}"' in p.read_text() or f"'{name}'" in p.read_text()
+        for p in sorted(package.rglob("*.py"))
+    )
+
+
 def test_every_column_and_setting_is_read_or_marked_future() -> None:
     unread, stale, contradicted = [], [], []
     for (where, name), future in _items():
+        owner = _owner(where, name)
+        if owner:  # a feature's own: its package reads it (built: never future)
+            if not _feature_reads(owner, where, name):
+                unread.append(f"{where}.{name} (feature {owner})")
+            continue
         reader = READERS.get((where, name))
         if future:
             if reader is not None:
@@ -169,6 +195,19 @@ def test_every_column_and_setting_is_read_or_marked_future() -> None:
     assert not contradicted, contradicted
     known = {key for key, _future in _items()}
     assert set(READERS) <= known, set(READERS) - known
+
+
+def test_a_feature_column_nothing_reads_fails_the_walk() -> None:
+    """The walk's rule for features' own tables can fail: the probe feature lives in
+    tests/, so no package under pbx_core/features reads its columns."""
+    from tests.features import probe
+
+    for _feature in probe.registered():
+        assert not _feature_reads("probe", "pbx_probe_rule", "hour")
+        assert not _feature_reads("probe", "setting", "probe_mode")
+        assert _feature_reads("probe", "pbx_probe_rule", "id")  # auto: structural
+        assert _feature_reads("probe", "pbx_probe_rule", "note")  # free text
+    assert _feature_reads("dnd", "setting", "dnd")  # dnd's package names "dnd"
 
 
 def _names(name: str, snippet: str) -> bool:
@@ -294,7 +333,6 @@ def test_a_destination_of_a_type_not_built_is_refused(tmp_path: Path, dest_type:
     target = {"extension": "101", "group": "600", "hangup": "", "timecond": "day"}.get(
         dest_type, "100"
     )
-    register_features(FEATURES)  # as pbx db check does: the time condition tables
     (d / "pbx_time_group").write_text("name(string) times(string)\nhours:0800-1700\n")
     (d / "pbx_time_condition").write_text(
         "name(string) time_group(string) match_type(string) match(string,null) "

@@ -87,7 +87,7 @@ TIME_GROUP = pbx_table(
     _field("mdays", "days of the month: 1-15, 25 … or *", rules.parse_mdays),
     _field("months", "jan-mar, dec, 1-12 … or *", rules.parse_months),
     _field("years", "2026, 2026-2027 … or * (every year)", rules.parse_years),
-    text("description", "a note (which holiday)", null=True),
+    text("description", "free text: a note (which holiday)", null=True),
     max_rows=MAX_GROUP_ROWS,
 )
 

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pbx_core.features.registry import FEATURES
 from pbx_core.store.build import check_dir
-from pbx_core.store.feature_schema import register_features
 from tests.features.timecond.test_timecond import TABLES
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -21,7 +19,6 @@ FACTORY = ROOT / "rootfs_overlay" / "etc" / "pbx" / "factory"
 
 
 def tables(tmp: Path, **changed: list[str]) -> Path:
-    register_features(FEATURES)  # as `pbx db check` does
     d = tmp / "cfg"
     shutil.copytree(FACTORY, d)
     for name, lines in {**TABLES, **changed}.items():

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from pbx_core.features.api import Answer, CallInfo, Dial, Reject
 from pbx_core.features.registry import FEATURES
 from pbx_core.pbx.routing import MAX_GOTOS
-from pbx_core.store.feature_schema import register_features
 from tests.features.dnd.test_dnd import dial_code
 from tests.fuzzing import fuzz_settings
 from tests.harness.office import PROVIDER_TRUNK, Office, Phone, groups, offices
@@ -78,7 +77,6 @@ class WallClock:
 
 @pytest.fixture
 def office(tmp_path: Path) -> Iterator[Office]:
-    register_features(FEATURES)  # as `pbx run` does before it reads the tables
     yield from offices(tmp_path, tables=TABLES)
 
 
