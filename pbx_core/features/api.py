@@ -26,7 +26,8 @@ extensions and aliases, feature destinations, outbound routes) is the engine's; 
 feature cannot reorder it. No decision is a way around call classes: a `Forward` to an
 outside number is routed with the class of the extension that set it.
 
-A feature may declare tables (`pbx_table`, columns `text`/`integer`/`double`) and
+A feature may declare tables (`pbx_table`, columns `text`/`integer`/`double`, a
+destination's pair of columns `destination`) and
 settings (`Setting`) of its own: the checker, compiler, console and docs know them as
 the core's; it reads them with `ctx.rows(table)` and `ctx.setting(name)`. State that
 must outlive a restart beyond toggles goes in its namespace: `ctx.state_set(key,
@@ -42,11 +43,11 @@ from typing import Any, Protocol
 
 from pbx_core.store.schema import (
     BOOL,
-    DEST_TYPES,
     REQUIRED,
     Setting,
     Spec,
     TableSchema,
+    destination,
     double,
     integer,
     pbx_table,
@@ -56,7 +57,6 @@ from pbx_core.tz import Zone, ZoneError, zone
 
 __all__ = [
     "BOOL",
-    "DEST_TYPES",
     "REQUIRED",
     "Answer",
     "App",
@@ -78,6 +78,7 @@ __all__ = [
     "Why",
     "Zone",
     "ZoneError",
+    "destination",
     "double",
     "integer",
     "pbx_table",

@@ -254,8 +254,9 @@ class _Builder:
         self.dids()
         self.dialplan()
         self.speed_dials()
-        self.feature_destinations()
         self.versions()
+        self.feature_destinations()
+        self.feature_references()
         self.check_destinations()
         return self.cfg
 
@@ -602,38 +603,36 @@ class _Builder:
                 )
 
     def feature_destinations(self) -> None:
-        """A feature's table names destinations as the core's do: a column `<x>_type`
-        whose choices are the destination types, its target in the column `<x>`; and
-        a column with `refs` names a row of another table."""
-        for schema in sch.SCHEMAS:
-            refs = [s for s in schema.specs if schema.owner and s.refs is not None]
-            for ref, rec in self.rows(schema.name) if refs else ():
+        """The destinations a feature's own tables name (their `destinations`
+        pairs), checked with every other (a feature table holds at most max_rows)."""
+        for schema in sch.PBX_TABLES:
+            if not schema.owner or not schema.destinations or schema.name not in self.tables:
+                continue
+            for ref, rec in self.rows(schema.name):
+                for type_col, target_col in schema.destinations:
+                    if rec[type_col] is not None:
+                        dest = Destination(str(rec[type_col]), _s(rec[target_col]))
+                        self._pending.append((ref, target_col, dest))
+
+    def feature_references(self) -> None:
+        """A feature's column with `refs` names a row of another table."""
+        for schema in sch.PBX_TABLES:
+            refs = [s for s in schema.specs if s.refs is not None]
+            if not schema.owner or not refs or schema.name not in self.tables:
+                continue
+            for ref, rec in self.rows(schema.name):
                 for spec in refs:
                     table, column = spec.refs or ("", "")
                     value = rec[spec.name]
                     if value is not None and str(value) not in self._keys(table, column):
                         self.err(ref, spec.name, f"no {column} {value!r} in {table}")
-            pairs = [
-                (spec.name, spec.name[: -len("_type")])
-                for spec in schema.specs
-                if schema.owner
-                and spec.name.endswith("_type")
-                and spec.choices == sch.DEST_TYPES
-                and schema.spec(spec.name[: -len("_type")]) is not None
-            ]
-            for ref, rec in self.rows(schema.name) if pairs else ():
-                for kind, target in pairs:
-                    if rec[kind] is not None:
-                        dest = Destination(str(rec[kind]), _s(rec[target]))
-                        self._pending.append((ref, target, dest))
 
     def _keys(self, table: str, column: str) -> set[str]:
-        """The values of one column of a table (a feature's destination targets)."""
+        """The values of one column of a table (what a feature's rows may name)."""
         found = self._key_cache.get((table, column))
-        if found is None and all(s.name != table for s in sch.SCHEMAS):
-            found = set()  # its feature is not in this build: nothing to name
         if found is None:
-            found = {str(rec[column]) for _ref, rec in self.rows(table)}
+            known = any(s.name == table for s in sch.PBX_TABLES) and table in self.tables
+            found = {str(rec[column]) for _ref, rec in self.rows(table)} if known else set()
             self._key_cache[(table, column)] = found
         return found
 
@@ -668,7 +667,9 @@ class _Builder:
             return None if target in self.cfg.ivrs else f"no IVR menu {target!r}"
         if t == "external":
             return None if _DIALABLE.fullmatch(target) else f"{target!r} is not a number"
-        if t in sch.DEST_TARGET_TABLES:
-            table, column = sch.DEST_TARGET_TABLES[t]
-            return None if target in self._keys(table, column) else f"no {t} {target!r} in {table}"
+        if t in sch.BUILT_DEST_TYPES:  # a feature's own type: the table of its targets
+            table = next((s for s in sch.PBX_TABLES if s.targets == t and s.key), None)
+            if table is None or target in self._keys(table.name, table.key[0]):
+                return None
+            return f"no {t} {target!r} in {table.name}"
         return f"unknown destination type {t!r}"

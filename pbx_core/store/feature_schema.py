@@ -15,7 +15,14 @@ Rules, each broken one an error at start (`SchemaClash`, naming the feature):
   names, key columns among them, and a row bound (`max_rows`, default
   DEFAULT_ROWS, at most MAX_ROWS: the daemon keeps a feature's rows in RAM);
 - a setting is an int or str with a default of that type (in `choices` if any); an
-  int setting gives its range (`lo`..`hi`) and its default lies in it;
+  int setting gives its range (`lo`..`hi`) and its default lies in it; a default
+  (a setting's, a column's) passes its own `check`;
+- a destination type a feature declares (`destination_types`) is a word of a-z,
+  0-9 and _, not the core's own (extension, hangup) nor another feature's; a type
+  the core lists as not built yet (ivr, voicemail, external) becomes built when a
+  feature declares it. Every table that names a destination accepts it;
+- a destination column pair in a feature's table (`destination()`: NAME_type, NAME)
+  is checked as a DID's destination is;
 - no name (table or setting) clashes with the core's or another feature's.
 
 Registering a feature again replaces what it declared before (tests, a second start
@@ -33,13 +40,25 @@ from pbx_core.store import schema as sch
 
 TABLE_NAME = re.compile(r"pbx_[a-z0-9_]{1,48}")
 SETTING_NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
+DEST_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+CORE_OWN_DEST_TYPES = ("extension", "hangup")  # the core routes these itself
 DEFAULT_ROWS = 1_000
 MAX_ROWS = 10_000
 MAX_TABLES = 16  # per feature
 MAX_SETTINGS = 64  # per feature
 INT_LIMIT = 2**31 - 1  # as judge.INT_MAX
 
-_declared: dict[str, tuple[tuple[sch.TableSchema, ...], tuple[sch.Setting, ...]]] = {}
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """What one feature declared, checked."""
+
+    tables: tuple[sch.TableSchema, ...] = ()
+    settings: tuple[sch.Setting, ...] = ()
+    destination_types: tuple[str, ...] = ()
+
+
+_declared: dict[str, Declared] = {}
 
 
 class SchemaClash(ValueError):  # noqa: N818  # the name says what it is
@@ -58,11 +77,14 @@ class Declares(Protocol):
     @property
     def settings(self) -> tuple[sch.Setting, ...]: ...
 
+    @property
+    def destination_types(self) -> tuple[str, ...]: ...
+
 
 def _check_table(t: sch.TableSchema, owner: str) -> sch.TableSchema:
-    where = f"feature {owner}: table {t.name!r}"
     if not isinstance(t, sch.TableSchema):
         raise SchemaClash(f"feature {owner}: {t!r} is not a TableSchema")
+    where = f"feature {owner}: table {t.name!r}"
     if not TABLE_NAME.fullmatch(t.name):
         raise SchemaClash(f"{where}: a feature's table is named pbx_<a-z, 0-9, _> (at most 52)")
     if t.dialect != "pbx" or not t.strict:
@@ -81,6 +103,21 @@ def _check_table(t: sch.TableSchema, owner: str) -> sch.TableSchema:
             raise SchemaClash(f"{where}: column {s.name!r}: a feature's own column is built")
         if s.need and s.default is not None:
             raise SchemaClash(f"{where}: column {s.name!r} is required and has a default")
+        if s.check is not None and s.default is not None:
+            problem = sch.run_check(s.check, s.default)
+            if problem:
+                raise SchemaClash(f"{where}: column {s.name!r}: its default {problem}")
+    for type_col, target_col in t.destinations:
+        type_spec = t.spec(type_col)
+        if type_spec is None or not type_spec.dest or t.spec(target_col) is None:
+            raise SchemaClash(f"{where}: destination ({type_col}, {target_col}) is not a pair")
+    paired = {c for c, _ in t.destinations}
+    for s in t.specs:
+        if s.dest and s.name not in paired:
+            raise SchemaClash(
+                f"{where}: destination type column {s.name!r} has no target column "
+                f"{s.name.removesuffix('_type')!r} (declare both with destination())"
+            )
     missing = [k for k in t.key if k not in names]
     if missing:
         raise SchemaClash(f"{where}: key column {missing[0]!r} is not a column")
@@ -116,59 +153,88 @@ def _check_setting(st: sch.Setting, owner: str) -> sch.Setting:
             raise SchemaClash(f"{where}: default {st.default!r} is not one of its choices")
     else:
         raise SchemaClash(f"{where}: a setting is int or str")
+    if st.check is not None:
+        problem = sch.run_check(st.check, st.default)
+        if problem:
+            raise SchemaClash(f"{where}: its default {problem}")
     return dataclasses.replace(st, owner=owner)
 
 
-def _validated(
-    declared: Mapping[str, tuple[Iterable[sch.TableSchema], Iterable[sch.Setting]]],
-) -> dict[str, tuple[tuple[sch.TableSchema, ...], tuple[sch.Setting, ...]]]:
+def _check_dest_type(t: str, owner: str) -> str:
+    if not isinstance(t, str) or not DEST_TYPE_NAME.fullmatch(t):
+        raise SchemaClash(f"feature {owner}: destination type {t!r} is not a word (a-z, 0-9, _)")
+    if t in CORE_OWN_DEST_TYPES:
+        raise SchemaClash(f"feature {owner}: destination type {t!r} is already the core's")
+    return t
+
+
+def _validated(declared: Mapping[str, Declared]) -> dict[str, Declared]:
     """Every feature's declarations checked, and against each other and the core's."""
     tables_at = {t.name: "the core" for t in sch.CORE_SCHEMAS}
     settings_at = dict.fromkeys(sch.CORE_SETTINGS, "the core")
-    out: dict[str, tuple[tuple[sch.TableSchema, ...], tuple[sch.Setting, ...]]] = {}
-    for owner, (tables_in, settings_in) in declared.items():
-        tables, settings = tuple(tables_in), tuple(settings_in)
-        if len(tables) > MAX_TABLES or len(settings) > MAX_SETTINGS:
+    dests_at: dict[str, str] = {}
+    out: dict[str, Declared] = {}
+    for owner, d in declared.items():
+        if len(d.tables) > MAX_TABLES or len(d.settings) > MAX_SETTINGS:
             raise SchemaClash(
                 f"feature {owner}: at most {MAX_TABLES} tables and {MAX_SETTINGS} settings"
             )
-        checked_tables = tuple(_check_table(t, owner) for t in tables)
-        checked_settings = tuple(_check_setting(s, owner) for s in settings)
-        for t in checked_tables:
+        checked = Declared(
+            tuple(_check_table(t, owner) for t in d.tables),
+            tuple(_check_setting(s, owner) for s in d.settings),
+            tuple(_check_dest_type(t, owner) for t in d.destination_types),
+        )
+        for t in checked.tables:
             other = tables_at.get(t.name)
             if other is not None:
                 raise SchemaClash(f"feature {owner}: table {t.name!r} is already {other}'s")
             tables_at[t.name] = f"feature {owner}"
-        for st in checked_settings:
+        for st in checked.settings:
             other = settings_at.get(st.name)
             if other is not None:
                 raise SchemaClash(f"feature {owner}: setting {st.name!r} is already {other}'s")
             settings_at[st.name] = f"feature {owner}"
-        out[owner] = (checked_tables, checked_settings)
+        for dt in checked.destination_types:
+            other = dests_at.get(dt)
+            if other is not None:
+                raise SchemaClash(f"feature {owner}: destination type {dt!r} is already {other}'s")
+            dests_at[dt] = f"feature {owner}"
+        out[owner] = checked
     return out
 
 
-def _apply(
-    declared: Mapping[str, tuple[tuple[sch.TableSchema, ...], tuple[sch.Setting, ...]]],
-) -> None:
+def _apply(declared: Mapping[str, Declared]) -> None:
     _declared.clear()
     _declared.update(declared)
-    tables = tuple(t for ts, _ in declared.values() for t in ts)
-    settings = {s.name: s for _, ss in declared.values() for s in ss}
+    tables = tuple(t for d in declared.values() for t in d.tables)
+    settings = {s.name: s for d in declared.values() for s in d.settings}
     sch.SCHEMAS = (*sch.CORE_SCHEMAS, *tables)
     sch.PBX_TABLES = tuple(s for s in sch.SCHEMAS if s.dialect == "pbx")
     sch.SETTINGS = {**sch.CORE_SETTINGS, **settings}
+    declared_types = [t for d in declared.values() for t in d.destination_types]
+    sch.DEST_TYPES = (
+        *sch.CORE_DEST_TYPES,
+        *(t for t in declared_types if t not in sch.CORE_DEST_TYPES),
+    )
+    sch.FUTURE_DEST_TYPES = {
+        t: what for t, what in sch.CORE_FUTURE_DEST_TYPES.items() if t not in declared_types
+    }
+    sch.BUILT_DEST_TYPES = tuple(t for t in sch.DEST_TYPES if t not in sch.FUTURE_DEST_TYPES)
 
 
 def register_feature_schemas(
-    tables: Iterable[sch.TableSchema], settings: Iterable[sch.Setting], owner: str
+    tables: Iterable[sch.TableSchema],
+    settings: Iterable[sch.Setting],
+    owner: str,
+    destination_types: Iterable[str] = (),
 ) -> None:
-    """Join one feature's tables and settings to the core's (replacing what `owner`
-    declared before); SchemaClash, changing nothing, when a rule is broken."""
+    """Join one feature's tables, settings and destination types to the core's
+    (replacing what `owner` declared before); SchemaClash, changing nothing, when a
+    rule is broken."""
     if not owner:
         raise SchemaClash("a feature's tables and settings need the feature's name")
     wanted = {k: v for k, v in _declared.items() if k != owner}
-    wanted[owner] = (tuple(tables), tuple(settings))
+    wanted[owner] = Declared(tuple(tables), tuple(settings), tuple(destination_types))
     _apply(_validated(wanted))
 
 
@@ -176,11 +242,11 @@ def register_features(features: Iterable[Declares]) -> None:
     """The composition roots' one call: every feature's declarations, checked
     together; they replace whatever was registered before. SchemaClash, changing
     nothing, when a rule is broken."""
-    wanted: dict[str, tuple[Iterable[sch.TableSchema], Iterable[sch.Setting]]] = {}
+    wanted: dict[str, Declared] = {}
     for f in features:
         if f.name in wanted:
             raise SchemaClash(f"two features are named {f.name!r}")
-        wanted[f.name] = (f.tables, f.settings)
+        wanted[f.name] = Declared(tuple(f.tables), tuple(f.settings), tuple(f.destination_types))
     _apply(_validated(wanted))
 
 
@@ -191,6 +257,11 @@ def unregister_feature_schemas(owner: str | None = None) -> None:
 
 def owners() -> dict[str, str]:
     """Table and setting name -> the feature that declared it."""
-    out = {t.name: o for o, (ts, _) in _declared.items() for t in ts}
-    out.update({s.name: o for o, (_, ss) in _declared.items() for s in ss})
+    out = {t.name: o for o, d in _declared.items() for t in d.tables}
+    out.update({s.name: o for o, d in _declared.items() for s in d.settings})
     return out
+
+
+def destination_owners() -> dict[str, str]:
+    """Destination type -> the feature that declared it."""
+    return {t: o for o, d in _declared.items() for t in d.destination_types}

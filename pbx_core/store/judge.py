@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from pbx_core import tz
 from pbx_core.store import schema as sch
 from pbx_core.store.errors import StoreError
 
@@ -147,6 +146,10 @@ def settings_problems(values: Mapping[str, str | int]) -> list[Problem]:
             out.append(
                 Problem((name,), f"setting {name!r} must be one of {', '.join(spec.choices)}")
             )
+        if spec.check is not None and not any(p.names[0] == name for p in out):
+            problem = sch.run_check(spec.check, value)
+            if problem:
+                out.append(Problem((name,), f"setting {name!r}: {problem}"))
         if spec.future and value != spec.default and not any(p.names[0] == name for p in out):
             out.append(
                 Problem(
@@ -203,10 +206,6 @@ def settings_problems(values: Mapping[str, str | int]) -> list[Problem]:
                     warning=True,
                 )
             )
-    try:
-        tz.zone(str(values["timezone"]))
-    except tz.ZoneError as exc:
-        out.append(Problem(("timezone",), f"setting 'timezone': {exc}"))
     for name, parse in (("lan_networks", sch.parse_networks), ("sec_trusted", trusted_networks)):
         try:
             parse(str(values[name]))

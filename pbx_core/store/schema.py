@@ -17,14 +17,16 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
+from pbx_core import tz
 from pbx_core.store.dbtext import MAX_ERRORS_PER_FILE, Column, ColumnType, Row, RowRef, Table, Value
 from pbx_core.store.errors import Capped, DbTextError
 from pbx_core.store.index import Duplicates
 
 REQUIRED: Value = None  # default of a column that must have a value
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,13 @@ class Spec:
     # The feature this column belongs to when that feature is not built yet: any
     # value but the default is an error (`pbx db check`), never silently ignored.
     future: str = ""
-    # A feature's own check of a value (its time spec, its pattern): why the value is
-    # wrong, in a few words, or None. `pbx db check` reports it at the row and column.
-    check: Callable[[Value], str | None] | None = field(default=None, compare=False)
+    # A destination type column: its values are `DEST_TYPES` as joined at start (the
+    # core's and the features' own), not `choices`.
+    dest: bool = False
+    # What else is wrong with a value (not NULL, of the right type, within choices and
+    # lo..hi), in a few words, or None: a feature's rule the schema cannot say (a time
+    # range, a zone name). Called by `pbx db check`, the compile and the console.
+    check: Callable[[Value], str | None] | None = None
     # The value names a row of another table: (table, column). `pbx db check` refuses
     # a value that is not there (a time condition's time group).
     refs: tuple[str, str] | None = None
@@ -72,6 +78,12 @@ class TableSchema:
     # daemon keeps its rows in RAM for `ctx.rows`): more is a `pbx db check` error.
     max_rows: int = 0
     owner: str = ""  # the feature that declared the table ("": the core's)
+    # (type column, target column) pairs naming a destination, checked as a DID's
+    # are (the core's tables check their own in build.py; a feature's are these).
+    destinations: tuple[tuple[str, str], ...] = ()
+    # The destination type (a feature's) whose targets are this table's key: a
+    # destination naming a target that is not a row here is a `pbx db check` error.
+    targets: str = ""
 
     def spec(self, name: str) -> Spec | None:
         for s in self.specs:
@@ -111,11 +123,43 @@ def double(name: str, doc: str, **kw: object) -> Spec:
 
 
 def pbx_table(
-    name: str, doc: str, *specs: Spec, key: tuple[str, ...] = (), max_rows: int = 0
+    name: str,
+    doc: str,
+    *specs: Spec,
+    key: tuple[str, ...] = (),
+    max_rows: int = 0,
+    targets: str = "",
 ) -> TableSchema:
     """A PBX table (dialect pbx, strict): how a feature declares its own, named
-    pbx_<something>; `max_rows` 0 = feature_schema.DEFAULT_ROWS."""
-    return TableSchema(name, "pbx", doc, specs, key=key, strict=True, max_rows=max_rows)
+    pbx_<something>; `max_rows` 0 = feature_schema.DEFAULT_ROWS; `targets`: the
+    feature's destination type whose targets are the rows' key (`timecond`)."""
+    names = {s.name for s in specs}
+    dests = tuple(
+        (s.name, s.name.removesuffix("_type"))
+        for s in specs
+        if s.dest and s.name.removesuffix("_type") in names
+    )
+    return TableSchema(
+        name,
+        "pbx",
+        doc,
+        specs,
+        key=key,
+        strict=True,
+        max_rows=max_rows,
+        destinations=dests,
+        targets=targets,
+    )
+
+
+def destination(name: str, doc: str, *, need: bool = True) -> tuple[Spec, Spec]:
+    """A destination's two columns, `NAME_type` (a destination type: extension,
+    group, hangup, a feature's ...) and `NAME` (its target), checked as a DID's are
+    (`*destination("match_dest", "where calls go when it matches")` in `pbx_table`)."""
+    return (
+        text(f"{name}_type", f"{doc}: the destination type", need=need, null=not need, dest=True),
+        text(name, f"{doc}: the target; NULL only for hangup", null=True),
+    )
 
 
 def _id() -> Spec:
@@ -123,27 +167,24 @@ def _id() -> Spec:
 
 
 BOOL = {"lo": 0, "hi": 1}
-DEST_TYPES = ("extension", "group", "ivr", "voicemail", "external", "timecond", "hangup")
+# The core's destination types; DEST_TYPES, FUTURE_DEST_TYPES and BUILT_DEST_TYPES are
+# rebound at start with the features' own (store/feature_schema.py).
+DEST_TYPES: tuple[str, ...] = ("extension", "group", "ivr", "voicemail", "external", "hangup")
+CORE_DEST_TYPES = DEST_TYPES
 # Destination types of features not built yet: a destination naming one is an error.
-# The others are the core's (extension, hangup) and the features' (group: ringgroup,
-# timecond: time conditions);
+# The others are the core's (extension, hangup) and the features' (group: ringgroup);
 # tests/store/test_honesty.py keeps this in step with features/registry.py.
 FUTURE_DEST_TYPES: Mapping[str, str] = {
     "ivr": "IVR",
     "voicemail": "voicemail",
     "external": "external destinations",
 }
+CORE_FUTURE_DEST_TYPES = FUTURE_DEST_TYPES
 BUILT_DEST_TYPES = tuple(t for t in DEST_TYPES if t not in FUTURE_DEST_TYPES)
 _DEST_DOC = (
     "where calls go: extension, group (ring group number), ivr (menu name), "
-    "voicemail (mailbox), external (number dialled through the dial plan), timecond "
-    "(time condition name), hangup"
+    "voicemail (mailbox), external (number dialled through the dial plan), hangup"
 )
-# A feature's destination type whose targets are the key of one of its tables: the
-# checker refuses a target that is not a row there (as it does for `group`).
-DEST_TARGET_TABLES: Mapping[str, tuple[str, str]] = {
-    "timecond": ("pbx_time_condition", "name"),
-}
 
 # --------------------------------------------------------------------- SER 0.9.6
 
@@ -416,7 +457,7 @@ PBX_DID = TableSchema(
             "only calls from this trunk (from another, the `*` row applies); NULL = any",
             null=True,
         ),
-        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES),
+        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES, dest=True),
         _s("dest", "the destination; NULL only for hangup", null=True),
         _s("description", "free text", null=True),
     ),
@@ -479,6 +520,7 @@ PBX_RING_GROUP = TableSchema(
             "where unanswered calls go: " + _DEST_DOC,
             default="hangup",
             choices=DEST_TYPES,
+            dest=True,
         ),
         _s("fallback", "fallback destination", null=True),
     ),
@@ -511,7 +553,7 @@ PBX_IVR_OPTION = TableSchema(
         _id(),
         _s("menu", "pbx_ivr_menu name", need=True),
         _s("digit", "0-9, *, #, t or i", need=True),
-        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES),
+        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES, dest=True),
         _s("dest", "the destination; NULL only for hangup", null=True),
     ),
     key=("menu", "digit"),
@@ -638,6 +680,15 @@ def check_external(name: str, text: str) -> str | None:
     return None
 
 
+def _zone_problem(value: str | int) -> str | None:
+    """The setting `timezone`: what pbx_core/tz.py cannot read, or None."""
+    try:
+        tz.zone(str(value))
+    except tz.ZoneError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -651,6 +702,9 @@ class Setting:
     lo: int | None = None
     hi: int | None = None
     owner: str = ""
+    # What else is wrong with a typed value (in choices and lo..hi), or None; the
+    # judge calls it (db check, commit, the daemon's start and reload).
+    check: Callable[[str | int], str | None] | None = None
 
 
 # The core's settings and tables. SETTINGS, SCHEMAS and PBX_TABLES are these joined
@@ -713,6 +767,7 @@ SETTINGS: Mapping[str, Setting] = {
             "TZ string (CET-1CEST,M3.5.0,M10.5.0/3, EST5EDT,M3.2.0,M11.1.0, IST-5:30) or a "
             "name of pbx_core/tz.py's list (Europe/Berlin, America/New_York …); any other "
             "zone as its POSIX string, the last line of its /usr/share/zoneinfo file",
+            check=_zone_problem,
         ),
         Setting(
             "operator", str, "", "extension reached by 0 in voicemail and IVR", future="voicemail"
@@ -1000,21 +1055,27 @@ def _value_problem(spec: Spec, v: Value) -> str | None:
             f"column {spec.name!r} belongs to {spec.future}, which is not built yet: "
             f"leave it {shown}"
         )
-    if spec.choices and v not in spec.choices:
-        return f"column {spec.name!r} is {v!r}; expected one of {', '.join(spec.choices)}"
-    if spec.check is not None:
-        try:
-            problem = spec.check(v)
-        except Exception as exc:  # noqa: BLE001  # a feature's checker never stops the check
-            problem = f"unreadable ({type(exc).__name__})"
-        if problem:
-            return f"column {spec.name!r}: {problem}"
+    choices = DEST_TYPES if spec.dest else spec.choices
+    if choices and v not in choices:
+        return f"column {spec.name!r} is {v!r}; expected one of {', '.join(choices)}"
     if isinstance(v, int) and not spec.any_type:
         if spec.lo is not None and v < spec.lo:
             return f"column {spec.name!r} is {v}; expected at least {spec.lo}"
         if spec.hi is not None and v > spec.hi:
             return f"column {spec.name!r} is {v}; expected at most {spec.hi}"
+    if spec.check is not None:
+        problem = run_check(spec.check, v)
+        if problem:
+            return f"column {spec.name!r} is {v!r}: {problem}"
     return None
+
+
+def run_check(check: Callable[[T], str | None], value: T) -> str | None:
+    """A declared check's verdict; its own failure is a problem, never a traceback."""
+    try:
+        return check(value)
+    except Exception as exc:  # noqa: BLE001  # a feature's check must not crash db check
+        return f"cannot be checked ({type(exc).__name__}: {exc})"
 
 
 def records(table: RowSource, schema: TableSchema) -> Iterator[tuple[RowRef, dict[str, Value]]]:
@@ -1053,10 +1114,14 @@ def schema_markdown() -> str:
                 default = "NULL"
             else:
                 default = f"`{c.default}`"
-            extra = f" ({', '.join(c.choices)})" if c.choices and c.choices != DEST_TYPES else ""
+            extra = f" ({', '.join(c.choices)})" if c.choices and not c.dest else ""
             later = f" **Not built yet ({c.future}): only the default.**" if c.future else ""
             out.append(f"| {c.name} | {typ} | {default} | {c.doc}{extra}{later} |")
         out.append("")
+    added = [t for t in DEST_TYPES if t not in CORE_DEST_TYPES]
+    if added:
+        out += ["### Destination types of features", ""]
+        out += [f"Besides the core's, every destination type column takes: {', '.join(added)}.", ""]
     out += ["### Settings (`pbx_settings` rows)", ""]
     out += ["| name | type | default | meaning |", "|---|---|---|---|"]
     for st in SETTINGS.values():

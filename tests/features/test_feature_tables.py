@@ -37,6 +37,9 @@ from tests.harness.office import offices
 
 HEADER = "id(int,auto) name(string) hour(int) action(string) note(string,null)"
 REGISTRY_OWNERS = owners()  # what the registry's own features declare
+# The registry's own destination types (timecond), listed after the core's.
+REGISTRY_TYPES = ", ".join(t for t in sch.DEST_TYPES if t not in sch.CORE_DEST_TYPES)
+ALL_TYPES = f"extension, group, ivr, voicemail, external, hangup, {REGISTRY_TYPES}"
 
 
 @pytest.fixture
@@ -97,6 +100,26 @@ def test_db_check_judges_a_features_settings(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("feature")
+def test_a_features_own_checks_of_values(tmp_path: Path) -> None:
+    """A column's or setting's `check` (tests/features/probe.py: `_window`, `_word`)
+    refuses what type, choices and range cannot say; a check that raises is a problem."""
+    header = f"{HEADER} window(string,null)"
+    d = _config(tmp_path, settings=("probe_word:fine",))
+    (d / "pbx_probe_rule").write_text(f"{header}\n1:a:1:ring::09-17\n2:b:1:ring::\n")
+    assert _messages(d) == []
+    (d / "pbx_probe_rule").write_text(f"{header}\n1:a:1:ring::09-24\n")
+    assert _messages(d) == ["column 'window' is '09-24': expected HH-HH, hours 00..23"]
+    (d / "pbx_probe_rule").write_text(f"{header}\n1:a:1:ring::09-17\n")
+    settings = (d / "pbx_settings").read_text()
+    (d / "pbx_settings").write_text(settings.replace("probe_word:fine", "probe_word:Bad"))
+    assert _messages(d) == ["setting 'probe_word': expected a lowercase word"]
+    (d / "pbx_settings").write_text((d / "pbx_settings").read_text().replace(":Bad", ":boom"))
+    assert _messages(d) == [
+        "setting 'probe_word': cannot be checked (RuntimeError: the check itself fails)"
+    ]
+
+
+@pytest.mark.usefixtures("feature")
 def test_pbx_db_check_and_set_know_them(tmp_path: Path) -> None:
     d = _config(tmp_path, "1:morning:24:ring:")
     out = io.StringIO()
@@ -119,9 +142,10 @@ def test_compile_carries_the_rows_and_settings(tmp_path: Path) -> None:
     compile_dir(d, tmp_path / "s.mdb")
     with Snapshot(tmp_path / "s.mdb") as snap:
         rows = snap.rows("pbx_probe_rule")
+        unset = {"enabled": 1, "window": None, "dest_type": None, "dest": None}
         assert [dict(r) for r in rows] == [
-            {"id": 1, "name": "morning", "hour": 8, "enabled": 1, "action": "ring", "note": None},
-            {"id": 2, "name": "night", "hour": 22, "enabled": 1, "action": "busy", "note": "quiet"},
+            {"id": 1, "name": "morning", "hour": 8, "action": "ring", "note": None, **unset},
+            {"id": 2, "name": "night", "hour": 22, "action": "busy", "note": "quiet", **unset},
         ]
         with pytest.raises(TypeError):
             rows[0]["hour"] = 9  # type: ignore[index]  # read-only
@@ -131,12 +155,47 @@ def test_compile_carries_the_rows_and_settings(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("feature")
+def test_a_features_destination_type_and_its_tables_destinations(tmp_path: Path) -> None:
+    """The probe's type `probe` is a destination every table accepts; its table's
+    destination columns are checked as a DID's."""
+    header = f"{HEADER} dest_type(string,null) dest(string,null)"
+    d = _config(tmp_path, settings=())
+    (d / "pbx_probe_rule").write_text(
+        f"{header}\n1:a:1:ring:::\n2:b:1:ring::group:600\n3:c:1:ring::probe:x\n"
+        "4:d:1:ring::hangup:\n"
+    )
+    (d / "pbx_did").write_text("number(string) dest_type(string) dest(string,null)\n555:probe:a\n")
+    assert _messages(d) == []
+    assert "probe" in sch.BUILT_DEST_TYPES and "probe" in sch.DEST_TYPES
+    (d / "pbx_probe_rule").write_text(f"{header}\n2:b:1:ring::bogus:x\n")
+    assert _messages(d) == [
+        f"column 'dest_type' is 'bogus'; expected one of {ALL_TYPES}, probe",
+    ]
+    (d / "pbx_probe_rule").write_text(
+        f"{header}\n1:a:1:ring::group:999\n3:c:1:ring::extension:\n4:d:1:ring::ivr:main\n"
+    )
+    assert _messages(d) == [
+        "no ring group '999'",
+        "destination extension needs a target",
+        "destination type 'ivr': IVR not built yet "
+        f"(built: extension, group, hangup, {REGISTRY_TYPES}, probe)",
+    ]
+
+
+def test_without_the_feature_its_destination_type_is_refused(tmp_path: Path) -> None:
+    d = _config(tmp_path)
+    (d / "pbx_did").write_text("number(string) dest_type(string) dest(string,null)\n555:probe:a\n")
+    assert _messages(d) == [f"column 'dest_type' is 'probe'; expected one of {ALL_TYPES}"]
+
+
+@pytest.mark.usefixtures("feature")
 def test_the_docs_list_a_features_table_and_settings() -> None:
     md = sch.schema_markdown()
     assert "### `pbx_probe_rule` (feature probe)" in md
     assert "| hour | int | `9` | hour of the day it applies |" in md
     assert "| probe_limit | int | `3` | how many probes at once (1..10) (feature probe) |" in md
-    mine = {"pbx_probe_rule": "probe", "probe_mode": "probe", "probe_limit": "probe"}
+    assert f"every destination type column takes: {REGISTRY_TYPES}, probe." in md
+    mine = dict.fromkeys(("pbx_probe_rule", "probe_mode", "probe_limit", "probe_word"), "probe")
     assert owners() == {**REGISTRY_OWNERS, **mine}
 
 
@@ -260,6 +319,18 @@ def _table(name: str = "pbx_x_rule", **kw: object) -> sch.TableSchema:
         ((), (Setting("x_s", str, "a", "d", ("b", "c")),), "not one of its choices"),
         ((), (Setting("x_f", float, 1, "d"),), "int or str"),
         ((), (Setting("x_s", str, "", "d", future="later"),), "no `future`"),
+        ((_table(), object()), (), "not a TableSchema"),
+        ((), (Setting("x_c", str, "a", "d", check=lambda _v: "never"),), "its default never"),
+        (
+            (pbx_table("pbx_x", "d", text("c", "d", default="a", check=lambda _v: "no")),),
+            (),
+            "column 'c': its default no",
+        ),
+        (
+            (pbx_table("pbx_x", "d", text("go_type", "d", dest=True)),),
+            (),
+            "has no target column 'go'",
+        ),
     ],
 )
 @pytest.mark.usefixtures("feature")
@@ -271,6 +342,33 @@ def test_a_clash_or_a_broken_rule_is_refused_and_changes_nothing(
         register_feature_schemas(tables, settings, "x")
     assert "feature x" in str(e.value)
     assert (sch.SCHEMAS, dict(sch.SETTINGS), owners()) == before
+
+
+@pytest.mark.parametrize(
+    ("types", "why"),
+    [
+        (("extension",), "'extension' is already the core's"),
+        (("hangup",), "'hangup' is already the core's"),
+        (("probe",), "'probe' is already feature probe's"),
+        (("Bad type",), "is not a word"),
+    ],
+)
+@pytest.mark.usefixtures("feature")
+def test_a_destination_type_clash_is_refused(types: tuple[str, ...], why: str) -> None:
+    before = sch.DEST_TYPES
+    with pytest.raises(SchemaClash, match=why):
+        register_feature_schemas((), (), "x", types)
+    assert before == sch.DEST_TYPES
+
+
+def test_a_feature_that_builds_a_future_type_makes_it_built() -> None:
+    try:
+        register_features((*FEATURES, Feature(name="menu", destination_types=("ivr",))))
+        assert "ivr" in sch.BUILT_DEST_TYPES and "ivr" not in sch.FUTURE_DEST_TYPES
+        assert sch.DEST_TYPES.count("ivr") == 1  # not added twice
+    finally:
+        register_features(FEATURES)
+    assert "ivr" in sch.FUTURE_DEST_TYPES
 
 
 def test_two_features_of_one_name_are_refused() -> None:
@@ -320,3 +418,45 @@ def test_registration_accepts_exactly_the_clash_free_declarations(
     finally:
         register_features(FEATURES)
     assert owners() == REGISTRY_OWNERS
+
+
+# ------------------------------------------------------------------ the composition roots
+
+
+@pytest.mark.usefixtures("feature")
+def test_pbx_db_joins_the_registrys_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pbx db` registers the registry's features itself (cli.py), so a feature in the
+    registry needs nothing else; a clash stops it with the feature named."""
+    from pbx_core import cli
+    from pbx_core.features import registry
+
+    d = _config(tmp_path, "1:morning:24:ring:")
+    register_features(FEATURES)  # as a fresh `pbx db` process starts: the core's only
+    monkeypatch.setattr(registry, "FEATURES", (*FEATURES, probe.PROBE))
+    assert cli.main(["db", "check", str(d)]) == 1
+    assert "expected at most 23" in capsys.readouterr().out
+    clash = Feature(name="other", settings=(Setting("probe_mode", str, "", "d"),))
+    monkeypatch.setattr(registry, "FEATURES", (*FEATURES, probe.PROBE, clash))
+    assert cli.main(["db", "check", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "pbx db: feature other: setting 'probe_mode' is already feature probe's" in err
+
+
+def test_pbx_run_refuses_to_start_on_a_clash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pbx_core import app, cli
+
+    clash = Feature(name="other", tables=(_table("pbx_trunk"),))
+    monkeypatch.setattr(app, "FEATURES", (*FEATURES, clash))
+    # The daemon's logging set-up would leave a handler on the test process's root.
+    monkeypatch.setattr(app.logsetup, "configure", lambda logger, *_a, **_k: logger)
+    try:
+        assert cli.main(["run", "--config", str(FACTORY), "--state", str(tmp_path / "s.mdb")]) == 2
+    finally:
+        register_features(FEATURES)
+    assert (
+        "pbx run: feature other: table 'pbx_trunk' is already the core's" in capsys.readouterr().err
+    )

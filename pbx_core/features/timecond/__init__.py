@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pbx_core.features.api import (
-    DEST_TYPES,
     Answer,
     CallInfo,
     Context,
@@ -34,6 +33,7 @@ from pbx_core.features.api import (
     Spec,
     Zone,
     ZoneError,
+    destination,
     integer,
     pbx_table,
     text,
@@ -50,8 +50,6 @@ CONDITION_TABLE = "pbx_time_condition"
 MAX_GROUP_ROWS = 1024  # rows read from the time group table
 MAX_CONDITIONS = 256  # rows read from the time condition table
 _KEY = "override/"
-
-_DEST = "where calls go: a destination type, as pbx_did's dest_type"
 
 
 def _checker(parse: Callable[[str], object]) -> Callable[[object], str | None]:
@@ -98,10 +96,8 @@ TIME_CONDITION = pbx_table(
     "`code` toggles a temporary override from a phone.",
     text("name", "unique name: the destination timecond + this name", need=True),
     text("time_group", "the pbx_time_group name it checks", need=True, refs=(GROUP_TABLE, "name")),
-    text("match_type", _DEST + ", while the group matches", need=True, choices=DEST_TYPES),
-    text("match", "its target (NULL for hangup)", null=True),
-    text("nomatch_type", _DEST + ", otherwise", need=True, choices=DEST_TYPES),
-    text("nomatch", "its target (NULL for hangup)", null=True),
+    *destination("match", "where calls go while the group matches"),
+    *destination("nomatch", "where calls go otherwise"),
     integer(
         "code",
         "*28 + this number (0-99) toggles the override from a phone; NULL: no code",
@@ -111,6 +107,7 @@ TIME_CONDITION = pbx_table(
     ),
     key=("name",),
     max_rows=MAX_CONDITIONS,
+    targets="timecond",
 )
 
 
