@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
         state = None
     try:
         control = Path(args.control) if args.control else paths.control_socket()
-        cdr = CdrWriter(state) if state is not None else None
+        # A CDR keeps the time zone setting in force when its call ended (its local times).
+        zone = lambda: store.snapshot.settings.get("timezone")  # noqa: E731  # the one in force
+        cdr = CdrWriter(state, timezone=zone) if state is not None else None
         asyncio.run(_serve(listens, trace, store, control, args.media_address, cdr, state))
     except OSError as exc:
         print(f"pbx run: {exc}", file=sys.stderr)

@@ -13,7 +13,8 @@ applies the first answer that is not None:
 - `dial(ctx, dial)`: a number an extension dials starts with one of the feature's
   `codes`. Typical answers: `Answer(app)` (set a toggle, confirm with a prompt), `Reject`.
 - `destination(ctx, call, dest)`: a table names a destination of one of its
-  `destination_types`. `Answer(app)`, `Hunt` (a ring group), `Reject`.
+  `destination_types`. `Answer(app)`, `Hunt` (a ring group), `Goto` (another
+  destination: a time condition), `Reject`.
 - `before_ring(ctx, call, ext)`: extension `ext` is about to ring. `Reject(486)`
   (do not disturb: busy), `Forward` (forward all).
 - `unanswered(ctx, call, ext, why)`: `ext` was busy, did not answer or is not
@@ -54,6 +55,7 @@ from pbx_core.store.schema import (
     pbx_table,
     text,
 )
+from pbx_core.tz import Zone, ZoneError, zone
 
 __all__ = [
     "BOOL",
@@ -67,6 +69,7 @@ __all__ = [
     "Dial",
     "Feature",
     "Forward",
+    "Goto",
     "Hunt",
     "Pickup",
     "Recorded",
@@ -78,11 +81,14 @@ __all__ = [
     "Step",
     "TableSchema",
     "Why",
+    "Zone",
+    "ZoneError",
     "destination",
     "double",
     "integer",
     "pbx_table",
     "text",
+    "zone",
 ]
 
 
@@ -281,7 +287,16 @@ class Ringing:
     since: float  # when the call came in (`Context.now()`'s clock)
 
 
-Decision = Reject | Forward | Hunt | Answer | Pickup
+@dataclass(frozen=True, slots=True)
+class Goto:
+    """Route the call to `destination` instead, as if the table had named it there (a
+    time condition choosing its day or night destination). The core follows at most
+    MAX_GOTOS (routing.py) in a row: a loop of gotos fails the call with 480."""
+
+    destination: Destination
+
+
+Decision = Reject | Forward | Hunt | Answer | Pickup | Goto
 
 
 # ------------------------------------------------------------------ the context
@@ -291,6 +306,11 @@ class Context(Protocol):
     """What a feature may use. Implemented by the core (pbx/features.py)."""
 
     def now(self) -> float: ...
+
+    def wall_time(self) -> float:
+        """Unix time (UTC seconds since 1970) now: the clock of dates and time zones
+        (`now()` is the event loop's monotonic clock, for durations)."""
+        ...
 
     def setting(self, name: str) -> Any:
         """A setting's typed value (its default when the table leaves it out)."""

@@ -10,7 +10,16 @@ before call waiting looks at it, and both before call forwarding's forward-all.
 
 from __future__ import annotations
 
-from pbx_core.features import callwaiting, dnd, echo, forward, pickup, ringgroup, transfer
+from pbx_core.features import (
+    callwaiting,
+    dnd,
+    echo,
+    forward,
+    pickup,
+    ringgroup,
+    timecond,
+    transfer,
+)
 from pbx_core.features.api import Feature
 
 FEATURES: tuple[Feature, ...] = (
@@ -21,4 +30,5 @@ FEATURES: tuple[Feature, ...] = (
     ringgroup.FEATURE,
     transfer.FEATURE,
     pickup.FEATURE,
+    timecond.FEATURE,
 )

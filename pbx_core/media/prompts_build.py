@@ -96,6 +96,13 @@ PROMPTS: dict[str, str] = {
     "dnd-on": "Do not disturb is on.",
     "dnd-off": "Do not disturb is off.",
     "you-are-calling-from": "You are calling from extension",
+    "timecond-matched": (
+        "Override on. Calls go to the day destination until the next scheduled change."
+    ),
+    "timecond-unmatched": (
+        "Override on. Calls go to the night destination until the next scheduled change."
+    ),
+    "timecond-auto": "Override off. Calls follow the schedule.",
 }  # fmt: skip
 
 RATE = 8000

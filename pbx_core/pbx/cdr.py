@@ -16,7 +16,7 @@ Fields follow what every PBX's CDR carries (Asterisk's cdr_csv is the best known
 | did | the DID an inbound call came in on, else empty |
 | trunk | the trunk the call used, else empty |
 | source | address the caller's INVITE came from |
-| start, answer, end | wall-clock times (ISO 8601 UTC in the CSV); answer empty if never |
+| start, answer, end | wall-clock times (ISO 8601, UTC or `--timezone`); answer empty if never |
 | duration | seconds from start to end |
 | billsec | seconds from answer to end (0 if not answered) |
 | disposition | ANSWERED, NO ANSWER, BUSY, FAILED or CANCELLED |
@@ -35,6 +35,15 @@ did not pass through the PBX), the RTP/RTCP figures of that side's leg at hang-u
 | S_jitter_ms | interarrival jitter of that phone's stream at the PBX |
 | S_reported_lost | what that phone's last RTCP report said it lost of ours (empty: no report) |
 | S_reported_jitter_ms | the jitter that report gave for our stream (empty: no report) |
+
+Last, the same three times as the box's local time (ISO 8601 with the offset then in
+force, `2026-03-29T03:00:00+02:00`), in the zone of the setting `timezone` when the
+call ended (kept with the record: a later change of the setting does not rewrite the
+past); records from before the setting are in UTC:
+
+| field | meaning |
+|---|---|
+| start_local, answer_local, end_local | start, answer, end in the box's time zone |
 """
 
 from __future__ import annotations
@@ -51,13 +60,13 @@ import sys
 import tempfile
 import threading
 import zoneinfo
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from pbx_core import paths
+from pbx_core import paths, tz
 from pbx_core.media.events import LegStats
 from pbx_core.store.errors import StoreError
 from pbx_core.store.state import StateStore
@@ -91,7 +100,10 @@ MEDIA_FIELDS = (
     "reported_lost",
     "reported_jitter_ms",
 )
-FIELDS = BASE_FIELDS + tuple(f"{side}_{name}" for side in SIDES for name in MEDIA_FIELDS)
+LOCAL_FIELDS = ("start_local", "answer_local", "end_local")
+FIELDS = (
+    BASE_FIELDS + tuple(f"{side}_{name}" for side in SIDES for name in MEDIA_FIELDS) + LOCAL_FIELDS
+)
 DEFAULT_MAX_RECORDS = 10_000
 
 
@@ -180,6 +192,7 @@ class Cdr:
     source: str = ""
     # Per side ("caller", "callee"), when the call's media passed through the PBX.
     media: Mapping[str, MediaFigures] = field(default_factory=dict)
+    timezone: str = ""  # the setting `timezone` when the call ended ("": UTC)
 
     def __post_init__(self) -> None:
         unknown = set(self.media) - set(SIDES)
@@ -202,8 +215,9 @@ class Cdr:
 
     # -------------------------------------------------------------- conversions
     @classmethod
-    def from_call(cls, call: EndedCall) -> Cdr:
-        """The record of a call the B2BUA has ended (calls.py's `Call`)."""
+    def from_call(cls, call: EndedCall, timezone: str = "") -> Cdr:
+        """The record of a call the B2BUA has ended (calls.py's `Call`), with the box's
+        time zone setting of the moment."""
         started = call.started
 
         def wall(t: float | None) -> float | None:
@@ -237,6 +251,7 @@ class Cdr:
                 for side, st in call.media_stats.items()
                 if side in SIDES
             },
+            timezone=timezone[: tz.MAX_TEXT],
         )
 
     def record(self) -> dict[str, Any]:
@@ -257,6 +272,8 @@ class Cdr:
         }
         if self.media:
             rec["media"] = {side: fig.record() for side, fig in self.media.items()}
+        if self.timezone:
+            rec["tz"] = self.timezone
         return rec
 
     @classmethod
@@ -278,6 +295,7 @@ class Cdr:
                 trunk=None if rec.get("trunk") is None else str(rec["trunk"]),
                 source=str(rec.get("source") or ""),
                 media={str(k): MediaFigures.from_record(v) for k, v in media.items()},
+                timezone=str(rec.get("tz") or "")[: tz.MAX_TEXT],
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a call record: {exc}") from None
@@ -323,10 +341,16 @@ class CdrWriter:
     """Writes one record per call and keeps the store at most `max_records` long
     (plus a rotation batch of up to 1 %)."""
 
-    def __init__(self, state: StateStore, max_records: int = DEFAULT_MAX_RECORDS) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        timezone: Callable[[], object] = lambda: "",
+    ) -> None:
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
         self.state = state
+        self.timezone = timezone  # the setting in force (app.py: the snapshot's)
         self.max_records = max_records
         self.batch = max(1, max_records // 100)
         self._count: int | None = None  # counted on the first write
@@ -348,7 +372,7 @@ class CdrWriter:
 
     def call_ended(self, call: EndedCall) -> int | None:
         """Account for the call at once (in this thread), never raise."""
-        cdr = _cdr_of(call)
+        cdr = _cdr_of(call, self.timezone)
         if cdr is None:
             return None
         try:
@@ -363,10 +387,10 @@ def _not_written(caller: str, exc: Exception) -> None:
     log.error("CDR of call from %s not written: %s", caller, exc)
 
 
-def _cdr_of(call: EndedCall) -> Cdr | None:
+def _cdr_of(call: EndedCall, timezone: Callable[[], object]) -> Cdr | None:
     """The call's record, or None (logged) if the call cannot make one."""
     try:
-        return Cdr.from_call(call)
+        return Cdr.from_call(call, str(timezone() or ""))
     except ValueError as exc:
         _not_written(getattr(call, "caller", "?"), exc)
         return None
@@ -386,7 +410,7 @@ class CdrQueue:
 
     def call_ended(self, call: EndedCall) -> None:
         """The engine's call-end hook: queue the call's record, never raise."""
-        cdr = _cdr_of(call)
+        cdr = _cdr_of(call, self.writer.timezone)
         if cdr is not None:
             self.put(cdr)
 
@@ -425,10 +449,31 @@ def _cell(value: object) -> str:
     return text
 
 
-def _time(t: float | None, tz: dt.tzinfo) -> str:
+def _time(t: float | None, zone: dt.tzinfo | tz.Zone) -> str:
     if t is None:
         return ""
-    return dt.datetime.fromtimestamp(t, tz).isoformat(timespec="seconds")
+    if isinstance(zone, tz.Zone):
+        return zone.aware(t).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(t, zone).isoformat(timespec="seconds")
+
+
+class _Zones:
+    """The records' zones, each text parsed once (a bad one, which the judge refused
+    when it was set, reads as UTC)."""
+
+    def __init__(self) -> None:
+        self._zones: dict[str, tz.Zone] = {}
+
+    def __call__(self, text: str) -> tz.Zone:
+        found = self._zones.get(text)
+        if found is None:
+            try:
+                found = tz.zone(text)
+            except tz.ZoneError:
+                found = tz.UTC
+            if len(self._zones) < 64:
+                self._zones[text] = found
+        return found
 
 
 def rows(state: StateStore, since: int | None = None) -> Iterator[tuple[int, Cdr]]:
@@ -444,12 +489,16 @@ def rows(state: StateStore, since: int | None = None) -> Iterator[tuple[int, Cdr
 
 
 def export_csv(
-    state: StateStore, out: IO[str], since: int | None = None, tz: dt.tzinfo = dt.UTC
+    state: StateStore,
+    out: IO[str],
+    since: int | None = None,
+    zone: dt.tzinfo | tz.Zone = dt.UTC,
 ) -> int:
     """Write the records as CSV (a header line, then one line per call); returns
     how many were written."""
     w = csv.writer(out, lineterminator="\r\n")  # RFC 4180
     w.writerow(FIELDS)
+    zones = _Zones()
     n = 0
     for seq, c in rows(state, since):
         w.writerow(
@@ -461,9 +510,9 @@ def export_csv(
                 _cell(c.did),
                 _cell(c.trunk),
                 _cell(c.source),
-                _time(c.start, tz),
-                _time(c.answer, tz),
-                _time(c.end, tz),
+                _time(c.start, zone),
+                _time(c.answer, zone),
+                _time(c.end, zone),
                 c.duration,
                 c.billsec,
                 c.disposition,
@@ -475,6 +524,7 @@ def export_csv(
                         c.media[side].cells() if side in c.media else [""] * len(MEDIA_FIELDS)
                     )
                 ),
+                *(_time(t, zones(c.timezone)) for t in (c.start, c.answer, c.end)),
             ]
         )
         n += 1
@@ -484,13 +534,18 @@ def export_csv(
 # ------------------------------------------------------------------ pbx cdr …
 
 
-def _zone(name: str | None) -> dt.tzinfo:
+def _zone(name: str | None) -> dt.tzinfo | tz.Zone:
+    """`--timezone`: what the setting takes (a POSIX TZ string, a listed name), else
+    any zone this machine's zoneinfo has (an export may run on a laptop)."""
     if not name or name.upper() == "UTC":
         return dt.UTC
     try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
+        return tz.zone(name)
+    except tz.ZoneError as exc:
+        try:
+            return zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(str(exc)) from None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -500,7 +555,7 @@ def main(args: argparse.Namespace) -> int:
         print("pbx cdr export: --since must be 0 or more", file=sys.stderr)
         return 2
     try:
-        tz = _zone(args.timezone)
+        zone = _zone(args.timezone)
     except ValueError as exc:
         print(f"pbx cdr export: {exc}", file=sys.stderr)
         return 2
@@ -510,9 +565,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         with StateStore(path) as state:
             if args.out is None:
-                n = export_csv(state, sys.stdout, args.since, tz)
+                n = export_csv(state, sys.stdout, args.since, zone)
             else:
-                n = _export_file(state, Path(args.out), args.since, tz)
+                n = _export_file(state, Path(args.out), args.since, zone)
     except (StoreError, OSError) as exc:
         print(f"pbx cdr export: {exc}", file=sys.stderr)
         return 1
@@ -520,12 +575,12 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_file(state: StateStore, out: Path, since: int | None, tz: dt.tzinfo) -> int:
+def _export_file(state: StateStore, out: Path, since: int | None, zone: dt.tzinfo | tz.Zone) -> int:
     """Write to a temporary file beside `out`, then rename: never half a file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent or Path("."))
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            n = export_csv(state, f, since, tz)
+            n = export_csv(state, f, since, zone)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)

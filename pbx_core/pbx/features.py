@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,8 +81,10 @@ class Facts:
         domain: Callable[[], str],
         rows: Callable[[str], tuple[Mapping[str, Any], ...]] = lambda _table: (),
         ringing: Callable[[], tuple[Ringing, ...]] = tuple,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.now = now
+        self.wall = wall  # Unix time (tests move it with their clock)
         self.setting = setting
         self.extension = extension
         self.group = group
@@ -114,6 +117,9 @@ class HostContext:
 
     def set_toggle(self, extension: str, name: str, value: Any) -> None:
         self._host.set_toggle(self._feature, extension, name, value)
+
+    def wall_time(self) -> float:
+        return self._host.facts.wall()
 
     def rows(self, table: str) -> tuple[Mapping[str, Any], ...]:
         if all(t.name != table for t in self._feature.tables):

@@ -34,6 +34,7 @@ from pbx_core.features.api import (
     Decision,
     Forward,
     Pickup,
+    Goto,
     Reject,
     Step,
     Why,
@@ -56,6 +57,7 @@ CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}
 MAX_FORWARDS = 5  # forwards one call may take (Asterisk's default max forwards is 5)
 MAX_STEPS = 64  # ring steps of one hunt (a group has at most 64 members)
 MAX_FAILOVERS = 8  # failover destinations one call may take (groups failing over in a chain)
+MAX_GOTOS = 8  # Goto decisions one call may follow (time conditions chained: holiday, hours)
 FORWARD_RING = 120.0  # seconds a forward to a trunk rings (the provider times out)
 
 
@@ -81,6 +83,7 @@ class Plan:
     diversion: list[str] = field(default_factory=list)  # Diversion header values
     visited: set[tuple[str, str | None]] = field(default_factory=set)  # feature destinations
     failovers: int = 0
+    gotos: int = 0
     trunk: str | None = None  # inbound over this trunk
     did: str | None = None
 
@@ -359,10 +362,29 @@ class Router:
             self._forward(plan, decision, 480)
         elif isinstance(decision, Pickup):
             self._pickup(plan, decision)
+        elif isinstance(decision, Goto):
+            self._goto(plan, decision.destination)
         else:
             plan.steps = list(decision.steps[:MAX_STEPS])
             plan.failover, plan.status = decision.failover, decision.status
             self._next_step(plan)
+
+    def _goto(self, plan: Plan, dest: FeatureDestination) -> None:
+        """A feature sent the call to another destination (a time condition's day or
+        night one): followed at most MAX_GOTOS times per call, so a loop of them (a
+        condition naming itself, two naming each other) ends with 480 and a log line."""
+        if plan.gotos >= MAX_GOTOS:
+            log.warning(
+                "call to %s: more than %d destinations in a row (a loop?) at %s %s",
+                plan.info.number,
+                MAX_GOTOS,
+                dest.type,
+                dest.target,
+            )
+            self._fail(plan, 480, "destinations loop")
+            return
+        plan.gotos += 1
+        self._destination(plan, Destination(dest.type, dest.target))
 
     def _answer(self, plan: Plan, answer: Answer) -> None:
         eng = self.engine

@@ -225,6 +225,7 @@ class _Builder:
         self._extension_keys = HashSet()  # key_hash(username) of subscribers in `domain`
         self._alias_keys = HashSet()
         self.ext_settings: dict[str, ExtensionSettings] = {}
+        self._key_cache: dict[tuple[str, str], set[str]] = {}
 
     def rows(self, name: str) -> Iterator[tuple[RowRef, dict[str, Value]]]:
         return _records(self.tables.get(name), name)
@@ -255,6 +256,7 @@ class _Builder:
         self.speed_dials()
         self.versions()
         self.feature_destinations()
+        self.feature_references()
         self.check_destinations()
         return self.cfg
 
@@ -612,6 +614,28 @@ class _Builder:
                         dest = Destination(str(rec[type_col]), _s(rec[target_col]))
                         self._pending.append((ref, target_col, dest))
 
+    def feature_references(self) -> None:
+        """A feature's column with `refs` names a row of another table."""
+        for schema in sch.PBX_TABLES:
+            refs = [s for s in schema.specs if s.refs is not None]
+            if not schema.owner or not refs or schema.name not in self.tables:
+                continue
+            for ref, rec in self.rows(schema.name):
+                for spec in refs:
+                    table, column = spec.refs or ("", "")
+                    value = rec[spec.name]
+                    if value is not None and str(value) not in self._keys(table, column):
+                        self.err(ref, spec.name, f"no {column} {value!r} in {table}")
+
+    def _keys(self, table: str, column: str) -> set[str]:
+        """The values of one column of a table (what a feature's rows may name)."""
+        found = self._key_cache.get((table, column))
+        if found is None:
+            known = any(s.name == table for s in sch.PBX_TABLES) and table in self.tables
+            found = {str(rec[column]) for _ref, rec in self.rows(table)} if known else set()
+            self._key_cache[(table, column)] = found
+        return found
+
     def check_destinations(self) -> None:
         for ref, column, dest in self._pending:
             problem = self._dest_problem(dest)
@@ -643,6 +667,9 @@ class _Builder:
             return None if target in self.cfg.ivrs else f"no IVR menu {target!r}"
         if t == "external":
             return None if _DIALABLE.fullmatch(target) else f"{target!r} is not a number"
-        if t in sch.BUILT_DEST_TYPES:  # a feature's own type: the feature judges the target
-            return None
+        if t in sch.BUILT_DEST_TYPES:  # a feature's own type: the table of its targets
+            table = next((s for s in sch.PBX_TABLES if s.targets == t and s.key), None)
+            if table is None or target in self._keys(table.name, table.key[0]):
+                return None
+            return f"no {t} {target!r} in {table.name}"
         return f"unknown destination type {t!r}"

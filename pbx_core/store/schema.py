@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from pbx_core import tz
 from pbx_core.store.dbtext import MAX_ERRORS_PER_FILE, Column, ColumnType, Row, RowRef, Table, Value
 from pbx_core.store.errors import Capped, DbTextError
 from pbx_core.store.index import Duplicates
@@ -56,6 +57,9 @@ class Spec:
     # lo..hi), in a few words, or None: a feature's rule the schema cannot say (a time
     # range, a zone name). Called by `pbx db check`, the compile and the console.
     check: Callable[[Value], str | None] | None = None
+    # The value names a row of another table: (table, column). `pbx db check` refuses
+    # a value that is not there (a time condition's time group).
+    refs: tuple[str, str] | None = None
 
     def column(self) -> Column:
         return Column(self.name, self.type, self.null, self.auto)
@@ -77,6 +81,9 @@ class TableSchema:
     # (type column, target column) pairs naming a destination, checked as a DID's
     # are (the core's tables check their own in build.py; a feature's are these).
     destinations: tuple[tuple[str, str], ...] = ()
+    # The destination type (a feature's) whose targets are this table's key: a
+    # destination naming a target that is not a row here is a `pbx db check` error.
+    targets: str = ""
 
     def spec(self, name: str) -> Spec | None:
         for s in self.specs:
@@ -116,10 +123,16 @@ def double(name: str, doc: str, **kw: object) -> Spec:
 
 
 def pbx_table(
-    name: str, doc: str, *specs: Spec, key: tuple[str, ...] = (), max_rows: int = 0
+    name: str,
+    doc: str,
+    *specs: Spec,
+    key: tuple[str, ...] = (),
+    max_rows: int = 0,
+    targets: str = "",
 ) -> TableSchema:
     """A PBX table (dialect pbx, strict): how a feature declares its own, named
-    pbx_<something>; `max_rows` 0 = feature_schema.DEFAULT_ROWS."""
+    pbx_<something>; `max_rows` 0 = feature_schema.DEFAULT_ROWS; `targets`: the
+    feature's destination type whose targets are the rows' key (`timecond`)."""
     names = {s.name for s in specs}
     dests = tuple(
         (s.name, s.name.removesuffix("_type"))
@@ -127,7 +140,15 @@ def pbx_table(
         if s.dest and s.name.removesuffix("_type") in names
     )
     return TableSchema(
-        name, "pbx", doc, specs, key=key, strict=True, max_rows=max_rows, destinations=dests
+        name,
+        "pbx",
+        doc,
+        specs,
+        key=key,
+        strict=True,
+        max_rows=max_rows,
+        destinations=dests,
+        targets=targets,
     )
 
 
@@ -659,6 +680,15 @@ def check_external(name: str, text: str) -> str | None:
     return None
 
 
+def _zone_problem(value: str | int) -> str | None:
+    """The setting `timezone`: what pbx_core/tz.py cannot read, or None."""
+    try:
+        tz.zone(str(value))
+    except tz.ZoneError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -733,8 +763,11 @@ SETTINGS: Mapping[str, Setting] = {
             "timezone",
             str,
             "UTC",
-            "time zone for CDRs and voicemail dates (pbx cdr export --timezone meanwhile)",
-            future="time zones",
+            "the box's time zone, for time conditions and the CDRs' local times: a POSIX "
+            "TZ string (CET-1CEST,M3.5.0,M10.5.0/3, EST5EDT,M3.2.0,M11.1.0, IST-5:30) or a "
+            "name of pbx_core/tz.py's list (Europe/Berlin, America/New_York …); any other "
+            "zone as its POSIX string, the last line of its /usr/share/zoneinfo file",
+            check=_zone_problem,
         ),
         Setting(
             "operator", str, "", "extension reached by 0 in voicemail and IVR", future="voicemail"

@@ -18,6 +18,7 @@ from pbx_core.pbx.calls import Call
 from pbx_core.pbx.cdr import (
     BASE_FIELDS,
     FIELDS,
+    LOCAL_FIELDS,
     Cdr,
     CdrQueue,
     CdrWriter,
@@ -245,7 +246,7 @@ def test_export_csv_carries_media_columns(state: StateStore) -> None:
         )
     )
     (row,) = read_csv(_export(state))
-    assert {k: row[k] for k in FIELDS[len(BASE_FIELDS) :]} == {
+    assert {k: row[k] for k in FIELDS[len(BASE_FIELDS) : -len(LOCAL_FIELDS)]} == {
         "caller_codec": "PCMU",
         "caller_rtp_in": "3000",
         "caller_rtp_out": "2990",
@@ -356,6 +357,9 @@ def test_export_csv(state: StateStore) -> None:
         "disposition": "ANSWERED",
         "cause": "caller hung up",
         **dict.fromkeys(FIELDS[len(BASE_FIELDS) :], ""),  # no media figures in this record
+        "start_local": "2026-09-21T14:13:20+00:00",  # no time zone with the record: UTC
+        "answer_local": "2026-09-21T14:13:23+00:00",
+        "end_local": "2026-09-21T14:14:20+00:00",
     }
     assert (second["answer"], second["billsec"], second["disposition"]) == ("", "0", "BUSY")
     assert second["cause"] == "486 Busy Here"
@@ -426,6 +430,47 @@ def test_cli_export_default_path_and_timezone(
     assert row["start"] == "2026-09-21T16:13:20+02:00"
 
 
+def test_cli_export_takes_a_posix_zone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _filled(tmp_path / "state.mdb", 1)
+    argv = ["cdr", "export", "--state", str(tmp_path / "state.mdb"), "--timezone", "EST5EDT"]
+    assert cli.main(argv) == 0
+    (row,) = read_csv(capsys.readouterr().out)
+    assert row["start"] == "2026-09-21T10:13:20-04:00"
+    assert row["start_local"] == "2026-09-21T14:13:20+00:00"  # a record with no zone: UTC
+
+
+def test_local_times_follow_the_zone_in_force_when_the_call_ended(state: StateStore) -> None:
+    """The writer asks for the setting at each call's end and keeps it with the
+    record: local times in CEST before the autumn change, CET after it; the UTC
+    columns stay UTC; changing the setting later does not rewrite the past."""
+    setting = ["CET-1CEST,M3.5.0,M10.5.0/3"]
+    w = CdrWriter(state, timezone=lambda: setting[0])
+    autumn = 1_792_890_000.0  # 2026-10-25 01:00 UTC: 03:00 CEST becomes 02:00 CET
+    w.call_ended(FakeCall(invite("before"), wall_start=autumn - 600))
+    w.call_ended(FakeCall(invite("after"), wall_start=autumn + 60))
+    setting[0] = "EST5EDT,M3.2.0,M11.1.0"
+    w.call_ended(FakeCall(invite("elsewhere"), wall_start=autumn))
+    before, after, elsewhere = read_csv(_export(state))
+    assert before["start"] == "2026-10-25T00:50:00+00:00"
+    assert before["start_local"] == "2026-10-25T02:50:00+02:00"
+    assert before["answer_local"] == "2026-10-25T02:50:03+02:00"
+    assert before["end_local"] == "2026-10-25T02:51:03+02:00"  # 63.7 s on, as "end" cuts it
+    assert before["end"] == "2026-10-25T00:51:03+00:00"
+    assert after["start_local"] == "2026-10-25T02:01:00+01:00"
+    assert elsewhere["start_local"] == "2026-10-24T21:00:00-04:00"
+    assert [rec.get("tz") for _seq, rec in state.cdrs()] == [
+        "CET-1CEST,M3.5.0,M10.5.0/3",
+        "CET-1CEST,M3.5.0,M10.5.0/3",
+        "EST5EDT,M3.2.0,M11.1.0",
+    ]
+
+
+def test_a_record_with_an_unreadable_zone_exports_in_utc(state: StateStore) -> None:
+    CdrWriter(state).write(cdr(timezone="Mars/Olympus"))
+    (row,) = read_csv(_export(state))
+    assert row["start_local"] == row["start"] == "2026-09-21T14:13:20+00:00"
+
+
 def test_cli_export_to_file_is_atomic(tmp_path: Path) -> None:
     db = tmp_path / "state.mdb"
     _filled(db)
@@ -441,7 +486,8 @@ def test_cli_export_to_file_is_atomic(tmp_path: Path) -> None:
     [
         (["--state", "NOPE"], 1, "no state database at"),
         (["--since", "-1"], 2, "--since must be 0 or more"),
-        (["--timezone", "Mars/Olympus"], 2, "unknown time zone 'Mars/Olympus'"),
+        (["--timezone", "Mars/Olympus"], 2, "time zone 'Mars/Olympus' is not in the built-in"),
+        (["--timezone", "CET-1CEST,M13.5.0,M10.5.0"], 2, "Mm.w.d needs month 1-12"),
         (["--out", "/nonexistent-dir/x.csv"], 1, "pbx cdr export: "),
     ],
 )

@@ -136,6 +136,8 @@ READERS: dict[tuple[str, str], tuple[str, str]] = {
     ("setting", "sec_scanner_agents"): (_SEC, 'words("sec_scanner_agents")'),
     ("setting", "sec_max_sources"): (_SEC, 'num("sec_max_sources"'),
     ("setting", "admin_password"): ("pbx_core/console/auth.py", 'SETTING = "admin_password"'),
+    # the CDRs' local times (app.py hands it to the writer) and time conditions
+    ("setting", "timezone"): ("pbx_core/app.py", 'settings.get("timezone")'),
 }  # fmt: skip
 
 
@@ -314,7 +316,7 @@ def test_a_future_setting_is_refused_unless_default(setting: sch.Setting, text: 
 
 def test_future_settings_are_the_ones_marked() -> None:
     names = {s.name for s in FUTURE_SETTINGS}
-    assert {"language", "timezone", "operator", "vm_max_seconds", "vm_max_messages"} <= names
+    assert {"language", "operator", "vm_max_seconds", "vm_max_messages"} <= names
     assert "sip_port" not in names  # it acts: see the test below
 
 
@@ -330,7 +332,14 @@ def test_built_destination_types_are_the_core_and_the_features() -> None:
 @pytest.mark.parametrize("dest_type", sorted(sch.DEST_TYPES))
 def test_a_destination_of_a_type_not_built_is_refused(tmp_path: Path, dest_type: str) -> None:
     d = _factory_copy(tmp_path)
-    target = {"extension": "101", "group": "600", "hangup": ""}.get(dest_type, "100")
+    target = {"extension": "101", "group": "600", "hangup": "", "timecond": "day"}.get(
+        dest_type, "100"
+    )
+    (d / "pbx_time_group").write_text("name(string) times(string)\nhours:0800-1700\n")
+    (d / "pbx_time_condition").write_text(
+        "name(string) time_group(string) match_type(string) match(string,null) "
+        "nomatch_type(string) nomatch(string,null)\nday:hours:extension:100:hangup:\n"
+    )
     (d / "pbx_did").write_text(
         f"number(string) dest_type(string) dest(string,null)\n5551234:{dest_type}:{target}\n"
     )

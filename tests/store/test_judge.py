@@ -178,7 +178,24 @@ JUDGE_ONLY = [
     {"rtp_timeout": "0"},
     {"domain": " "},
     {"sip_port": "99999999999999"},
+    {"timezone": "Europe/Atlantis"},  # not in the built-in list, whatever zoneinfo has
+    {"timezone": "CET-1CEST,M13.5.0,M10.5.0"},
+    {"timezone": "CET"},
 ]
+
+
+@pytest.mark.parametrize(
+    "zone", ["CET-1CEST,M3.5.0,M10.5.0/3", "EST5EDT,M3.2.0,M11.1.0", "Europe/Berlin", "UTC"]
+)
+def test_a_good_time_zone_passes_the_check(tmp_path: Path, zone: str) -> None:
+    status, out = db_check(config_dir(tmp_path, {"timezone": zone}))
+    assert status == 0, out
+
+
+def test_a_bad_time_zone_says_why(tmp_path: Path) -> None:
+    status, out = db_check(config_dir(tmp_path, {"timezone": "CET-1CEST,M3.5.0"}))
+    assert status == 1
+    assert "setting 'timezone': time zone 'CET-1CEST,M3.5.0': expected ','" in out, out
 
 
 @pytest.mark.parametrize("rows", JUDGE_ONLY, ids=",".join)
