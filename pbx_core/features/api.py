@@ -156,10 +156,12 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """Ring these extensions together for `timeout` seconds."""
+    """Ring these extensions together for `timeout` seconds (`auto_answer`: their
+    phones are asked to answer by themselves and open the speaker: intercom)."""
 
     members: tuple[str, ...]
     timeout: float
+    auto_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

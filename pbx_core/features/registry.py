@@ -15,6 +15,7 @@ from pbx_core.features import (
     dnd,
     echo,
     forward,
+    intercom,
     pickup,
     ringgroup,
     timecond,
@@ -31,4 +32,5 @@ FEATURES: tuple[Feature, ...] = (
     transfer.FEATURE,
     pickup.FEATURE,
     timecond.FEATURE,
+    intercom.FEATURE,
 )

@@ -93,6 +93,8 @@ PROMPTS: dict[str, str] = {
     "forward-set": "Call forwarding is set to",
     "forward-enter": "Please enter the number to forward your calls to, followed by pound.",
     "transfer-enter": "Transfer. Please enter the number, followed by pound.",
+    "intercom-on": "Intercom calls are allowed.",
+    "intercom-off": "Intercom calls are refused.",
     "dnd-on": "Do not disturb is on.",
     "dnd-off": "Do not disturb is off.",
     "you-are-calling-from": "You are calling from extension",

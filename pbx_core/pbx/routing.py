@@ -53,6 +53,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pbx.routing")
 
+# Asked of a phone that is to answer by itself and open its speaker (intercom):
+# Call-Info answer-after (Yealink, Polycom, Grandstream, Cisco SPA) and Alert-Info
+# info=alert-autoanswer (Snom, Yealink), both in their RFC 3261 form.
+AUTO_ANSWER = (
+    ("Call-Info", "<sip:pbx>;answer-after=0"),
+    ("Alert-Info", "<http://127.0.0.1/autoanswer>;info=alert-autoanswer;delay=0"),
+)
 CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}
 MAX_FORWARDS = 5  # forwards one call may take (Asterisk's default max forwards is 5)
 MAX_STEPS = 64  # ring steps of one hunt (a group has at most 64 members)
@@ -576,7 +583,11 @@ class Router:
                 if isinstance(decision, Reject):
                     plan.busy = plan.busy or decision.status in (486, 600)
                     continue
-                targets.extend(self._targets(plan, user))
+                found = self._targets(plan, user)
+                if step.auto_answer:
+                    for target in found:
+                        target.extra.extend(AUTO_ANSWER)
+                targets.extend(found)
             if targets:
                 plan.extension = None
                 self._ring(plan, targets, step.timeout)
