@@ -99,3 +99,16 @@ def test_in_call_blind_transfer_by_keys_in_sip_info(env: Env, tmp_path: Path) ->
     (invite,) = answered.requests("INVITE")
     assert "sip:101@" in (invite.header("From") or ""), answered.report()
     assert answered.requests("BYE"), answered.report()  # 101 hung up: told to 102
+
+
+def test_intercom_reaches_a_sipp_phone_with_auto_answer_headers(env: Env, tmp_path: Path) -> None:
+    """*80101: the phone's INVITE asks it to answer by itself (Call-Info
+    answer-after=0, Alert-Info info=alert-autoanswer) and the call goes through."""
+    with env.phones.callee(tmp_path, "uas_answer.xml", "101") as phone:
+        res = env.phones.call(tmp_path, "uac_call.xml", "*80101")
+        answered = phone.finish()
+    check(res)
+    check(answered)
+    (invite,) = answered.requests("INVITE")
+    assert "answer-after=0" in (invite.header("Call-Info") or ""), answered.report()
+    assert any("alert-autoanswer" in v for v in invite.headers("Alert-Info")), answered.report()
