@@ -183,6 +183,17 @@ class Session(Protocol):
     @property
     def hung_up(self) -> bool: ...
 
+    @property
+    def call_id(self) -> str:
+        """The call's id, as `Context.ringing` and `Pickup` name calls (a parked call
+        is picked up by it)."""
+        ...
+
+    def music_on_hold(self) -> None:
+        """Play the PBX's music on hold to the caller, over and over, until the next
+        `play` or `echo` (silence on a build without it)."""
+        ...
+
     async def play(self, *prompts: str, interruptible: bool = False) -> str | None:
         """Play prompts (names from the prompt set) or tones (`tone:confirmation`);
         with `interruptible`, a key press stops it and is returned."""

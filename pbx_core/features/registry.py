@@ -16,6 +16,7 @@ from pbx_core.features import (
     echo,
     forward,
     intercom,
+    park,
     pickup,
     ringgroup,
     timecond,
@@ -33,4 +34,5 @@ FEATURES: tuple[Feature, ...] = (
     pickup.FEATURE,
     timecond.FEATURE,
     intercom.FEATURE,
+    park.FEATURE,
 )

@@ -93,6 +93,8 @@ PROMPTS: dict[str, str] = {
     "forward-set": "Call forwarding is set to",
     "forward-enter": "Please enter the number to forward your calls to, followed by pound.",
     "transfer-enter": "Transfer. Please enter the number, followed by pound.",
+    "park-slot": "Parked on",
+    "park-nobody": "Nobody took your call. Please call again. Goodbye.",
     "intercom-on": "Intercom calls are allowed.",
     "intercom-off": "Intercom calls are refused.",
     "dnd-on": "Do not disturb is on.",

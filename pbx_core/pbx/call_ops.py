@@ -368,6 +368,13 @@ class CallOps:
         if replaces:
             self._attended(call, side, req, key, by, replaces[0])
             return
+        self._blind_refer(call, side, req, key, number, by)
+
+    def _blind_refer(
+        self, call: Call, side: str, req: Request, key: AnyServerKey, number: str, by: str
+    ) -> None:
+        """The REFER's blind transfer of the other side of `call` to `number`."""
+        m = self.manager
         dialog = call.dialog(side)
         if dialog is None or self.reroute is None:
             m.stack.respond(key, req.reply(500))
@@ -439,6 +446,12 @@ class CallOps:
             return
         if call2.state is not State.ANSWERED or call2.replacing is not None:
             m.stack.respond(key, req.reply(488, "The other call is not answered"))
+            return
+        if call2.endpoint is not None and side2 == "a":
+            # The other call is the transferor's call to an application (it dialled the
+            # park number and heard its slot): the party goes where that call went.
+            m.hangup(call2, "transferred to where it was going")
+            self._blind_refer(call, side, req, key, call2.callee, by)
             return
         if call.media is None or call2.media is None or fork2 is None or m.media is None:
             m.stack.respond(key, req.reply(488, "Media does not pass through the PBX"))

@@ -1,7 +1,7 @@
 """A new phone takes a call's far end: call pickup (a ringing call answered from
-another phone: `*8`, `**` + extension) and INVITE with Replaces (RFC 3891: a BLF
-key picking up a ringing call, a phone pulling its own answered call to another
-device).
+another phone: `*8`, `**` + extension), a parked call retrieved (an application
+holding the caller lets go), and INVITE with Replaces (RFC 3891: a BLF key picking
+up a ringing call, a phone pulling its own answered call to another device).
 
 Theory of operation. The new phone's INVITE (its offer) never becomes a call of its
 own: it gets a media endpoint (`MediaEngine.endpoint`, our answer in its 200) and a
@@ -107,10 +107,15 @@ class CallPickup:
         phone has our 200), else the status for its INVITE."""
         m = self.manager
         engine = m.media
-        if engine is None or call.media is None or call.late_offer or not req.body:
-            return 488 if not req.body else 480  # the PBX must hold the media to join it
-        if replaced is None and (
-            call.state not in (State.ROUTING, State.RINGING) or call.a_final_sent
+        parked = call.state is State.ANSWERED and call.endpoint is not None
+        if not req.body:
+            return 488
+        if engine is None or (call.media is None and not parked) or call.late_offer:
+            return 480  # the PBX must hold the media to join it
+        if (
+            replaced is None
+            and not parked
+            and (call.state not in (State.ROUTING, State.RINGING) or call.a_final_sent)
         ):
             return 481
         try:
@@ -135,9 +140,18 @@ class CallPickup:
         m = self.manager
         engine = m.media
         media = call.media
-        assert engine is not None and media is not None  # noqa: S101  # checked by take
+        assert engine is not None  # noqa: S101  # checked by take
         a_body = b""
-        if replaced is None:  # a ringing call: the caller's answer, the forks cancelled
+        parked = call.state is State.ANSWERED and call.endpoint is not None
+        if parked:  # an application holds the caller (a parked call): it lets go
+            staying = call.endpoint
+            assert staying is not None  # noqa: S101  # just checked
+            call.endpoint = None
+            m.app_taken(call.id)
+            staying.unbind()
+        elif media is None:
+            raise MediaError("nothing to join", 480)
+        elif replaced is None:  # a ringing call: the caller's answer, the forks cancelled
             try:
                 a_body = media.early_answer()
             except MediaError:
@@ -179,7 +193,7 @@ class CallPickup:
         resp.headers.add("Content-Type", "application/sdp")
         m.call_acks.send_2xx(call, "b", key, resp, source)
         m.call_timers.restart(call, "b", None)
-        if replaced is None:
+        if replaced is None and not parked:
             out = m._a_reply(call, 200, "OK")
             out.body = a_body
             out.headers.add("Content-Type", "application/sdp")

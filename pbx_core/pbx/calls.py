@@ -108,6 +108,9 @@ class CallManager:
         self.ops = CallOps(self)
         self.keys = CallKeys(self)
         self.pickup = CallPickup(self)
+        # Set by the engine: an application's call was taken from it (a parked call
+        # picked up): its application stops.
+        self.app_taken: Callable[[str], None] = lambda _call_id: None
 
     def configure(self, settings: Mapping[str, object]) -> None:
         """The settings calls follow (pbx_settings); a bad value is logged and the

@@ -120,6 +120,9 @@ class Engine:
             # Applications' recordings (voicemail …) beside the state LMDB, on /data.
             state.path.parent / "recordings" if state is not None else None,
         )
+        if isinstance(self.calls.music_on_hold, Audio):
+            self.features.music = self.calls.music_on_hold
+        self.calls.app_taken = self.features.stop_app
         keys = self.calls.keys  # in-call codes (call_keys.py)
         keys.codes = lambda: self.features.call_codes
         keys.ask = self.router.in_call

@@ -42,6 +42,7 @@ from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
 from pbx_core.store.errors import StoreError
 
 if TYPE_CHECKING:
+    from pbx_core.media.audio import Audio
     from pbx_core.media.leg import MediaLeg
     from pbx_core.store.state import StateStore
 
@@ -152,6 +153,7 @@ class FeatureHost:
         self.facts = facts
         # Where applications' recordings go (a directory per feature), None: nowhere.
         self.recordings = recordings
+        self.music: Audio | None = None  # the PBX's music on hold (the engine sets it)
         self.state = state
         self.loop = loop  # the engine's: applications are its tasks
         self._contexts = {f.name: HostContext(self, f) for f in self.features}
@@ -446,6 +448,16 @@ class FeatureHost:
         known = ", ".join(f.name for f in self.features if f.toggles)
         raise KeyError(f"no feature {fname!r} with toggles (known: {known})")
 
+    def stop_app(self, call_id: str) -> None:
+        """The call was taken from its application (a parked call picked up): the
+        application stops at once, its session hears the end."""
+        session = self._sessions.get(call_id)
+        if session is not None:
+            session.ended()
+        task = self._apps.get(call_id)
+        if task is not None and not task.done():
+            task.cancel()
+
     def stop_apps(self) -> None:
         """Cancel every running application (the daemon stops: its task group waits
         for its tasks, and an echo test would keep it an hour)."""
@@ -476,6 +488,8 @@ class FeatureHost:
         where = self.recordings / feature if self.recordings and feature else None
         loop = self.loop or asyncio.get_running_loop()
         session = LocalSession(leg, hangup, ended, bridge, where, loop)
+        session.call_id = call_id
+        session.music = self.music
         self._sessions[call_id] = session
 
         async def main() -> None:
@@ -522,6 +536,8 @@ class LocalSession:
     ) -> None:
         self._leg = leg
         self._recordings = recordings
+        self.call_id = ""
+        self.music: Audio | None = None
         # Done when the call ends: every await returns at once (`ended`).
         self._gone: asyncio.Future[None] = (loop or asyncio.get_event_loop()).create_future()
         self._hangup = hangup
@@ -631,6 +647,10 @@ class LocalSession:
 
     def echo(self) -> None:
         self._leg.echo()
+
+    def music_on_hold(self) -> None:
+        if self.music is not None and not self.hung_up and self._leg.codec in ("PCMU", "PCMA"):
+            self._leg.play(self.music, loop=True)
 
     async def wait(self, seconds: float) -> None:
         end = asyncio.get_running_loop().time() + max(0.0, seconds)
