@@ -56,6 +56,10 @@ class Spec:
     # lo..hi), in a few words, or None: a feature's rule the schema cannot say (a time
     # range, a zone name). Called by `pbx db check`, the compile and the console.
     check: Callable[[Value], str | None] | None = None
+    # A feature table's column of internal numbers (optional, dialable): extensions
+    # dialling one reach the feature's destination type `dials`, the row's first key
+    # column as its target (step 4 of the dial plan), as a ring group's number does.
+    dials: str = ""
 
     def column(self) -> Column:
         return Column(self.name, self.type, self.null, self.auto)
