@@ -112,6 +112,9 @@ class CallInfo:
     number: str  # the number dialled (or the DID)
     from_extension: bool  # the caller is one of our extensions (not a trunk)
     diverted_by: tuple[str, ...] = ()  # extensions that forwarded the call, in order
+    # The IP address an extension's own call came from ("" for a trunk's call and a
+    # call routed anew: a transfer, a forward): what a failed PIN bans (DISA).
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +330,20 @@ class Context(Protocol):
 
     def state_keys(self, prefix: str = "") -> tuple[str, ...]:
         """The keys this feature keeps that start with `prefix`, sorted."""
+        ...
+
+    def failed_auth(self, key: str) -> bool:
+        """Count a failed authentication (a wrong PIN) against `key`, as a failed
+        digest login counts against its source: the security policy's
+        sec_ban_failures within sec_ban_window ban the key for sec_ban_seconds.
+        `key` is the caller's source address (an extension's call: its SIP is then
+        dropped as after failed logins) or a name no address can be (`cid:...`:
+        only `banned` sees it). A trusted address (a trunk's, sec_trusted) is never
+        banned. True when this failure banned the key."""
+        ...
+
+    def banned(self, key: str) -> bool:
+        """Whether `key` is banned now (failed_auth)."""
         ...
 
 

@@ -37,6 +37,7 @@ from pbx_core.features.api import (
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
+from pbx_core.pbx.security import Action, SecurityPolicy
 from pbx_core.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class Facts:
         may_dial: Callable[[str, str], bool],
         domain: Callable[[], str],
         rows: Callable[[str], tuple[Mapping[str, Any], ...]] = lambda _table: (),
+        failed_auth: Callable[[str], bool] | None = None,
+        banned: Callable[[str], bool] | None = None,
     ) -> None:
         self.now = now
         self.setting = setting
@@ -88,6 +91,21 @@ class Facts:
         self.may_dial = may_dial
         self.domain = domain
         self.rows = rows  # a feature table's rows in the configuration in force
+        # Failed authentications counted by the security policy (engine.py); without
+        # an engine (tests of the host alone) a policy of the host's own, in RAM.
+        if failed_auth is None or banned is None:
+            failed_auth, banned = _own_policy(now)
+        self.failed_auth = failed_auth
+        self.banned = banned
+
+
+def _own_policy(now: Callable[[], float]) -> tuple[Callable[[str], bool], Callable[[str], bool]]:
+    policy = SecurityPolicy()
+
+    def failed(key: str) -> bool:
+        return policy.auth_failed(key, now()).action is not Action.ALLOW
+
+    return failed, lambda key: policy.banned(key, now())
 
 
 class HostContext:
@@ -127,6 +145,12 @@ class HostContext:
 
     def state_keys(self, prefix: str = "") -> tuple[str, ...]:
         return self._host.state_keys(self._feature, prefix)
+
+    def failed_auth(self, key: str) -> bool:
+        return self._host.facts.failed_auth(key)
+
+    def banned(self, key: str) -> bool:
+        return self._host.facts.banned(key)
 
 
 class FeatureHost:

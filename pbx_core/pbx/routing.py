@@ -98,6 +98,7 @@ class Router:
             caller_class=caller.settings.call_class,
             number=number,
             from_extension=True,
+            source=source[1],
         )
         display = caller.settings.display_name or caller.username
         plan = Plan(
