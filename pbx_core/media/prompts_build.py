@@ -95,6 +95,7 @@ PROMPTS: dict[str, str] = {
     "dnd-on": "Do not disturb is on.",
     "dnd-off": "Do not disturb is off.",
     "you-are-calling-from": "You are calling from extension",
+    "disa-enter-pin": "Please enter your PIN, followed by pound.",
 }  # fmt: skip
 
 RATE = 8000
