@@ -112,7 +112,8 @@ class Disa(Feature):
         return Answer(_app(ctx, dict(row), key), "disa")
 
     def status(self, ctx: Context) -> dict[str, Any]:
-        return {"disas": sorted(str(r["name"]) for r in ctx.rows("pbx_disa") if r["enabled"])}
+        names = sorted(str(r["name"]) for r in ctx.rows("pbx_disa") if r["enabled"])
+        return {"disas": names} if names else {}
 
 
 def _app(ctx: Context, row: Mapping[str, Any], key: str) -> App:

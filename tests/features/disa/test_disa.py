@@ -8,10 +8,13 @@ loop is bounded; `pbx db check` refuses a DISA without a good PIN."""
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pbx_core.features import disa
 from pbx_core.features.api import CallInfo, Destination, Feature, Reject, pbx_table, text
@@ -19,6 +22,7 @@ from pbx_core.pbx.security import Action
 from pbx_core.store.build import check_dir
 from pbx_core.store.feature_schema import SchemaClash, register_features
 from tests.conftest import FACTORY
+from tests.fuzzing import fuzz_settings
 from tests.harness.office import (
     PROVIDER,
     PROVIDER_TRUNK,
@@ -368,3 +372,42 @@ def test_a_number_column_must_dial_a_type_of_its_own() -> None:
     )
     with pytest.raises(SchemaClash, match="dials 'disa'"):
         register_features((Feature(name="thief", tables=(table,)),))
+
+
+# ------------------------------------------------------------------ any keys at all
+
+
+@pytest.mark.fuzz
+@fuzz_settings(15)
+@given(
+    login=st.booleans(),
+    keys=st.lists(st.text(alphabet="0123456789*#", max_size=24), min_size=1, max_size=4),
+)
+def test_whatever_a_caller_presses_a_local_disa_reaches_no_further(
+    login: bool, keys: list[str]
+) -> None:
+    """Any key presses into a `local` DISA: only local numbers reach the trunk (never
+    00…, never a code), the call ends within the DISA's bounds, nothing is left."""
+    with tempfile.TemporaryDirectory() as tmp:
+        office = Office(Path(tmp), tables=TABLES)
+        try:
+            provider = office.provider()
+            call = answered(office.phone("100").call("700"))
+            if login:
+                enter(call, PIN + "#")
+            for chunk in keys:
+                if call.state != "answered":
+                    break
+                enter(call, chunk, wait=3)
+            for inc in provider.incoming:
+                number = inc.invite.uri.user or ""
+                assert number.startswith("0") and not number.startswith("00"), number
+            if call.state == "answered":
+                office.advance(130)  # max_seconds 120, whatever was pressed
+            if provider.incoming and call.state == "answered":
+                call.hang_up()  # bridged: the app is done, the call goes on
+            assert call.state == "ended"
+            office.advance(40)
+            assert office.left_behind() == []
+        finally:
+            office.close()
