@@ -195,6 +195,7 @@ def test_pin_dial_tone_then_out_with_the_disas_class(env: Env, tmp_path: Path) -
     check(answered)
     (invite,) = answered.requests("INVITE")
     assert invite.first_line.startswith("INVITE sip:301234@"), invite.text  # strip 1
+    assert "<sip:4930100@" in (invite.header("From") or ""), invite.text  # the office's ID
     assert res[0].sent("BYE"), res[0].report()  # the caller ended the bridged call
 
 
