@@ -120,6 +120,9 @@ class CallInfo:
     number: str  # the number dialled (or the DID)
     from_extension: bool  # the caller is one of our extensions (not a trunk)
     diverted_by: tuple[str, ...] = ()  # extensions that forwarded the call, in order
+    # The IP address an extension's own call came from ("" for a trunk's call and a
+    # call routed anew: a transfer, a forward): what a failed PIN bans (DISA).
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +390,20 @@ class Context(Protocol):
         extension rung: a ring group's call appears once per member)."""
         ...
 
+    def failed_auth(self, key: str) -> bool:
+        """Count a failed authentication (a wrong PIN) against `key`, as a failed
+        digest login counts against its source: the security policy's
+        sec_ban_failures within sec_ban_window ban the key for sec_ban_seconds.
+        `key` is the caller's source address (an extension's call: its SIP is then
+        dropped as after failed logins) or a name no address can be (`cid:...`:
+        only `banned` sees it). A trusted address (a trunk's, sec_trusted) is never
+        banned. True when this failure banned the key."""
+        ...
+
+    def banned(self, key: str) -> bool:
+        """Whether `key` is banned now (failed_auth)."""
+        ...
+
 
 # ------------------------------------------------------------------ the feature
 
@@ -455,3 +472,7 @@ class Feature:
     # In-call codes (`##` …): keys an extension presses during an answered call ->
     # a short description; the `in_call` hook is asked when one is pressed.
     call_codes: Mapping[str, str] = field(default_factory=dict)
+    # Exact numbers (`70`, `71` … of call park): dialled as they are, they reach the
+    # feature's `dial` hook (with an empty `arg`) after extensions, aliases and the
+    # tables' numbers (step 4 of the dial plan), so they never shadow an extension.
+    numbers: Mapping[str, str] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pbx_core.features import (
     callwaiting,
+    disa,
     dnd,
     echo,
     forward,
@@ -30,6 +31,7 @@ FEATURES: tuple[Feature, ...] = (
     callwaiting.FEATURE,
     forward.FEATURE,
     ringgroup.FEATURE,
+    disa.FEATURE,
     transfer.FEATURE,
     pickup.FEATURE,
     timecond.FEATURE,

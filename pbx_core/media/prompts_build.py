@@ -107,6 +107,7 @@ PROMPTS: dict[str, str] = {
         "Override on. Calls go to the night destination until the next scheduled change."
     ),
     "timecond-auto": "Override off. Calls follow the schedule.",
+    "disa-enter-pin": "Please enter your PIN, followed by pound.",
 }  # fmt: skip
 
 RATE = 8000

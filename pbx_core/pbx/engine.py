@@ -114,6 +114,8 @@ class Engine:
                 domain=lambda: self.domain,
                 rows=self._feature_rows,
                 ringing=self._ringing,
+                failed_auth=self._feature_failed_auth,
+                banned=lambda key: self.security.banned(key, self.loop.time()),
             ),
             state,
             self.loop,
@@ -273,6 +275,15 @@ class Engine:
             verdict = self.security.auth_failed(source[1], self.loop.time())
             if verdict.action is not Action.ALLOW:
                 log.warning("security: %s", verdict.reason)
+
+    def _feature_failed_auth(self, key: str) -> bool:
+        """A feature's failed authentication (a wrong DISA PIN), counted as a failed
+        login is; True when it banned `key`."""
+        verdict = self.security.auth_failed(key, self.loop.time())
+        if verdict.action is Action.ALLOW:
+            return False
+        log.warning("security: %s", verdict.reason)
+        return True
 
     def start(self) -> None:
         self.trunks.configure(self.snap.trunks())

@@ -39,6 +39,7 @@ from pbx_core.features.api import (
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
+from pbx_core.pbx.security import Action, SecurityPolicy
 from pbx_core.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -83,6 +84,8 @@ class Facts:
         rows: Callable[[str], tuple[Mapping[str, Any], ...]] = lambda _table: (),
         ringing: Callable[[], tuple[Ringing, ...]] = tuple,
         wall: Callable[[], float] = time.time,
+        failed_auth: Callable[[str], bool] | None = None,
+        banned: Callable[[str], bool] | None = None,
     ) -> None:
         self.now = now
         self.wall = wall  # Unix time (tests move it with their clock)
@@ -95,6 +98,21 @@ class Facts:
         self.domain = domain
         self.rows = rows  # a feature table's rows in the configuration in force
         self.ringing = ringing  # the calls ringing extensions now (pickup)
+        # Failed authentications counted by the security policy (engine.py); without
+        # an engine (tests of the host alone) a policy of the host's own, in RAM.
+        if failed_auth is None or banned is None:
+            failed_auth, banned = _own_policy(now)
+        self.failed_auth = failed_auth
+        self.banned = banned
+
+
+def _own_policy(now: Callable[[], float]) -> tuple[Callable[[str], bool], Callable[[str], bool]]:
+    policy = SecurityPolicy()
+
+    def failed(key: str) -> bool:
+        return policy.auth_failed(key, now()).action is not Action.ALLOW
+
+    return failed, lambda key: policy.banned(key, now())
 
 
 class HostContext:
@@ -139,6 +157,12 @@ class HostContext:
     def state_keys(self, prefix: str = "") -> tuple[str, ...]:
         return self._host.state_keys(self._feature, prefix)
 
+    def failed_auth(self, key: str) -> bool:
+        return self._host.facts.failed_auth(key)
+
+    def banned(self, key: str) -> bool:
+        return self._host.facts.banned(key)
+
 
 class FeatureHost:
     def __init__(
@@ -159,6 +183,7 @@ class FeatureHost:
         self._contexts = {f.name: HostContext(self, f) for f in self.features}
         self._codes: list[tuple[str, Feature]] = []
         self._call_codes: list[tuple[str, Feature]] = []
+        self._numbers: dict[str, Feature] = {}
         self._dest_types: dict[str, Feature] = {}
         names: set[str] = set()
         toggle_names: set[str] = set()
@@ -170,6 +195,12 @@ class FeatureHost:
                 if any(code == c for c, _ in self._codes):
                     raise FeatureError(f"feature code {code} claimed twice ({f.name})")
                 self._codes.append((code, f))
+            for number in f.numbers:
+                if not number or len(number) > MAX_CODE_ARG:
+                    raise FeatureError(f"number {number!r} of {f.name}: 1-{MAX_CODE_ARG} keys")
+                if number in self._numbers:
+                    raise FeatureError(f"number {number} claimed twice ({f.name})")
+                self._numbers[number] = f
             for code in f.call_codes:
                 if not code or len(code) > 4 or any(c not in "0123456789*#" for c in code):
                     raise FeatureError(f"in-call code {code!r} of {f.name}: 1-4 keys")
@@ -227,6 +258,15 @@ class FeatureHost:
         if len(arg) > MAX_CODE_ARG:
             return Reject(484, "too many digits after the feature code")
         dial = Dial(call, aor, extension, code, arg)
+        return self._ask(feature, "dial", lambda f, ctx: f.dial(ctx, dial))
+
+    def number(self, call: CallInfo, aor: str, extension: str) -> Decision | None:
+        """A number an extension dialled that is one of a feature's exact `numbers`
+        (asked after extensions and the tables' numbers): its feature decides."""
+        feature = self._numbers.get(call.number)
+        if feature is None:
+            return None
+        dial = Dial(call, aor, extension, call.number, "")
         return self._ask(feature, "dial", lambda f, ctx: f.dial(ctx, dial))
 
     def destination(self, call: CallInfo, dest: Destination) -> Decision | None:

@@ -110,6 +110,7 @@ class Router:
             caller_class=caller.settings.call_class,
             number=number,
             from_extension=True,
+            source=source[1],
         )
         display = caller.settings.display_name or caller.username
         plan = Plan(
@@ -154,6 +155,11 @@ class Router:
         if dest is not None:
             self._destination(plan, dest)
             return
+        if caller.domain == eng.domain and codes:  # 4. a feature's own numbers (park)
+            decision = eng.features.number(info, caller.aor, caller.username)
+            if decision is not None:
+                self._apply(plan, decision)
+                return
         self._outbound(plan, caller, number)  # 5.
 
     def from_trunk(

@@ -257,6 +257,7 @@ class _Builder:
         self.versions()
         self.feature_destinations()
         self.feature_references()
+        self.feature_numbers()
         self.check_destinations()
         return self.cfg
 
@@ -635,6 +636,22 @@ class _Builder:
             found = {str(rec[column]) for _ref, rec in self.rows(table)} if known else set()
             self._key_cache[(table, column)] = found
         return found
+
+    def feature_numbers(self) -> None:
+        """The internal numbers a feature's own tables give (a column declared with
+        `dials=TYPE`): each reaches destination TYPE with the row's first key column
+        as target, and clashes with any other number as a ring group's does."""
+        for schema in sch.PBX_TABLES:
+            if not schema.owner or not schema.key or schema.name not in self.tables:
+                continue
+            numbered = [s for s in schema.specs if s.dials]
+            for ref, rec in self.rows(schema.name):
+                for spec in numbered:
+                    number, target = rec[spec.name], rec[schema.key[0]]
+                    if number is not None and str(number) != "" and target is not None:
+                        self._number(
+                            ref, spec.name, str(number), Destination(spec.dials, str(target))
+                        )
 
     def check_destinations(self) -> None:
         for ref, column, dest in self._pending:

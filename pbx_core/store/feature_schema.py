@@ -23,6 +23,8 @@ Rules, each broken one an error at start (`SchemaClash`, naming the feature):
   feature declares it. Every table that names a destination accepts it;
 - a destination column pair in a feature's table (`destination()`: NAME_type, NAME)
   is checked as a DID's destination is;
+- a column of internal numbers (`dials=TYPE`) names one of the feature's own
+  destination types, in a table with a key (the first key column is the target);
 - no name (table or setting) clashes with the core's or another feature's.
 
 Registering a feature again replaces what it declared before (tests, a second start
@@ -185,6 +187,12 @@ def _validated(declared: Mapping[str, Declared]) -> dict[str, Declared]:
             tuple(_check_dest_type(t, owner) for t in d.destination_types),
         )
         for t in checked.tables:
+            for s in t.specs:
+                if s.dials and (s.dials not in checked.destination_types or not t.key):
+                    raise SchemaClash(
+                        f"feature {owner}: table {t.name!r}: column {s.name!r} dials "
+                        f"{s.dials!r}: a destination type of its own, in a table with a key"
+                    )
             other = tables_at.get(t.name)
             if other is not None:
                 raise SchemaClash(f"feature {owner}: table {t.name!r} is already {other}'s")

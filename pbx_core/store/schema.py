@@ -60,6 +60,10 @@ class Spec:
     # The value names a row of another table: (table, column). `pbx db check` refuses
     # a value that is not there (a time condition's time group).
     refs: tuple[str, str] | None = None
+    # A feature table's column of internal numbers (optional, dialable): extensions
+    # dialling one reach the feature's destination type `dials`, the row's first key
+    # column as its target (step 4 of the dial plan), as a ring group's number does.
+    dials: str = ""
 
     def column(self) -> Column:
         return Column(self.name, self.type, self.null, self.auto)

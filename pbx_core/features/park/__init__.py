@@ -45,8 +45,6 @@ class Park(Feature):
     reserved: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def dial(self, ctx: Context, dial: Dial) -> Decision | None:
-        if dial.arg:
-            return None  # 701, 7123 …: not ours (the code's number all the same: 404)
         self._tidy(ctx)
         if dial.code in SLOTS:
             parked = self.slots.get(dial.code)
@@ -123,7 +121,7 @@ def _announce(slot: str) -> App:
 
 FEATURE = Park(
     name="park",
-    codes={
+    numbers={
         PARK: "park: transfer a call here (dial it first to hear the slot)",
         **{s: f"retrieve the call parked on {s}" for s in SLOTS},
     },
