@@ -371,7 +371,9 @@ def missing_header(ip: str, pbx: tuple[str, int], wait: float = 2.0) -> dict[str
                     out[f"udp {method} without {omit}"] = None
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((ip, 0))
-        s.settimeout(wait)
+        # A connection may wait its turn while a burst of others holds every
+        # descriptor (the PBX evicts idle ones to make room): more time than a datagram.
+        s.settimeout(max(wait, 6.0))
         try:
             s.connect(pbx)
             port = s.getsockname()[1]
