@@ -112,6 +112,9 @@ class CallInfo:
     number: str  # the number dialled (or the DID)
     from_extension: bool  # the caller is one of our extensions (not a trunk)
     diverted_by: tuple[str, ...] = ()  # extensions that forwarded the call, in order
+    # The caller withheld its number: a trunk call with `Privacy: id` (RFC 3323) or
+    # no usable number in From (empty, `anonymous`); caller_number may still say one.
+    anonymous: bool = False
 
 
 @dataclass(frozen=True, slots=True)
