@@ -166,9 +166,7 @@ class LastCaller(Feature):
 
     def before_ring(self, ctx: Context, call: CallInfo, extension: str) -> Decision | None:
         # Asked last: no feature refused or forwarded the call, the extension rings.
-        if call.caller_number != extension or not call.from_extension:
-            number = "" if rules.withheld(call) else call.caller_number.strip()
-            LAST_CALLERS.remember(extension, number)
+        LAST_CALLERS.remember(extension, "" if rules.withheld(call) else call.caller_number.strip())
         return None
 
     def status(self, ctx: Context) -> dict[str, Any]:

@@ -342,10 +342,11 @@ def test_the_blacklist_table_is_checked() -> None:
 @fuzz_settings(60)
 @given(st.text(alphabet="0123456789*#+", max_size=40))
 def test_any_dial_argument_is_refused_or_kept_as_a_number(arg: str) -> None:
-    from pbx_core.features.api import CallInfo, Dial
+    from pbx_core.features.api import Answer, CallInfo, Dial, Reject
 
     class Ctx:
-        kept: dict[str, Any] = {}
+        def __init__(self) -> None:
+            self.kept: dict[str, Any] = {}
 
         def state_get(self, key: str) -> Any:
             return self.kept.get(key)
@@ -355,7 +356,12 @@ def test_any_dial_argument_is_refused_or_kept_as_a_number(arg: str) -> None:
 
     ctx = Ctx()
     info = CallInfo("101@pbx.local", "101", "national", "*30" + arg, True)
-    decision = FEATURE.dial(ctx, Dial(info, "101@pbx.local", "101", "*30", arg))  # type: ignore[arg-type]
+    dial = Dial(info, "101@pbx.local", "101", "*30", arg)
+    decision = FEATURE.dial(ctx, dial)  # type: ignore[arg-type]  # only the state is used
     kept = ctx.kept.get("list:101", [])
+    if isinstance(decision, Reject):
+        assert decision.status == 484 and kept == []
+    else:
+        assert isinstance(decision, Answer)
+        assert kept == ([arg] if arg else [])  # "": prompted for, nothing kept yet
     assert all(n.lstrip("+").isdigit() and len(n) <= 21 for n in kept)
-    assert decision is not None
