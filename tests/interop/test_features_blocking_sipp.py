@@ -263,3 +263,25 @@ def test_anonymous_callers_blocked_by_the_toggle(env: Env, tmp_path: Path) -> No
     with env.phones.callee(tmp_path, "uas_answer.xml", "101") as phone:
         check(provider_calls(env, tmp_path, "anonymous", "provider_call.xml"))
         check(phone.finish())
+
+
+# ---------------------------------------------------------------- a restart
+
+
+def test_a_block_list_survives_a_restart(tmp_path: Path) -> None:
+    """A PBX of its own: 101 blocks 100, the daemon stops (SIGTERM drains the state
+    writer) and starts again on the same state LMDB: 100 still gets busy."""
+    first = start(tmp_path / "pbx")
+    try:
+        first.dial_code(tmp_path, "101", "*30100")
+    finally:
+        stop(first)
+    again = start(tmp_path / "pbx", first.provider_port)
+    try:
+        res = again.phones.call(tmp_path, "uac_reject.xml", "101", user="100")
+        check(res)
+        assert status_of(res) == 486
+        again.dial_code(tmp_path, "101", "*31100")
+        again.phones.talk(tmp_path, "uac_call.xml", "uas_answer.xml", "101")
+    finally:
+        stop(again)
