@@ -123,6 +123,9 @@ class CallInfo:
     # The IP address an extension's own call came from ("" for a trunk's call and a
     # call routed anew: a transfer, a forward): what a failed PIN bans (DISA).
     source: str = ""
+    # The caller withheld its number: a trunk call with `Privacy: id` (RFC 3323) or
+    # no usable number in From (empty, `anonymous`); caller_number may still say one.
+    anonymous: bool = False
 
 
 @dataclass(frozen=True, slots=True)

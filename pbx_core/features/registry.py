@@ -6,11 +6,15 @@ imports this module.
 
 Order matters where two features answer the same hook: do-not-disturb refuses a call
 before call waiting looks at it, and both before call forwarding's forward-all.
+Call blocking comes first (a blocked caller is refused before anything else, and
+gets no forward on busy); the last-caller memory (*69) comes last, so its
+`before_ring` is asked only for calls that really ring the extension.
 """
 
 from __future__ import annotations
 
 from pbx_core.features import (
+    blocking,
     callwaiting,
     disa,
     dnd,
@@ -26,6 +30,7 @@ from pbx_core.features import (
 from pbx_core.features.api import Feature
 
 FEATURES: tuple[Feature, ...] = (
+    blocking.FEATURE,
     echo.FEATURE,
     dnd.FEATURE,
     callwaiting.FEATURE,
@@ -37,4 +42,5 @@ FEATURES: tuple[Feature, ...] = (
     timecond.FEATURE,
     intercom.FEATURE,
     park.FEATURE,
+    blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )

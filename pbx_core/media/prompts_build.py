@@ -108,6 +108,19 @@ PROMPTS: dict[str, str] = {
     ),
     "timecond-auto": "Override off. Calls follow the schedule.",
     "disa-enter-pin": "Please enter your PIN, followed by pound.",
+    # call blocking and the last caller (features/blocking)
+    "blocked": "The person you are calling does not accept your calls. Goodbye.",
+    "blocking-enter": "Please enter the number to block, followed by pound.",
+    "blocking-remove-enter": "Please enter the number to unblock, followed by pound.",
+    "blocking-added": "Calls from this number are now blocked:",
+    "blocking-removed": "Calls from this number are allowed again:",
+    "blocking-not-listed": "That number is not on your block list.",
+    "blocking-full": "Your block list is full.",
+    "blocking-no-caller": "There is no number of a last caller to block.",
+    "lastcaller-number": "The last call came from",
+    "lastcaller-callback": "To call this number, press one.",
+    "lastcaller-none": "No call has reached this extension yet.",
+    "lastcaller-withheld": "The last caller withheld the number.",
 }  # fmt: skip
 
 RATE = 8000

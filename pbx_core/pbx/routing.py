@@ -178,12 +178,14 @@ class Router:
             return
         a_from = req.from_
         caller_id = unescape(a_from.uri.user or "") or "anonymous"
+        privacy = {p.strip().lower() for p in (req.headers.get("privacy") or "").split(";")}
         info = CallInfo(
             caller=f"{trunk}:{caller_id}",
             caller_number=caller_id,
             caller_class="internal",
             number=did_number,
             from_extension=False,
+            anonymous="id" in privacy or caller_id.lower() == "anonymous",
         )
         from_value = name_addr(a_from.display or caller_id, f"sip:{caller_id}@{eng.domain}")
         plan = Plan(req, source, key, info, from_value, eng.domain, trunk=trunk, did=did_number)
@@ -588,6 +590,11 @@ class Router:
                 decision = eng.features.before_ring(plan.info, member)
                 if isinstance(decision, Reject):
                     plan.busy = plan.busy or decision.status in (486, 600)
+                    continue
+                if isinstance(decision, Answer):
+                    # A feature would answer for the member (a blocked caller's
+                    # announcement): in a group it is not rung, and counts as busy.
+                    plan.busy = True
                     continue
                 found = self._targets(plan, user)
                 if step.auto_answer:
