@@ -10,7 +10,7 @@ before call waiting looks at it, and both before call forwarding's forward-all.
 
 from __future__ import annotations
 
-from pbx_core.features import callwaiting, dnd, echo, forward, ringgroup
+from pbx_core.features import callwaiting, dnd, echo, forward, hotline, ringgroup, speeddial
 from pbx_core.features.api import Feature
 
 FEATURES: tuple[Feature, ...] = (
@@ -19,4 +19,6 @@ FEATURES: tuple[Feature, ...] = (
     callwaiting.FEATURE,
     forward.FEATURE,
     ringgroup.FEATURE,
+    speeddial.FEATURE,
+    hotline.FEATURE,
 )

@@ -95,6 +95,9 @@ PROMPTS: dict[str, str] = {
     "dnd-on": "Do not disturb is on.",
     "dnd-off": "Do not disturb is off.",
     "you-are-calling-from": "You are calling from extension",
+    "speeddial-enter-location": "Please enter the two digit speed dial location.",
+    "speeddial-enter-number": "Please enter the number for this speed dial, followed by pound.",
+    "speeddial-set": "Speed dial",
 }  # fmt: skip
 
 RATE = 8000

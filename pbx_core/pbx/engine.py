@@ -113,6 +113,7 @@ class Engine:
                 may_dial=self.router.may_dial,
                 domain=lambda: self.domain,
                 rows=self._feature_rows,
+                speed_dial=self._speed_dial,
             ),
             state,
             self.loop,
@@ -176,6 +177,11 @@ class Engine:
 
     def _feature_rows(self, table: str) -> tuple[Mapping[str, Any], ...]:
         return self.snap.rows(table)  # the snapshot in force: a reload is seen at once
+
+    def _speed_dial(self, extension: str, code: str) -> str | None:
+        """pbx_speed_dial: the extension's own row for `code`, else everyone's."""
+        entry = self.snap.speed_dial(f"{extension}@{self.domain}", code)
+        return None if entry is None else entry.number
 
     def _registered(self, number: str) -> bool:
         return bool(self.registrar.lookup(f"{number}@{self.domain}", self.loop.time()))
@@ -465,9 +471,6 @@ class Engine:
             return
         if not caller.settings.enabled:
             self.stack.respond(key, self._error(req, SipError("extension disabled", 403)))
-            return
-        if not number:
-            self.stack.respond(key, req.reply(484, to_tag=new_tag()))
             return
         self.router.from_extension(req, source, key, caller, number)
 

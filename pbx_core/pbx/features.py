@@ -78,6 +78,7 @@ class Facts:
         may_dial: Callable[[str, str], bool],
         domain: Callable[[], str],
         rows: Callable[[str], tuple[Mapping[str, Any], ...]] = lambda _table: (),
+        speed_dial: Callable[[str, str], str | None] = lambda _ext, _code: None,
     ) -> None:
         self.now = now
         self.setting = setting
@@ -88,6 +89,7 @@ class Facts:
         self.may_dial = may_dial
         self.domain = domain
         self.rows = rows  # a feature table's rows in the configuration in force
+        self.speed_dial = speed_dial  # pbx_speed_dial: (extension, code) -> number
 
 
 class HostContext:
@@ -104,6 +106,7 @@ class HostContext:
         self.registered = facts.registered
         self.in_call = facts.in_call
         self.may_dial = facts.may_dial
+        self.speed_dial = facts.speed_dial
 
     def toggle(self, extension: str, name: str) -> Any:
         return self._host.toggle(self._feature, extension, name)
@@ -222,6 +225,9 @@ class FeatureHost:
 
     def transfer(self, call: CallInfo, extension: str, number: str) -> Decision | None:
         return self._first("transfer", lambda f, ctx: f.transfer(ctx, call, extension, number))
+
+    def outgoing(self, call: CallInfo, extension: str) -> Decision | None:
+        return self._first("outgoing", lambda f, ctx: f.outgoing(ctx, call, extension))
 
     def call_ended(self, call_id: str, record: Mapping[str, Any]) -> None:
         task = self._apps.get(call_id)
@@ -553,11 +559,13 @@ class LocalSession:
                 getter = asyncio.ensure_future(self._digits.get())
                 waits.add(getter)
             waits.add(self._gone)
-            await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            if getter is not None:
-                if getter.done():
-                    return getter.result()
-                getter.cancel()
+            try:
+                await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # cancelled too (an app's own timer): no reader left to eat a key
+                if getter is not None and not getter.done():
+                    getter.cancel()
+            if getter is not None and getter.done() and not getter.cancelled():
+                return getter.result()
         return None
 
     async def collect(

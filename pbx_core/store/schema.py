@@ -543,7 +543,7 @@ PBX_IVR_OPTION = TableSchema(
 PBX_SPEED_DIAL = TableSchema(
     "pbx_speed_dial",
     "pbx",
-    "Speed dials (*0 + code). A row without username is for everyone.",
+    "Speed dials (*0 + code, the speed dial feature). A row without username is for everyone.",
     (
         _id(),
         _s("username", "extension that owns it; NULL = every extension", null=True),
@@ -554,7 +554,6 @@ PBX_SPEED_DIAL = TableSchema(
     ),
     key=("username", "domain", "code"),
     strict=True,
-    future="speed dial",
 )
 
 PBX_SETTINGS = TableSchema(
