@@ -7,15 +7,19 @@ bounded (482)."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pbx_core.features import speeddial
 from pbx_core.pbx.routing import MAX_REDIRECTS
 from pbx_core.store.build import check_dir
 from tests.features.dnd.test_dnd import dial_code
+from tests.fuzzing import fuzz_settings
 from tests.harness.office import (
     FACTORY,
     PROVIDER_TRUNK,
@@ -236,3 +240,56 @@ def test_the_table_is_checked(tmp_path: Path) -> None:
     assert any("code is 1 to 3 digits" in e for e in errors), errors
     assert any("number must be digits" in e for e in errors), errors
     assert len(errors) == 3, errors
+
+
+# ---------------------------------------------------------------- properties
+
+ARGS = st.one_of(
+    st.sampled_from(("1", "2", "3", "4", "5", "010123456", "01000442079460000", "05102")),
+    st.text(alphabet="0123456789*#+ab", max_size=40),
+)
+
+
+@pytest.mark.fuzz
+@fuzz_settings(10)
+@given(dialled=st.lists(st.tuples(st.sampled_from(("*0", "*75")), ARGS), min_size=1, max_size=6))
+def test_no_speed_dial_string_takes_an_internal_extension_out(
+    dialled: list[tuple[str, str]],
+) -> None:
+    # whatever follows *0 or *75, from an internal extension whose lists (its own,
+    # everyone's) hold outside numbers and codes: a final answer, never a 500, nothing
+    # at the provider, and only valid entries kept
+    rows = speed_dials(":1:0123456", ":2:*01", ":3:000442079460000", "101:4:0999", ":5:102")
+    with tempfile.TemporaryDirectory() as tmp:
+        office = Office(
+            Path(tmp),
+            tables={
+                "pbx_trunk": PROVIDER_TRUNK,
+                "pbx_speed_dial": rows,
+                "pbx_extension": extensions(extension_row(1, "101", call_class="internal")),
+            },
+        )
+        try:
+            provider = office.provider()
+            b = office.phone("101")
+            office.phone("102")
+            for code, arg in dialled:
+                call = b.call(code + arg)
+                for _ in range(40):
+                    if call.status is not None and not office.engine.features.running_apps:
+                        break
+                    office.advance(2)
+                assert call.status is not None and call.status != 500, (code, arg)
+                hung_up = call.call_id in [x.call_id for x in b.byes]
+                if call.state == "answered" and call.status == 200 and not hung_up:
+                    call.hang_up()
+            office.advance(10)
+            assert provider.incoming == []
+            kept = personal(office, "101")
+            assert kept is None or all(
+                len(k) == 2 and k.isdigit() and speeddial.valid_number(v)
+                for k, v in dict(kept).items()  # type: ignore[call-overload]
+            )
+            assert office.left_behind() == []
+        finally:
+            office.close()
