@@ -551,6 +551,10 @@ class _Builder:
     def speed_dials(self) -> None:
         for ref, rec in self.rows("pbx_speed_dial"):
             owner = None
+            if rec["domain"] is not None and rec["domain"] != self.domain:
+                # feature codes serve the setting domain's extensions only
+                self.err(ref, "domain", f"speed dials are for domain {self.domain}")
+                continue
             if rec["username"] is not None:
                 owner = f"{rec['username']}@{rec['domain'] or self.domain}"
                 if not self.is_user(owner):

@@ -547,7 +547,9 @@ PBX_SPEED_DIAL = TableSchema(
     (
         _id(),
         _s("username", "extension that owns it; NULL = every extension", null=True),
-        _s("domain", "its domain; NULL = setting `domain`", null=True),
+        _s(
+            "domain", "NULL or the setting `domain` (feature codes serve its extensions)", null=True
+        ),
         _s("code", "1 to 3 digits", need=True),
         _s("number", "number dialled, as the extension dials it: 0-9 * # +, at most 32", need=True),
         _s("name", "label", null=True),

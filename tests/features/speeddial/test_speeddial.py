@@ -232,16 +232,18 @@ def test_the_table_is_checked(tmp_path: Path) -> None:
     d.mkdir()
     for f in FACTORY.iterdir():
         (d / f.name).write_text(f.read_text())
+    other_domain = "6:100:other.example:6:101:"
     (d / "pbx_speed_dial").write_text(
         "\n".join(speed_dials(":1:102", "999:2:101", ":1234:101", ":3:10x", ":4:" + "1" * 33))
-        + "\n"
+        + f"\n{other_domain}\n"
     )
     errors = [str(e) for e in check_dir(d).errors]
     assert any("no subscriber 999@pbx.local" in e for e in errors), errors
     assert any("code is 1 to 3 digits" in e for e in errors), errors
     assert any("number must be digits" in e for e in errors), errors
     assert any("number is at most 32 characters" in e for e in errors), errors
-    assert len(errors) == 4, errors
+    assert any("speed dials are for domain pbx.local" in e for e in errors), errors
+    assert len(errors) == 5, errors
 
 
 # ---------------------------------------------------------------- properties
