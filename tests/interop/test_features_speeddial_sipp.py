@@ -308,3 +308,18 @@ def test_keys_on_a_warm_line_are_dialled_instead(lines: Env, tmp_path: Path) -> 
     assert continuous(heard, "dial"), "no dial tone"
     assert invite.first_line.startswith("INVITE sip:102@"), invite.text
     assert "sip:103@" in (invite.header("From") or ""), invite.text
+
+
+def test_a_personal_speed_dial_survives_a_restart(tmp_path: Path) -> None:
+    # its own PBX (the module's keeps running): set, SIGTERM, start on the same state
+    first = start(tmp_path / "pbx")
+    try:
+        first.dial_code(tmp_path, "100", "*7503101")
+    finally:
+        stop(first)
+    again = start(tmp_path / "pbx", first.provider_port)
+    try:
+        invite = rings(again, tmp_path, "*003", "100", "101")
+        assert invite.first_line.startswith("INVITE sip:101@"), invite.text
+    finally:
+        stop(again)
