@@ -22,11 +22,16 @@ applies the first answer that is not None:
 - `transfer(ctx, call, extension, number)`: an extension transfers a call (REFER).
   `Reject` refuses it.
 - `call_ended(ctx, record)`: a call ended (nothing to answer).
+- `outgoing(ctx, call, extension)`: extension `extension` places a call (a new
+  INVITE from its phone), asked after the emergency routes and before the feature
+  codes. `Redirect(number)` (a hotline), `Answer(app)` (a warm line's dial tone),
+  `Reject`.
 
 Decisions are frozen dataclasses. The dial plan order (emergency routes, feature codes,
 extensions and aliases, feature destinations, outbound routes) is the engine's; a
 feature cannot reorder it. No decision is a way around call classes: a `Forward` to an
-outside number is routed with the class of the extension that set it.
+outside number is routed with the class of the extension that set it, a `Redirect`
+with the class of the extension that dials.
 
 A feature may declare tables (`pbx_table`, columns `text`/`integer`/`double`, a
 destination's pair of columns `destination`) and
@@ -73,6 +78,7 @@ __all__ = [
     "Hunt",
     "Pickup",
     "Recorded",
+    "Redirect",
     "Reject",
     "Ringing",
     "Session",
@@ -315,7 +321,18 @@ class Goto:
     destination: Destination
 
 
-Decision = Reject | Forward | Hunt | Answer | Pickup | Goto
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Route `number` instead, as the dialling extension would dial it: the whole dial
+    plan again (emergency routes, feature codes, our numbers, outbound routes with its
+    call class), as if its phone had sent `number` (a speed dial, a hotline). Only for
+    a call an extension places (`dial`, `outgoing`); at most the router's
+    MAX_REDIRECTS per call (a speed dial naming itself is a loop: 482)."""
+
+    number: str
+
+
+Decision = Reject | Forward | Hunt | Answer | Pickup | Goto | Redirect
 
 
 # ------------------------------------------------------------------ the context
@@ -407,6 +424,11 @@ class Context(Protocol):
         """Whether `key` is banned now (failed_auth)."""
         ...
 
+    def speed_dial(self, extension: str, code: str) -> str | None:
+        """The number of speed dial `code` in the core's `pbx_speed_dial` table:
+        `extension`'s own row, else the row for everyone; None when neither."""
+        ...
+
 
 # ------------------------------------------------------------------ the feature
 
@@ -466,6 +488,13 @@ class Feature:
 
     def status(self, ctx: Context) -> dict[str, Any]:
         return {}
+
+    def outgoing(self, ctx: Context, call: CallInfo, extension: str) -> Decision | None:
+        """Extension `extension` places a call to `call.number` (a new INVITE from its
+        phone; not a transfer or an application's bridge). Asked after the emergency
+        routes and before the feature codes: `Redirect` (a hotline), `Answer` (a warm
+        line), `Reject`; None lets the dial plan go on."""
+        return None
 
     # The feature's own tables (each named pbx_<something>, strict) and settings
     # (pbx_settings rows): `pbx db check`, `pbx db compile`, the console and the

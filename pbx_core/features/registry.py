@@ -20,10 +20,12 @@ from pbx_core.features import (
     dnd,
     echo,
     forward,
+    hotline,
     intercom,
     park,
     pickup,
     ringgroup,
+    speeddial,
     timecond,
     transfer,
 )
@@ -42,5 +44,7 @@ FEATURES: tuple[Feature, ...] = (
     timecond.FEATURE,
     intercom.FEATURE,
     park.FEATURE,
+    speeddial.FEATURE,
+    hotline.FEATURE,
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )

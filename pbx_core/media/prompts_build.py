@@ -121,6 +121,9 @@ PROMPTS: dict[str, str] = {
     "lastcaller-callback": "To call this number, press one.",
     "lastcaller-none": "No call has reached this extension yet.",
     "lastcaller-withheld": "The last caller withheld the number.",
+    "speeddial-enter-location": "Please enter the two digit speed dial location.",
+    "speeddial-enter-number": "Please enter the number for this speed dial, followed by pound.",
+    "speeddial-set": "Speed dial",
 }  # fmt: skip
 
 RATE = 8000

@@ -116,6 +116,7 @@ class Engine:
                 ringing=self._ringing,
                 failed_auth=self._feature_failed_auth,
                 banned=lambda key: self.security.banned(key, self.loop.time()),
+                speed_dial=self._speed_dial,
             ),
             state,
             self.loop,
@@ -186,6 +187,11 @@ class Engine:
 
     def _feature_rows(self, table: str) -> tuple[Mapping[str, Any], ...]:
         return self.snap.rows(table)  # the snapshot in force: a reload is seen at once
+
+    def _speed_dial(self, extension: str, code: str) -> str | None:
+        """pbx_speed_dial: the extension's own row for `code`, else everyone's."""
+        entry = self.snap.speed_dial(f"{extension}@{self.domain}", code)
+        return None if entry is None else entry.number
 
     def _registered(self, number: str) -> bool:
         return bool(self.registrar.lookup(f"{number}@{self.domain}", self.loop.time()))
@@ -490,9 +496,6 @@ class Engine:
             return
         if req.headers.get("replaces") is not None:  # RFC 3891: take a leg of a call
             self.calls.pickup.replaces(req, source=source, key=key, label=caller.aor)
-            return
-        if not number:
-            self.stack.respond(key, req.reply(484, to_tag=new_tag()))
             return
         self.router.from_extension(req, source, key, caller, number)
 

@@ -86,6 +86,7 @@ class Facts:
         wall: Callable[[], float] = time.time,
         failed_auth: Callable[[str], bool] | None = None,
         banned: Callable[[str], bool] | None = None,
+        speed_dial: Callable[[str, str], str | None] = lambda _ext, _code: None,
     ) -> None:
         self.now = now
         self.wall = wall  # Unix time (tests move it with their clock)
@@ -98,6 +99,7 @@ class Facts:
         self.domain = domain
         self.rows = rows  # a feature table's rows in the configuration in force
         self.ringing = ringing  # the calls ringing extensions now (pickup)
+        self.speed_dial = speed_dial  # pbx_speed_dial: (extension, code) -> number
         # Failed authentications counted by the security policy (engine.py); without
         # an engine (tests of the host alone) a policy of the host's own, in RAM.
         if failed_auth is None or banned is None:
@@ -130,6 +132,7 @@ class HostContext:
         self.in_call = facts.in_call
         self.may_dial = facts.may_dial
         self.ringing = facts.ringing
+        self.speed_dial = facts.speed_dial
 
     def toggle(self, extension: str, name: str) -> Any:
         return self._host.toggle(self._feature, extension, name)
@@ -290,6 +293,9 @@ class FeatureHost:
         if found is None:
             return None
         return self._ask(found, "in_call", lambda f, ctx: f.in_call(ctx, call, extension, code))
+
+    def outgoing(self, call: CallInfo, extension: str) -> Decision | None:
+        return self._first("outgoing", lambda f, ctx: f.outgoing(ctx, call, extension))
 
     def call_ended(self, call_id: str, record: Mapping[str, Any]) -> None:
         task = self._apps.get(call_id)
@@ -648,11 +654,13 @@ class LocalSession:
                 getter = asyncio.ensure_future(self._digits.get())
                 waits.add(getter)
             waits.add(self._gone)
-            await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            if getter is not None:
-                if getter.done():
-                    return getter.result()
-                getter.cancel()
+            try:
+                await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # cancelled too (an app's own timer): no reader left to eat a key
+                if getter is not None and not getter.done():
+                    getter.cancel()
+            if getter is not None and getter.done() and not getter.cancelled():
+                return getter.result()
         return None
 
     async def collect(

@@ -3,6 +3,8 @@
 The dial plan's order, for a number an extension dials (docs/architecture.md):
 
 1. emergency routes (an outbound route of call class `emergency`): always, first;
+   then, for a call the extension's phone places, the features' `outgoing` hook
+   (a hotline's `Redirect`, a warm line's `Answer`);
 2. feature codes (`*72` …), the longest code the number starts with;
 3. extensions, then aliases;
 4. numbers the tables give a destination (ring groups, feature destinations);
@@ -16,8 +18,11 @@ forward it, else the hunt's next step rings, else its failover destination, else
 caller hears the status. Forwards are routed as if the forwarding extension dialled
 the number (its call class applies) and stop after MAX_FORWARDS or at a loop;
 failover destinations stop at a cycle (a destination the call has been to) or after
-MAX_FAILOVERS. A number starting with a feature code is the features' even when they
-decline it: refused (404), never routed out.
+MAX_FAILOVERS. A `Redirect` (a speed dial, a hotline) routes its number through the
+dial plan again as the dialling extension (its call class), at most MAX_REDIRECTS
+times per call (then 482: a speed dial naming itself). A number starting with a
+feature code is the features' even when they decline it: refused (404), never routed
+out.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pbx_core.features.api import (
     Forward,
     Goto,
     Pickup,
+    Redirect,
     Reject,
     Step,
     Why,
@@ -66,6 +72,8 @@ MAX_STEPS = 64  # ring steps of one hunt (a group has at most 64 members)
 MAX_FAILOVERS = 8  # failover destinations one call may take (groups failing over in a chain)
 MAX_GOTOS = 8  # Goto decisions one call may follow (time conditions chained: holiday, hours)
 FORWARD_RING = 120.0  # seconds a forward to a trunk rings (the provider times out)
+MAX_REDIRECTS = 4  # Redirects one call may take (*0NN -> *0MM -> ... is a loop)
+MAX_NUMBER = 32  # characters of a number a Redirect names
 
 
 @dataclass
@@ -93,6 +101,8 @@ class Plan:
     gotos: int = 0
     trunk: str | None = None  # inbound over this trunk
     did: str | None = None
+    dialler: User | None = None  # the extension (or application class) dialling
+    redirects: int = 0
 
 
 class Router:
@@ -121,18 +131,30 @@ class Router:
             name_addr(display, f"sip:{caller.username}@{caller.domain}"),
             eng.domain,
         )
-        self._dial(plan, caller, number)
+        self._dial(plan, caller, number, outgoing=True)
 
-    def _dial(self, plan: Plan, caller: User, number: str, codes: bool = True) -> None:
+    def _dial(
+        self, plan: Plan, caller: User, number: str, codes: bool = True, outgoing: bool = False
+    ) -> None:
         """The dial plan (module docstring) for `number` as extension `caller` dials it
         (`codes`: feature codes too; an application's bridge with a class of its own
-        has none)."""
+        has none; `outgoing`: a call its phone places, asked of the features'
+        `outgoing` hook)."""
         eng = self.engine
         snap = eng.snap
         info = plan.info
-        routed = snap.route(number)
+        plan.dialler = caller
+        routed = snap.route(number) if number else None
         if routed is not None and routed[0].call_class == "emergency":
             self._outbound(plan, caller, number)  # 1. emergency first, always
+            return
+        if outgoing and caller.domain == eng.domain:
+            decision = eng.features.outgoing(info, caller.username)  # a hotline
+            if decision is not None:
+                self._apply(plan, decision)
+                return
+        if not number:
+            self._fail(plan, 484, "no number dialled")
             return
         if caller.domain == eng.domain and codes:
             decision = eng.features.dial(info, caller.aor, caller.username)  # 2. codes
@@ -379,6 +401,8 @@ class Router:
             self._pickup(plan, decision)
         elif isinstance(decision, Goto):
             self._goto(plan, decision.destination)
+        elif isinstance(decision, Redirect):
+            self._redirect(plan, decision)
         else:
             plan.steps = list(decision.steps[:MAX_STEPS])
             plan.failover, plan.status = decision.failover, decision.status
@@ -400,6 +424,24 @@ class Router:
             return
         plan.gotos += 1
         self._destination(plan, Destination(dest.type, dest.target))
+
+    def _redirect(self, plan: Plan, redirect: Redirect) -> None:
+        """Route `redirect.number` as the dialling extension would dial it (its call
+        class; feature codes too, the `outgoing` hook not again); bounded."""
+        user, number = plan.dialler, redirect.number
+        if user is None or not user.username or not plan.info.from_extension:
+            self._fail(plan, 403, "a redirect needs a dialling extension")
+            return
+        if plan.redirects >= MAX_REDIRECTS:
+            log.info("call to %s: redirect to %s stopped (a loop)", plan.info.number, number)
+            self._fail(plan, 482, "too many redirects (a loop)")
+            return
+        if not number or len(number) > MAX_NUMBER:
+            self._fail(plan, 484, "not a number")
+            return
+        plan.redirects += 1
+        plan.info = replace(plan.info, number=number)
+        self._dial(plan, user, number)
 
     def _answer(self, plan: Plan, answer: Answer) -> None:
         eng = self.engine

@@ -45,6 +45,7 @@ from pbx_core.store.model import (
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _DID = re.compile(r"\+?[0-9]+|\*")
 _DIALABLE = re.compile(r"[0-9*#+]+")
+_SPEED_NUMBER = 32  # a speed dial's number (pbx/routing.py MAX_NUMBER: what a Redirect takes)
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -553,6 +554,10 @@ class _Builder:
     def speed_dials(self) -> None:
         for ref, rec in self.rows("pbx_speed_dial"):
             owner = None
+            if rec["domain"] is not None and rec["domain"] != self.domain:
+                # feature codes serve the setting domain's extensions only
+                self.err(ref, "domain", f"speed dials are for domain {self.domain}")
+                continue
             if rec["username"] is not None:
                 owner = f"{rec['username']}@{rec['domain'] or self.domain}"
                 if not self.is_user(owner):
@@ -563,6 +568,8 @@ class _Builder:
                 self.err(ref, "code", "code is 1 to 3 digits")
             if not _DIALABLE.fullmatch(number):
                 self.err(ref, "number", "number must be digits, * # +")
+            elif len(number) > _SPEED_NUMBER:
+                self.err(ref, "number", f"number is at most {_SPEED_NUMBER} characters")
             self.cfg.speed_dials[speed_key(owner, code)] = SpeedDial(
                 code, number, owner, _s(rec["name"])
             )

@@ -568,18 +568,19 @@ PBX_IVR_OPTION = TableSchema(
 PBX_SPEED_DIAL = TableSchema(
     "pbx_speed_dial",
     "pbx",
-    "Speed dials (*0 + code). A row without username is for everyone.",
+    "Speed dials (*0 + code, the speed dial feature). A row without username is for everyone.",
     (
         _id(),
         _s("username", "extension that owns it; NULL = every extension", null=True),
-        _s("domain", "its domain; NULL = setting `domain`", null=True),
+        _s(
+            "domain", "NULL or the setting `domain` (feature codes serve its extensions)", null=True
+        ),
         _s("code", "1 to 3 digits", need=True),
-        _s("number", "number dialled", need=True),
+        _s("number", "number dialled, as the extension dials it: 0-9 * # +, at most 32", need=True),
         _s("name", "label", null=True),
     ),
     key=("username", "domain", "code"),
     strict=True,
-    future="speed dial",
 )
 
 PBX_SETTINGS = TableSchema(

@@ -128,8 +128,8 @@ def test_show_get_add_delete_export_import(console: ConsoleProc) -> None:
     assert console.command("get subscriber[101,pbx.local].password").strip() == "change-me-101"
     assert console.command("get pbx_dialplan[@2].pattern").strip() == "110"
     # a table of a feature not built yet takes no rows (configuration honesty)
-    refused = console.command("add pbx_speed_dial code=1 number=0123456")
-    assert refused.startswith("error: table pbx_speed_dial belongs to speed dial"), refused
+    refused = console.command("add pbx_ivr_menu name=main prompt=welcome")
+    assert refused.startswith("error: table pbx_ivr_menu belongs to IVR"), refused
     added = "add pbx_ring_group number=610 name=Test strategy=hunt members=100,101"
     assert console.command(f"{added} ring_timeout=20 fallback_type=hangup").strip() == (
         "pbx_ring_group[610]"

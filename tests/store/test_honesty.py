@@ -41,6 +41,7 @@ STRUCTURAL = {
     ("pbx_did", "description"),
     ("pbx_dialplan", "description"),
     ("pbx_ring_group", "name"),
+    ("pbx_speed_dial", "name"),
 }
 
 _R = "pbx_core/pbx/routing.py"
@@ -102,6 +103,10 @@ READERS: dict[tuple[str, str], tuple[str, str]] = {
     ("pbx_ring_group", "ring_timeout"): (_G, 'group["ring_timeout"]'),
     ("pbx_ring_group", "fallback_type"): (_G, 'group.get("fallback_type")'),
     ("pbx_ring_group", "fallback"): (_G, 'group.get("fallback")'),
+    ("pbx_speed_dial", "username"): (_E, "self.snap.speed_dial("),
+    ("pbx_speed_dial", "domain"): (_E, "self.snap.speed_dial("),
+    ("pbx_speed_dial", "code"): (_E, "self.snap.speed_dial("),
+    ("pbx_speed_dial", "number"): (_E, "entry.number"),
     ("pbx_settings", "name"): (_S, '_get("meta", "settings")'),
     ("pbx_settings", "value"): (_S, '_get("meta", "settings")'),
     ("setting", "domain"): (_E, 'self.snap.settings.get("domain"'),
