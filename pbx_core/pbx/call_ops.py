@@ -120,12 +120,7 @@ class CallOps:
             return True
         if call.state not in (State.ROUTING, State.RINGING) or call.a_final_sent:
             return False
-        if call.ring_timer is not None:
-            call.ring_timer.cancel()
-            call.ring_timer = None
-        for fork in call.forks:
-            if fork.final is None:
-                m._cancel_fork(fork)
+        m.stop_ringing(call)
         if call.media is not None:
             body = call.media.early_answer()
             leg = call.media.detach("caller")
@@ -258,12 +253,7 @@ class CallOps:
         call.callee = fork.target.label
         call.allows_update["b"] = allows_update(resp)
         m.call_timers.restart_uac(call, "b", resp)
-        if call.ring_timer is not None:
-            call.ring_timer.cancel()
-            call.ring_timer = None
-        for other in call.forks:
-            if other is not fork and other.final is None:
-                m._cancel_fork(other)
+        m.stop_ringing(call, keep=fork)
         media.caller.stop_play()
         m.call_media.answered(call)
         self._finish(call, 200)
@@ -280,12 +270,7 @@ class CallOps:
         application (a bridge) or the outcome's owner decides (a transfer)."""
         m = self.manager
         log.info("call %s: new far end not reached: %s %s", call.id, status, why)
-        for fork in call.forks:
-            if fork.final is None:
-                m._cancel_fork(fork)
-        if call.ring_timer is not None:
-            call.ring_timer.cancel()
-            call.ring_timer = None
+        m.stop_ringing(call)
         if call.media is not None:
             leg = call.media.detach("caller", keep_callbacks=True)
             call.media = None

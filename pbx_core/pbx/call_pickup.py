@@ -157,12 +157,7 @@ class CallPickup:
             except MediaError:
                 leg.close()
                 raise
-            if call.ring_timer is not None:
-                call.ring_timer.cancel()
-                call.ring_timer = None
-            for fork in call.forks:
-                if fork.final is None:
-                    m._cancel_fork(fork)
+            m.stop_ringing(call)
             call.ringback = False
             staying = media.detach("caller")
         elif replaced == "a":

@@ -633,6 +633,14 @@ class CallManager:
         except Exception:
             log.exception("CANCEL to %s failed", fork.target.label)
 
+    def stop_ringing(self, call: Call, keep: Fork | None = None) -> None:
+        """No more ringing for `call`: its ring timer stops and every fork still
+        ringing but `keep` (the one that answered) gets CANCEL."""
+        self._cancel_timer(call, "ring_timer")
+        for fork in call.forks:
+            if fork is not keep and fork.final is None:
+                self._cancel_fork(fork)
+
     def cancel(self, call: Call) -> None:
         """The caller CANCELled (§9.2): 487 to the INVITE, CANCEL every fork."""
         if call.state in (State.ANSWERED, State.ENDED):
