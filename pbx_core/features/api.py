@@ -169,11 +169,17 @@ class Forward:
 @dataclass(frozen=True, slots=True)
 class Step:
     """Ring these extensions together for `timeout` seconds (`auto_answer`: their
-    phones are asked to answer by themselves and open the speaker: intercom)."""
+    phones are asked to answer by themselves and open the speaker: intercom).
+    `numbers` ring too, each routed as extension `by` would dial it (its call class;
+    an outside number the class forbids is skipped), with `confirm`: an outside
+    number's phone must press 1 before the caller is answered (follow-me)."""
 
     members: tuple[str, ...]
     timeout: float
     auto_answer: bool = False
+    numbers: tuple[str, ...] = ()
+    by: str = ""
+    confirm: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,6 +261,32 @@ class MediaEngine:
         ``AnchoredCall.offer``)."""
         return _leg_offer(self, leg)
 
+    def offer_leg(
+        self, caller_offer: bytes, side: str = CALLEE, address: str | None = None
+    ) -> tuple[MediaLeg, bytes]:
+        """A leg of its own for one callee, and our offer to it built from the caller's
+        offer (as `anchor` makes the callee's): the callee's answer goes to
+        `answer_endpoint`; the leg sends nothing until told (it may later be
+        `join`ed to the caller's). NegotiationError (488/400), PortsExhaustedError."""
+        stream = neg.stream_of(neg.parse_offer(caller_offer))
+        leg = self.open_leg(side, address)
+        try:
+            body = neg.callee_offer(
+                stream,
+                leg.address,
+                leg.port,
+                leg.local,
+                self.settings.codecs,
+                self.settings.passthrough,
+            )
+        except Exception:
+            leg.close()
+            raise
+        leg.mode = "silent"
+        leg._pending_mode = "silent"
+        leg.pending_offer = body
+        return leg, body
+
     def answer_endpoint(self, leg: MediaLeg, sdp: bytes) -> None:
         """The phone's answer to ``offer_endpoint`` (in its ACK)."""
         _take_answer(leg, sdp)

@@ -68,6 +68,9 @@ class Target:
     extra: list[tuple[str, str]] = field(default_factory=list)
     # For trunks that challenge us: (username, password)
     credentials: tuple[str, str] | None = None
+    # The phone must accept the call (press 1) before the caller is answered: an
+    # outside number of a follow-me list, whose own voicemail must not take it.
+    confirm: bool = False
 
 
 @dataclass
@@ -85,6 +88,11 @@ class Fork:
     auth_tries: int = 0
     timer_retried: bool = False  # a 422 is retried once with its Min-SE (RFC 4028 §7.3)
     step: int = 0  # the ring step that started it (CallManager.ring_more)
+    # A fork of a Target with `confirm`: its own media leg (the engine's offer), and
+    # whether it answered and is being asked to accept (call_confirm.py).
+    leg: MediaLeg | None = None
+    confirming: bool = False
+    confirm_timer: asyncio.TimerHandle | None = None
 
 
 @dataclass

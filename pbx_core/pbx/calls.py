@@ -39,6 +39,7 @@ from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.call_acks import CallAcks
+from pbx_core.pbx.call_confirm import CallConfirm
 from pbx_core.pbx.call_keys import CallKeys
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
 from pbx_core.pbx.call_ops import CallOps
@@ -108,6 +109,7 @@ class CallManager:
         self.ops = CallOps(self)
         self.keys = CallKeys(self)
         self.pickup = CallPickup(self)
+        self.confirm = CallConfirm(self)
         # Set by the engine: an application's call was taken from it (a parked call
         # picked up): its application stops.
         self.app_taken: Callable[[str], None] = lambda _call_id: None
@@ -340,6 +342,7 @@ class CallManager:
             lambda: self.call_acks.stop(call),
             call.media.close if call.media is not None else None,
             call.endpoint.close if call.endpoint is not None else None,
+            lambda: self.confirm.ended(call),
         ):
             if closer is not None:
                 try:
@@ -365,7 +368,8 @@ class CallManager:
             local_cseq=1,
             contact=self.contact(target.dest),
         )
-        offer = self.call_media.offer_for(call, target, offer)
+        own = self.confirm.offer(call, offer, target.dest[1]) if target.confirm else None
+        offer = self.call_media.offer_for(call, target, offer) if own is None else own[1]
         ctype = (a.headers.get("content-type") or "application/sdp") if offer else None
         invite = dialog.request("INVITE", offer, ctype)
         invite.headers.set("CSeq", "1 INVITE")
@@ -377,6 +381,8 @@ class CallManager:
         for name, value in target.extra:
             invite.headers.add(name, value)
         fork = Fork(call, target, dialog, invite, step=call.step)
+        if own is not None:
+            fork.leg = own[0]  # its own media leg (call_confirm.py)
         call.forks.append(fork)
         self.dialogs[(dialog.call_id, dialog.local_tag)] = (call, "b")
         self._send_invite(fork)
@@ -480,6 +486,9 @@ class CallManager:
             return
         if call.replacing is not None:
             self.ops.replaced(fork, resp)
+            return
+        if fork.leg is not None and fork.target.confirm:
+            self.confirm.answered(fork, resp)  # it must accept first (call_confirm.py)
             return
         call.answered = fork
         call.state = State.ANSWERED
@@ -620,8 +629,8 @@ class CallManager:
 
     # ------------------------------------------------------------ cancel / bye
     def _cancel_fork(self, fork: Fork) -> None:
-        if fork.cancelled or fork.final is not None or fork.key is None:
-            return
+        if fork.cancelled or fork.final is not None or fork.key is None or fork.ack is not None:
+            return  # an ACKed fork answered: never CANCEL it (BYE ends it)
         if not fork.provisional:
             fork.cancel_pending = True  # RFC 3261 §9.1: not before a provisional
             return
@@ -779,6 +788,7 @@ class CallManager:
         self._cancel_timer(call, "ring_timer")
         if call.replacing is not None:
             self.ops.ended(call)
+        self.confirm.ended(call)
         self.call_timers.stop(call)
         self.call_acks.stop(call)
         if call.media is not None:

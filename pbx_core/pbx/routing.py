@@ -69,6 +69,7 @@ AUTO_ANSWER = (
 CLASS_RANK = {"internal": 0, "local": 1, "national": 2, "international": 3}
 MAX_FORWARDS = 5  # forwards one call may take (Asterisk's default max forwards is 5)
 MAX_STEPS = 64  # ring steps of one hunt (a group has at most 64 members)
+MAX_STEP_NUMBERS = 8  # numbers of one hunt step (a follow-me list)
 MAX_FAILOVERS = 8  # failover destinations one call may take (groups failing over in a chain)
 MAX_GOTOS = 8  # Goto decisions one call may follow (time conditions chained: holiday, hours)
 FORWARD_RING = 120.0  # seconds a forward to a trunk rings (the provider times out)
@@ -643,11 +644,45 @@ class Router:
                     for target in found:
                         target.extra.extend(AUTO_ANSWER)
                 targets.extend(found)
+            for number in step.numbers[:MAX_STEP_NUMBERS]:
+                targets.extend(self._number_targets(plan, number, step.by, step.confirm))
             if targets:
                 plan.extension = None
                 self._ring(plan, targets, step.timeout)
                 return
         self._step_unanswered(plan, plan.status)
+
+    def _number_targets(self, plan: Plan, number: str, by: str, confirm: bool) -> list[Target]:
+        """Where a hunt step's `number` rings, as extension `by` would dial it: an
+        extension of ours (its phones), else an outbound route its call class allows
+        (`confirm` then asks the phone to accept). Nothing when the class or the
+        routes forbid it: never a way around the call class."""
+        eng = self.engine
+        user = eng.snap.user(by, eng.domain)
+        if user is None:
+            return []
+        dest = self._internal(number)
+        if dest is not None:
+            member = eng.snap.user(dest.target or "", plan.domain)
+            ok = dest.type == "extension" and member is not None and member.settings.enabled
+            return self._targets(plan, member) if ok and member is not None else []
+        routed = eng.snap.route(number)
+        if routed is None or routed[0].action == "deny":
+            return []
+        rule, out_number = routed
+        if not self._class_allows(user, rule.call_class) or (
+            rule.trunk and self.trunk_full(rule.trunk)
+        ):
+            log.info("%s's follow-me to %s refused (%s call)", by, number, rule.call_class)
+            return []
+        target = eng.trunks.target(
+            rule.trunk or "", out_number, user, plan.req, presented=plan.info.caller_number
+        )
+        if target is None:
+            return []
+        target.extra.append(("Diversion", f"<sip:{by}@{eng.domain}>;reason=follow-me;counter=1"))
+        target.confirm = confirm
+        return [target]
 
     # ------------------------------------------------------------------ forwards
     def _forward(self, plan: Plan, fwd: Forward, status: int) -> None:
