@@ -23,7 +23,8 @@ from pbx_core import paths
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.pbx.call_state import Call, Fork, State, allows_update
-from pbx_core.sip.message import Response
+from pbx_core.sip.events import AnyServerKey
+from pbx_core.sip.message import Request, Response
 
 if TYPE_CHECKING:
     from pbx_core.media.leg import MediaLeg
@@ -151,6 +152,40 @@ class CallConfirm:
             current = [f for f in call.forks if f.step == call.step]
             if all(f.final is not None for f in current):
                 m._unanswered(call, 480, "not accepted")
+
+    @staticmethod
+    def _asked(call: Call, call_id: str) -> Fork | None:
+        """The fork of `call` with this dialog's Call-ID that is being asked."""
+        return next((f for f in call.forks if f.confirming and f.dialog.call_id == call_id), None)
+
+    def hung_up(self, call: Call, call_id: str) -> bool:
+        """A BYE on side "b": True when it came from a phone being asked (it declined
+        by hanging up: only it is gone, the others ring on)."""
+        fork = self._asked(call, call_id)
+        if fork is None or fork is call.answered:
+            return False
+        fork.final = 603  # it ended its dialog itself: no BYE from us
+        self._drop(fork)
+        return True
+
+    def request(self, call: Call, req: Request, key: AnyServerKey) -> bool:
+        """A request from a phone being asked: its SIP INFO key press is its answer
+        (1 accepts); anything else is refused there (the call is not its yet)."""
+        fork = self._asked(call, req.call_id)
+        m = self.manager
+        if fork is None or fork.leg is None or m.media is None:
+            return False
+        if req.method == "INFO" and req.body:
+            ctype = req.headers.get("content-type") or ""
+            try:
+                event = m.media.dtmf_info_endpoint(fork.leg, ctype, req.body)
+            except MediaError as exc:
+                m.stack.respond(key, req.reply(exc.status))
+                return True
+            m.stack.respond(key, req.reply(200 if event is not None else 415))
+            return True
+        m.stack.respond(key, req.reply(200 if req.method == "OPTIONS" else 491))
+        return True
 
     def ended(self, call: Call) -> None:
         """The call ended: forks still asked get BYE, their legs close."""

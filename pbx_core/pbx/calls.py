@@ -721,6 +721,8 @@ class CallManager:
                     for fork in call.forks:
                         self._cancel_fork(fork)
                 self._end(call, "ANSWERED" if call.answered_at else "CANCELLED", "caller hung up")
+            elif self.confirm.hung_up(call, req.call_id):
+                pass  # a phone asked to accept the call hung up instead: only it is gone
             else:
                 if call.a_dialog is not None:
                     self._bye(call.a_dialog)
@@ -728,6 +730,8 @@ class CallManager:
             return True
         if call.state is State.ENDED:
             self.stack.respond(key, req.reply(481))
+            return True
+        if side == "b" and self.confirm.request(call, req, key):
             return True
         if req.method == "REFER":
             with self.guard(call, "transfer"):

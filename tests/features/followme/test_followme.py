@@ -20,6 +20,7 @@ from tests.harness.office import (
     RtpSocket,
     extension_row,
     extensions,
+    message,
     offices,
 )
 
@@ -150,4 +151,47 @@ def test_the_owners_call_class_applies_to_outside_numbers(office: Office) -> Non
     assert provider.incoming == []  # 101 may not call outside: that number is skipped
     assert len(c.incoming) == 1
     call.cancel()
+    assert office.left_behind() == []
+
+
+def test_an_outside_phone_hanging_up_instead_only_leaves_itself(office: Office) -> None:
+    a = office.phone("100")
+    b = office.phone("101", mode="ring")
+    office.phone("102", mode="ring")
+    provider = office.provider()
+    call = a.call("101")
+    office.advance(5.5)
+    (out,) = provider.incoming
+    out.bye()  # declines by hanging up while asked
+    assert call.status is None and a.byes == []  # the caller still hears ringback
+    b.pick_up()  # and the extension can still take it
+    assert call.status == 200
+    call.hang_up()
+    assert office.left_behind() == []
+
+
+def test_a_key_in_sip_info_accepts_too(office: Office) -> None:
+    a = office.phone("100")
+    office.phone("101", mode="ring")
+    office.phone("102", mode="ring")
+    provider = office.provider()
+    call = a.call("101")
+    office.advance(5.5)
+    (out,) = provider.incoming
+    info = message(
+        f"""INFO sip:pbx@127.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP {provider.address[1]}:{provider.port};branch=z9hG4bKfminfo1
+From: <sip:provider@{provider.address[1]}>;tag={out.tag}
+To: {out.invite.headers.get("from")}
+Call-ID: {out.call_id}
+CSeq: 5 INFO
+Max-Forwards: 70""",
+        b"Signal=1\r\nDuration=160\r\n",
+        "application/dtmf-relay",
+    )
+    key = ("INFO", out.call_id, 5)
+    office.run(office.engine.on_request, info, provider.address, key, None)
+    assert office.stack.final(key) == 200
+    assert call.status == 200
+    call.hang_up()
     assert office.left_behind() == []
