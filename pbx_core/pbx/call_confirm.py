@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from pbx_core import paths
+from pbx_core.media.dtmf import parse_dtmf_info
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.pbx.call_state import Call, Fork, State, allows_update
@@ -178,11 +179,14 @@ class CallConfirm:
         if req.method == "INFO" and req.body:
             ctype = req.headers.get("content-type") or ""
             try:
-                event = m.media.dtmf_info_endpoint(fork.leg, ctype, req.body)
+                event = parse_dtmf_info(ctype, req.body, fork.leg.side)
             except MediaError as exc:
                 m.stack.respond(key, req.reply(exc.status))
                 return True
+            # The INFO is answered before what the key does (a BYE when it declines).
             m.stack.respond(key, req.reply(200 if event is not None else 415))
+            if event is not None:
+                m.media.dtmf_info_endpoint(fork.leg, ctype, req.body)
             return True
         m.stack.respond(key, req.reply(200 if req.method == "OPTIONS" else 491))
         return True
