@@ -178,6 +178,9 @@ class Step:
     timeout: float
     auto_answer: bool = False
     numbers: tuple[str, ...] = ()
+    # The callee only listens: what it sends is not passed to the caller (one-way
+    # intercom, paging).
+    one_way: bool = False
     by: str = ""
     confirm: bool = False
 

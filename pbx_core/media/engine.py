@@ -565,6 +565,15 @@ class AnchoredCall:
             other.send_dtmf(event.digit, event.duration_ms or 100)
         return event
 
+    def listen_only(self, side: str) -> None:
+        """`side`'s phone only listens from now on: what it sends is not passed to the
+        other phone (one-way intercom). A re-offer or hold keeps it so."""
+        other = self.leg(side).partner
+        assert other is not None  # noqa: S101 - anchored legs always have a partner
+        other._pending_mode = "silent"
+        if other.mode != "source":
+            other._set_mode("silent")
+
     def aside(self, side: str) -> MediaLeg:
         """`side`'s phone steps aside (an in-call application talks to it): it hears
         nothing of the other phone, which hears music on hold (silence without any)

@@ -71,6 +71,8 @@ class Target:
     # The phone must accept the call (press 1) before the caller is answered: an
     # outside number of a follow-me list, whose own voicemail must not take it.
     confirm: bool = False
+    # The callee only listens (one-way intercom): nothing of it reaches the caller.
+    one_way: bool = False
 
 
 @dataclass

@@ -519,6 +519,8 @@ class CallManager:
         if out.body:
             out.headers.add("Content-Type", resp.headers.get("content-type") or "application/sdp")
         self._send_a_2xx(call, out)
+        if fork.target.one_way and call.media is not None:
+            call.media.listen_only("callee")  # one-way intercom: the callee only listens
         if reanchor:
             self.call_media.reanchor_callee(call, fork, reanchor)
 

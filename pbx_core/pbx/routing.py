@@ -640,9 +640,10 @@ class Router:
                     plan.busy = True
                     continue
                 found = self._targets(plan, user)
-                if step.auto_answer:
-                    for target in found:
+                for target in found:
+                    if step.auto_answer:
                         target.extra.extend(AUTO_ANSWER)
+                    target.one_way = step.one_way
                 targets.extend(found)
             for number in step.numbers[:MAX_STEP_NUMBERS]:
                 targets.extend(self._number_targets(plan, number, step.by, step.confirm))

@@ -15,6 +15,7 @@ from pbx_core.features.api import (
     Feature,
     Hunt,
     Reject,
+    Setting,
     Step,
 )
 from pbx_core.features.prompts import confirm
@@ -37,7 +38,8 @@ class Intercom(Feature):
             return Reject(403, "intercom to oneself")
         if ctx.toggle(target, "intercom") is False:
             return Reject(403, "that extension refuses intercom")
-        return Hunt((Step((target,), RING, auto_answer=True),), status=480)
+        one_way = ctx.setting("intercom_mode") == "one-way"
+        return Hunt((Step((target,), RING, auto_answer=True, one_way=one_way),), status=480)
 
     def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
         return None if isinstance(value, bool) or value is None else "on or off"
@@ -51,4 +53,14 @@ FEATURE = Intercom(
         "*55": "refuse intercom calls to me",
     },
     toggles={"intercom": None},
+    settings=(
+        Setting(
+            "intercom_mode",
+            str,
+            "two-way",
+            "two-way: both speak; one-way: the called phone only listens (its microphone "
+            "is not passed on)",
+            ("two-way", "one-way"),
+        ),
+    ),
 )

@@ -48,3 +48,28 @@ def test_unknown_own_and_dnd_extensions(office: Office) -> None:
     dial_code(b, "*78")  # do not disturb: intercom is refused as any call
     assert a.call("*80101").status == 486
     assert office.left_behind() == []
+
+
+def test_one_way_intercom_passes_nothing_of_the_callee(office: Office) -> None:
+    office.reload(
+        "pbx_settings",
+        ["name(string) value(string,null)", "domain:pbx.local", "intercom_mode:one-way"],
+    )
+    a, b = office.phone("100"), office.phone("101")
+    call = a.call("*80101")
+    assert call.status == 200
+    media = office.engine.calls.by_key[call.key].media
+    assert media is not None
+    # What the caller sends reaches the callee; nothing the callee sends goes back.
+    assert media.caller._forward_to is media.callee
+    assert media.callee._forward_to is None
+    call.hang_up()
+    plain = a.call("*80101")  # the setting back to two-way: both directions again
+    office.reload("pbx_settings", ["name(string) value(string,null)", "domain:pbx.local"])
+    plain.hang_up()
+    two_way = a.call("*80101")
+    media = office.engine.calls.by_key[two_way.key].media
+    assert media is not None and media.callee._forward_to is media.caller
+    two_way.hang_up()
+    assert len(b.incoming) == 3
+    assert office.left_behind() == []
