@@ -1,7 +1,7 @@
 """Follow-me through `pbx run` with SIPp: 102's list sends its calls to an outside
 number over the trunk; the outside phone (a SIPp provider that answers at once, as a
-mobile's voicemail does) must press 1 (SIP INFO) before the caller is answered; a
-phone that presses 2 is released and the caller is never connected to it."""
+mobile's voicemail does) must press 1 (RFC 4733 telephone-events) before the caller is
+answered; a phone that presses 2 (SIP INFO) is released and the caller is never connected to it."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 def mobile(env: Env, tmp: Path, key: str) -> Server:
+    """The outside phone: presses 1 as RFC 4733 events, any other key as SIP INFO."""
     return Server(
-        "provider_confirm.xml",
+        "provider_confirm_rtp.xml" if key == "1" else "provider_confirm.xml",
         tmp,
         f"mobile-{key}",
         local_ip=PROVIDER_IP,
