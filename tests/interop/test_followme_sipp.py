@@ -1,7 +1,8 @@
 """Follow-me through `pbx run` with SIPp: 102's list sends its calls to an outside
 number over the trunk; the outside phone (a SIPp provider that answers at once, as a
-mobile's voicemail does) must press 1 (RFC 4733 telephone-events) before the caller is
-answered; a phone that presses 2 (SIP INFO) is released and the caller is never connected to it."""
+mobile's voicemail does) must press 1 (RFC 4733 telephone-events) before the caller
+is answered; a phone that presses 2 (SIP INFO) is released and the caller is never
+connected to it."""
 
 from __future__ import annotations
 
