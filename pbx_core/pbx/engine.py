@@ -130,6 +130,7 @@ class Engine:
         keys.codes = lambda: self.features.call_codes
         keys.ask = self.router.in_call
         keys.run_app = self.router.run_in_call_app
+        keys.recordings.root = self.features.recordings  # calls recorded on demand
         self.security = SecurityPolicy()
         self._configure_security()
         stack.tu = self
