@@ -190,3 +190,25 @@ def test_a_trunk_callers_star_one_does_nothing(trunk_office: Office) -> None:
     assert pbx_call.recordings == [] and not folder(office).exists()
     call.hang_up()
     assert office.left_behind() == []
+
+
+def test_a_transfer_ends_the_recording_with_the_call_it_recorded(office: Office) -> None:
+    a, _b, c = office.phone("100"), office.phone("101"), office.phone("102")
+    call = a.call("101")
+    pbx_call = office.engine.calls.by_key[call.key]
+    media = pbx_call.media
+    assert media is not None
+    call.keys("*1")
+    talk(office, call, 0.4)
+    call.keys("##")  # in-call blind transfer of 101 to 102
+    office.advance(1)
+    call.keys("102#")
+    office.advance(1)
+    (inc_c,) = c.incoming
+    assert inc_c.state == "answered"
+    assert not media.recording and office.engine.calls.keys.recordings.active == {}
+    (name,) = pbx_call.recordings
+    assert parse_wav((folder(office) / name).read_bytes()).seconds > 0.3
+    assert pbx_call.media is not None and not pbx_call.media.recording  # the new relay
+    inc_c.bye()
+    assert office.left_behind() == []
