@@ -106,8 +106,11 @@ class CallRecordings:
         if folder is None:
             log.warning("call %s: not recorded: no recordings directory", call.id)
             return False
-        if len(self.active) >= MAX_ACTIVE or len(call.recordings) >= MAX_PER_CALL:
-            log.warning("call %s: not recorded: %d recordings already", call.id, MAX_ACTIVE)
+        if len(self.active) >= MAX_ACTIVE:
+            log.warning("call %s: not recorded: %d calls are being recorded", call.id, MAX_ACTIVE)
+            return False
+        if len(call.recordings) >= MAX_PER_CALL:
+            log.warning("call %s: not recorded: %d recordings of it already", call.id, MAX_PER_CALL)
             return False
         self.quota = max(1, min(int(quota_minutes), MAX_QUOTA_MINUTES)) * 60 * BYTES_PER_SECOND
         reserve = self._reserve(1)  # the new one's first seconds
@@ -145,6 +148,8 @@ class CallRecordings:
         self.active.pop(call_id, None)
 
     def status(self) -> dict[str, int]:
+        """For `pbx status`: recordings in progress, kept (and their bytes with those
+        in progress), and how many the quota removed since the start."""
         return {
             "recording": len(self.active),
             "kept": len(self._kept or ()),

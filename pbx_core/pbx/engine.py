@@ -544,6 +544,7 @@ class Engine:
             "bans": self.security.bans(now),
             "media": self.media.stats() if self.media is not None else {},
             "features": self.features.status(),
+            "recordings": self.calls.keys.recordings.status(),  # calls recorded on demand
         }
 
 

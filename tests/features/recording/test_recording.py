@@ -100,6 +100,9 @@ def test_the_hang_up_finishes_the_file_and_the_cdr_names_it(office: Office) -> N
     assert Cdr.from_record(cdr.record()).recordings == (name,)
     assert office.left_behind() == []
     assert office.engine.calls.keys.recordings.active == {}
+    status = office.engine.status()["recordings"]
+    assert status["recording"] == 0 and status["kept"] == 1
+    assert status["bytes"] == (folder(office) / name).stat().st_size
 
 
 def _old_files(office: Office, sizes: list[int]) -> list[Path]:
