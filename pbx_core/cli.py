@@ -192,7 +192,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
 def _cmd_remote(args: argparse.Namespace) -> int:
     from pbx_core.console import remote
 
-    if args.action in ("push", "pull") and len(args.args) != 1:
+    if args.action in ("push", "pull", "pull-recordings") and len(args.args) != 1:
         print(f"pbx remote: usage: pbx remote --port URL {args.action} DIR", file=sys.stderr)
         return 2
     if args.action == "run" and not args.args:
@@ -245,6 +245,12 @@ def _console_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="seconds the password-reset failsafe is offered once after boot (0 = off)",
     )
     con.add_argument("--runtime", metavar="DIR", help="RAM directory (default: the runtime dir)")
+    con.add_argument(
+        "--recordings",
+        default=str(paths.DATA_DIR / "recordings" / "calls"),
+        metavar="DIR",
+        help="call recordings `pbx remote pull-recordings` fetches (default %(default)s)",
+    )
     con.set_defaults(func=_cmd_console)
 
     rem = sub.add_parser(
@@ -273,7 +279,7 @@ def _console_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     rem.add_argument("--json", action="store_true", help="one JSON answer per command")
     rem.add_argument("--quiet", action="store_true", help="no transfer progress")
     rem.add_argument("--no-commit", action="store_true", help="push: stage only")
-    rem.add_argument("action", choices=("run", "push", "pull"))
+    rem.add_argument("action", choices=("run", "push", "pull", "pull-recordings"))
     rem.add_argument("args", nargs="*", metavar="ARG", help="commands (run) or a directory")
     rem.set_defaults(func=_cmd_remote)
 

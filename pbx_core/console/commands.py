@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pbx_core.console import auth, toggles
+from pbx_core.console import auth, recordings, toggles
 from pbx_core.console.config import ConfigError, digest, parse_path, parse_tables
 from pbx_core.store.dbtext import format_table
 
@@ -88,6 +88,8 @@ class Commands:
             "ping": self.ping,
             "pull-list": self.pull_list,
             "pull-chunk": self.pull_chunk,
+            "rec-list": self.rec_list,
+            "rec-chunk": self.rec_chunk,
             "push-begin": self.push_begin,
             "push-table": self.push_table,
             "push-chunk": self.push_chunk,
@@ -215,6 +217,22 @@ class Commands:
             return error(f"no table {args[0]!r} in the pull list (pull-list first)")
         off, n = int(args[1]), min(int(args[2]), CHUNK)
         return Result(data={"offset": off, "b64": base64.b64encode(data[off : off + n]).decode()})
+
+    def rec_list(self, _args: list[str], _rest: str) -> Result:
+        try:
+            return Result(data=recordings.listing(self.s.opts.recordings))
+        except recordings.RecordingError as e:
+            return error(str(e))
+
+    def rec_chunk(self, args: list[str], _rest: str) -> Result:
+        if len(args) != 3 or not args[1].isdigit() or not args[2].isdigit():
+            return error("usage: rec-chunk NAME OFFSET LENGTH", USAGE)
+        off = int(args[1])
+        try:
+            data = recordings.chunk(self.s.opts.recordings, args[0], off, int(args[2]))
+        except recordings.RecordingError as e:
+            return error(str(e))
+        return Result(data={"offset": off, "b64": base64.b64encode(data).decode()})
 
     def push_begin(self, _args: list[str], _rest: str) -> Result:
         self.uploads.clear()

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from pbx_core.console import frame
+from pbx_core.console import frame, recordings
 from pbx_core.console.commands import CHUNK
 from pbx_core.console.config import ConfigError, check, digest, parse_tables
 from pbx_core.store.dbtext import table_files, write_file_atomic
@@ -285,6 +285,39 @@ class Remote:
             write_file_atomic(directory / name, data)
         return [f"pulled {len(files)} tables ({total} bytes) into {directory}"]
 
+    def pull_recordings(self, directory: Path) -> list[str]:
+        """The box's call recordings into `directory`: those not already there (same
+        name, size and SHA-256), each checked and written whole."""
+        listing: dict[str, dict[str, Any]] = self._checked("rec-list")["data"]
+        directory.mkdir(parents=True, exist_ok=True)
+        fetched = have = 0
+        total = 0
+        for name, meta in sorted(listing.items()):
+            if not recordings.NAME.fullmatch(name):
+                raise RemoteError(f"pull-recordings: the box named a file {name!r}")
+            size, sha = int(meta["size"]), str(meta["sha256"])
+            local = directory / name
+            same = local.is_file() and local.stat().st_size == size
+            if same and digest(local.read_bytes()) == sha:
+                have += 1
+                continue
+            data = b""
+            while len(data) < size:
+                answer = self._checked(f"rec-chunk {name} {len(data)} {recordings.CHUNK}")
+                part = base64.b64decode(answer["data"]["b64"])
+                if answer["data"]["offset"] != len(data) or not part:
+                    raise RemoteError(f"pull-recordings: {name}: the console sent the wrong part")
+                data += part
+                self._progress("pull-recordings", name, len(data), size)
+            if digest(data) != sha:
+                raise RemoteError(f"pull-recordings: {name}: checksum mismatch after transfer")
+            write_file_atomic(local, data)
+            fetched += 1
+            total += size
+        return [
+            f"pulled {fetched} recordings ({total} bytes) into {directory}; {have} there already"
+        ]
+
     def _progress(self, what: str, name: str, done: int, total: int) -> None:
         pct = 100 * done // max(total, 1)
         self._say(f"{what}: {name} {done}/{total} bytes ({pct}%), {self.resends} resends")
@@ -340,6 +373,8 @@ def main(args: argparse.Namespace, open_port: Callable[[str, int], Any] | None =
             print("\n".join(lines))
         elif args.action == "pull":
             print("\n".join(remote.pull(Path(args.args[0]))))
+        elif args.action == "pull-recordings":
+            print("\n".join(remote.pull_recordings(Path(args.args[0]))))
         else:
             commands = args.args
             if commands == ["-"]:

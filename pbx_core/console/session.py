@@ -49,6 +49,9 @@ class Options:
         self.login_delay: float = args.login_delay
         self.failsafe: float = args.failsafe
         self.runtime = Path(args.runtime) if args.runtime else paths.runtime_dir()
+        # Calls recorded on demand (*1), for `pbx remote pull-recordings`.
+        recordings = getattr(args, "recordings", None)
+        self.recordings = Path(recordings or paths.DATA_DIR / "recordings" / "calls")
 
 
 class Session:

@@ -77,6 +77,7 @@ __all__ = [
     "Goto",
     "Hunt",
     "Pickup",
+    "Record",
     "Recorded",
     "Redirect",
     "Reject",
@@ -341,7 +342,21 @@ class Redirect:
     number: str
 
 
-Decision = Reject | Forward | Hunt | Answer | Pickup | Goto | Redirect
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An in-call code's answer (`in_call` only): record the call, or stop if it is
+    being recorded. The extension stays in the call: both parties go into one file
+    under `recordings/calls/` beside the state LMDB, named in the call's CDR. Before
+    a recording starts, and every 30 s while one runs, the oldest recordings are
+    removed to keep them within `quota_minutes` (pbx/call_record.py). `beep_both`:
+    both parties hear the start and stop beeps, else only the extension that
+    pressed."""
+
+    quota_minutes: int
+    beep_both: bool = True
+
+
+Decision = Reject | Forward | Hunt | Answer | Pickup | Goto | Redirect | Record
 
 
 # ------------------------------------------------------------------ the context
@@ -483,7 +498,8 @@ class Feature:
         answered call. `Answer(app)`: the extension steps aside (the other party
         hears music on hold) and the app talks to it; in that app `transfer(number)`
         sends the other party to `number` (blind; the extension is released), and
-        returning or `hangup()` brings the extension back into the call."""
+        returning or `hangup()` brings the extension back into the call. `Record`:
+        the call is recorded (or stops being recorded); the extension stays in it."""
         return None
 
     def call_ended(self, ctx: Context, record: Mapping[str, Any]) -> None:

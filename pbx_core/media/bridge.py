@@ -35,6 +35,11 @@ a prompt of its own it hears the prompt instead, and still talks into the bridge
 Per member: ``muted`` (talks, nobody hears it: listen-only), ``deaf`` (hears
 silence but for clips played to it alone), ``heard_by`` (only these legs hear it:
 whisper / coaching).
+
+A ``tap`` bridge only listens: its members' legs keep their own output (the two legs
+of an AnchoredCall go on relaying each other, untouched) and it sends nothing; its
+mix exists for ``record`` (``AnchoredCall.record``: a call recorded on demand). The
+legs decode what they receive only while they are in it.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pbx.media")
 
-__all__ = ["MAX_MEMBERS", "Member", "MixBridge"]
+__all__ = ["MAX_MEMBERS", "Member", "MixBridge", "beep_clip"]
 
 PTIME = 20  # ms per tick
 FRAME = 8 * PTIME  # samples per tick (8 kHz)
@@ -217,10 +222,16 @@ class MixBridge:
     """Legs of one engine mixed together (see the module docstring).
 
     ``max_members`` (1..256) bounds the size; ``max_speakers`` (1..256) how many
-    of the loudest speakers are mixed each tick."""
+    of the loudest speakers are mixed each tick; ``tap``: listen only (the members'
+    legs keep their output, nothing is sent: the mix is for ``record``)."""
 
     def __init__(
-        self, engine: MediaEngine, max_members: int = MAX_MEMBERS, max_speakers: int = 8
+        self,
+        engine: MediaEngine,
+        max_members: int = MAX_MEMBERS,
+        max_speakers: int = 8,
+        *,
+        tap: bool = False,
     ) -> None:
         if not 1 <= max_members <= 256:
             raise MediaError("max_members must be 1..256")
@@ -230,6 +241,7 @@ class MixBridge:
         self.loop: asyncio.AbstractEventLoop = engine.loop
         self.max_members = max_members
         self.max_speakers = max_speakers
+        self.tap = tap
         self._members: dict[MediaLeg, Member] = {}
         self._clips: list[_Clip] = []
         self._recorder: Recorder | None = None
@@ -265,11 +277,12 @@ class MixBridge:
         member = Member(self, leg, muted, deaf)
         self._members[leg] = member
         leg._mix = member
-        leg._resync = True
-        if leg.mode == "source":
-            leg._pending_mode = "mix"
-        else:
-            leg._set_mode("mix")
+        if not self.tap:  # a listening bridge leaves the leg's output as it is
+            leg._resync = True
+            if leg.mode == "source":
+                leg._pending_mode = "mix"
+            else:
+                leg._set_mode("mix")
         self._start()
 
     def remove(self, leg: MediaLeg) -> None:
@@ -499,6 +512,8 @@ class MixBridge:
         rec = self._recorder
         if rec is not None:
             self._record(rec, everyone)
+        if self.tap:
+            return  # a listening bridge sends nothing
         for m in members:
             leg = m.leg
             if leg.mode != "mix" or not leg.sendable:
@@ -556,3 +571,14 @@ def _peak(talker: tuple[Member, bytes]) -> int:
 
 _JOIN = _beep(660.0, 880.0)
 _LEAVE = _beep(880.0, 660.0)
+_ERROR = _beep(330.0, 330.0, 330.0)
+_BEEPS = {"on": _JOIN, "off": _LEAVE, "error": _ERROR}
+
+
+def beep_clip(kind: str) -> Audio:
+    """The short beeps: ``on`` (rising: joined, recording), ``off`` (falling),
+    ``error`` (three low notes). MediaError for another kind."""
+    clip = _BEEPS.get(kind)
+    if clip is None:
+        raise MediaError(f"no beep {kind!r} (have {', '.join(_BEEPS)})")
+    return clip

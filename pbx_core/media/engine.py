@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pbx_core.media import negotiation as neg
-from pbx_core.media.audio import Audio
+from pbx_core.media.audio import Audio, AudioSource
+from pbx_core.media.bridge import MixBridge, beep_clip
 from pbx_core.media.codecs import registry
 from pbx_core.media.dtmf import parse_dtmf_info
 from pbx_core.media.errors import MediaError, NegotiationError, PortsExhaustedError
 from pbx_core.media.events import DtmfEvent, LegStats
 from pbx_core.media.leg import MediaLeg
 from pbx_core.media.ports import PortAllocator
+from pbx_core.media.recorder import RecordDone, Recording
 from pbx_core.media.tones import tone
 from pbx_core.sip.sdp import SessionDescription
 
@@ -398,6 +400,7 @@ class AnchoredCall:
         self.music_on_hold: Audio | None = None
         self._moh_on: set[str] = set()
         self._hold_callbacks: list[HoldCallback] = []
+        self._tap: MixBridge | None = None  # listening to both legs while recording
         self.closed = False
 
     def leg(self, side: str) -> MediaLeg:
@@ -612,6 +615,7 @@ class AnchoredCall:
         `join`)."""
         keep = self.leg(side)
         drop = self.callee if keep is self.caller else self.caller
+        self.stop_record()
         self.closed = True
         self.engine.calls.discard(self)
         self._moh_on.clear()
@@ -619,6 +623,68 @@ class AnchoredCall:
         drop.close()
         keep.unbind(keep_callbacks)
         return keep
+
+    # ------------------------------------------------------------------
+    # Recording both phones (a call recorded on demand)
+
+    def record(
+        self,
+        path: str | Path,
+        fmt: str = "ulaw",
+        max_seconds: float | None = None,
+        on_done: RecordDone | None = None,
+    ) -> None:
+        """Record both phones into one WAV (8 kHz mono, ``fmt`` as for
+        ``MediaLeg.record``): what each sends, mixed (a listening MixBridge, ``tap``:
+        the relay goes on untouched; the legs decode only while recording). It ends
+        at ``max_seconds``, ``stop_record``, or when the call closes or a leg leaves
+        it (``detach``); ``on_done(Recording)`` then, the file appearing whole.
+        MediaError: the call is closed or already recording, a leg is not G.711 or not
+        negotiated yet, or the file cannot be written."""
+        if self.closed or self._tap is not None:
+            raise MediaError("this call is closed or already recording")
+        tap = MixBridge(self.engine, max_members=2, tap=True)
+
+        def done(result: Recording) -> None:
+            if self._tap is tap:  # ended by itself (max, a disk error): stop listening
+                self._tap = None
+                tap.close()
+            if on_done is not None:
+                on_done(result)
+
+        try:
+            tap.add(self.caller)
+            tap.add(self.callee)
+            tap.record(path, fmt, max_seconds, done)
+        except MediaError:
+            tap.close()  # no recorder yet: nothing written
+            raise
+        self._tap = tap
+
+    @property
+    def recording(self) -> bool:
+        """Whether ``record`` is writing a file now."""
+        return self._tap is not None
+
+    def stop_record(self) -> Path | None:
+        """Finish the recording (the file appears); its path, None if there was none
+        or it could not be written."""
+        tap, self._tap = self._tap, None
+        if tap is None:
+            return None
+        path = tap.stop_record()
+        tap.close()
+        return path
+
+    def beep(self, side: str, kind: str = "on") -> None:
+        """A short beep to `side`'s phone over what it hears (then that comes back):
+        ``on`` rising, ``off`` falling, ``error`` low. Nothing on a leg that cannot
+        play (not G.711, not negotiated, closed)."""
+        leg = self.leg(side)
+        if leg.closed or leg.stream is None or leg.codec not in ("PCMU", "PCMA"):
+            return
+        clip = beep_clip(kind)
+        leg._play_source(AudioSource(clip), None, temporary=True)
 
     def stats(self) -> dict[str, LegStats]:
         """Per side: packets, bytes, lost, jitter, remote reports (for the CDR)."""
@@ -628,6 +694,7 @@ class AnchoredCall:
         """Stop relaying and release both port pairs (idempotent)."""
         if self.closed:
             return
+        self.stop_record()  # the file is whole before the legs go
         self.closed = True
         self.caller.close()
         self.callee.close()

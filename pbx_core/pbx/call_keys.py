@@ -12,7 +12,8 @@ on its media leg. In that application `transfer(number)` is a blind transfer of 
 other party (the extension's call class applies; a failed one rings the extension
 back), `hangup()` and returning both bring the extension back into the call. The
 presses are also passed on to the other phone, as always (PBXs do so: the code's
-first key cannot be told from a digit meant for the far end).
+first key cannot be told from a digit meant for the far end). A `Record` starts or
+stops recording the call (call_record.py); the extension stays in it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from pbx_core.features.api import Answer, Decision
+from pbx_core.features.api import Answer, Decision, Record
 from pbx_core.media.engine import AnchoredCall
 from pbx_core.media.events import DtmfEvent
 from pbx_core.media.leg import MediaLeg
+from pbx_core.pbx.call_record import CallRecordings
 from pbx_core.pbx.call_state import Call, State
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ class CallKeys:
         self.codes: Callable[[], Sequence[str]] = lambda: ()
         self.ask: Callable[[Call, str, str], Decision | None] = lambda *_a: None
         self.run_app: RunApp | None = None
+        self.recordings = CallRecordings(manager.loop)  # the engine sets its root
 
     def watch(self, call: Call, media: AnchoredCall) -> None:
         """Hear the key presses of `call`'s relay `media`."""
@@ -86,6 +89,10 @@ class CallKeys:
         self, call: Call, media: AnchoredCall, side: str, extension: str, code: str
     ) -> None:
         decision = self.ask(call, extension, code)
+        if isinstance(decision, Record):
+            log.info("call %s: %s pressed %s (recording)", call.id, extension, code)
+            self.recordings.toggle(call, media, side, decision)
+            return
         if not isinstance(decision, Answer) or self.run_app is None:
             if decision is not None:
                 log.info("call %s: in-call code %s: %s is not for a call", call.id, code, decision)

@@ -172,6 +172,8 @@ class Call:
     # side that stepped aside into an application.
     keys: dict[str, tuple[str, float]] = field(default_factory=dict)
     aside: str | None = None
+    # Files of the call recorded on demand (call_record.py), under recordings/calls/.
+    recordings: list[str] = field(default_factory=list)
 
     def dialog(self, side: str) -> Dialog | None:
         """Our dialog with `side` ("a" or "b"), None before it exists."""

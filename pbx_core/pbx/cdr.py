@@ -44,6 +44,12 @@ past); records from before the setting are in UTC:
 | field | meaning |
 |---|---|
 | start_local, answer_local, end_local | start, answer, end in the box's time zone |
+
+Last of all, the call's recordings (an extension pressed `*1`: features/recording):
+
+| field | meaning |
+|---|---|
+| recordings | its files, `;` between them, in `recordings/calls/` by the state LMDB |
 """
 
 from __future__ import annotations
@@ -101,15 +107,26 @@ MEDIA_FIELDS = (
     "reported_jitter_ms",
 )
 LOCAL_FIELDS = ("start_local", "answer_local", "end_local")
+RECORDING_FIELDS = ("recordings",)
 FIELDS = (
-    BASE_FIELDS + tuple(f"{side}_{name}" for side in SIDES for name in MEDIA_FIELDS) + LOCAL_FIELDS
+    BASE_FIELDS
+    + tuple(f"{side}_{name}" for side in SIDES for name in MEDIA_FIELDS)
+    + LOCAL_FIELDS
+    + RECORDING_FIELDS
 )
+MAX_RECORDINGS = 16  # file names kept per record (call_record.py starts no more)
+MAX_NAME = 128  # characters of one
 DEFAULT_MAX_RECORDS = 10_000
 
 
 def _seconds(span: float) -> int:
     """Whole seconds, half up (as billing rounds); never negative."""
     return max(0, math.floor(span + 0.5))
+
+
+def _names(values: Any) -> tuple[str, ...]:
+    """Recording file names, bounded (MAX_RECORDINGS of MAX_NAME characters)."""
+    return tuple(str(v)[:MAX_NAME] for v in list(values)[:MAX_RECORDINGS])
 
 
 def _opt_int(value: Any) -> int | None:
@@ -193,6 +210,7 @@ class Cdr:
     # Per side ("caller", "callee"), when the call's media passed through the PBX.
     media: Mapping[str, MediaFigures] = field(default_factory=dict)
     timezone: str = ""  # the setting `timezone` when the call ended ("": UTC)
+    recordings: tuple[str, ...] = ()  # file names under recordings/calls/
 
     def __post_init__(self) -> None:
         unknown = set(self.media) - set(SIDES)
@@ -252,6 +270,7 @@ class Cdr:
                 if side in SIDES
             },
             timezone=timezone[: tz.MAX_TEXT],
+            recordings=_names(call.recordings),
         )
 
     def record(self) -> dict[str, Any]:
@@ -274,6 +293,8 @@ class Cdr:
             rec["media"] = {side: fig.record() for side, fig in self.media.items()}
         if self.timezone:
             rec["tz"] = self.timezone
+        if self.recordings:
+            rec["rec"] = list(self.recordings)
         return rec
 
     @classmethod
@@ -296,6 +317,7 @@ class Cdr:
                 source=str(rec.get("source") or ""),
                 media={str(k): MediaFigures.from_record(v) for k, v in media.items()},
                 timezone=str(rec.get("tz") or "")[: tz.MAX_TEXT],
+                recordings=_names(rec.get("rec") or ()),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a call record: {exc}") from None
@@ -330,6 +352,8 @@ class EndedCall(Protocol):
     def trunk(self) -> str | None: ...
     @property
     def media_stats(self) -> Mapping[str, LegStats]: ...
+    @property
+    def recordings(self) -> Sequence[str]: ...
 
 
 class _HasCallId(Protocol):
@@ -525,6 +549,7 @@ def export_csv(
                     )
                 ),
                 *(_time(t, zones(c.timezone)) for t in (c.start, c.answer, c.end)),
+                _cell(";".join(c.recordings)),
             ]
         )
         n += 1

@@ -135,6 +135,7 @@ class Engine:
         keys.codes = lambda: self.features.call_codes
         keys.ask = self.router.in_call
         keys.run_app = self.router.run_in_call_app
+        keys.recordings.root = self.features.recordings  # calls recorded on demand
         self.security = SecurityPolicy()
         self._configure_security()
         stack.tu = self
@@ -560,6 +561,7 @@ class Engine:
             "bans": self.security.bans(now),
             "media": self.media.stats() if self.media is not None else {},
             "features": self.features.status(),
+            "recordings": self.calls.keys.recordings.status(),  # calls recorded on demand
         }
 
 

@@ -40,6 +40,7 @@ from pbx_core.features.api import (
     Forward,
     Goto,
     Pickup,
+    Record,
     Redirect,
     Reject,
     Step,
@@ -404,6 +405,9 @@ class Router:
             self._goto(plan, decision.destination)
         elif isinstance(decision, Redirect):
             self._redirect(plan, decision)
+        elif isinstance(decision, Record):  # an in-call code's answer: a feature's bug here
+            log.warning("call to %s: a feature answered Record while routing", plan.info.number)
+            self._fail(plan, 500, "")
         else:
             plan.steps = list(decision.steps[:MAX_STEPS])
             plan.failover, plan.status = decision.failover, decision.status

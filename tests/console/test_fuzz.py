@@ -156,6 +156,7 @@ def options(tmp: Path) -> Options:
         login_delay=0.0,
         failsafe=0.0,
         runtime=str(tmp / "run"),
+        recordings=str(tmp / "recordings"),
     )
     return Options(args)
 
@@ -181,7 +182,7 @@ LOGIN = [b"admin\r", b"fuzz-pw-1\r", b"fuzz-pw-1\r", b"machine on\r"]
 # Requests that touch nothing outside the session (no ping, no reboot, no commit).
 SAFE = ["ping", "show settings", "get settings.domain", "changes", "tables", "revert",
         "set settings.hostname=fuzz", "pull-list", "pull-chunk subscriber 0 64",
-        "nonsense"]  # fmt: skip
+        "rec-list", "rec-chunk a.wav 0 64", "rec-chunk ../x.wav 0 9", "nonsense"]  # fmt: skip
 REQUEST = st.tuples(st.integers(1, 99), st.sampled_from(SAFE))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pbx_core.console import frame
+from pbx_core.media.wav import wav_bytes
 from pbx_core.store.dbtext import read_dir
 from pbx_core.store.generations import Generations
 from tests.conftest import FACTORY, ROOT
@@ -196,3 +197,36 @@ def test_a_bad_push_is_refused_before_sending(line: tuple[ConsoleProc, NoisyLine
     res = remote(net.port, "push", str(bad))
     assert res.returncode == 1 and "999" in res.stderr, res.stderr
     assert Generations(console.root).current() is None  # nothing was committed
+
+
+def test_pull_recordings_fetches_what_is_not_here_yet(tmp_path: Path) -> None:
+    box = tmp_path / "box-recordings"
+    box.mkdir()
+    first = wav_bytes(bytes(range(256)) * 40, "ulaw")  # 5120 samples: 3 chunks
+    (box / "20261208-100000-abc-1.wav").write_bytes(first)
+    (box / "20261208-100500-def-1.wav.part").write_bytes(b"still being written")
+    c = ConsoleProc(tmp_path, "--recordings", str(box))
+    net = NoisyLine(c, flip=1 / 5000)
+    try:
+        out = tmp_path / "laptop"
+        res = remote(net.port, "pull-recordings", str(out))
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "pulled 1 recordings (5178 bytes)" in res.stdout, res.stdout
+        assert sorted(p.name for p in out.iterdir()) == ["20261208-100000-abc-1.wav"]
+        assert (out / "20261208-100000-abc-1.wav").read_bytes() == first
+        # A second one on the box: only it travels.
+        second = wav_bytes(bytes(3000), "ulaw")
+        (box / "20261208-101000-ghi-2.wav").write_bytes(second)
+        res = remote(net.port, "pull-recordings", str(out), password="remote-pw", new=None)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "pulled 1 recordings" in res.stdout and "1 there already" in res.stdout
+        assert (out / "20261208-101000-ghi-2.wav").read_bytes() == second
+        # Names are files of the folder, never paths.
+        res = remote(
+            net.port, "run", "rec-chunk ../../etc/passwd 0 10", password="remote-pw", new=None
+        )
+        assert res.returncode == 1 and "not a recording's name" in res.stderr, res.stderr
+    finally:
+        net.close()
+        c.close()
+    assert "Traceback" not in c.stderr.read_text(errors="replace")

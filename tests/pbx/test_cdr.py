@@ -60,6 +60,7 @@ class FakeCall:
     did: str | None = None
     trunk: str | None = None
     media_stats: dict[str, LegStats] = field(default_factory=dict)
+    recordings: list[str] = field(default_factory=list)
 
 
 def leg_stats(**kw: object) -> LegStats:
@@ -246,7 +247,7 @@ def test_export_csv_carries_media_columns(state: StateStore) -> None:
         )
     )
     (row,) = read_csv(_export(state))
-    assert {k: row[k] for k in FIELDS[len(BASE_FIELDS) : -len(LOCAL_FIELDS)]} == {
+    assert {k: row[k] for k in FIELDS[len(BASE_FIELDS) : -len(LOCAL_FIELDS) - 1]} == {
         "caller_codec": "PCMU",
         "caller_rtp_in": "3000",
         "caller_rtp_out": "2990",
@@ -566,3 +567,18 @@ def test_queue_logs_a_failed_commit_and_goes_on(
     queue.put(cdr(call_id="kept"))
     queue.close()
     assert [rec["call_id"] for _, rec in state.cdrs()] == ["kept"]
+
+
+def test_recordings_are_named_in_the_record_and_the_export(state: StateStore) -> None:
+    names = ["20260921-141320-abc-1.wav", "20260921-141340-abc-2.wav"]
+    c = Cdr.from_call(FakeCall(invite("r1"), recordings=names))
+    assert c.recordings == tuple(names)
+    assert Cdr.from_record(c.record()) == c
+    CdrWriter(state).write(c)
+    CdrWriter(state).write(Cdr.from_call(FakeCall(invite("r2"))))
+    first, second = read_csv(_export(state))
+    assert first["recordings"] == ";".join(names)
+    assert second["recordings"] == ""
+    # Bounded, whatever a damaged record holds.
+    many = Cdr.from_record({**c.record(), "rec": ["x" * 500] * 100})
+    assert len(many.recordings) == 16 and {len(n) for n in many.recordings} == {128}
