@@ -67,6 +67,7 @@ __all__ = [
     "REQUIRED",
     "Answer",
     "App",
+    "Barge",
     "CallInfo",
     "Context",
     "Decision",
@@ -87,6 +88,7 @@ __all__ = [
     "Spec",
     "Step",
     "TableSchema",
+    "Talking",
     "Why",
     "Zone",
     "ZoneError",
@@ -313,6 +315,27 @@ class Pickup:
 
 
 @dataclass(frozen=True, slots=True)
+class Barge:
+    """The dialling phone joins the answered call `call_id` (from `Context.talking`):
+    `listen` (it hears both, nobody hears it), `whisper` (it hears both, only
+    `extension` hears it) or `barge` (everyone hears everyone)."""
+
+    call_id: str
+    mode: str
+    extension: str
+
+
+@dataclass(frozen=True, slots=True)
+class Talking:
+    """One of our extensions in an answered call now (`Context.talking`)."""
+
+    call_id: str
+    extension: str
+    other_number: str  # who it talks to, as shown
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
 class Ringing:
     """A call ringing one of our extensions now (`Context.ringing`)."""
 
@@ -356,7 +379,7 @@ class Record:
     beep_both: bool = True
 
 
-Decision = Reject | Forward | Hunt | Answer | Pickup | Goto | Redirect | Record
+Decision = Reject | Forward | Hunt | Answer | Pickup | Goto | Redirect | Record | Barge
 
 
 # ------------------------------------------------------------------ the context
@@ -427,6 +450,11 @@ class Context(Protocol):
 
     def state_keys(self, prefix: str = "") -> tuple[str, ...]:
         """The keys this feature keeps that start with `prefix`, sorted."""
+        ...
+
+    def talking(self) -> tuple[Talking, ...]:
+        """Our extensions in answered calls whose media passes through the PBX (one
+        entry per extension and call)."""
         ...
 
     def ringing(self) -> tuple[Ringing, ...]:

@@ -14,6 +14,7 @@ gets no forward on busy); the last-caller memory (*69) comes last, so its
 from __future__ import annotations
 
 from pbx_core.features import (
+    barge,
     blocking,
     callwaiting,
     disa,
@@ -48,6 +49,7 @@ FEATURES: tuple[Feature, ...] = (
     timecond.FEATURE,
     intercom.FEATURE,
     park.FEATURE,
+    barge.FEATURE,
     speeddial.FEATURE,
     hotline.FEATURE,
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from pbx_core.media.bridge import MixBridge
 from pbx_core.media.engine import AnchoredCall
 from pbx_core.media.events import LegStats
 from pbx_core.media.leg import MediaLeg
@@ -172,6 +173,13 @@ class Call:
     # side that stepped aside into an application.
     keys: dict[str, tuple[str, float]] = field(default_factory=dict)
     aside: str | None = None
+    # A third phone (call_barge.py): the bridge mixing this call while one is in it,
+    # the calls of the phones joined to it, what the CDR says of them; for the
+    # barging phone's own call, the call it joined.
+    mix: MixBridge | None = None
+    bargers: list[Call] = field(default_factory=list)
+    barged_by: list[str] = field(default_factory=list)
+    barging: Call | None = None
     # Files of the call recorded on demand (call_record.py), under recordings/calls/.
     recordings: list[str] = field(default_factory=list)
 

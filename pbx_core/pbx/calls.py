@@ -39,6 +39,7 @@ from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.call_acks import CallAcks
+from pbx_core.pbx.call_barge import CallBarge
 from pbx_core.pbx.call_confirm import CallConfirm
 from pbx_core.pbx.call_keys import CallKeys
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
@@ -110,6 +111,7 @@ class CallManager:
         self.keys = CallKeys(self)
         self.pickup = CallPickup(self)
         self.confirm = CallConfirm(self)
+        self.barge = CallBarge(self)
         # Set by the engine: an application's call was taken from it (a parked call
         # picked up): its application stops.
         self.app_taken: Callable[[str], None] = lambda _call_id: None
@@ -343,6 +345,7 @@ class CallManager:
             call.media.close if call.media is not None else None,
             call.endpoint.close if call.endpoint is not None else None,
             lambda: self.confirm.ended(call),
+            lambda: self.barge.ended(call),
         ):
             if closer is not None:
                 try:
@@ -795,6 +798,7 @@ class CallManager:
         if call.replacing is not None:
             self.ops.ended(call)
         self.confirm.ended(call)
+        self.barge.ended(call)
         self.call_timers.stop(call)
         self.call_acks.stop(call)
         if call.media is not None:

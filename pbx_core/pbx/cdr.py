@@ -50,6 +50,7 @@ Last of all, the call's recordings (an extension pressed `*1`: features/recordin
 | field | meaning |
 |---|---|
 | recordings | its files, `;` between them, in `recordings/calls/` by the state LMDB |
+| barged | who joined the call as a third phone, and how (features/barge), `;` between |
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ MEDIA_FIELDS = (
     "reported_jitter_ms",
 )
 LOCAL_FIELDS = ("start_local", "answer_local", "end_local")
-RECORDING_FIELDS = ("recordings",)
+RECORDING_FIELDS = ("recordings", "barged")
 FIELDS = (
     BASE_FIELDS
     + tuple(f"{side}_{name}" for side in SIDES for name in MEDIA_FIELDS)
@@ -211,6 +212,7 @@ class Cdr:
     media: Mapping[str, MediaFigures] = field(default_factory=dict)
     timezone: str = ""  # the setting `timezone` when the call ended ("": UTC)
     recordings: tuple[str, ...] = ()  # file names under recordings/calls/
+    barged: tuple[str, ...] = ()  # who joined as a third phone, and how
 
     def __post_init__(self) -> None:
         unknown = set(self.media) - set(SIDES)
@@ -271,6 +273,7 @@ class Cdr:
             },
             timezone=timezone[: tz.MAX_TEXT],
             recordings=_names(call.recordings),
+            barged=_names(call.barged_by),
         )
 
     def record(self) -> dict[str, Any]:
@@ -295,6 +298,8 @@ class Cdr:
             rec["tz"] = self.timezone
         if self.recordings:
             rec["rec"] = list(self.recordings)
+        if self.barged:
+            rec["barged"] = list(self.barged)
         return rec
 
     @classmethod
@@ -318,6 +323,7 @@ class Cdr:
                 media={str(k): MediaFigures.from_record(v) for k, v in media.items()},
                 timezone=str(rec.get("tz") or "")[: tz.MAX_TEXT],
                 recordings=_names(rec.get("rec") or ()),
+                barged=_names(rec.get("barged") or ()),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a call record: {exc}") from None
@@ -354,6 +360,8 @@ class EndedCall(Protocol):
     def media_stats(self) -> Mapping[str, LegStats]: ...
     @property
     def recordings(self) -> Sequence[str]: ...
+    @property
+    def barged_by(self) -> Sequence[str]: ...
 
 
 class _HasCallId(Protocol):
@@ -550,6 +558,7 @@ def export_csv(
                 ),
                 *(_time(t, zones(c.timezone)) for t in (c.start, c.answer, c.end)),
                 _cell(";".join(c.recordings)),
+                _cell(";".join(c.barged)),
             ]
         )
         n += 1

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pbx_core import paths
-from pbx_core.features.api import Feature, Ringing
+from pbx_core.features.api import Feature, Ringing, Talking
 from pbx_core.media.audio import Audio
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
@@ -119,6 +119,7 @@ class Engine:
                 domain=lambda: self.domain,
                 rows=self._feature_rows,
                 ringing=self._ringing,
+                talking=self._talking,
                 failed_auth=self._feature_failed_auth,
                 banned=lambda key: self.security.banned(key, self.loop.time()),
                 speed_dial=self._speed_dial,
@@ -516,6 +517,19 @@ class Engine:
             self.calls.pickup.replaces(req, source=source, key=key, label=caller.aor)
             return
         self.router.from_extension(req, source, key, caller, number)
+
+    def _talking(self) -> tuple[Talking, ...]:
+        """Our extensions in answered, anchored calls (the features' `Context.talking`)."""
+        out = []
+        for call, side, label in self.calls.barge.talking():
+            number = self.router.extension_of(label)
+            if number is None:
+                continue
+            other = call.answered.target.label if side == "a" and call.answered else call.caller
+            shown = other.partition(":")[2] if ":" in other else other.partition("@")[0]
+            since = call.answered_at if call.answered_at is not None else call.started
+            out.append(Talking(call.id, number, shown, since))
+        return tuple(out)
 
     def _ringing(self) -> tuple[Ringing, ...]:
         """The calls ringing our extensions (the features' `Context.ringing`)."""

@@ -34,6 +34,7 @@ from pbx_core.features.api import (
     Recorded,
     Reject,
     Ringing,
+    Talking,
     Why,
 )
 from pbx_core.media.errors import MediaError
@@ -83,6 +84,7 @@ class Facts:
         domain: Callable[[], str],
         rows: Callable[[str], tuple[Mapping[str, Any], ...]] = lambda _table: (),
         ringing: Callable[[], tuple[Ringing, ...]] = tuple,
+        talking: Callable[[], tuple[Talking, ...]] = tuple,
         wall: Callable[[], float] = time.time,
         failed_auth: Callable[[str], bool] | None = None,
         banned: Callable[[str], bool] | None = None,
@@ -99,6 +101,7 @@ class Facts:
         self.domain = domain
         self.rows = rows  # a feature table's rows in the configuration in force
         self.ringing = ringing  # the calls ringing extensions now (pickup)
+        self.talking = talking  # extensions in answered calls now (barge)
         self.speed_dial = speed_dial  # pbx_speed_dial: (extension, code) -> number
         # Failed authentications counted by the security policy (engine.py); without
         # an engine (tests of the host alone) a policy of the host's own, in RAM.
@@ -132,6 +135,7 @@ class HostContext:
         self.in_call = facts.in_call
         self.may_dial = facts.may_dial
         self.ringing = facts.ringing
+        self.talking = facts.talking
         self.speed_dial = facts.speed_dial
 
     def toggle(self, extension: str, name: str) -> Any:

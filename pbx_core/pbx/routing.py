@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from pbx_core.features.api import (
     Answer,
+    Barge,
     CallInfo,
     Decision,
     Forward,
@@ -401,6 +402,8 @@ class Router:
             self._forward(plan, decision, 480)
         elif isinstance(decision, Pickup):
             self._pickup(plan, decision)
+        elif isinstance(decision, Barge):
+            self._barge(plan, decision)
         elif isinstance(decision, Goto):
             self._goto(plan, decision.destination)
         elif isinstance(decision, Redirect):
@@ -474,6 +477,20 @@ class Router:
         )
         if call is not None:
             call.trunk, call.did = plan.trunk, plan.did
+
+    def _barge(self, plan: Plan, barge: Barge) -> None:
+        """The dialling phone joins the answered call `barge.call_id` (call_barge.py)."""
+        eng = self.engine
+        target = eng.calls.calls.get(barge.call_id)
+        if plan.call is not None or target is None:
+            self._fail(plan, 480, "nothing to join")
+            return
+        side = "a" if self.extension_of(target.caller) == barge.extension else "b"
+        status = eng.calls.barge.join(
+            target, plan.req, plan.key, plan.source, plan.info.caller, barge.mode, side
+        )
+        if status is not None:
+            self._fail(plan, status, "cannot join that call")
 
     def _pickup(self, plan: Plan, pickup: Pickup) -> None:
         """The dialling extension answers the ringing call `pickup.call_id`."""

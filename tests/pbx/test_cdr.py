@@ -19,6 +19,7 @@ from pbx_core.pbx.cdr import (
     BASE_FIELDS,
     FIELDS,
     LOCAL_FIELDS,
+    RECORDING_FIELDS,
     Cdr,
     CdrQueue,
     CdrWriter,
@@ -61,6 +62,7 @@ class FakeCall:
     trunk: str | None = None
     media_stats: dict[str, LegStats] = field(default_factory=dict)
     recordings: list[str] = field(default_factory=list)
+    barged_by: list[str] = field(default_factory=list)
 
 
 def leg_stats(**kw: object) -> LegStats:
@@ -247,7 +249,8 @@ def test_export_csv_carries_media_columns(state: StateStore) -> None:
         )
     )
     (row,) = read_csv(_export(state))
-    assert {k: row[k] for k in FIELDS[len(BASE_FIELDS) : -len(LOCAL_FIELDS) - 1]} == {
+    media = FIELDS[len(BASE_FIELDS) : -len(LOCAL_FIELDS) - len(RECORDING_FIELDS)]
+    assert {k: row[k] for k in media} == {
         "caller_codec": "PCMU",
         "caller_rtp_in": "3000",
         "caller_rtp_out": "2990",
