@@ -1,11 +1,15 @@
-"""Follow-me through `pbx run` with SIPp: 102's list sends its calls to an outside
-number over the trunk; the outside phone (a SIPp provider that answers at once, as a
-mobile's voicemail does) must press 1 (RFC 4733 telephone-events) before the caller
-is answered; a phone that presses 2 (SIP INFO) is released and the caller is never
-connected to it."""
+"""Follow-me and barge through `pbx run` with SIPp.
+
+Follow-me: 102's list sends its calls to an outside number over the trunk; the
+outside phone (a SIPp provider that answers at once, as a mobile's voicemail does)
+must press 1 (RFC 4733 telephone-events) before the caller is answered; a phone that
+presses 2 (SIP INFO) is released and the caller is never connected to it. Barge: 102
+(a pbx_barge row) listens to 100's call with 101 and 103 (none) is refused."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import pytest
 
 from tests.conftest import start_pbx, stop_pbx
 from tests.interop.features_env import PROVIDER_IP, Env, write_config
-from tests.interop.sipp_agents import Server, check, free_port
+from tests.interop.sipp_agents import Run, Server, check, free_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.tools("sipp")]
 
@@ -29,6 +33,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     port = free_port(PROVIDER_IP)
     config = write_config(tmp / "config", port)
     (config / "pbx_followme").write_text(FOLLOWME)
+    (config / "pbx_barge").write_text(
+        "extension(string) modes(string) targets(string)\n102:listen:101\n"
+    )
     pbx = start_pbx(tmp, config=config, extra=["--state", str(tmp / "state.mdb")])
     env = Env(pbx, tmp, port)
     try:
@@ -78,3 +85,32 @@ def test_the_outside_phone_that_does_not_press_1_never_gets_the_caller(
     finals = [s for s in res.statuses() if s >= 200 and s != 407]
     assert finals == [480], res.report()  # the list rang out: nobody accepted
     assert got.requests("BYE"), got.report()  # released at once
+
+
+def test_a_permitted_phone_listens_to_a_call_and_an_other_is_refused(
+    env: Env, tmp_path: Path
+) -> None:
+    phones = env.phones
+    talking: list[Run] = []
+    with phones.callee(tmp_path, "uas_answer.xml", "101") as callee:
+        thread = threading.Thread(
+            target=lambda: talking.append(
+                phones.call(tmp_path, "uac_call_long.xml", "101", name="talker")
+            )
+        )
+        thread.start()
+        try:
+            time.sleep(1.5)  # 100 and 101 talk
+            spy = phones.call(tmp_path, "uac_call.xml", "*222101", user="102", name="spy")
+            refused = phones.call(tmp_path, "uac_reject.xml", "*222101", user="103", name="no")
+        finally:
+            thread.join(30)
+        answered = callee.finish()
+    check(spy)
+    check(refused)
+    assert [s for s in refused.statuses() if s >= 200 and s != 407] == [403], refused.report()
+    (res,) = talking
+    check(res)
+    check(answered)
+    # The listener came and went; the call went on to its own end untouched.
+    assert answered.requests("BYE") and not res.requests("BYE"), res.report()
