@@ -77,6 +77,7 @@ __all__ = [
     "Forward",
     "Goto",
     "Hunt",
+    "Page",
     "Pickup",
     "Record",
     "Recorded",
@@ -315,6 +316,16 @@ class Pickup:
 
 
 @dataclass(frozen=True, slots=True)
+class Page:
+    """Page these extensions: the PBX answers the caller and calls every member's
+    phones at once with auto-answer; each phone that answers hears the caller (after
+    a short tone); `duplex`: the caller hears them too. Members in a call are skipped."""
+
+    members: tuple[str, ...]
+    duplex: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Barge:
     """The dialling phone joins the answered call `call_id` (from `Context.talking`):
     `listen` (it hears both, nobody hears it), `whisper` (it hears both, only
@@ -379,7 +390,7 @@ class Record:
     beep_both: bool = True
 
 
-Decision = Reject | Forward | Hunt | Answer | Pickup | Goto | Redirect | Record | Barge
+Decision = Reject | Forward | Hunt | Answer | Pickup | Goto | Redirect | Record | Barge | Page
 
 
 # ------------------------------------------------------------------ the context

@@ -47,7 +47,9 @@ class CallConfirm:
         """A leg and an offer of its own for a confirming fork to `host` (None: the
         call's media is not anchored, the fork rings as any other)."""
         m = self.manager
-        if m.media is None or call.media is None or call.late_offer or not call.a_req.body:
+        if m.media is None or call.late_offer or not call.a_req.body:
+            return None
+        if call.media is None and call.page is None:
             return None
         try:
             return m.media.offer_leg(

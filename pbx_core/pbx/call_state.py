@@ -180,6 +180,9 @@ class Call:
     bargers: list[Call] = field(default_factory=list)
     barged_by: list[str] = field(default_factory=list)
     barging: Call | None = None
+    # A page (call_page.py): the bridge the caller talks into, every answering phone in it.
+    page: MixBridge | None = None
+    page_duplex: bool = False
     # Files of the call recorded on demand (call_record.py), under recordings/calls/.
     recordings: list[str] = field(default_factory=list)
 

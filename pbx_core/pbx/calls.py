@@ -44,6 +44,7 @@ from pbx_core.pbx.call_confirm import CallConfirm
 from pbx_core.pbx.call_keys import CallKeys
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
 from pbx_core.pbx.call_ops import CallOps
+from pbx_core.pbx.call_page import CallPage
 from pbx_core.pbx.call_pickup import CallPickup
 from pbx_core.pbx.call_relay import CallRelay
 from pbx_core.pbx.call_state import (
@@ -112,6 +113,7 @@ class CallManager:
         self.pickup = CallPickup(self)
         self.confirm = CallConfirm(self)
         self.barge = CallBarge(self)
+        self.paging = CallPage(self)
         # Set by the engine: an application's call was taken from it (a parked call
         # picked up): its application stops.
         self.app_taken: Callable[[str], None] = lambda _call_id: None
@@ -344,6 +346,7 @@ class CallManager:
             lambda: self.call_acks.stop(call),
             call.media.close if call.media is not None else None,
             call.endpoint.close if call.endpoint is not None else None,
+            lambda: self.paging.ended(call),
             lambda: self.confirm.ended(call),
             lambda: self.barge.ended(call),
         ):
@@ -371,7 +374,11 @@ class CallManager:
             local_cseq=1,
             contact=self.contact(target.dest),
         )
-        own = self.confirm.offer(call, offer, target.dest[1]) if target.confirm else None
+        own = (
+            self.confirm.offer(call, offer, target.dest[1])
+            if target.confirm or call.page is not None
+            else None
+        )
         offer = self.call_media.offer_for(call, target, offer) if own is None else own[1]
         ctype = (a.headers.get("content-type") or "application/sdp") if offer else None
         invite = dialog.request("INVITE", offer, ctype)
@@ -489,6 +496,9 @@ class CallManager:
             return
         if call.replacing is not None:
             self.ops.replaced(fork, resp)
+            return
+        if call.page is not None:
+            self.paging.answered(fork, resp)  # one more phone hears the page
             return
         if fork.leg is not None and fork.target.confirm:
             self.confirm.answered(fork, resp)  # it must accept first (call_confirm.py)
@@ -726,8 +736,8 @@ class CallManager:
                     for fork in call.forks:
                         self._cancel_fork(fork)
                 self._end(call, "ANSWERED" if call.answered_at else "CANCELLED", "caller hung up")
-            elif self.confirm.hung_up(call, req.call_id):
-                pass  # a phone asked to accept the call hung up instead: only it is gone
+            elif self.confirm.hung_up(call, req.call_id) or self.paging.hung_up(call, req.call_id):
+                pass  # a phone asked to accept, or one of a page, hung up: only it is gone
             else:
                 if call.a_dialog is not None:
                     self._bye(call.a_dialog)
@@ -797,6 +807,7 @@ class CallManager:
         self._cancel_timer(call, "ring_timer")
         if call.replacing is not None:
             self.ops.ended(call)
+        self.paging.ended(call)
         self.confirm.ended(call)
         self.barge.ended(call)
         self.call_timers.stop(call)

@@ -40,6 +40,7 @@ from pbx_core.features.api import (
     Decision,
     Forward,
     Goto,
+    Page,
     Pickup,
     Record,
     Redirect,
@@ -404,6 +405,8 @@ class Router:
             self._pickup(plan, decision)
         elif isinstance(decision, Barge):
             self._barge(plan, decision)
+        elif isinstance(decision, Page):
+            self._page(plan, decision)
         elif isinstance(decision, Goto):
             self._goto(plan, decision.destination)
         elif isinstance(decision, Redirect):
@@ -474,6 +477,34 @@ class Router:
 
         call = eng.calls.answer_locally(
             plan.req, plan.key, plan.source, plan.info.caller, plan.info.number, started
+        )
+        if call is not None:
+            call.trunk, call.did = plan.trunk, plan.did
+
+    def _page(self, plan: Plan, page: Page) -> None:
+        """Page the members' phones (call_page.py): each registered member that is in
+        no call, with the auto-answer headers."""
+        eng = self.engine
+        if plan.call is not None:
+            self._fail(plan, 480, "a page starts a call of its own")
+            return
+        busy = {label for c in eng.calls.calls.values() for label in _labels(c)}
+        targets: list[Target] = []
+        for member in page.members[:MAX_STEPS]:
+            user = eng.snap.user(member, plan.domain)
+            if user is None or not user.settings.enabled or user.aor in busy:
+                continue
+            for target in self._targets(plan, user):
+                target.extra.extend(AUTO_ANSWER)
+                targets.append(target)
+        call = eng.calls.paging.start(
+            plan.req,
+            plan.key,
+            plan.source,
+            plan.info.caller,
+            plan.info.number,
+            targets,
+            page.duplex,
         )
         if call is not None:
             call.trunk, call.did = plan.trunk, plan.did
@@ -763,3 +794,9 @@ class Router:
         self._ring(plan, [target], FORWARD_RING, extensions=False)
         if plan.call is not None:
             plan.call.trunk = rule.trunk
+
+
+def _labels(call: Call) -> tuple[str, ...]:
+    """Who is in `call`: its caller and the callee it rings or talks to."""
+    fork = call.answered
+    return (call.caller, fork.target.label) if fork is not None else (call.caller,)
