@@ -60,6 +60,11 @@ RECORDING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # never a path
 MAX_STATE_KEY = 128
 MAX_STATE_VALUE = 4096
 MAX_STATE_KEYS = 1000
+# The voicemail index (ctx.messages / set_message): a mailbox's and a message id's
+# name, messages per mailbox (the judge bounds vm_max_messages to this).
+MAX_MAILBOX_NAME = 64
+MAILBOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_MESSAGES = 10_000
 _UNREAD = object()  # a toggle not yet read from the state LMDB
 
 
@@ -87,6 +92,7 @@ class Facts:
         failed_auth: Callable[[str], bool] | None = None,
         banned: Callable[[str], bool] | None = None,
         speed_dial: Callable[[str, str], str | None] = lambda _ext, _code: None,
+        notify_mwi: Callable[[str, int, int], int] = lambda _ext, _new, _old: 0,
     ) -> None:
         self.now = now
         self.wall = wall  # Unix time (tests move it with their clock)
@@ -100,6 +106,7 @@ class Facts:
         self.rows = rows  # a feature table's rows in the configuration in force
         self.ringing = ringing  # the calls ringing extensions now (pickup)
         self.speed_dial = speed_dial  # pbx_speed_dial: (extension, code) -> number
+        self.notify_mwi = notify_mwi  # message-summary NOTIFYs to a registered extension
         # Failed authentications counted by the security policy (engine.py); without
         # an engine (tests of the host alone) a policy of the host's own, in RAM.
         if failed_auth is None or banned is None:
@@ -133,6 +140,7 @@ class HostContext:
         self.may_dial = facts.may_dial
         self.ringing = facts.ringing
         self.speed_dial = facts.speed_dial
+        self.notify_mwi = facts.notify_mwi
 
     def toggle(self, extension: str, name: str) -> Any:
         return self._host.toggle(self._feature, extension, name)
@@ -165,6 +173,12 @@ class HostContext:
 
     def banned(self, key: str) -> bool:
         return self._host.facts.banned(key)
+
+    def messages(self, mailbox: str) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+        return self._host.messages(mailbox)
+
+    def set_message(self, mailbox: str, msg_id: str, meta: Mapping[str, Any] | None) -> None:
+        self._host.set_message(mailbox, msg_id, meta)
 
 
 class FeatureHost:
@@ -227,6 +241,8 @@ class FeatureHost:
         self._pending: dict[tuple[str, str], Any] = {}
         self._state: dict[str, dict[str, Any]] = {}  # feature -> its namespace, read once
         self._pending_state: dict[tuple[str, str], Any] = {}
+        self._mail: dict[str, dict[str, dict[str, Any]]] = {}  # mailbox -> id -> meta
+        self._pending_mail: dict[tuple[str, str], Any] = {}
         self._apps: dict[str, asyncio.Task[None]] = {}
         self._sessions: dict[str, LocalSession] = {}
         # The daemon's task group owns the applications (app.py sets it); without one
@@ -283,6 +299,14 @@ class FeatureHost:
 
     def unanswered(self, call: CallInfo, extension: str, why: Why) -> Decision | None:
         return self._first("unanswered", lambda f, ctx: f.unanswered(ctx, call, extension, why))
+
+    def registered(self, extension: str) -> None:
+        """A phone of `extension` registered anew: every feature hears it."""
+        for f in self.features:
+            try:
+                f.registered(self._contexts[f.name], extension)
+            except Exception as exc:  # noqa: BLE001  # one feature's bug ends no other
+                self._failed(f, "registered", exc)
 
     def transfer(self, call: CallInfo, extension: str, number: str) -> Decision | None:
         return self._first("transfer", lambda f, ctx: f.transfer(ctx, call, extension, number))
@@ -391,7 +415,7 @@ class FeatureHost:
         if self.state is None:
             return
         with self._write_lock:
-            queued = bool(self._pending or self._pending_state)
+            queued = self._queued()
             self._pending[(self._aor(extension), name)] = value
         if not queued:
             self._writer.submit(self._write)
@@ -402,6 +426,7 @@ class FeatureHost:
         with self._write_lock:
             pending, self._pending = self._pending, {}
             pending_state, self._pending_state = self._pending_state, {}
+            pending_mail, self._pending_mail = self._pending_mail, {}
         state = self.state
         if state is None:
             return
@@ -415,6 +440,68 @@ class FeatureHost:
                 state.set_feature_state(feature, key, value)
             except (StoreError, ValueError) as exc:
                 log.error("state %s of feature %s not saved: %s", key, feature, exc)  # noqa: TRY400  # one line says it
+        for (mailbox, msg_id), meta in pending_mail.items():
+            try:
+                if meta is None:
+                    state.delete_voicemail(mailbox, msg_id)
+                else:
+                    state.add_voicemail(mailbox, msg_id, meta)
+            except (StoreError, ValueError) as exc:
+                log.error("message %s of box %s not saved: %s", msg_id, mailbox, exc)  # noqa: TRY400  # one line says it
+
+    def _queued(self) -> bool:
+        """Whether the writer has work queued already (call with the write lock)."""
+        return bool(self._pending or self._pending_state or self._pending_mail)
+
+    # ------------------------------------------------------------------ voicemail index
+    def _box(self, mailbox: str) -> dict[str, dict[str, Any]]:
+        if not MAILBOX_NAME.fullmatch(mailbox):
+            raise ValueError(f"mailbox {mailbox!r}: 1-{MAX_MAILBOX_NAME} letters/digits/._-")
+        box = self._mail.get(mailbox)
+        if box is None:
+            box = {}
+            if self.state is not None:
+                try:
+                    found = self.state.voicemails(mailbox)
+                except StoreError as exc:
+                    log.warning("mailbox %s unreadable: %s", mailbox, exc)
+                    found = []
+                box = {k: v for k, v in found[:MAX_MESSAGES] if isinstance(v, dict)}
+            self._mail[mailbox] = box
+        return box
+
+    def messages(self, mailbox: str) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+        """A mailbox's messages in id order (RAM, read from the state LMDB once)."""
+        box = self._box(mailbox)
+        return tuple((k, dict(box[k])) for k in sorted(box))
+
+    def set_message(self, mailbox: str, msg_id: str, meta: Mapping[str, Any] | None) -> None:
+        """Keep (None: delete) a message's metadata: in RAM at once, written to the
+        state LMDB's voicemail database by the writer thread."""
+        box = self._box(mailbox)
+        if not MAILBOX_NAME.fullmatch(msg_id):
+            raise ValueError(f"message id {msg_id!r}: 1-{MAX_MAILBOX_NAME} letters/digits/._-")
+        value: dict[str, Any] | None = None
+        if meta is not None:
+            try:
+                packed = msgpack.packb(dict(meta), use_bin_type=True)
+                value = msgpack.unpackb(packed, raw=False)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"message {msg_id!r} is not msgpack-able: {exc}") from None
+            if len(packed) > MAX_STATE_VALUE:
+                raise ValueError(f"message {msg_id!r}: metadata over {MAX_STATE_VALUE} bytes")
+            if msg_id not in box and len(box) >= MAX_MESSAGES:
+                raise ValueError(f"mailbox {mailbox}: at most {MAX_MESSAGES} messages")
+            box[msg_id] = value
+        else:
+            box.pop(msg_id, None)
+        if self.state is None:
+            return
+        with self._write_lock:
+            queued = self._queued()
+            self._pending_mail[(mailbox, msg_id)] = value
+        if not queued:
+            self._writer.submit(self._write)
 
     # ------------------------------------------------------------------ feature state
     def _namespace(self, feature: Feature) -> dict[str, Any]:
@@ -465,7 +552,7 @@ class FeatureHost:
         if self.state is None:
             return
         with self._write_lock:
-            queued = bool(self._pending or self._pending_state)
+            queued = self._queued()
             self._pending_state[(feature.name, key)] = value
         if not queued:
             self._writer.submit(self._write)
