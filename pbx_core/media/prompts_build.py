@@ -68,7 +68,7 @@ PROMPTS: dict[str, str] = {
     "vm-message-menu": (
         "To replay this message, press five. To delete it, press seven. "
         "To save it, press nine. For the next message, press six; for the previous one, "
-        "four. Pound goes back to the menu."
+        "four. For who called and when, press three. Pound goes back to the menu."
     ),
     "vm-first-message": "First message.",
     "vm-next-message": "Next message.",
@@ -81,6 +81,12 @@ PROMPTS: dict[str, str] = {
         "To record your unavailable greeting, press one. For your busy greeting, press two."
     ),
     "vm-mailbox-full": "The mailbox is full. No message can be left.",
+    "vm-message-from": "Message from",
+    "vm-unknown-caller": "an unknown caller",
+    "vm-received-on": "received on the",
+    "vm-at": "at",
+    "vm-length": "Length",
+    "vm-seconds": "seconds.",
     # menus and general
     "welcome": "Welcome.",
     "goodbye": "Goodbye.",

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from pbx_core.features.api import App, CallInfo, Context, Session
+from collections.abc import Mapping
+from typing import Any
+
+from pbx_core.features.api import App, CallInfo, Context, Session, ZoneError, zone
 from pbx_core.features.voicemail import box as mb
 
 PIN_TRIES = 3
@@ -152,19 +155,23 @@ def menu(ctx: Context, box: str | None, need_pin: bool, key: str) -> App:
 
 
 async def _browse(session: Session, ctx: Context, box: str) -> None:
-    """New messages then old: 5 repeat, 4 previous, 6 next, 7 delete, 9 save, #
-    back to the menu; after the last, back to the menu."""
+    """New messages then old: 5 repeat, 4 previous, 6 next, 7 delete, 9 save, 3 its
+    envelope, * help, # back to the menu; after the last, back to the menu."""
     listing = [m for m in mb.messages(ctx, box) if m[1].get("folder") == mb.NEW]
     listing += [m for m in mb.messages(ctx, box) if m[1].get("folder") != mb.NEW]
     i, said = 0, -1
+    menu_only = False  # after the envelope or help: the keys again, not the message
     for _ in range(MESSAGE_STEPS):
         if session.hung_up or i >= len(listing):
             break
-        msg_id, _meta = listing[i]
-        intro = "vm-first-message" if i == 0 else "vm-next-message"
+        msg_id, meta = listing[i]
         prompts = [f"rec:{mb.recording(box, msg_id)}", "vm-message-menu"]
-        key = await session.play(*(prompts if said == i else [intro, *prompts]), interruptible=True)
-        said = i
+        if menu_only:
+            prompts = ["vm-message-menu"]
+        elif said != i:
+            prompts.insert(0, "vm-first-message" if i == 0 else "vm-next-message")
+        menu_only, said = False, i
+        key = await session.play(*prompts, interruptible=True)
         if key is None:
             key = await session.collect(1, 5.0, 1.0, "")
         if key == "7":
@@ -181,12 +188,33 @@ async def _browse(session: Session, ctx: Context, box: str) -> None:
             pass  # the same message again, without its intro
         elif key == "4":
             i, said = max(0, i - 1), -1
+        elif key == "3":
+            await session.play(*envelope(ctx, meta), interruptible=True)
+            menu_only = True
+        elif key == "*":
+            menu_only = True
         elif key == "#":
             return
         else:  # 6, another key or none: the next message
             i += 1
     if not session.hung_up:
         await session.play("vm-no-more-messages")
+
+
+def envelope(ctx: Context, meta: Mapping[str, Any]) -> list[str]:
+    """What `3` says about a message: its caller, when (the box's time zone: hour and
+    minute, day of the month), its length."""
+    caller = str(meta.get("caller") or "")
+    say = ["vm-message-from", *(mb.digit_prompts(caller) or ["vm-unknown-caller"])]
+    try:
+        when = zone(str(ctx.setting("timezone"))).local(float(meta.get("time") or 0))
+    except (ZoneError, ValueError, TypeError, OverflowError):
+        when = None
+    if when is not None:
+        say += ["vm-received-on", *mb.number_prompts(when.day)]
+        say += ["vm-at", *mb.number_prompts(when.hour), *mb.number_prompts(when.minute)]
+    seconds = round(float(meta.get("duration") or 0))
+    return [*say, "vm-length", *mb.number_prompts(seconds), "vm-seconds"]
 
 
 async def _greetings(session: Session, ctx: Context, box: str) -> None:

@@ -25,9 +25,11 @@ from pbx_core.pbx.mwi import MAX_COUNT, summary
 from tests.fuzzing import fuzz_settings
 from tests.harness.office import (
     EXTENSION_HEADER,
+    PROVIDER_TRUNK,
     Office,
     Outgoing,
     extension_row,
+    groups,
     offices,
 )
 
@@ -51,7 +53,14 @@ def _ext(n: int, number: str, vm: bool, pin: str = "", **kw: Any) -> str:
     return extension_row(n, number, **kw) + f":{int(vm)}:{pin}"
 
 
+DID_HEADER = (
+    "id(int,auto) number(string) trunk(string,null) dest_type(string) dest(string,null) "
+    "description(string,null)"
+)
 TABLES = {
+    "pbx_trunk": PROVIDER_TRUNK,
+    "pbx_did": [DID_HEADER, "1:5550100:provider:voicemail:100:straight to 100's box"],
+    "pbx_ring_group": groups("600:ringall:102:10:voicemail:101"),
     "pbx_settings": SETTINGS,
     "pbx_extension": [
         HEADER,
@@ -157,7 +166,7 @@ def test_busy_gives_the_busy_greeting(office: Office) -> None:
 def test_dnd_lands_in_voicemail(office: Office) -> None:
     office.reload(
         "pbx_extension",
-        [HEADER, _ext(1, "100", True, dnd=True), _ext(2, "101", False)],
+        [HEADER, _ext(1, "100", True, dnd=True), _ext(2, "101", True), _ext(3, "102", False)],
     )
     office.phone("100")
     call = office.phone("101").call("100")
@@ -177,6 +186,21 @@ def test_unregistered_and_direct_and_destination(office: Office) -> None:
     assert len(_box(office, "100")) == 2
     assert a.call("*96102").status == 404  # 102 has no mailbox
     assert a.call("*96").status == 404
+
+
+def test_a_did_and_a_ring_group_failover_name_a_mailbox(office: Office) -> None:
+    outside = office.provider()
+    call = outside.call("5550100", auth=False)
+    assert call.status == 200 and "vm-unavailable" in PLAYED
+    _leave(office, call)
+    ((_id, meta),) = _box(office, "100")
+    assert meta["caller"] == "provider"  # the trunk caller's number as shown
+    group_member = office.phone("102", mode="ring")
+    call = office.phone("100").call("600")
+    office.advance(10)  # the group rings out: its failover, 101's box
+    assert group_member.incoming[0].state == "cancelled"
+    _leave(office, call)
+    assert len(_box(office, "101")) == 1
 
 
 def test_a_short_message_is_discarded(office: Office) -> None:
@@ -250,6 +274,26 @@ def test_listen_save_delete_and_mwi(office: Office) -> None:
     call.keys("#")
     office.advance(3)
     assert call.state == "ended"
+    assert office.left_behind() == []
+
+
+def test_the_envelope_says_who_called_and_how_long(office: Office) -> None:
+    _leave(office, office.phone("102").call("*96100"), seconds=3.0)
+    call = _listen(office, "100", "*97", None)
+    call.keys("1")
+    office.advance(1)
+    PLAYED.clear()
+    call.keys("3")
+    office.advance(1)
+    assert PLAYED[:4] == ["vm-message-from", "digit-1", "digit-0", "digit-2"]
+    assert PLAYED[4] == "vm-received-on" and "vm-at" in PLAYED
+    length = PLAYED.index("vm-length")
+    assert PLAYED[length + 1 : length + 3] == ["number-3", "vm-seconds"]
+    office.advance(20)  # the envelope, then the keys again: not the message
+    assert PLAYED[length + 3] == "vm-message-menu"
+    assert not any(p.startswith("rec:") for p in PLAYED)
+    call.hang_up()
+    office.advance(6)
     assert office.left_behind() == []
 
 
