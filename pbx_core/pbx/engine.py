@@ -477,7 +477,8 @@ class Engine:
             resp = self._error(req, exc)
         self.stack.respond(key, resp)
         live = self.registrar.lookup(user.aor, now)
-        if resp.status == 200 and any((str(b.uri), b.call_id) not in known for b in live):
+        fresh = any((str(b.uri), b.call_id) not in known for b in live)
+        if resp.status == 200 and fresh and user.domain == self.domain:
             # A phone registered anew (booted): the features tell it what it missed
             # (voicemail's lamp), after the 200.
             self.loop.call_soon(self.features.registered, user.username)

@@ -93,5 +93,16 @@ FEATURE = Voicemail(
             lo=0,
             hi=10,
         ),
+        Setting(
+            "vm_quota_minutes",
+            int,
+            60,
+            "minutes of voicemail messages all mailboxes together may keep (the card's "
+            "quota: a message is 8 kHz 16-bit WAV, about 0.96 MB a minute); when it is "
+            "reached callers hear that the mailbox is full and a message being recorded "
+            "stops",
+            lo=1,
+            hi=2000,
+        ),
     ),
 )

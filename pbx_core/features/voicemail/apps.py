@@ -19,11 +19,13 @@ GREETING_MAX = 60.0  # seconds of a greeting
 def leave(ctx: Context, call: CallInfo, box: str, kind: str) -> App:
     """Greeting (the owner's recorded one, else the built-in prompts naming the
     extension), the tone, the recording; a message shorter than vm_min_seconds is
-    discarded; a full box is announced and nothing recorded. `0` goes to the
+    discarded; a full box (or a full card: vm_quota_minutes) is announced and
+    nothing recorded; a message stops where the quota does. `0` goes to the
     operator (setting `operator`), keeping what was said."""
 
     async def app(session: Session) -> None:
-        if mb.full(ctx, box):
+        shortest = float(ctx.setting("vm_min_seconds"))
+        if mb.full(ctx, box) or mb.room(ctx) < max(1.0, shortest):
             await session.play("vm-mailbox-full", "goodbye")
             session.hangup()
             return
@@ -51,14 +53,14 @@ def leave(ctx: Context, call: CallInfo, box: str, kind: str) -> App:
             name = mb.recording(box, msg_id)
             got = await session.record(
                 name,
-                max_seconds=float(ctx.setting("vm_max_seconds")),
+                max_seconds=min(float(ctx.setting("vm_max_seconds")), mb.room(ctx)),
                 silence_seconds=5.0,
                 terminators="#0" if operator else "#",
             )
             if got.reason == "error":
                 session.hangup()
                 return
-            if got.seconds < float(ctx.setting("vm_min_seconds")):
+            if got.seconds < shortest:
                 session.delete_recording(name)  # nothing worth keeping
             else:
                 mb.keep(

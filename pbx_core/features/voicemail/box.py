@@ -12,6 +12,9 @@ from pbx_core.features.api import Context
 NEW, OLD = "new", "old"
 MAX_PIN = 12  # digits of a mailbox PIN
 GREETINGS = ("unavail", "busy")
+# Seconds of messages kept in every box together (the whole-card quota), in the
+# feature's state namespace: added when a message is kept, taken off when deleted.
+TOTAL = "total_seconds"
 _reserved: set[tuple[str, str]] = set()  # ids of messages being recorded now
 
 
@@ -40,6 +43,17 @@ def counts(ctx: Context, box: str) -> tuple[int, int]:
 
 def full(ctx: Context, box: str) -> bool:
     return len(ctx.messages(box)) >= int(ctx.setting("vm_max_messages"))
+
+
+def used(ctx: Context) -> float:
+    """Seconds of messages kept in all boxes together."""
+    total = ctx.state_get(TOTAL)
+    return max(0.0, float(total)) if isinstance(total, int | float) else 0.0
+
+
+def room(ctx: Context) -> float:
+    """Seconds left under the whole-card quota (setting vm_quota_minutes)."""
+    return max(0.0, int(ctx.setting("vm_quota_minutes")) * 60.0 - used(ctx))
 
 
 def recording(box: str, msg_id: str) -> str:
@@ -75,6 +89,7 @@ def mwi(ctx: Context, box: str) -> None:
 
 def keep(ctx: Context, box: str, msg_id: str, meta: Mapping[str, Any]) -> None:
     ctx.set_message(box, msg_id, meta)
+    ctx.state_set(TOTAL, round(used(ctx) + float(meta.get("duration") or 0), 2))
     mwi(ctx, box)
 
 
@@ -86,7 +101,11 @@ def move(ctx: Context, box: str, msg_id: str, folder: str) -> None:
 
 
 def forget(ctx: Context, box: str, msg_id: str) -> None:
+    meta = dict(ctx.messages(box)).get(msg_id)
     ctx.set_message(box, msg_id, None)
+    if meta is not None:
+        left = used(ctx) - float(meta.get("duration") or 0)
+        ctx.state_set(TOTAL, round(max(0.0, left), 2))
     mwi(ctx, box)
 
 

@@ -221,6 +221,44 @@ def test_a_full_box_is_announced_and_nothing_recorded(office: Office) -> None:
     assert call.state == "ended" and len(_box(office, "100")) == 2
 
 
+def _quota(office: Office, seconds: float) -> None:
+    """Pretend the boxes together already hold `seconds` of messages."""
+    host = office.engine.features
+    host.state_set(voicemail.FEATURE, mb.TOTAL, seconds)
+
+
+def test_the_card_quota_is_counted_announced_and_stops_a_message(office: Office) -> None:
+    office.reload("pbx_settings", [*SETTINGS, "vm_quota_minutes:1"])
+    a = office.phone("102")
+    _leave(office, a.call("*96100"), seconds=2.0)
+    ((_first, meta),) = _box(office, "100")
+    ctx = office.engine.features.context(voicemail.FEATURE)
+    assert mb.used(ctx) == pytest.approx(meta["duration"])
+    _quota(office, 57.0)  # 3 s left: the next message stops there
+    call = a.call("*96101")
+    office.advance(5)
+    _talk(office, call, 5.0)
+    office.advance(2)
+    ((_id, capped),) = _box(office, "101")
+    assert 2.0 <= capped["duration"] <= 3.2
+    assert call.state == "ended"
+    assert mb.room(ctx) <= 0.5
+    PLAYED.clear()
+    call = a.call("*96100")  # the card is full: announced, nothing recorded
+    office.advance(3)
+    assert PLAYED == ["vm-mailbox-full", "goodbye"] and len(_box(office, "100")) == 1
+    # deleting gives the room back
+    listen = _listen(office, "101", "*97", "4711")
+    listen.keys("1")
+    office.advance(1)
+    listen.keys("7")
+    office.advance(2)
+    assert _box(office, "101") == [] and mb.room(ctx) >= 2.0
+    listen.hang_up()
+    office.advance(6)
+    assert office.left_behind() == []
+
+
 def test_mwi_on_every_change_and_on_register(office: Office) -> None:
     owner = office.phone("101")
     assert _notifies(office, "101") == [summary(0, 0, "sip:101@pbx.local").decode()]
