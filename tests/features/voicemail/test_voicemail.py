@@ -221,6 +221,24 @@ def test_a_full_box_is_announced_and_nothing_recorded(office: Office) -> None:
     assert call.state == "ended" and len(_box(office, "100")) == 2
 
 
+def test_zero_goes_to_the_operator_keeping_what_was_said(office: Office) -> None:
+    office.reload("pbx_settings", [*SETTINGS, "operator:102"])
+    operator = office.phone("102", mode="ring")
+    call = office.phone("101").call("*96100")
+    office.advance(5)  # greeting and tone: recording
+    _talk(office, call, 1.5)
+    call.keys("0")
+    office.advance(1)
+    assert len(operator.incoming) == 1  # the caller is put through
+    assert len(_box(office, "100")) == 1  # and the message kept
+    operator.pick_up()
+    office.advance(1)
+    assert office.engine.features.running_apps == 0  # bridged: the app is done
+    call.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
+
+
 def _quota(office: Office, seconds: float) -> None:
     """Pretend the boxes together already hold `seconds` of messages."""
     host = office.engine.features
