@@ -39,6 +39,7 @@ from pbx_core.features.api import (
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
+from pbx_core.pbx.mailboxes import Mailboxes
 from pbx_core.pbx.security import Action, SecurityPolicy
 from pbx_core.store.errors import StoreError
 
@@ -60,11 +61,6 @@ RECORDING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # never a path
 MAX_STATE_KEY = 128
 MAX_STATE_VALUE = 4096
 MAX_STATE_KEYS = 1000
-# The voicemail index (ctx.messages / set_message): a mailbox's and a message id's
-# name, messages per mailbox (the judge bounds vm_max_messages to this).
-MAX_MAILBOX_NAME = 64
-MAILBOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-MAX_MESSAGES = 10_000
 _UNREAD = object()  # a toggle not yet read from the state LMDB
 
 
@@ -241,7 +237,7 @@ class FeatureHost:
         self._pending: dict[tuple[str, str], Any] = {}
         self._state: dict[str, dict[str, Any]] = {}  # feature -> its namespace, read once
         self._pending_state: dict[tuple[str, str], Any] = {}
-        self._mail: dict[str, dict[str, dict[str, Any]]] = {}  # mailbox -> id -> meta
+        self.mail = Mailboxes(state, self._queue_mail)  # the voicemail index
         self._pending_mail: dict[tuple[str, str], Any] = {}
         self._apps: dict[str, asyncio.Task[None]] = {}
         self._sessions: dict[str, LocalSession] = {}
@@ -440,63 +436,20 @@ class FeatureHost:
                 state.set_feature_state(feature, key, value)
             except (StoreError, ValueError) as exc:
                 log.error("state %s of feature %s not saved: %s", key, feature, exc)  # noqa: TRY400  # one line says it
-        for (mailbox, msg_id), meta in pending_mail.items():
-            try:
-                if meta is None:
-                    state.delete_voicemail(mailbox, msg_id)
-                else:
-                    state.add_voicemail(mailbox, msg_id, meta)
-            except (StoreError, ValueError) as exc:
-                log.error("message %s of box %s not saved: %s", msg_id, mailbox, exc)  # noqa: TRY400  # one line says it
+        Mailboxes.write(state, pending_mail)
 
     def _queued(self) -> bool:
         """Whether the writer has work queued already (call with the write lock)."""
         return bool(self._pending or self._pending_state or self._pending_mail)
 
     # ------------------------------------------------------------------ voicemail index
-    def _box(self, mailbox: str) -> dict[str, dict[str, Any]]:
-        if not MAILBOX_NAME.fullmatch(mailbox):
-            raise ValueError(f"mailbox {mailbox!r}: 1-{MAX_MAILBOX_NAME} letters/digits/._-")
-        box = self._mail.get(mailbox)
-        if box is None:
-            box = {}
-            if self.state is not None:
-                try:
-                    found = self.state.voicemails(mailbox)
-                except StoreError as exc:
-                    log.warning("mailbox %s unreadable: %s", mailbox, exc)
-                    found = []
-                box = {k: v for k, v in found[:MAX_MESSAGES] if isinstance(v, dict)}
-            self._mail[mailbox] = box
-        return box
-
     def messages(self, mailbox: str) -> tuple[tuple[str, Mapping[str, Any]], ...]:
-        """A mailbox's messages in id order (RAM, read from the state LMDB once)."""
-        box = self._box(mailbox)
-        return tuple((k, dict(box[k])) for k in sorted(box))
+        return self.mail.messages(mailbox)
 
     def set_message(self, mailbox: str, msg_id: str, meta: Mapping[str, Any] | None) -> None:
-        """Keep (None: delete) a message's metadata: in RAM at once, written to the
-        state LMDB's voicemail database by the writer thread."""
-        box = self._box(mailbox)
-        if not MAILBOX_NAME.fullmatch(msg_id):
-            raise ValueError(f"message id {msg_id!r}: 1-{MAX_MAILBOX_NAME} letters/digits/._-")
-        value: dict[str, Any] | None = None
-        if meta is not None:
-            try:
-                packed = msgpack.packb(dict(meta), use_bin_type=True)
-                value = msgpack.unpackb(packed, raw=False)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise ValueError(f"message {msg_id!r} is not msgpack-able: {exc}") from None
-            if len(packed) > MAX_STATE_VALUE:
-                raise ValueError(f"message {msg_id!r}: metadata over {MAX_STATE_VALUE} bytes")
-            if msg_id not in box and len(box) >= MAX_MESSAGES:
-                raise ValueError(f"mailbox {mailbox}: at most {MAX_MESSAGES} messages")
-            box[msg_id] = value
-        else:
-            box.pop(msg_id, None)
-        if self.state is None:
-            return
+        self.mail.set_message(mailbox, msg_id, meta)
+
+    def _queue_mail(self, mailbox: str, msg_id: str, value: Any) -> None:
         with self._write_lock:
             queued = self._queued()
             self._pending_mail[(mailbox, msg_id)] = value

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pbx_core.features.api import Feature
-from pbx_core.pbx import features as host_module
+from pbx_core.pbx import mailboxes as host_module
 from pbx_core.pbx.features import Facts, FeatureHost
 from pbx_core.pbx.mwi import MAX_MWI_CONTACTS, notify, summary
 from pbx_core.pbx.registrar import Binding
