@@ -78,8 +78,10 @@ PROMPTS: dict[str, str] = {
     "vm-record-greeting": "Record your greeting after the tone, then press pound.",
     "vm-greeting-saved": "Your greeting has been saved.",
     "vm-greeting-menu": (
-        "To record your unavailable greeting, press one. For your busy greeting, press two."
+        "To record your unavailable greeting, press one. For your busy greeting, press two. "
+        "To record your name, press three. For a temporary greeting, press four."
     ),
+    "vm-greeting-removed": "Your greeting has been removed.",
     "vm-mailbox-full": "The mailbox is full. No message can be left.",
     "vm-message-from": "Message from",
     "vm-unknown-caller": "an unknown caller",

@@ -29,18 +29,7 @@ def leave(ctx: Context, call: CallInfo, box: str, kind: str) -> App:
             await session.play("vm-mailbox-full", "goodbye")
             session.hangup()
             return
-        own = mb.greeting(box, kind)
-        if ctx.state_get(f"greeting:{own}"):
-            key = await session.play(f"rec:{own}", interruptible=True)
-        else:
-            why = "vm-busy" if kind == "busy" else "vm-unavailable"
-            key = await session.play(
-                "vm-extension",
-                *mb.digit_prompts(box),
-                why,
-                "vm-leave-message",
-                interruptible=True,
-            )
+        key = await session.play(*greeting(ctx, box, kind), interruptible=True)
         operator = str(ctx.setting("operator") or "")
         if key == "0" and operator:
             await session.transfer(operator)
@@ -85,6 +74,20 @@ def leave(ctx: Context, call: CallInfo, box: str, kind: str) -> App:
         session.hangup()
 
     return app
+
+
+def greeting(ctx: Context, box: str, kind: str) -> list[str]:
+    """What a caller hears first: the owner's temporary greeting, else the one for
+    `kind` (unavail, busy), else the built-in prompts with the owner's recorded name
+    or the extension number."""
+    for recorded in ("temp", kind):
+        own = mb.greeting(box, recorded)
+        if mb.has_greeting(ctx, own):
+            return [f"rec:{own}"]
+    name = mb.greeting(box, "name")
+    who = [f"rec:{name}"] if mb.has_greeting(ctx, name) else mb.digit_prompts(box)
+    why = "vm-busy" if kind == "busy" else "vm-unavailable"
+    return ["vm-extension", *who, why, "vm-leave-message"]
 
 
 async def _login(session: Session, ctx: Context, box: str, key: str) -> bool:
@@ -220,11 +223,13 @@ def envelope(ctx: Context, meta: Mapping[str, Any]) -> list[str]:
 
 
 async def _greetings(session: Session, ctx: Context, box: str) -> None:
-    """0 in the menu: 1 records the unavailable greeting, 2 the busy one."""
+    """0 in the menu: 1 records the unavailable greeting, 2 the busy one, 3 the
+    name, 4 the temporary one (played for every call while it exists). A recording
+    shorter than vm_min_seconds (# at once) removes that greeting."""
     choice = await session.play("vm-greeting-menu", interruptible=True)
     if choice is None:
         choice = await session.collect(1, 5.0, 1.0, "")
-    kinds = {"1": "unavail", "2": "busy"}
+    kinds = dict(zip("1234", mb.GREETINGS, strict=True))
     if choice not in kinds:
         return
     name = mb.greeting(box, kinds[choice])
@@ -234,8 +239,10 @@ async def _greetings(session: Session, ctx: Context, box: str) -> None:
         return
     if got.seconds < float(ctx.setting("vm_min_seconds")):
         session.delete_recording(name)
-        ctx.state_set(f"greeting:{name}", None)
+        mb.set_greeting(ctx, name, False)
+        if not session.hung_up:
+            await session.play("vm-greeting-removed")
         return
-    ctx.state_set(f"greeting:{name}", True)
+    mb.set_greeting(ctx, name, True)
     if not session.hung_up:
         await session.play("vm-greeting-saved")

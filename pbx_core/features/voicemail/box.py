@@ -11,7 +11,7 @@ from pbx_core.features.api import Context
 
 NEW, OLD = "new", "old"
 MAX_PIN = 12  # digits of a mailbox PIN
-GREETINGS = ("unavail", "busy")
+GREETINGS = ("unavail", "busy", "name", "temp")  # keys 1-4 of the greetings menu
 # Seconds of messages kept in every box together (the whole-card quota), in the
 # feature's state namespace: added when a message is kept, taken off when deleted.
 TOTAL = "total_seconds"
@@ -63,6 +63,15 @@ def recording(box: str, msg_id: str) -> str:
 
 def greeting(box: str, kind: str) -> str:
     return f"greet-{box}-{kind}"
+
+
+def has_greeting(ctx: Context, name: str) -> bool:
+    """Whether the owner recorded greeting `name` (kept in the feature's state)."""
+    return bool(ctx.state_get(f"greeting:{name}"))
+
+
+def set_greeting(ctx: Context, name: str, recorded: bool) -> None:
+    ctx.state_set(f"greeting:{name}", True if recorded else None)
 
 
 def reserve(ctx: Context, box: str) -> str:

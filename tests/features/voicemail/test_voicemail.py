@@ -408,6 +408,47 @@ def test_the_owner_records_a_greeting_callers_hear(office: Office) -> None:
     assert office.left_behind() == []
 
 
+def _record_greeting(office: Office, key: str, seconds: float) -> None:
+    call = _listen(office, "100", "*97", None)
+    call.keys("0")
+    office.advance(1)
+    call.keys(key)
+    office.advance(2)
+    if seconds:
+        _talk(office, call, seconds)
+    call.keys("#")
+    office.advance(2)
+    call.hang_up()
+    office.advance(6)
+
+
+def test_the_name_and_the_temporary_greeting(office: Office) -> None:
+    _record_greeting(office, "3", 1.5)  # the name: said instead of the number
+    PLAYED.clear()
+    call = office.phone("102").call("*96100")
+    office.advance(1)
+    assert PLAYED[:2] == ["vm-extension", "rec:greet-100-name"]
+    call.hang_up()
+    office.advance(6)
+    _record_greeting(office, "4", 1.5)  # temporary: for every call while it exists
+    PLAYED.clear()
+    call = office.phone("102").call("*96100")
+    office.advance(1)
+    assert PLAYED[0] == "rec:greet-100-temp"
+    call.hang_up()
+    office.advance(6)
+    _record_greeting(office, "4", 0)  # nothing said: the temporary greeting goes
+    assert "vm-greeting-removed" in PLAYED
+    assert not _wav(office, "greet-100-temp").exists()
+    PLAYED.clear()
+    call = office.phone("102").call("*96100")
+    office.advance(1)
+    assert PLAYED[:2] == ["vm-extension", "rec:greet-100-name"]
+    call.hang_up()
+    office.advance(6)
+    assert office.left_behind() == []
+
+
 @pytest.mark.fuzz
 @fuzz_settings(200)
 @given(new=st.integers(-10, 10**7), old=st.integers(-10, 10**7))
