@@ -9,6 +9,8 @@ See README.md."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pbx_core.features.api import (
     Answer,
     CallInfo,
@@ -74,6 +76,13 @@ class Voicemail(Feature):
     def registered(self, ctx: Context, extension: str) -> None:
         if mb.has_box(ctx, extension):
             mb.mwi(ctx, extension)
+
+    def status(self, ctx: Context) -> dict[str, Any]:
+        """`pbx status`: how much of the card's quota the messages use."""
+        return {
+            "used_seconds": round(mb.used(ctx), 1),
+            "quota_seconds": int(ctx.setting("vm_quota_minutes")) * 60,
+        }
 
 
 FEATURE = Voicemail(

@@ -252,6 +252,8 @@ def test_the_card_quota_is_counted_announced_and_stops_a_message(office: Office)
     ((_first, meta),) = _box(office, "100")
     ctx = office.engine.features.context(voicemail.FEATURE)
     assert mb.used(ctx) == pytest.approx(meta["duration"])
+    status = office.engine.status()["features"]["voicemail"]
+    assert status == {"used_seconds": round(meta["duration"], 1), "quota_seconds": 60}
     _quota(office, 57.0)  # 3 s left: the next message stops there
     call = a.call("*96101")
     office.advance(5)
