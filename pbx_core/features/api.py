@@ -22,6 +22,8 @@ applies the first answer that is not None:
 - `transfer(ctx, call, extension, number)`: an extension transfers a call (REFER).
   `Reject` refuses it.
 - `call_ended(ctx, record)`: a call ended (nothing to answer).
+- `registered(ctx, extension)`: a phone of the extension registered anew (nothing
+  to answer; voicemail sends it the message-waiting state).
 - `outgoing(ctx, call, extension)`: extension `extension` places a call (a new
   INVITE from its phone), asked after the emergency routes and before the feature
   codes. `Redirect(number)` (a hotline), `Answer(app)` (a warm line's dial tone),
@@ -492,6 +494,25 @@ class Context(Protocol):
         `extension`'s own row, else the row for everyone; None when neither."""
         ...
 
+    def messages(self, mailbox: str) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+        """The voicemail index of `mailbox` (the state LMDB's `voicemail` database):
+        (message id, metadata) pairs in id order. ValueError for a bad mailbox name
+        (1-64 letters, digits, `.`, `_`, `-`)."""
+        ...
+
+    def set_message(self, mailbox: str, msg_id: str, meta: Mapping[str, Any] | None) -> None:
+        """Keep a message's metadata (msgpack-able, at most 4096 bytes; None deletes
+        it) in `mailbox`'s index: in force at once, written to flash off the event
+        loop, back after a restart. ValueError (nothing kept) for a bad name, too
+        big a value, or more than the host's MAX_MESSAGES (10000) in one box."""
+        ...
+
+    def notify_mwi(self, extension: str, new: int, old: int) -> int:
+        """Message waiting (RFC 3842): the core sends an unsolicited
+        `message-summary` NOTIFY with these counts to each registered contact of
+        `extension` (fire and forget); how many were sent."""
+        ...
+
 
 # ------------------------------------------------------------------ the feature
 
@@ -543,6 +564,12 @@ class Feature:
 
     def call_ended(self, ctx: Context, record: Mapping[str, Any]) -> None:
         return None
+
+    def registered(self, ctx: Context, extension: str) -> None:
+        """A phone of `extension` registered anew (a binding the registrar did not
+        have: a phone that booted, or the PBX restarted): e.g. tell it its message
+        waiting state. Nothing to answer."""
+        return
 
     def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
         """Whether `value` may be given to toggle `name` from outside a call (the

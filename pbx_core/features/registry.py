@@ -8,7 +8,9 @@ Order matters where two features answer the same hook: do-not-disturb refuses a 
 before call waiting looks at it, and both before call forwarding's forward-all.
 Call blocking comes first (a blocked caller is refused before anything else, and
 gets no forward on busy); the last-caller memory (*69) comes last, so its
-`before_ring` is asked only for calls that really ring the extension.
+`before_ring` is asked only for calls that really ring the extension. Voicemail
+comes after call forwarding: its `unanswered` answers (the PBX takes a message) only
+when no forward on busy / no answer took the call.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pbx_core.features import (
     speeddial,
     timecond,
     transfer,
+    voicemail,
 )
 from pbx_core.features.api import Feature
 
@@ -54,5 +57,6 @@ FEATURES: tuple[Feature, ...] = (
     barge.FEATURE,
     speeddial.FEATURE,
     hotline.FEATURE,
+    voicemail.FEATURE,  # its unanswered after forward's: a forward on busy wins
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )

@@ -61,10 +61,14 @@ PROMPTS: dict[str, str] = {
     "vm-enter-mailbox": "Please enter your mailbox number, followed by pound.",
     "vm-enter-password": "Please enter your password, followed by pound.",
     "vm-login-incorrect": "Login incorrect.",
-    "vm-main-menu": "To listen to your messages, press one. To record your greeting, press zero.",
+    "vm-main-menu": (
+        "To listen to your messages, press one. To record your greeting, press zero. "
+        "To hang up, press pound."
+    ),
     "vm-message-menu": (
-        "To replay this message, press one. To delete it, press seven. "
-        "To save it, press nine. For the next message, press six."
+        "To replay this message, press five. To delete it, press seven. "
+        "To save it, press nine. For the next message, press six; for the previous one, "
+        "four. For who called and when, press three. Pound goes back to the menu."
     ),
     "vm-first-message": "First message.",
     "vm-next-message": "Next message.",
@@ -73,6 +77,18 @@ PROMPTS: dict[str, str] = {
     "vm-message-saved": "Message saved.",
     "vm-record-greeting": "Record your greeting after the tone, then press pound.",
     "vm-greeting-saved": "Your greeting has been saved.",
+    "vm-greeting-menu": (
+        "To record your unavailable greeting, press one. For your busy greeting, press two. "
+        "To record your name, press three. For a temporary greeting, press four."
+    ),
+    "vm-greeting-removed": "Your greeting has been removed.",
+    "vm-mailbox-full": "The mailbox is full. No message can be left.",
+    "vm-message-from": "Message from",
+    "vm-unknown-caller": "an unknown caller",
+    "vm-received-on": "received on the",
+    "vm-at": "at",
+    "vm-length": "Length",
+    "vm-seconds": "seconds.",
     # menus and general
     "welcome": "Welcome.",
     "goodbye": "Goodbye.",

@@ -29,6 +29,7 @@ from pbx_core.pbx.call_state import ALLOW, KNOWN_METHODS
 from pbx_core.pbx.calls import Call, CallManager
 from pbx_core.pbx.cdr import CdrQueue, CdrWriter
 from pbx_core.pbx.features import Facts, FeatureHost
+from pbx_core.pbx.mwi import notify
 from pbx_core.pbx.nat import NatPolicy
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.routing import Router
@@ -123,6 +124,7 @@ class Engine:
                 failed_auth=self._feature_failed_auth,
                 banned=lambda key: self.security.banned(key, self.loop.time()),
                 speed_dial=self._speed_dial,
+                notify_mwi=self._notify_mwi,
             ),
             state,
             self.loop,
@@ -485,6 +487,7 @@ class Engine:
         if unescape(to_uri.user or "") != user.username:
             self.stack.respond(key, self._error(req, SipError("may only register yourself", 403)))
             return
+        known = {(str(b.uri), b.call_id) for b in self.registrar.lookup(user.aor, now)}
         try:
             resp = self.registrar.register(req, user.aor, source, now, user.settings.max_contacts)
         except ReplyError as ans:
@@ -492,6 +495,12 @@ class Engine:
         except SipError as exc:
             resp = self._error(req, exc)
         self.stack.respond(key, resp)
+        live = self.registrar.lookup(user.aor, now)
+        fresh = any((str(b.uri), b.call_id) not in known for b in live)
+        if resp.status == 200 and fresh and user.domain == self.domain:
+            # A phone registered anew (booted): the features tell it what it missed
+            # (voicemail's lamp), after the 200.
+            self.loop.call_soon(self.features.registered, user.username)
 
     # ------------------------------------------------------------------ INVITE
     def _invite(self, req: Request, source: Address, key: AnyServerKey) -> None:
@@ -530,6 +539,12 @@ class Engine:
             since = call.answered_at if call.answered_at is not None else call.started
             out.append(Talking(call.id, number, shown, since))
         return tuple(out)
+
+    def _notify_mwi(self, extension: str, new: int, old: int) -> int:
+        """The features' `Context.notify_mwi`: message-summary to each registered
+        contact of `extension` (mwi.py)."""
+        bindings = self.registrar.lookup(f"{extension}@{self.domain}", self.loop.time())
+        return notify(self.stack, bindings, extension, self.domain, new, old)
 
     def _ringing(self) -> tuple[Ringing, ...]:
         """The calls ringing our extensions (the features' `Context.ringing`)."""

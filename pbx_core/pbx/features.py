@@ -40,6 +40,7 @@ from pbx_core.features.api import (
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
+from pbx_core.pbx.mailboxes import Mailboxes
 from pbx_core.pbx.security import Action, SecurityPolicy
 from pbx_core.store.errors import StoreError
 
@@ -89,6 +90,7 @@ class Facts:
         failed_auth: Callable[[str], bool] | None = None,
         banned: Callable[[str], bool] | None = None,
         speed_dial: Callable[[str, str], str | None] = lambda _ext, _code: None,
+        notify_mwi: Callable[[str, int, int], int] = lambda _ext, _new, _old: 0,
     ) -> None:
         self.now = now
         self.wall = wall  # Unix time (tests move it with their clock)
@@ -103,6 +105,7 @@ class Facts:
         self.ringing = ringing  # the calls ringing extensions now (pickup)
         self.talking = talking  # extensions in answered calls now (barge)
         self.speed_dial = speed_dial  # pbx_speed_dial: (extension, code) -> number
+        self.notify_mwi = notify_mwi  # message-summary NOTIFYs to a registered extension
         # Failed authentications counted by the security policy (engine.py); without
         # an engine (tests of the host alone) a policy of the host's own, in RAM.
         if failed_auth is None or banned is None:
@@ -137,6 +140,7 @@ class HostContext:
         self.ringing = facts.ringing
         self.talking = facts.talking
         self.speed_dial = facts.speed_dial
+        self.notify_mwi = facts.notify_mwi
 
     def toggle(self, extension: str, name: str) -> Any:
         return self._host.toggle(self._feature, extension, name)
@@ -169,6 +173,12 @@ class HostContext:
 
     def banned(self, key: str) -> bool:
         return self._host.facts.banned(key)
+
+    def messages(self, mailbox: str) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+        return self._host.messages(mailbox)
+
+    def set_message(self, mailbox: str, msg_id: str, meta: Mapping[str, Any] | None) -> None:
+        self._host.set_message(mailbox, msg_id, meta)
 
 
 class FeatureHost:
@@ -231,6 +241,8 @@ class FeatureHost:
         self._pending: dict[tuple[str, str], Any] = {}
         self._state: dict[str, dict[str, Any]] = {}  # feature -> its namespace, read once
         self._pending_state: dict[tuple[str, str], Any] = {}
+        self.mail = Mailboxes(state, self._queue_mail)  # the voicemail index
+        self._pending_mail: dict[tuple[str, str], Any] = {}
         self._apps: dict[str, asyncio.Task[None]] = {}
         self._sessions: dict[str, LocalSession] = {}
         # The daemon's task group owns the applications (app.py sets it); without one
@@ -287,6 +299,14 @@ class FeatureHost:
 
     def unanswered(self, call: CallInfo, extension: str, why: Why) -> Decision | None:
         return self._first("unanswered", lambda f, ctx: f.unanswered(ctx, call, extension, why))
+
+    def registered(self, extension: str) -> None:
+        """A phone of `extension` registered anew: every feature hears it."""
+        for f in self.features:
+            try:
+                f.registered(self._contexts[f.name], extension)
+            except Exception as exc:  # noqa: BLE001  # one feature's bug ends no other
+                self._failed(f, "registered", exc)
 
     def transfer(self, call: CallInfo, extension: str, number: str) -> Decision | None:
         return self._first("transfer", lambda f, ctx: f.transfer(ctx, call, extension, number))
@@ -395,7 +415,7 @@ class FeatureHost:
         if self.state is None:
             return
         with self._write_lock:
-            queued = bool(self._pending or self._pending_state)
+            queued = self._queued()
             self._pending[(self._aor(extension), name)] = value
         if not queued:
             self._writer.submit(self._write)
@@ -406,6 +426,7 @@ class FeatureHost:
         with self._write_lock:
             pending, self._pending = self._pending, {}
             pending_state, self._pending_state = self._pending_state, {}
+            pending_mail, self._pending_mail = self._pending_mail, {}
         state = self.state
         if state is None:
             return
@@ -419,6 +440,25 @@ class FeatureHost:
                 state.set_feature_state(feature, key, value)
             except (StoreError, ValueError) as exc:
                 log.error("state %s of feature %s not saved: %s", key, feature, exc)  # noqa: TRY400  # one line says it
+        Mailboxes.write(state, pending_mail)
+
+    def _queued(self) -> bool:
+        """Whether the writer has work queued already (call with the write lock)."""
+        return bool(self._pending or self._pending_state or self._pending_mail)
+
+    # ------------------------------------------------------------------ voicemail index
+    def messages(self, mailbox: str) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+        return self.mail.messages(mailbox)
+
+    def set_message(self, mailbox: str, msg_id: str, meta: Mapping[str, Any] | None) -> None:
+        self.mail.set_message(mailbox, msg_id, meta)
+
+    def _queue_mail(self, mailbox: str, msg_id: str, value: Any) -> None:
+        with self._write_lock:
+            queued = self._queued()
+            self._pending_mail[(mailbox, msg_id)] = value
+        if not queued:
+            self._writer.submit(self._write)
 
     # ------------------------------------------------------------------ feature state
     def _namespace(self, feature: Feature) -> dict[str, Any]:
@@ -469,7 +509,7 @@ class FeatureHost:
         if self.state is None:
             return
         with self._write_lock:
-            queued = bool(self._pending or self._pending_state)
+            queued = self._queued()
             self._pending_state[(feature.name, key)] = value
         if not queued:
             self._writer.submit(self._write)
@@ -767,6 +807,7 @@ class LocalSession:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._leg.record(
                 path,
+                "ulaw",  # G.711: 8 000 bytes a second on the card, half of 16-bit PCM
                 max_seconds=max_seconds,
                 on_done=finished,
                 silence_seconds=silence_seconds,

@@ -357,12 +357,12 @@ PBX_EXTENSION = TableSchema(
         _s("domain", "the subscriber's domain; NULL = setting `domain`", null=True),
         _s("display_name", "caller ID name shown to other phones", null=True),
         _i("enabled", "0 = calls to and from it are refused", default=1, **BOOL),
-        _i("voicemail", "1 = has a mailbox", default=0, future="voicemail", **BOOL),
+        _i("voicemail", "1 = has a mailbox (features/voicemail)", default=0, **BOOL),
         _s(
             "vm_pin",
-            "mailbox PIN (digits); NULL = the phone's own auth is enough",
+            "mailbox PIN (digits): asked by *98, and by *97 from the own phone; NULL = "
+            "the own phone's SIP login is enough (*97) and *98 cannot open the box",
             null=True,
-            future="voicemail",
         ),
         _i("ring_timeout", "seconds to ring before no-answer handling", default=20, lo=5, hi=300),
         _i(
@@ -775,10 +775,19 @@ SETTINGS: Mapping[str, Setting] = {
             check=_zone_problem,
         ),
         Setting(
-            "operator", str, "", "extension reached by 0 in voicemail and IVR", future="voicemail"
+            "operator",
+            str,
+            "",
+            "number reached by 0 in voicemail (before or while leaving a message) and IVR; "
+            "empty = 0 does nothing",
         ),
-        Setting("vm_max_seconds", int, 180, "longest voicemail message", future="voicemail"),
-        Setting("vm_max_messages", int, 100, "messages per mailbox", future="voicemail"),
+        Setting("vm_max_seconds", int, 180, "longest voicemail message (seconds)"),
+        Setting(
+            "vm_max_messages",
+            int,
+            100,
+            "messages per mailbox: a full box is announced to the caller, nothing recorded",
+        ),
         Setting("reg_min_expires", int, 60, "shortest registration accepted"),
         Setting("reg_max_expires", int, 3600, "longest registration granted"),
         Setting("rtp_timeout", int, 60, "seconds without RTP before a call is ended"),

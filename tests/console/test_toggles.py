@@ -99,7 +99,8 @@ def test_set_on_the_daemon_shows_on_the_console(
         ("set toggles[101].forward.forward_all=on", "a number"),
         ("set toggles[101].forward.forward_all=12ab", "not a number"),
         ("set toggles[101].dnd.nothing=on", "keeps no toggle"),
-        ("set toggles[101].voicemail.x=on", "no feature"),
+        ("set toggles[101].ivr.x=on", "no feature"),
+        ("set toggles[101].voicemail.x=on", "keeps no toggle"),
         ("set toggles[999].dnd.dnd=on", "no extension"),
         ("set toggles[101]dnd=on", "bad toggle path"),
         ("get toggles[101].dnd.nothing", "no toggle"),
@@ -207,7 +208,9 @@ def test_any_toggle_request_is_kept_or_refused_with_a_reason(
             assert after == initial[name]
         else:
             assert after == value
-        if name in ("dnd.dnd", "callwaiting.call_waiting", "blocking.block_anonymous"):
+        on_off = ("dnd.dnd", "callwaiting.call_waiting", "blocking.block_anonymous")
+        on_off += ("intercom.intercom", "followme.followme")
+        if name in on_off:
             assert after is None or isinstance(after, bool)
         else:
             assert after in (None, False) or (isinstance(after, str) and after.isdigit())

@@ -26,10 +26,10 @@ RESULTS: list[Recorded | str] = []
 
 @dataclass(frozen=True)
 class Memo(Feature):
-    """*98NAME records NAME (then plays it back); *97 asks for a bad name."""
+    """*58NAME records NAME (then plays it back); *58 alone asks for a bad name."""
 
     def dial(self, ctx: Context, dial: Dial) -> Decision | None:
-        if dial.code == "*96":
+        if dial.code == "*56":
             return Answer(_stubborn, "stubborn")
         name = dial.arg or "../escape"
 
@@ -54,7 +54,7 @@ async def _stubborn(session: Session) -> None:
 @pytest.fixture
 def office(tmp_path: Path) -> Iterator[Office]:
     RESULTS.clear()
-    memo = Memo(name="memo", codes={"*98": "memo", "*96": "an app that ignores hang-ups"})
+    memo = Memo(name="memo", codes={"*58": "memo", "*56": "an app that ignores hang-ups"})
     yield from offices(tmp_path, features=(*FEATURES, memo))
 
 
@@ -81,7 +81,7 @@ def _file(office: Office, name: str) -> Path:
 
 def test_record_ends_at_the_key_and_plays_back(office: Office) -> None:
     a = office.phone("100")
-    call = a.call("*98greeting")
+    call = a.call("*58greeting")
     assert call.status == 200
     _talk(office, call, 50)  # a second of speech
     call.keys("#")
@@ -99,7 +99,7 @@ def test_record_ends_at_the_key_and_plays_back(office: Office) -> None:
 
 def test_record_ends_on_silence_after_speech(office: Office) -> None:
     a = office.phone("100")
-    call = a.call("*98quiet")
+    call = a.call("*58quiet")
     _talk(office, call, 40)
     _talk(office, call, 80, loud=False)  # 1.6 s of silence: it ends after 1 s of it
     office.advance(0.5)
@@ -112,7 +112,7 @@ def test_record_ends_on_silence_after_speech(office: Office) -> None:
 
 def test_hanging_up_keeps_what_was_said(office: Office) -> None:
     a = office.phone("100")
-    call = a.call("*98message")
+    call = a.call("*58message")
     _talk(office, call, 30)
     call.hang_up()
     office.advance(2)  # the application finishes within its grace
@@ -125,7 +125,7 @@ def test_hanging_up_keeps_what_was_said(office: Office) -> None:
 
 def test_a_name_that_could_leave_the_directory_is_refused(office: Office) -> None:
     a = office.phone("100")
-    call = a.call("*98")  # the app asks for ../escape
+    call = a.call("*58")  # the app asks for ../escape
     office.advance(1)
     got = RESULTS[0]
     assert isinstance(got, Recorded) and got.reason == "error"
@@ -138,7 +138,7 @@ def test_an_application_that_ignores_the_hang_up_is_cancelled_after_its_grace(
     office: Office,
 ) -> None:
     a = office.phone("100")
-    call = a.call("*96")
+    call = a.call("*56")
     assert call.status == 200
     call.hang_up()
     office.advance(APP_GRACE - 1)
@@ -168,7 +168,7 @@ Max-Forwards: 70""",
 def test_a_key_press_in_sip_info_ends_a_recording(office: Office) -> None:
     # Phones set to SIP INFO DTMF (Yealink "SIP INFO", Snom "SIP INFO only").
     a = office.phone("100")
-    call = a.call("*98info")
+    call = a.call("*58info")
     _talk(office, call, 30)
     assert _info(office, call, b"hello", "text/plain", 20) == 415  # nothing else is read
     status = _info(office, call, b"Signal=#\r\nDuration=160\r\n", "application/dtmf-relay", 21)

@@ -55,6 +55,8 @@ _SEC = "pbx_core/pbx/security.py"
 _SYS = "pbx_core/console/system.py"
 
 # (table, column) or ("setting", name) -> (file, snippet of the code reading it).
+_VM = "pbx_core/features/voicemail/box.py"
+_VMA = "pbx_core/features/voicemail/apps.py"
 READERS: dict[tuple[str, str], tuple[str, str]] = {
     ("pbx_extension", "display_name"): (_R, "caller.settings.display_name"),
     ("pbx_extension", "enabled"): (_R, "user.settings.enabled"),
@@ -62,6 +64,11 @@ READERS: dict[tuple[str, str], tuple[str, str]] = {
     ("pbx_extension", "call_waiting"): ("pbx_core/features/callwaiting/__init__.py",
                                         'toggles={"call_waiting": "call_waiting"}'),
     ("pbx_extension", "dnd"): ("pbx_core/features/dnd/__init__.py", '"dnd": "dnd"'),
+    ("pbx_extension", "voicemail"): (_VM, 'row.get("voicemail")'),
+    ("pbx_extension", "vm_pin"): (_VM, 'row.get("vm_pin")'),
+    ("setting", "vm_max_messages"): (_VM, 'ctx.setting("vm_max_messages")'),
+    ("setting", "vm_max_seconds"): (_VMA, 'ctx.setting("vm_max_seconds")'),
+    ("setting", "operator"): (_VMA, 'ctx.setting("operator")'),
     ("pbx_extension", "forward_all"): (_F, '"forward_all": "forward_all"'),
     ("pbx_extension", "forward_busy"): (_F, '"forward_busy": "forward_busy"'),
     ("pbx_extension", "forward_noanswer"): (_F, '"forward_noanswer": "forward_noanswer"'),
@@ -321,7 +328,8 @@ def test_a_future_setting_is_refused_unless_default(setting: sch.Setting, text: 
 
 def test_future_settings_are_the_ones_marked() -> None:
     names = {s.name for s in FUTURE_SETTINGS}
-    assert {"language", "operator", "vm_max_seconds", "vm_max_messages"} <= names
+    assert "language" in names
+    assert not {"operator", "vm_max_seconds", "vm_max_messages"} & names  # voicemail built
     assert "sip_port" not in names  # it acts: see the test below
 
 
@@ -352,6 +360,8 @@ def test_a_destination_of_a_type_not_built_is_refused(tmp_path: Path, dest_type:
         "number(string) name(string) members(string) fallback_type(string) fallback(string,null)\n"
         f"600:Everyone:100,101:{dest_type}:{target}\n"
     )
+    if dest_type == "voicemail":  # a voicemail target is an extension with a mailbox
+        (d / "pbx_extension").write_text("username(string) voicemail(int)\n100:1\n")
     errors = check_dir(d).errors
     if dest_type in sch.BUILT_DEST_TYPES:
         assert errors == []
@@ -491,7 +501,8 @@ def test_a_snapshot_without_a_setting_gives_its_default(tmp_path: Path) -> None:
 def test_an_old_snapshot_with_a_future_setting_still_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A generation compiled before `operator` was marked (the old factory set it):
+    """A generation compiled while `language` was not marked future (as `operator` was
+    before voicemail was built):
     the daemon logs the setting and starts; `pbx db check` of the same tables refuses."""
     import dataclasses
 
@@ -500,16 +511,16 @@ def test_an_old_snapshot_with_a_future_setting_still_starts(
 
     d = _factory_copy(tmp_path)
     with (d / "pbx_settings").open("a") as f:
-        f.write("operator:100\n")
-    assert any("operator" in e.message for e in check_dir(d).errors)
+        f.write("language:de\n")
+    assert any("language" in e.message for e in check_dir(d).errors)
     old = dict(sch.SETTINGS)
-    old["operator"] = dataclasses.replace(sch.SETTINGS["operator"], future="")
+    old["language"] = dataclasses.replace(sch.SETTINGS["language"], future="")
     monkeypatch.setattr(sch, "SETTINGS", old)
     compile_dir(d, tmp_path / "s.mdb")  # as the old version did
     monkeypatch.undo()
     with Snapshot(tmp_path / "s.mdb") as snap, caplog.at_level("WARNING"):
-        assert snap.settings["operator"] == "100"
+        assert snap.settings["language"] == "de"
         judge.judge_snapshot(snap, "old")  # no StoreError
         values, _problems = judge.typed_settings(snap.settings)
         assert [p.future for p in judge.settings_problems(values)] == [True]
-    assert "operator" in caplog.text and "not built yet" in caplog.text
+    assert "language" in caplog.text and "not built yet" in caplog.text

@@ -144,9 +144,9 @@ def _factory_copy(tmp_path: Path) -> Path:
         ),
         (
             "pbx_settings",
-            "name(string) value(string,null)\noperator:109\n",
-            "pbx_settings:2:10: setting 'operator' belongs to voicemail, which is not built "
-            "yet: remove it or leave it at its default ''",
+            "name(string) value(string,null)\nlanguage:de\n",
+            "pbx_settings:2:10: setting 'language' belongs to prompt languages, which is not "
+            "built yet: remove it or leave it at its default 'en'",
         ),
         (
             "pbx_settings",
@@ -420,12 +420,12 @@ def test_state_store_grows_when_full(tmp_path: Path) -> None:
         assert len(state.voicemails("100")) == 40
 
 
-@pytest.mark.parametrize(("operator", "errors"), [("100", 1), ("", 0)])
-def test_operator_belongs_to_voicemail_and_is_refused_when_set(
-    tmp_path: Path, operator: str, errors: int
+@pytest.mark.parametrize(("setting", "errors"), [("operator:100", 0), ("language:de", 1)])
+def test_voicemail_settings_are_built_and_language_is_not(
+    tmp_path: Path, setting: str, errors: int
 ) -> None:
     d = _factory_copy(tmp_path)
-    (d / "pbx_settings").write_text(f"name(string) value(string,null)\noperator:{operator}\n")
+    (d / "pbx_settings").write_text(f"name(string) value(string,null)\n{setting}\n")
     report = check_dir(d)
     assert len(report.errors) == errors, report.errors
     assert all("not built yet" in e.message for e in report.errors)

@@ -33,7 +33,7 @@ FEATURE = Recording(
             "minutes of call recordings kept on /data (G.711: 480 000 bytes a minute); "
             "the oldest are removed to make room",
             lo=1,
-            hi=60,
+            hi=30,
         ),
         Setting(
             "record_beep",
