@@ -220,19 +220,7 @@ class MediaEngine:
             phone.te_fmtp,
             phone.ptime,
         )
-        other = self.open_leg(side, address)
-        try:
-            body = neg.callee_offer(
-                stream,
-                other.address,
-                other.port,
-                other.local,
-                self.settings.codecs,
-                self.settings.passthrough,
-            )
-        except Exception:
-            other.close()
-            raise
+        other, body = self._offering_leg(stream, side, address)
         call = AnchoredCall(self, leg, other, None, phone)
         call._answer_body = b""  # the caller's SDP stays as negotiated
         leg._pending_mode = "relay"  # relays once answered; a tone meanwhile is its own
@@ -258,19 +246,11 @@ class MediaEngine:
         self.calls.add(call)
         return call
 
-    def offer_endpoint(self, leg: MediaLeg) -> bytes:
-        """An offer for a re-INVITE without SDP on an endpoint leg (see
-        ``AnchoredCall.offer``)."""
-        return _leg_offer(self, leg)
-
-    def offer_leg(
-        self, caller_offer: bytes, side: str = CALLEE, address: str | None = None
+    def _offering_leg(
+        self, stream: neg.Stream, side: str, address: str | None
     ) -> tuple[MediaLeg, bytes]:
-        """A leg of its own for one callee, and our offer to it built from the caller's
-        offer (as `anchor` makes the callee's): the callee's answer goes to
-        `answer_endpoint`; the leg sends nothing until told (it may later be
-        `join`ed to the caller's). NegotiationError (488/400), PortsExhaustedError."""
-        stream = neg.stream_of(neg.parse_offer(caller_offer))
+        """A new leg and our offer on it for a callee of `stream` (the caller's); the
+        leg is closed again when the offer cannot be made."""
         leg = self.open_leg(side, address)
         try:
             body = neg.callee_offer(
@@ -284,6 +264,22 @@ class MediaEngine:
         except Exception:
             leg.close()
             raise
+        return leg, body
+
+    def offer_endpoint(self, leg: MediaLeg) -> bytes:
+        """An offer for a re-INVITE without SDP on an endpoint leg (see
+        ``AnchoredCall.offer``)."""
+        return _leg_offer(self, leg)
+
+    def offer_leg(
+        self, caller_offer: bytes, side: str = CALLEE, address: str | None = None
+    ) -> tuple[MediaLeg, bytes]:
+        """A leg of its own for one callee, and our offer to it built from the caller's
+        offer (as `anchor` makes the callee's): the callee's answer goes to
+        `answer_endpoint`; the leg sends nothing until told (it may later be
+        `join`ed to the caller's). NegotiationError (488/400), PortsExhaustedError."""
+        stream = neg.stream_of(neg.parse_offer(caller_offer))
+        leg, body = self._offering_leg(stream, side, address)
         leg.mode = "silent"
         leg._pending_mode = "silent"
         leg.pending_offer = body
