@@ -84,7 +84,7 @@ class CallTimers:
         if interval is None or fork.timer_retried or fork.call.state is State.ENDED:
             return False
         fork.timer_retried = True
-        self.manager.resend_invite(
+        self.manager.retries.resend(
             fork, [("Session-Expires", str(interval)), ("Min-SE", str(interval))]
         )
         return True

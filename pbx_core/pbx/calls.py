@@ -47,6 +47,7 @@ from pbx_core.pbx.call_ops import CallOps
 from pbx_core.pbx.call_page import CallPage
 from pbx_core.pbx.call_pickup import CallPickup
 from pbx_core.pbx.call_relay import CallRelay
+from pbx_core.pbx.call_retry import CallRetries
 from pbx_core.pbx.call_state import (
     RELAYED_IN_DIALOG,
     Call,
@@ -114,6 +115,7 @@ class CallManager:
         self.confirm = CallConfirm(self)
         self.barge = CallBarge(self)
         self.paging = CallPage(self)
+        self.retries = CallRetries(self)
         # Set by the engine: an application's call was taken from it (a parked call
         # picked up): its application stops.
         self.app_taken: Callable[[str], None] = lambda _call_id: None
@@ -425,7 +427,7 @@ class CallManager:
         if 200 <= status < 300 and resp is not None:
             self._b_answer(fork, resp)
             return
-        if status in (401, 407) and resp is not None and self._retry_with_auth(fork, resp):
+        if status in (401, 407) and resp is not None and self.retries.with_auth(fork, resp):
             return
         if status == 422 and resp is not None and self.call_timers.retry_422(fork, resp):
             return
@@ -553,42 +555,6 @@ class CallManager:
         ack.headers.insert(0, "Via", str(self.stack.via_for(dest)))
         fork.ack = ack
         self.stack.send(ack, dest)
-
-    def resend_invite(self, fork: Fork, headers: list[tuple[str, str]]) -> None:
-        """The fork's INVITE once more (a new CSeq) with `headers` set: after a 422 or
-        a trunk's challenge."""
-        old = fork.invite
-        new = Request("INVITE", old.uri, old.headers.copy(), old.body)
-        new.headers.remove("via")
-        fork.dialog.local_cseq += 1
-        new.headers.set("CSeq", f"{fork.dialog.local_cseq} INVITE")
-        for name, value in headers:
-            new.headers.set(name, value)
-        fork.invite = new
-        fork.provisional = False
-        self._send_invite(fork)
-
-    def _retry_with_auth(self, fork: Fork, resp: Response) -> bool:
-        """A trunk challenged our INVITE: send it again with credentials (once)."""
-        from pbx_core.sip.digest_client import DigestClient  # noqa: PLC0415  # trunks only
-
-        if (
-            fork.target.credentials is None
-            or fork.auth_tries >= 1
-            or fork.call.state is State.ENDED
-        ):
-            return False
-        header = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
-        client = DigestClient(*fork.target.credentials)
-        if not client.on_challenge(resp.headers.getall(header)):
-            return False
-        fork.auth_tries += 1
-        creds = client.authorization("INVITE", str(fork.invite.uri), tag())
-        if creds is None:
-            return False
-        header = "Authorization" if resp.status == 401 else "Proxy-Authorization"
-        self.resend_invite(fork, [(header, creds)])
-        return True
 
     # ------------------------------------------------------------ A side
     def _a_reply(self, call: Call, status: int, reason: str | None = None) -> Response:
