@@ -53,7 +53,6 @@ from typing import Any, Protocol
 from pbx_core.store.schema import (
     BOOL,
     REQUIRED,
-    Setting,
     Spec,
     TableSchema,
     destination,
@@ -62,6 +61,7 @@ from pbx_core.store.schema import (
     pbx_table,
     text,
 )
+from pbx_core.store.settings import Setting
 from pbx_core.tz import Zone, ZoneError, zone
 
 __all__ = [

@@ -51,7 +51,8 @@ from pbx_core.pbx.nat import NatPolicy
 from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request, Response
 from pbx_core.sip.sdp import Connection
-from pbx_core.store.schema import SETTINGS, Network
+from pbx_core.store.schema import SETTINGS
+from pbx_core.store.settings import Network
 from pbx_core.transport.manager import Address
 
 if TYPE_CHECKING:

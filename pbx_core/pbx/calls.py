@@ -70,7 +70,7 @@ from pbx_core.sip.errors import ParseError
 from pbx_core.sip.events import AnyServerKey, ClientKey
 from pbx_core.sip.message import Request, Response
 from pbx_core.sip.transaction import cancel_for
-from pbx_core.store.schema import Network, parse_networks
+from pbx_core.store.settings import Network, parse_networks
 from pbx_core.transport.manager import Address
 
 __all__ = ["Call", "CallManager", "State", "Target", "name_addr"]

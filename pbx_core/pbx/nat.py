@@ -34,7 +34,8 @@ from pbx_core.media.latch import private
 from pbx_core.memo import Memo
 from pbx_core.sip.message import Request
 from pbx_core.sip.uri import URI
-from pbx_core.store.schema import SETTINGS, Network, parse_networks, split_host_port
+from pbx_core.store.schema import SETTINGS
+from pbx_core.store.settings import Network, parse_networks, split_host_port
 from pbx_core.transport.manager import Address
 
 log = logging.getLogger("pbx.nat")

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from pbx_core.store import schema as sch
+from pbx_core.store.settings import CORE_SETTINGS, Setting
 
 TABLE_NAME = re.compile(r"pbx_[a-z0-9_]{1,48}")
 SETTING_NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
@@ -56,7 +57,7 @@ class Declared:
     """What one feature declared, checked."""
 
     tables: tuple[sch.TableSchema, ...] = ()
-    settings: tuple[sch.Setting, ...] = ()
+    settings: tuple[Setting, ...] = ()
     destination_types: tuple[str, ...] = ()
 
 
@@ -77,7 +78,7 @@ class Declares(Protocol):
     def tables(self) -> tuple[sch.TableSchema, ...]: ...
 
     @property
-    def settings(self) -> tuple[sch.Setting, ...]: ...
+    def settings(self) -> tuple[Setting, ...]: ...
 
     @property
     def destination_types(self) -> tuple[str, ...]: ...
@@ -129,8 +130,8 @@ def _check_table(t: sch.TableSchema, owner: str) -> sch.TableSchema:
     return dataclasses.replace(t, max_rows=rows, owner=owner)
 
 
-def _check_setting(st: sch.Setting, owner: str) -> sch.Setting:
-    if not isinstance(st, sch.Setting):
+def _check_setting(st: Setting, owner: str) -> Setting:
+    if not isinstance(st, Setting):
         raise SchemaClash(f"feature {owner}: {st!r} is not a Setting")
     where = f"feature {owner}: setting {st.name!r}"
     if not SETTING_NAME.fullmatch(st.name):
@@ -173,7 +174,7 @@ def _check_dest_type(t: str, owner: str) -> str:
 def _validated(declared: Mapping[str, Declared]) -> dict[str, Declared]:
     """Every feature's declarations checked, and against each other and the core's."""
     tables_at = {t.name: "the core" for t in sch.CORE_SCHEMAS}
-    settings_at = dict.fromkeys(sch.CORE_SETTINGS, "the core")
+    settings_at = dict.fromkeys(CORE_SETTINGS, "the core")
     dests_at: dict[str, str] = {}
     out: dict[str, Declared] = {}
     for owner, d in declared.items():
@@ -218,7 +219,7 @@ def _apply(declared: Mapping[str, Declared]) -> None:
     settings = {s.name: s for d in declared.values() for s in d.settings}
     sch.SCHEMAS = (*sch.CORE_SCHEMAS, *tables)
     sch.PBX_TABLES = tuple(s for s in sch.SCHEMAS if s.dialect == "pbx")
-    sch.SETTINGS = {**sch.CORE_SETTINGS, **settings}
+    sch.SETTINGS = {**CORE_SETTINGS, **settings}
     declared_types = [t for d in declared.values() for t in d.destination_types]
     sch.DEST_TYPES = (
         *sch.CORE_DEST_TYPES,
@@ -232,7 +233,7 @@ def _apply(declared: Mapping[str, Declared]) -> None:
 
 def register_feature_schemas(
     tables: Iterable[sch.TableSchema],
-    settings: Iterable[sch.Setting],
+    settings: Iterable[Setting],
     owner: str,
     destination_types: Iterable[str] = (),
 ) -> None:

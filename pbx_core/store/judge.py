@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pbx_core.store import schema as sch
+from pbx_core.store import settings
 from pbx_core.store.errors import StoreError
 
 log = logging.getLogger("pbx.store")
@@ -171,11 +172,11 @@ def settings_problems(values: Mapping[str, str | int]) -> list[Problem]:
 
     ports = ints("rtp_port_min", "rtp_port_max")
     if ports is not None:
-        problem = sch.check_rtp_range(*ports)
+        problem = settings.check_rtp_range(*ports)
         if problem is not None:
             out.append(Problem(("rtp_port_min", "rtp_port_max"), problem))
     for name in ("external_media_address", "external_signaling_address"):
-        problem = sch.check_external(name, str(values[name]))
+        problem = settings.check_external(name, str(values[name]))
         if problem is not None:
             out.append(Problem((name,), problem))
     reg = ints("reg_min_expires", "reg_max_expires")
@@ -197,16 +198,17 @@ def settings_problems(values: Mapping[str, str | int]) -> list[Problem]:
                     f"session_min_se ({min_se}), not {expires}",
                 )
             )
-        if min_se < sch.RFC4028_MIN_SE:
+        if min_se < settings.RFC4028_MIN_SE:
             out.append(
                 Problem(
                     ("session_min_se",),
                     f"setting 'session_min_se' {min_se} is below RFC 4028's floor of "
-                    f"{sch.RFC4028_MIN_SE} s (for tests only)",
+                    f"{settings.RFC4028_MIN_SE} s (for tests only)",
                     warning=True,
                 )
             )
-    for name, parse in (("lan_networks", sch.parse_networks), ("sec_trusted", trusted_networks)):
+    parsers = (("lan_networks", settings.parse_networks), ("sec_trusted", trusted_networks))
+    for name, parse in parsers:
         try:
             parse(str(values[name]))
         except ValueError as exc:

@@ -19,7 +19,7 @@ from pbx_core.pbx.nat import NatPolicy, contact_address, is_private, looks_natte
 from pbx_core.pbx.registrar import Registrar
 from pbx_core.sip.message import Request, parse_message
 from pbx_core.sip.uri import parse_uri
-from pbx_core.store import schema as sch
+from pbx_core.store import settings
 from pbx_core.store.build import build_config
 from pbx_core.store.dbtext import Table, read_dir
 from pbx_core.store.errors import DbTextError
@@ -276,10 +276,10 @@ def test_rtp_range_the_store_accepts_is_one_the_allocator_serves(lo: int, hi: in
     """Whatever range passes the store's check makes a working allocator with at most
     RTP_RANGE_MAX / 2 pairs (the socket bound): no range the store accepts can fail
     the daemon's start."""
-    problem = sch.check_rtp_range(lo, hi)
+    problem = settings.check_rtp_range(lo, hi)
     if problem is None:
         alloc = PortAllocator(lo, hi)
-        assert 1 <= alloc.count <= sch.RTP_RANGE_MAX // 2
+        assert 1 <= alloc.count <= settings.RTP_RANGE_MAX // 2
         assert alloc.first == lo
     else:
         assert isinstance(problem, str) and problem

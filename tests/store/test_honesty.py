@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pbx_core.features.registry import FEATURES
-from pbx_core.store import judge
+from pbx_core.store import judge, settings
 from pbx_core.store import schema as sch
 from pbx_core.store.build import check_dir
 from tests.conftest import start_pbx, stop_pbx
@@ -317,7 +317,7 @@ FUTURE_SETTINGS = [s for s in sch.SETTINGS.values() if s.future]
 
 
 @given(st.sampled_from(FUTURE_SETTINGS), st.text(max_size=6) | st.integers(0, 100_000).map(str))
-def test_a_future_setting_is_refused_unless_default(setting: sch.Setting, text: str) -> None:
+def test_a_future_setting_is_refused_unless_default(setting: settings.Setting, text: str) -> None:
     values, problems = judge.typed_settings({setting.name: text})
     if problems:  # not even its type: refused anyway
         return
