@@ -119,17 +119,12 @@ class CallConfirm:
         fork.leg = None  # the call's relay owns it now
         m.call_media.adopt(call, call.media)
         call.answered = fork
-        call.state = State.ANSWERED
-        call.answered_at = m.loop.time()
         call.callee = fork.target.label
         call.ringback = False
         m.stop_ringing(call, keep=fork)
         call.allows_update["b"] = allows_update(resp)
         m.call_timers.restart_uac(call, "b", resp)
-        out = m._a_reply(call, 200, "OK")
-        out.body = a_body
-        out.headers.add("Content-Type", "application/sdp")
-        m._send_a_2xx(call, out)
+        m.answer_a(call, a_body)
         m.call_media.answered(call)
         log.info("call %s: %s accepted it", call.id, fork.target.label)
 

@@ -132,12 +132,7 @@ class CallOps:
         else:
             return False
         call.ringback = False
-        out = m._a_reply(call, 200, "OK")
-        out.body = body
-        out.headers.add("Content-Type", "application/sdp")
-        m._send_a_2xx(call, out)
-        call.state = State.ANSWERED
-        call.answered_at = m.loop.time()
+        m.answer_a(call, body)
         self._endpoint(call, leg)
         on_answer(call, leg)
         return True

@@ -189,11 +189,6 @@ class CallPickup:
         m.call_acks.send_2xx(call, "b", key, resp, source)
         m.call_timers.restart(call, "b", None)
         if replaced is None and not parked:
-            out = m._a_reply(call, 200, "OK")
-            out.body = a_body
-            out.headers.add("Content-Type", "application/sdp")
-            m._send_a_2xx(call, out)
-            call.state = State.ANSWERED
-            call.answered_at = m.loop.time()
+            m.answer_a(call, a_body)
         m.call_media.answered(call)
         log.info("call %s: %s takes it%s", call.id, label, " (pickup)" if replaced is None else "")

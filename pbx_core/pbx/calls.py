@@ -288,14 +288,27 @@ class CallManager:
         now = call.started
         if not self.call_timers.negotiate_a(call):
             return
-        out = self._a_reply(call, 200, "OK")
-        out.body = body
-        out.headers.add("Content-Type", "application/sdp")
-        self._send_a_2xx(call, out)
-        call.state = State.ANSWERED
-        call.answered_at = now
+        self.answer_a(call, body, at=now)
         leg.on_inactivity(self.rtp_timeout, lambda _leg: self.hangup(call, "RTP timeout"))
         on_answer(call, leg)
+
+    def answer_a(
+        self,
+        call: Call,
+        body: bytes,
+        content_type: str = "application/sdp",
+        *,
+        at: float | None = None,
+    ) -> None:
+        """Answer the caller: a 200 with `body` (the SDP it gets; none when empty),
+        retransmitted until its ACK; the call is ANSWERED since `at` (default now)."""
+        out = self._a_reply(call, 200, "OK")
+        if body:
+            out.body = body
+            out.headers.add("Content-Type", content_type)
+        self._send_a_2xx(call, out)
+        call.state = State.ANSWERED
+        call.answered_at = self.loop.time() if at is None else at
 
     # ------------------------------------------------------------ failures
     @contextlib.contextmanager
@@ -519,9 +532,8 @@ class CallManager:
             self._ack(fork, b"", None)
         else:
             call.ack_to_b_pending = True  # A's ACK carries the answer to B's offer
-        out = self._a_reply(call, 200, "OK")
         try:
-            out.body, reanchor = self.call_media.answer_2xx(call, resp)
+            body, reanchor = self.call_media.answer_2xx(call, resp)
         except MediaError as exc:
             # The callee answered with nothing we can use: end both sides.
             log.info("call %s: answer refused: %s", call.id, exc.reason)
@@ -531,9 +543,8 @@ class CallManager:
             self._bye(fork.dialog)
             self.fail_a(call, exc.status, exc.reason)
             return
-        if out.body:
-            out.headers.add("Content-Type", resp.headers.get("content-type") or "application/sdp")
-        self._send_a_2xx(call, out)
+        content_type = resp.headers.get("content-type") or "application/sdp"
+        self.answer_a(call, body, content_type, at=call.answered_at)
         if fork.target.one_way and call.media is not None:
             call.media.listen_only("callee")  # one-way intercom: the callee only listens
         if reanchor:

@@ -62,7 +62,8 @@ def test_hunt_skips_a_busy_member_at_once(env: Env, tmp_path: Path) -> None:
     (busy,) = [m for m in first.run.messages if m.direction == "sent" and m.status == 486]
     assert busy.at is not None and busy.at - rang.at >= 0.9, (rang.at, busy.at)
     assert answered.at >= busy.at, (busy.at, answered.at)
-    assert answered.at - busy.at < 1.0, (busy.at, answered.at)
+    # "At once" is well under the 5 s step (2.5 s leaves room for a loaded CI box).
+    assert answered.at - busy.at < RING_TIMEOUT / 2, (busy.at, answered.at)
     assert "sip:100@" in (answered.header("From") or ""), answered.text
 
 
