@@ -81,6 +81,30 @@ def _seconds(value: float | None, what: str, minimum: float = 0.0) -> int | None
     return max(1, int(value * 8000))
 
 
+MAX_SWEPT = 1000  # .part files removed at one start (a card holds a few)
+
+
+def remove_partial(root: Path) -> int:
+    """Remove the `.part` files a power cut or crash left in `root` and its
+    subdirectories one level down (recordings/<feature>/): recordings that were never
+    completed, which nothing counts against a quota. The number removed."""
+    removed = 0
+    try:
+        found = [*root.glob("*.part"), *root.glob("*/*.part")][:MAX_SWEPT]
+    except OSError:
+        return 0
+    for part in found:
+        try:
+            part.unlink()
+        except OSError as exc:
+            log.warning("cannot remove the unfinished recording %s: %s", part, exc.strerror)
+        else:
+            removed += 1
+    if removed:
+        log.warning("removed %d unfinished recording(s) under %s (a power cut?)", removed, root)
+    return removed
+
+
 class Recorder:
     """Writes 8 kHz audio to NAME.part and renames it when complete (see module doc).
 

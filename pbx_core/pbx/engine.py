@@ -23,6 +23,7 @@ from pbx_core.features.api import Feature, Ringing, Talking
 from pbx_core.media.audio import Audio
 from pbx_core.media.engine import MediaEngine
 from pbx_core.media.errors import MediaError
+from pbx_core.media.recorder import remove_partial
 from pbx_core.memo import Memo
 from pbx_core.pbx.auth import Authenticator, Outcome
 from pbx_core.pbx.call_state import ALLOW, KNOWN_METHODS
@@ -139,6 +140,9 @@ class Engine:
         keys.ask = self.router.in_call
         keys.run_app = self.router.run_in_call_app
         keys.recordings.root = self.features.recordings  # calls recorded on demand
+        if self.features.recordings is not None:
+            # Nothing records yet: a .part here is one a power cut interrupted.
+            remove_partial(self.features.recordings)
         self.security = SecurityPolicy()
         self._configure_security()
         stack.tu = self
