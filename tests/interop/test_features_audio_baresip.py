@@ -3,8 +3,8 @@ phones, each sending its own sine, registered to one `pbx run` on configs/featur
 every test checks what the phones heard (tests/interop/baresip_phones.py), not only
 the SIP states.
 
-- park: 100 calls 101, 101 transfers it (REFER) to 70, 102 dials 71: 100 and 102
-  hear each other;
+- park: 100 calls 101, 101 transfers it (REFER) to 70: 100 hears the hold music
+  until 102 dials 71, then 100 and 102 hear each other;
 - pickup: 100 calls 101, which rings; 102 (101's pickup group) dials *8, or 103
   (no group) dials **101: the picker and 100 hear each other;
 - intercom: 100 dials *80101: 101's INVITE carries the auto-answer headers, 101
@@ -13,10 +13,12 @@ the SIP states.
 - paging: 100 dials 650 (101, 102, 103): each member hears the page beep, then 100;
   100 hears none of them (a page is one-way);
 - barge: 100 talks to 101, 102 (allowed) dials *224101: each of the three hears the
-  other two; 103 (no pbx_barge row) is refused 403;
-- voicemail: 100 calls 103, busy (its only binding answers 486) and leaves a
-  message (its tone); 103's binding gets `Messages-Waiting: yes`, 103's phone dials
-  *97, presses 1, hears the tone, presses 7: `Messages-Waiting: no`.
+  other two; 102 hangs up and 100 and 101 still hear each other; 103 (no pbx_barge
+  row) is refused 403;
+- voicemail: 100 calls 103, busy (its only binding answers 486) or not registered,
+  and leaves a message (its tone); 103's binding gets `Messages-Waiting: yes` (at
+  once, or when it registers), 103's phone dials *97, presses 1, hears the tone,
+  presses 7: `Messages-Waiting: no`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ HZ = {"100": 1020.0, "101": 1330.0, "102": 1770.0, "103": 2290.0}
 ALL = list(HZ.values())
 HEARD = 1.0  # seconds of a talker's tone that count as hearing them
 BEEP_ON = (660.0, 880.0)  # the page's join beep (media/bridge.py)
+MUSIC = (261.63, 293.66, 329.63, 349.23, 392.00, 523.25)  # the built-in hold tune's notes
 
 MakePhone = Callable[..., Phone]
 
@@ -133,14 +136,20 @@ def test_park_and_retrieve(phone: MakePhone) -> None:
     answer = b.command("transfer", "sip:70@pbx.local")  # blind: REFER to 70
     assert answer.get("ok"), answer
     b.wait_event("CALL_CLOSED", timeout=10)  # the PBX released the parker
-    time.sleep(0.5)
+    time.sleep(1.5)  # parked on 71: music on hold
     c.call("71")
     c.wait_event("CALL_ESTABLISHED", timeout=10)
     _talk(a, c)
     _hangup(a, c)
-    assert _heard(a, "101") >= HEARD  # before the park
-    assert _heard(a, "102") >= HEARD, "100 did not hear 102 after the retrieve"
     assert _heard(c, "100") >= HEARD, "102 did not hear the parked caller"
+    samples = a.heard()
+    talked = heard_windows(samples, [HZ["101"]], _others("101"))
+    retrieved = heard_windows(samples, [HZ["102"]], _others("102"))
+    assert len(talked) * 0.1 >= HEARD, "100 did not hear 101 before the park"
+    assert len(retrieved) * 0.1 >= HEARD, "100 did not hear 102 after the retrieve"
+    music = sorted({t for note in MUSIC for t in heard_windows(samples, [note], ALL)})
+    parked = [t for t in music if talked[-1] < t < retrieved[0]]
+    assert len(parked) >= 5, f"100 heard no music on hold while parked: {music}"
 
 
 @pytest.mark.parametrize(("picker", "code"), [("102", "*8"), ("103", "**101")])
@@ -222,10 +231,17 @@ def test_barge_in_three_way(phone: MakePhone) -> None:
     c.call("*224101")
     c.wait_event("CALL_ESTABLISHED", timeout=10)
     _talk(a, b, c, seconds=2.5)
-    _hangup(a, b, c)  # the call's end releases the third phone too
-    assert _heard(a, "101", "102") >= HEARD, "100 did not hear 101 and 102 together"
-    assert _heard(b, "100", "102") >= HEARD, "101 did not hear 100 and 102 together"
+    _hangup(c)  # the third phone leaves: 100 and 101 talk on
+    _talk(a, b, seconds=1.5)
+    _hangup(a, b)
     assert _heard(c, "100", "101") >= HEARD, "102 did not hear 100 and 101 together"
+    for agent, other in ((a, "101"), (b, "100")):
+        samples = agent.heard()
+        three = heard_windows(samples, [HZ[other], HZ["102"]], _others(other, "102"))
+        two = heard_windows(samples, [HZ[other]], _others(other))
+        assert len(three) * 0.1 >= HEARD, f"{agent.user} did not hear {other} and 102 together"
+        after = [t for t in two if t > three[-1]]
+        assert len(after) * 0.1 >= HEARD, f"{agent.user} lost {other} when 102 left"
 
 
 class Lamp:
@@ -293,20 +309,29 @@ class Lamp:
         register((self.pbx.host, self.pbx.port), self.tmp, "103", self.port, expires=0)
 
 
+@pytest.mark.parametrize("reached", ["busy", "unregistered"])
 def test_voicemail_leave_mwi_listen_delete(
-    pbx: PbxProcess, phone: MakePhone, tmp_path: Path
+    pbx: PbxProcess, phone: MakePhone, tmp_path: Path, reached: str
 ) -> None:
-    lamp = Lamp(pbx, tmp_path)
+    """Busy: the lamp is 103's binding, answers 486 and sees the lamp go on. Not
+    registered: 103 has no binding when 100 calls; the lamp registers afterwards and
+    gets the box's state at once (the `registered` hook)."""
+    lamp = Lamp(pbx, tmp_path) if reached == "busy" else None
     try:
-        lamp.wait_waiting("no")  # the registration: an empty box
+        if lamp is not None:
+            lamp.wait_waiting("no")  # the registration: an empty box
         a = phone("100")
         a.call("103")
-        a.wait_event("CALL_ESTABLISHED", timeout=10)  # busy: voicemail answers
-        assert lamp.invites, "the call did not ring 103's phone"
+        a.wait_event("CALL_ESTABLISHED", timeout=10)  # voicemail answers
+        if lamp is not None:
+            assert lamp.invites, "the call did not ring 103's phone"
         time.sleep(0.5)
         a.send_dtmf("1")  # a key skips the greeting: the tone, then the recording
         time.sleep(3.5)  # 100's tone is recorded
         _hangup(a)  # kept at the hang-up
+        if lamp is None:
+            time.sleep(0.5)  # the message is kept after the BYE
+            lamp = Lamp(pbx, tmp_path)
         lit = lamp.wait_waiting("yes")
         assert "Voice-Message: 1/0" in lit, lit
         b = phone("103", register=False)  # the lamp stays 103's only binding
@@ -319,5 +344,6 @@ def test_voicemail_leave_mwi_listen_delete(
         assert "Voice-Message: 0/0" in off, off
         _hangup(b)
     finally:
-        lamp.close()
+        if lamp is not None:
+            lamp.close()
     assert _heard(b, "100") >= HEARD, "103 did not hear the message (100's tone)"
