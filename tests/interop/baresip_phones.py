@@ -25,7 +25,7 @@ from pathlib import Path
 from pbx_core.media.dtmf import goertzel_power
 from pbx_core.pbx.control import query
 from tests.conftest import PbxProcess
-from tests.media.baresip import BARESIP, Baresip, wav_samples
+from tests.media.baresip import BARESIP, Baresip, free_port, wav_samples
 
 RATE = 8000
 WINDOW = 800  # 100 ms
@@ -72,6 +72,22 @@ class Phone(Baresip):
         accounts.write_text(line)
 
     def start(self, timeout: float = 10.0) -> None:
+        """Start baresip; on ports taken since free_port chose them (other tests run
+        beside these), again on fresh ones."""
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.stop()
+                self.sip_port, self.ctrl_port = free_port(), free_port(pair=False)
+                lo = free_port()
+                self.rtp_ports = (lo, lo + 1)
+            else:
+                return
+
+    def _start(self, timeout: float) -> None:
         if not self.trace:
             super().start(timeout)
             return

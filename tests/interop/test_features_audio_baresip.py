@@ -3,18 +3,20 @@ phones, each sending its own sine, registered to one `pbx run` on configs/featur
 every test checks what the phones heard (tests/interop/baresip_phones.py), not only
 the SIP states.
 
-- park: 100 calls 101, 101 transfers it (REFER) to 70: 100 hears the hold music
-  until 102 dials 71, then 100 and 102 hear each other;
+- park: 100 calls 101, 101 transfers it to 70 (REFER, or the in-call keys ##70#):
+  100 hears the hold music until 102 dials 71, then 100 and 102 hear each other;
 - pickup: 100 calls 101, which rings; 102 (101's pickup group) dials *8, or 103
-  (no group) dials **101: the picker and 100 hear each other;
+  (no group) dials **101: the picker and 100 hear each other; 103 picks up a ring
+  group's call (600: 101 and 102 ring) with **102;
 - intercom: 100 dials *80101: 101's INVITE carries the auto-answer headers, 101
   answers by itself (baresip 1.0 does not read them: it is set to answer), both hear
   each other;
 - paging: 100 dials 650 (101, 102, 103): each member hears the page beep, then 100;
-  100 hears none of them (a page is one-way);
+  100 hears none of them (a page is one-way); on 651 (duplex) 100 hears them;
 - barge: 100 talks to 101, 102 (allowed) dials *224101: each of the three hears the
   other two; 102 hangs up and 100 and 101 still hear each other; 103 (no pbx_barge
-  row) is refused 403;
+  row) is refused 403; 102 listening (*222) is heard by nobody, whispering (*223) by
+  101 only;
 - voicemail: 100 calls 103, busy (its only binding answers 486) or not registered,
   and leaves a message (its tone); 103's binding gets `Messages-Waiting: yes` (at
   once, or when it registers), 103's phone dials *97, presses 1, hears the tone,
@@ -70,10 +72,11 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PbxProcess]:
     lines[1:] = [f"{row}:{extra[row.split(':')[1]]}" for row in lines[1:] if row]
     ext.write_text("\n".join(lines) + "\n")
     (config / "pbx_barge").write_text(
-        "extension(string) modes(string) targets(string)\n102:barge:*\n"
+        "extension(string) modes(string) targets(string)\n102:listen,whisper,barge:*\n"
     )
     (config / "pbx_page_group").write_text(
-        "name(string) number(string,null) members(string) duplex(int)\nall:650:101,102,103:0\n"
+        "name(string) number(string,null) members(string) duplex(int)\n"
+        "all:650:101,102,103:0\ntalk:651:101,102:1\n"
     )
     p = start_pbx(tmp, config=config, extra=["--state", str(tmp / "state.mdb")])
     try:
@@ -127,14 +130,20 @@ def _heard(agent: Phone, *talkers: str) -> float:
     return seconds_heard(agent.heard(), [HZ[t] for t in talkers], _others(*talkers))
 
 
-def test_park_and_retrieve(phone: MakePhone) -> None:
+@pytest.mark.parametrize("how", ["refer", "keys"])
+def test_park_and_retrieve(phone: MakePhone, how: str) -> None:
     a, b, c = phone("100"), phone("101"), phone("102")
     a.call("101")
     a.wait_event("CALL_ESTABLISHED", timeout=10)
     b.wait_event("CALL_ESTABLISHED", timeout=10)
     _talk(a, b, seconds=1.5)
-    answer = b.command("transfer", "sip:70@pbx.local")  # blind: REFER to 70
-    assert answer.get("ok"), answer
+    if how == "refer":
+        answer = b.command("transfer", "sip:70@pbx.local")  # blind: REFER to 70
+        assert answer.get("ok"), answer
+    else:
+        b.send_dtmf("##")  # in-call keys (RFC 4733): blind transfer ...
+        time.sleep(0.8)
+        b.send_dtmf("70#")  # ... to 70
     b.wait_event("CALL_CLOSED", timeout=10)  # the PBX released the parker
     time.sleep(1.5)  # parked on 71: music on hold
     c.call("71")
@@ -167,6 +176,26 @@ def test_pickup(phone: MakePhone, picker: str, code: str) -> None:
     _hangup(a, c)
     assert _heard(a, picker) >= HEARD, f"100 did not hear {picker}"
     assert _heard(c, "100") >= HEARD, f"{picker} did not hear 100"
+
+
+def test_pickup_of_a_ring_group_call(phone: MakePhone) -> None:
+    """100 calls the ring group 600 (101 and 102 ring); 103 dials **102: it talks to
+    100 and both members stop ringing."""
+    a = phone("100")
+    members = [phone(ext, answer="manual") for ext in ("101", "102")]
+    c = phone("103", register=False)
+    a.call("600")
+    for m in members:
+        m.wait_event("CALL_INCOMING", timeout=10)
+    c.call("**102")
+    c.wait_event("CALL_ESTABLISHED", timeout=10)
+    a.wait_event("CALL_ESTABLISHED", timeout=10)
+    for m in members:
+        m.wait_event("CALL_CLOSED", timeout=10)
+    _talk(a, c)
+    _hangup(a, c)
+    assert _heard(a, "103") >= HEARD, "100 did not hear 103"
+    assert _heard(c, "100") >= HEARD, "103 did not hear 100"
 
 
 def _auto_answer_headers(agent: Phone) -> None:
@@ -218,6 +247,22 @@ def test_page_group(phone: MakePhone) -> None:
         assert _heard(a, ext) == 0.0, f"100 heard {ext} on a one-way page"
 
 
+def test_duplex_page_group(phone: MakePhone) -> None:
+    """A talk-back page (651: 101, 102, duplex): the members hear 100 and 100 hears
+    them."""
+    a = phone("100")
+    members = [phone(ext) for ext in ("101", "102")]
+    a.call("651")
+    a.wait_event("CALL_ESTABLISHED", timeout=10)
+    for m in members:
+        m.wait_event("CALL_ESTABLISHED", timeout=15)
+    _talk(a, *members)
+    _hangup(a, *members)
+    for m in members:
+        assert seconds_heard(m.heard(), [HZ["100"]], [HZ["103"]]) >= HEARD, m.user
+    assert _heard(a, "101", "102") >= HEARD, "100 did not hear the members"
+
+
 def test_barge_in_three_way(phone: MakePhone) -> None:
     a, b = phone("100"), phone("101")
     c = phone("102", register=False)
@@ -242,6 +287,32 @@ def test_barge_in_three_way(phone: MakePhone) -> None:
         assert len(three) * 0.1 >= HEARD, f"{agent.user} did not hear {other} and 102 together"
         after = [t for t in two if t > three[-1]]
         assert len(after) * 0.1 >= HEARD, f"{agent.user} lost {other} when 102 left"
+
+
+@pytest.mark.parametrize(("code", "heard_by"), [("*222", ()), ("*223", ("101",))])
+def test_listen_and_whisper(phone: MakePhone, code: str, heard_by: tuple[str, ...]) -> None:
+    """102 listens to (*222) or whispers into (*223) 101's call with 100: it hears
+    both; only 101 hears a whisper, and nobody hears a listener."""
+    a, b = phone("100"), phone("101")
+    c = phone("102", register=False)
+    a.call("101")
+    a.wait_event("CALL_ESTABLISHED", timeout=10)
+    b.wait_event("CALL_ESTABLISHED", timeout=10)
+    c.call(f"{code}101")
+    c.wait_event("CALL_ESTABLISHED", timeout=10)
+    _talk(a, b, c, seconds=2.5)
+    _hangup(a, b, c)
+    assert _heard(c, "100", "101") >= HEARD, "102 did not hear 100 and 101 together"
+    for agent, other in ((a, "101"), (b, "100")):
+        assert _heard(agent, other) + _heard(agent, other, "102") >= 2 * HEARD, (
+            f"{agent.user} did not hear {other} throughout"
+        )
+        c_heard = seconds_heard(agent.heard(), [HZ["102"]], _others("102", other))
+        c_heard += _heard(agent, other, "102")
+        if agent.user in heard_by:
+            assert c_heard >= HEARD, f"{agent.user} did not hear the whisper"
+        else:
+            assert c_heard == 0.0, f"{agent.user} heard 102 ({code})"
 
 
 class Lamp:
