@@ -5,6 +5,7 @@ the SIP states.
 
 - park: 100 calls 101, 101 transfers it to 70 (REFER, or the in-call keys ##70#):
   100 hears the hold music until 102 dials 71, then 100 and 102 hear each other;
+  nobody dials 71: after park_timeout 101's phone rings again and 100 and 101 talk;
 - pickup: 100 calls 101, which rings; 102 (101's pickup group) dials *8, or 103
   (no group) dials **101: the picker and 100 hear each other; 103 picks up a ring
   group's call (600: 101 and 102 ring) with **102;
@@ -78,6 +79,8 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PbxProcess]:
         "name(string) number(string,null) members(string) duplex(int)\n"
         "all:650:101,102,103:0\ntalk:651:101,102:1\n"
     )
+    settings = config / "pbx_settings"
+    settings.write_text(settings.read_text() + "park_timeout:10\n")  # the least
     p = start_pbx(tmp, config=config, extra=["--state", str(tmp / "state.mdb")])
     try:
         yield p
@@ -159,6 +162,26 @@ def test_park_and_retrieve(phone: MakePhone, how: str) -> None:
     music = sorted({t for note in MUSIC for t in heard_windows(samples, [note], ALL)})
     parked = [t for t in music if talked[-1] < t < retrieved[0]]
     assert len(parked) >= 5, f"100 heard no music on hold while parked: {music}"
+
+
+def test_a_parked_call_nobody_takes_rings_the_parker_back(phone: MakePhone) -> None:
+    """park_timeout (10 s here): the parker's phone rings again, answers and hears
+    the parked caller."""
+    a, b = phone("100"), phone("101")
+    a.call("101")
+    a.wait_event("CALL_ESTABLISHED", timeout=10)
+    b.wait_event("CALL_ESTABLISHED", timeout=10)
+    assert b.command("transfer", "sip:70@pbx.local").get("ok")
+    b.wait_event("CALL_CLOSED", timeout=10)
+    b.wait_event("CALL_ESTABLISHED", timeout=20)  # rung 10 s later, answered
+    _talk(a, b)
+    _hangup(a, b)
+    assert _heard(b, "100") >= HEARD, "101 did not hear the caller it parked"
+    samples = a.heard()
+    back = heard_windows(samples, [HZ["101"]], _others("101"))
+    music = sorted({t for note in MUSIC for t in heard_windows(samples, [note], ALL)})
+    assert len(music) >= 50, "100 heard no hold music while parked"
+    assert len([t for t in back if t > music[-1]]) * 0.1 >= HEARD, "100 did not hear 101 back"
 
 
 @pytest.mark.parametrize(("picker", "code"), [("102", "*8"), ("103", "**101")])
