@@ -4,19 +4,23 @@ Follow-me: 102's list sends its calls to an outside number over the trunk; the
 outside phone (a SIPp provider that answers at once, as a mobile's voicemail does)
 must press 1 (RFC 4733 telephone-events) before the caller is answered; a phone that
 presses 2 (SIP INFO) is released and the caller is never connected to it. Barge: 102
-(a pbx_barge row) listens to 100's call with 101 and 103 (none) is refused."""
+(a pbx_barge row) listens to 100's call with 101 and 103 (none) is refused. Paging:
+100 pages 650 (101, 102, 103, three SIPp phones that answer): each INVITE carries the
+auto-answer headers and each phone hears the page beep, then 100's audio."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from pbx_core.media.dtmf import goertzel_power
 from tests.conftest import start_pbx, stop_pbx
-from tests.interop.features_env import PROVIDER_IP, Env, write_config
+from tests.interop.features_env import PROVIDER_IP, Ear, Env, write_config
 from tests.interop.sipp_agents import Run, Server, check, free_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.tools("sipp")]
@@ -35,6 +39,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     (config / "pbx_followme").write_text(FOLLOWME)
     (config / "pbx_barge").write_text(
         "extension(string) modes(string) targets(string)\n102:listen:101\n"
+    )
+    (config / "pbx_page_group").write_text(
+        "name(string) number(string,null) members(string) duplex(int)\nall:650:101,102,103:0\n"
     )
     pbx = start_pbx(tmp, config=config, extra=["--state", str(tmp / "state.mdb")])
     env = Env(pbx, tmp, port)
@@ -114,3 +121,45 @@ def test_a_permitted_phone_listens_to_a_call_and_an_other_is_refused(
     check(answered)
     # The listener came and went; the call went on to its own end untouched.
     assert answered.requests("BYE") and not res.requests("BYE"), res.report()
+
+
+@pytest.mark.tools("sipp-pcap")
+def test_a_page_reaches_three_sipp_phones_that_answer_by_themselves(
+    env: Env, tmp_path: Path
+) -> None:
+    """100 (talking sip-tester's G.711 pcap) pages 650: 101, 102 and 103 are called
+    at once, each INVITE with Call-Info answer-after=0 and Alert-Info
+    info=alert-autoanswer (uas_answer_ear.xml fails a call without them); each
+    phone's media address gets the page beep (660 then 880 Hz) and then 100's audio
+    as RTP; 100's BYE ends the page for all three."""
+    ears = {ext: Ear() for ext in ("101", "102", "103")}
+    members: dict[str, Server] = {}
+    try:
+        with ExitStack() as stack:
+            for ext, ear in ears.items():
+                (tmp_path / ext).mkdir()
+                members[ext] = stack.enter_context(
+                    env.phones.callee(
+                        tmp_path / ext, "uas_answer_ear.xml", ext, keys={"rtp_port": str(ear.port)}
+                    )
+                )
+            res = env.phones.call(tmp_path, "uac_media_talk.xml", "650", name="pager")
+            paged = {ext: server.finish() for ext, server in members.items()}
+        heard = {ext: ear.samples() for ext, ear in ears.items()}
+    finally:
+        for ear in ears.values():
+            ear.close()
+    check(res)
+    for ext, got in paged.items():
+        check(got)
+        (invite,) = got.requests("INVITE")
+        assert "answer-after=0" in (invite.header("Call-Info") or ""), got.report()
+        assert any("info=alert-autoanswer" in v for v in invite.headers("Alert-Info")), got.report()
+        assert got.requests("BYE"), got.report()  # the pager's hang-up ended it
+        samples = heard[ext]
+        assert len(samples) >= 8000, (ext, len(samples))  # a second of RTP at least
+        beep, rest = samples[:1920], samples[2400:]  # the beep: 2 x 120 ms
+        on = {hz: goertzel_power(beep, hz) for hz in (660.0, 880.0)}
+        assert min(on.values()) > 20 * goertzel_power(beep, 1550.0), (ext, on)
+        rms = (sum(x * x for x in rest) / len(rest)) ** 0.5
+        assert rms > 100, (ext, rms)  # the pcap's audio, not silence
