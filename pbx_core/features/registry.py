@@ -19,6 +19,7 @@ from pbx_core.features import (
     barge,
     blocking,
     callwaiting,
+    campon,
     disa,
     dnd,
     echo,
@@ -40,6 +41,7 @@ from pbx_core.features.api import Feature
 
 FEATURES: tuple[Feature, ...] = (
     blocking.FEATURE,
+    campon.FEATURE,  # its unanswered only notes the last busy number (or offers, if set)
     echo.FEATURE,
     dnd.FEATURE,
     callwaiting.FEATURE,
