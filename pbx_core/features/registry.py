@@ -18,6 +18,7 @@ from __future__ import annotations
 from pbx_core.features import (
     barge,
     blocking,
+    broadcast,
     callwaiting,
     campon,
     disa,
@@ -60,5 +61,6 @@ FEATURES: tuple[Feature, ...] = (
     speeddial.FEATURE,
     hotline.FEATURE,
     voicemail.FEATURE,  # its unanswered after forward's: a forward on busy wins
+    broadcast.FEATURE,
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )
