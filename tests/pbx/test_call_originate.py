@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pbx_core.features.api import Originate, Session
+from pbx_core.pbx import call_originate
 from pbx_core.pbx.calls import Call
 from pbx_core.pbx.cdr import Cdr
 from tests.harness.office import Office, offices
@@ -164,4 +165,36 @@ def test_two_phones_of_one_extension_first_answer_wins(office: Office) -> None:
     assert first.incoming[0].state == "cancelled"
     assert got == [200]
     office.advance(2)
+    assert office.left_behind() == []
+
+
+def test_an_unusable_answer_is_released(office: Office) -> None:
+    phone = office.phone("101", mode="ring")
+    got: list[int] = []
+
+    async def app(session: Session) -> None:
+        raise AssertionError("never run")
+
+    assert originate(office, Originate("101", "x", app=app, on_done=got.append)) == 100
+    office.advance(0.1)
+    (inc,) = phone.ringing()
+    inc.state = "answered"
+    office.run(inc.reply, 200, b"v=0\r\ns=-\r\n")  # no media line
+    office.advance(0.1)
+    assert got == [488]
+    assert len(phone.byes) == 1  # ACKed, then released
+    assert office.left_behind() == []
+
+
+def test_the_pbx_places_a_bounded_number_of_calls(
+    office: Office, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_originate, "MAX_ORIGINATED", 1)
+    office.phone("101", mode="ring")
+    office.phone("102", mode="ring")
+    got: list[int] = []
+    assert originate(office, Originate("101", "x", number="103", on_done=got.append)) == 100
+    assert originate(office, Originate("102", "x", number="103", on_done=got.append)) == 503
+    office.advance(31)
+    assert got == [480]
     assert office.left_behind() == []

@@ -11,6 +11,7 @@ all. See README.md."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ from pbx_core.features.api import (
     Why,
 )
 from pbx_core.features.prompts import confirm
+
+log = logging.getLogger("pbx.features")
 
 MAX_PER_CALLER = 3  # requests one extension may have waiting
 MAX_TOTAL = 32  # requests waiting in the whole PBX
@@ -136,7 +139,10 @@ def _arm(ctx: Context, b: Book) -> None:
 
     def tick() -> None:
         b.timer = None
-        scan(ctx)
+        try:
+            scan(ctx)
+        except Exception as exc:  # noqa: BLE001  # a failure must not stop the next look
+            log.warning("camp-on: looking at the requests failed: %s: %s", type(exc).__name__, exc)
         _arm(ctx, b)
 
     b.timer = loop.call_later(POLL, tick)
