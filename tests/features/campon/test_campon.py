@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pbx_core.features import campon
+from pbx_core.features.api import Answer, CallInfo, Dial, Reject
+from tests.fuzzing import fuzz_settings
 from tests.harness.office import Office, Phone, offices
 
 SETTINGS = [
@@ -219,3 +223,38 @@ def test_offer_at_the_busy_announcement(tmp_path: Path) -> None:
         b.incoming[-1].bye()
         office.advance(1)
         assert office.left_behind() == []
+
+
+@pytest.mark.fuzz
+def test_any_dialled_argument_gets_an_answer(office: Office) -> None:
+    """Whatever follows `*82` / `*83` (keys a phone can send, too long included), the
+    feature answers (a confirmation or a refusal), never raises, and keeps at most
+    MAX_PER_CALLER requests, all naming existing extensions."""
+    ctx = office.engine.features.context(campon.FEATURE)
+    info = CallInfo("100@pbx.local", "100", "national", "*82", True)
+
+    @fuzz_settings(60)
+    @given(
+        code=st.sampled_from(("*82", "*83")),
+        arg=st.text(alphabet="0123456789*#", max_size=40),
+    )
+    def dial(code: str, arg: str) -> None:
+        got = campon.FEATURE.dial(ctx, Dial(info, "100@pbx.local", "100", code, arg))
+        assert isinstance(got, Answer | Reject), got
+        mine = [r for r in requests(office) if r["caller"] == "100"]
+        assert len(mine) <= campon.MAX_PER_CALLER
+        assert all(ctx.extension(str(r["callee"])) is not None for r in mine)
+
+    dial()
+
+
+def test_requests_live_in_ram_only(office: Office) -> None:
+    a, b = office.phone("100"), office.phone("101")
+    office.phone("102")
+    assert b.call("102").status == 200
+    dial(office, a, "*82101")
+    assert len(requests(office)) == 1
+    office.restart()  # nothing of it was written to the state LMDB
+    assert office.state is not None
+    assert office.engine.features.state_keys(campon.FEATURE) == ()
+    assert requests(office) == []
