@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.interop.features_env import Env, start, stop
-from tests.interop.sipp_agents import Run, Server, check, free_port, pbx_status, register
+from tests.interop.sipp_agents import (
+    Run,
+    Server,
+    check,
+    free_port,
+    pbx_command,
+    pbx_status,
+    register,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.tools("sipp")]
 
@@ -55,6 +63,8 @@ def test_the_caller_is_rung_first_then_the_callee(env: Env, tmp_path: Path) -> N
             time.sleep(1.5)  # 102 and 101 talk
             env.dial_code(tmp_path, "100", "*82101")
             assert [(r["caller"], r["callee"]) for r in _requests(env)] == [("100", "101")]
+            text = pbx_command("status", "--control", str(env.control))
+            assert '"callee": "101"' in text and text.count("campon") >= 1, text
         finally:
             thread.join(30)
         got_caller = caller.finish(20)
