@@ -405,7 +405,9 @@ class Originate:
     excluded either way when a class is given). Exactly one of `app` and `number`.
     `on_done(status)` is called once: 200 when the phone answered (an app) or the
     bridge was answered; else 486 busy, 480/408 not answered, 487 ended, 488, or the
-    bridge's status. `name` names the call in `pbx status` and the CDR's callee."""
+    bridge's status. `name` names the call in `pbx status` and the CDR's callee.
+    The extension's own features (DND, forwards) are not asked: the originator
+    decides whom it rings."""
 
     extension: str
     name: str

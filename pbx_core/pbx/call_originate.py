@@ -13,7 +13,9 @@ answers is ACKed, the others CANCELled, and its dialog becomes side "a" (as a
 transfer's `_promote` does): its leg is the call's endpoint, so from then on the
 call is exactly an application's call (`answer_locally`), and `Session.bridge`, the
 in-dialog requests, hold, session timers and the hang-up work unchanged. The
-extension is the call's caller (its call class applies to a bridge).
+extension is the call's caller (its call class applies to a bridge). The features'
+`before_ring` (do not disturb, call waiting, forwards) is not asked: the originator
+decides whom it rings; a bridge's far end is routed as any call (its features apply).
 
 Then either an application runs on that leg, or the leg is bridged to a number
 (`Router.reroute` with the given call class, or the extension's own): the phone
