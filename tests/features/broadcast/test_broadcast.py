@@ -201,3 +201,26 @@ def test_nothing_recorded_calls_nobody(office: Office) -> None:
     assert "broadcast-nothing" in PLAYED
     assert member.incoming == []
     assert office.left_behind() == []
+
+
+def test_the_voicemail_menu_plays_a_deposited_broadcast(office: Office) -> None:
+    sender = office.phone("100")
+    for n in ("101", "103", "104"):
+        office.phone(n, register=False)
+    owner = office.phone("102", mode="busy")
+    out = sender.call("700")
+    _record(office, out)
+    office.advance(2)
+    ((msg_id, _meta),) = office.engine.features.messages("102")
+    owner.mode = "answer"
+    PLAYED.clear()
+    listen = owner.call("*97")  # 102 has no PIN: its own phone is enough
+    assert listen.status == 200
+    office.advance(1)
+    assert "vm-new-message" in PLAYED  # one new message
+    listen.keys("1")  # play it
+    office.advance(3)
+    assert f"rec:102-{msg_id}" in PLAYED
+    listen.hang_up()
+    office.advance(6)
+    assert office.left_behind() == []
