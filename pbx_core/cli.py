@@ -79,6 +79,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"trunks        {len(answer['trunks'])}")
     for trunk in answer["trunks"]:
         print(f"  {trunk}")
+    for name, state in (answer.get("features") or {}).items():  # camp-on, broadcasts …
+        print(f"{name:<13} {json.dumps(state, sort_keys=True)}")
     return 0
 
 

@@ -79,6 +79,7 @@ __all__ = [
     "Forward",
     "Goto",
     "Hunt",
+    "Originate",
     "Page",
     "Pickup",
     "Record",
@@ -392,6 +393,34 @@ class Record:
     beep_both: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Originate:
+    """A call the PBX places to extension `extension` (`Context.originate`): its
+    registered phones ring (`ring_timeout` seconds, bounded 1-300; `auto_answer`:
+    the intercom headers, Call-Info answer-after=0 and Alert-Info), showing
+    `caller_id`/`caller_name`. When one answers, either `app` runs on that call (a
+    Session, as for `Answer`; the extension is its caller, so its `bridge` has the
+    extension's call class) or the call is bridged to `number` (the phone hears
+    ringback) with `call_class` (None: the extension's own class, feature codes
+    excluded either way when a class is given). Exactly one of `app` and `number`.
+    `on_done(status)` is called once: 200 when the phone answered (an app) or the
+    bridge was answered; else 486 busy, 480/408 not answered, 487 ended, 488, or the
+    bridge's status. `name` names the call in `pbx status` and the CDR's callee.
+    The extension's own features (DND, forwards) are not asked: the originator
+    decides whom it rings."""
+
+    extension: str
+    name: str
+    app: App | None = None
+    number: str = ""
+    call_class: str | None = None
+    caller_id: str = ""
+    caller_name: str = ""
+    auto_answer: bool = False
+    ring_timeout: float = 30.0
+    on_done: Callable[[int], None] | None = None
+
+
 Decision = Reject | Forward | Hunt | Answer | Pickup | Goto | Redirect | Record | Barge | Page
 
 
@@ -511,6 +540,22 @@ class Context(Protocol):
         """Message waiting (RFC 3842): the core sends an unsolicited
         `message-summary` NOTIFY with these counts to each registered contact of
         `extension` (fire and forget); how many were sent."""
+        ...
+
+    def originate(self, call: Originate) -> int:
+        """Place `call` (see `Originate`): 100 when its phones ring (`on_done`
+        follows, once; also when it failed at once), else at once and without
+        `on_done`: 404 no such extension, 480 disabled or not registered, 400 not
+        exactly one of app and number, 503 too many calls placed by the PBX
+        (pbx/call_originate.py's MAX_ORIGINATED), 500 no media."""
+        ...
+
+    def deposit(self, mailbox: str, recording: str, meta: Mapping[str, Any]) -> str | None:
+        """Leave this feature's recording `recording` (Session.record's name) in
+        `mailbox` as a new voicemail message: its audio linked (no copy on the card)
+        to where the voicemail feature keeps a message's (`BOX-ID`), `meta` kept as
+        `set_message` keeps it (add `folder: new`). The new message's id, None when
+        the recording is missing or the box refused it (bad name, full index)."""
         ...
 
 

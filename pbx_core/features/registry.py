@@ -18,7 +18,9 @@ from __future__ import annotations
 from pbx_core.features import (
     barge,
     blocking,
+    broadcast,
     callwaiting,
+    campon,
     disa,
     dnd,
     echo,
@@ -40,6 +42,7 @@ from pbx_core.features.api import Feature
 
 FEATURES: tuple[Feature, ...] = (
     blocking.FEATURE,
+    campon.FEATURE,  # its unanswered only notes the last busy number (or offers, if set)
     echo.FEATURE,
     dnd.FEATURE,
     callwaiting.FEATURE,
@@ -58,5 +61,6 @@ FEATURES: tuple[Feature, ...] = (
     speeddial.FEATURE,
     hotline.FEATURE,
     voicemail.FEATURE,  # its unanswered after forward's: a forward on busy wins
+    broadcast.FEATURE,
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )

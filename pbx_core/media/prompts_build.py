@@ -143,6 +143,16 @@ PROMPTS: dict[str, str] = {
     "speeddial-enter-location": "Please enter the two digit speed dial location.",
     "speeddial-enter-number": "Please enter the number for this speed dial, followed by pound.",
     "speeddial-set": "Speed dial",
+    "campon-on": "You will be called back when the extension is free.",
+    "campon-off": "Your callback request is cancelled.",
+    "campon-full": "You have too many callback requests waiting.",
+    "campon-offer": "The extension is busy. To be called back when it is free, press five.",
+    "campon-busy-again": "The extension is busy again.",
+    "broadcast-record": "Please record your broadcast after the tone, then press pound.",
+    "broadcast-sent": "Your broadcast is being delivered.",
+    "broadcast-nothing": "Nothing was recorded.",
+    "broadcast-busy": "A broadcast to this group is still being delivered. Please try later.",
+    "broadcast-refused": "You are not allowed to broadcast to this group.",
 }  # fmt: skip
 
 RATE = 8000

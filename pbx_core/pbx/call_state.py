@@ -185,6 +185,8 @@ class Call:
     page_duplex: bool = False
     # Files of the call recorded on demand (call_record.py), under recordings/calls/.
     recordings: list[str] = field(default_factory=list)
+    # A call the PBX placed itself (call_originate.py): its `Origin`, None otherwise.
+    origin: object = None
 
     def dialog(self, side: str) -> Dialog | None:
         """Our dialog with `side` ("a" or "b"), None before it exists."""

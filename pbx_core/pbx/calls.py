@@ -44,6 +44,7 @@ from pbx_core.pbx.call_confirm import CallConfirm
 from pbx_core.pbx.call_keys import CallKeys
 from pbx_core.pbx.call_media import DEFAULT_LAN, CallMedia
 from pbx_core.pbx.call_ops import CallOps
+from pbx_core.pbx.call_originate import CallOriginate
 from pbx_core.pbx.call_page import CallPage
 from pbx_core.pbx.call_pickup import CallPickup
 from pbx_core.pbx.call_relay import CallRelay
@@ -115,6 +116,7 @@ class CallManager:
         self.confirm = CallConfirm(self)
         self.barge = CallBarge(self)
         self.paging = CallPage(self)
+        self.originate = CallOriginate(self)  # calls the PBX places (call_originate.py)
         self.retries = CallRetries(self)
         # Set by the engine: an application's call was taken from it (a parked call
         # picked up): its application stops.
@@ -364,6 +366,7 @@ class CallManager:
             lambda: self.paging.ended(call),
             lambda: self.confirm.ended(call),
             lambda: self.barge.ended(call),
+            lambda: self.originate.ended(call),
         ):
             if closer is not None:
                 try:
@@ -390,7 +393,9 @@ class CallManager:
             contact=self.contact(target.dest),
         )
         own = (
-            self.confirm.offer(call, offer, target.dest[1])
+            self.originate.offer(call, target)
+            if call.origin is not None and call.replacing is None  # not its bridge's
+            else self.confirm.offer(call, offer, target.dest[1])
             if target.confirm or call.page is not None
             else None
         )
@@ -473,6 +478,8 @@ class CallManager:
         call.state = State.RINGING
         if "100rel" in [v.lower() for v in resp.headers.getall("require")]:
             self._prack(fork, resp)
+        if call.origin is not None:
+            return  # the PBX's own call: no caller to tell
         out = self._a_reply(call, resp.status, resp.reason)
         body = resp.body
         if call.late_offer:
@@ -514,6 +521,9 @@ class CallManager:
             return
         if call.page is not None:
             self.paging.answered(fork, resp)  # one more phone hears the page
+            return
+        if call.origin is not None:
+            self.originate.answered(fork, resp)  # the PBX's own call (call_originate.py)
             return
         if fork.leg is not None and fork.target.confirm:
             self.confirm.answered(fork, resp)  # it must accept first (call_confirm.py)
@@ -787,6 +797,7 @@ class CallManager:
         self.paging.ended(call)
         self.confirm.ended(call)
         self.barge.ended(call)
+        self.originate.ended(call)
         self.call_timers.stop(call)
         self.call_acks.stop(call)
         if call.media is not None:

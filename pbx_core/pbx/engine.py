@@ -26,6 +26,7 @@ from pbx_core.media.errors import MediaError
 from pbx_core.media.recorder import remove_partial
 from pbx_core.memo import Memo
 from pbx_core.pbx.auth import Authenticator, Outcome
+from pbx_core.pbx.call_originate import Originator
 from pbx_core.pbx.call_state import ALLOW, KNOWN_METHODS
 from pbx_core.pbx.calls import Call, CallManager
 from pbx_core.pbx.cdr import CdrQueue, CdrWriter
@@ -126,6 +127,7 @@ class Engine:
                 banned=lambda key: self.security.banned(key, self.loop.time()),
                 speed_dial=self._speed_dial,
                 notify_mwi=self._notify_mwi,
+                originate=Originator(self),
             ),
             state,
             self.loop,

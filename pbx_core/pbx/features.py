@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -29,6 +31,7 @@ from pbx_core.features.api import (
     Destination,
     Dial,
     Feature,
+    Originate,
     Reject,
     Ringing,
     Talking,
@@ -36,7 +39,7 @@ from pbx_core.features.api import (
 )
 from pbx_core.pbx.mailboxes import Mailboxes
 from pbx_core.pbx.security import Action, SecurityPolicy
-from pbx_core.pbx.session import MAX_CODE_ARG, LocalSession
+from pbx_core.pbx.session import MAX_CODE_ARG, RECORDING_NAME, LocalSession
 from pbx_core.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -53,6 +56,9 @@ APP_GRACE = 5.0  # seconds an application may run on after its caller hung up
 MAX_STATE_KEY = 128
 MAX_STATE_VALUE = 4096
 MAX_STATE_KEYS = 1000
+# Where a mailbox message's audio is (`Context.deposit`): the voicemail feature's
+# recordings, `BOX-ID.wav`, which it plays as `rec:BOX-ID`.
+MAILBOX_AUDIO = "voicemail"
 _UNREAD = object()  # a toggle not yet read from the state LMDB
 
 
@@ -82,6 +88,7 @@ class Facts:
         banned: Callable[[str], bool] | None = None,
         speed_dial: Callable[[str, str], str | None] = lambda _ext, _code: None,
         notify_mwi: Callable[[str, int, int], int] = lambda _ext, _new, _old: 0,
+        originate: Callable[[Originate, str], int] = lambda _call, _feature: 500,
     ) -> None:
         self.now = now
         self.wall = wall  # Unix time (tests move it with their clock)
@@ -97,6 +104,7 @@ class Facts:
         self.talking = talking  # extensions in answered calls now (barge)
         self.speed_dial = speed_dial  # pbx_speed_dial: (extension, code) -> number
         self.notify_mwi = notify_mwi  # message-summary NOTIFYs to a registered extension
+        self.originate = originate  # a call the PBX places (pbx/call_originate.py)
         # Failed authentications counted by the security policy (engine.py); without
         # an engine (tests of the host alone) a policy of the host's own, in RAM.
         if failed_auth is None or banned is None:
@@ -170,6 +178,12 @@ class HostContext:
 
     def set_message(self, mailbox: str, msg_id: str, meta: Mapping[str, Any] | None) -> None:
         self._host.set_message(mailbox, msg_id, meta)
+
+    def originate(self, call: Originate) -> int:
+        return self._host.facts.originate(call, self._feature.name)
+
+    def deposit(self, mailbox: str, recording: str, meta: Mapping[str, Any]) -> str | None:
+        return self._host.deposit(self._feature, mailbox, recording, meta)
 
 
 class FeatureHost:
@@ -443,6 +457,39 @@ class FeatureHost:
 
     def set_message(self, mailbox: str, msg_id: str, meta: Mapping[str, Any] | None) -> None:
         self.mail.set_message(mailbox, msg_id, meta)
+
+    def deposit(
+        self, feature: Feature, mailbox: str, recording: str, meta: Mapping[str, Any]
+    ) -> str | None:
+        """`Context.deposit`: `feature`'s recording becomes a new message of
+        `mailbox` (its audio hard-linked, so no second copy is written to the card)."""
+        if self.recordings is None or not RECORDING_NAME.fullmatch(recording):
+            return None
+        source = self.recordings / feature.name / f"{recording}.wav"
+        try:
+            taken = {msg_id for msg_id, _ in self.mail.messages(mailbox)}
+        except ValueError:
+            return None
+        if not source.is_file():
+            return None
+        folder = self.recordings / MAILBOX_AUDIO
+        n = int(self.facts.wall() * 1000)
+        while f"{n:013d}" in taken or (folder / f"{mailbox}-{n:013d}.wav").exists():
+            n += 1
+        msg_id = f"{n:013d}"
+        target = folder / f"{mailbox}-{msg_id}.wav"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)  # another file system: a copy
+            self.mail.set_message(mailbox, msg_id, dict(meta))
+        except (OSError, ValueError) as exc:
+            log.warning("message for %s not deposited: %s", mailbox, exc)
+            target.unlink(missing_ok=True)
+            return None
+        return msg_id
 
     def _queue_mail(self, mailbox: str, msg_id: str, value: Any) -> None:
         with self._write_lock:
