@@ -67,8 +67,8 @@ def table_pin(ctx: Context, box: str) -> str | None:
     if row is not None:
         value = row.get("pin")
     else:
-        ext = ctx.extension(box)
-        value = ext.get("vm_pin") if ext is not None else None
+        row = ctx.extension(box)
+        value = row.get("vm_pin") if row is not None else None
     return value if isinstance(value, str) and value else None
 
 
