@@ -334,11 +334,11 @@ class Engine:
     # ------------------------------------------------------------------ OPTIONS
     def _stateless(self, req: Request, source: Address) -> bool:
         """Answer without a transaction (RFC 3261 §8.2.7) what needs no state: OPTIONS
-        pings (as Kamailio's options module does) and the challenge to a REGISTER or
-        INVITE that carries no credentials (§8.2.7's own example). Neither costs 32 s
-        of memory; a lost answer is simply sent again for the retransmission."""
+        pings (as Kamailio's options module does) and the challenge to a REGISTER,
+        INVITE or SUBSCRIBE that carries no credentials (§8.2.7's own example). Neither
+        costs 32 s of memory; a lost answer is simply sent again for the retransmission."""
         method = req.method
-        if method not in ("OPTIONS", "REGISTER", "INVITE") or "tag=" in (
+        if method not in ("OPTIONS", "REGISTER", "INVITE", "SUBSCRIBE") or "tag=" in (
             req.headers.get("to") or ""
         ):
             return False

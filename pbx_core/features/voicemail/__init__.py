@@ -162,8 +162,9 @@ FEATURE = Voicemail(
     name="voicemail",
     codes={
         "*97": "listen to your own mailbox",
-        "*98": "listen to a mailbox (number after the code, or prompted), with its PIN",
-        "*96": "leave a message in the mailbox of the extension after the code",
+        "*98": "listen to a mailbox, a shared one too (number after the code, or prompted), "
+        "with its PIN",
+        "*96": "leave a message in the mailbox (an extension's or a shared one) after the code",
     },
     destination_types=("voicemail",),
     tables=(MAILBOX_TABLE,),

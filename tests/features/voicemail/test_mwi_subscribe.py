@@ -354,3 +354,24 @@ def test_shared_box_lamps_on_every_owner_and_its_own_subscription(office: Office
     assert "Message-Account: sip:100@pbx.local" in _unsolicited(office, p100)[-1]
     assert "Voice-Message: 1/0 (0/0)" in _unsolicited(office, p101)[-1]
     assert _unsolicited(office, p102) == []
+
+
+def test_a_subscribe_without_credentials_is_challenged_statelessly(office: Office) -> None:
+    """As an INVITE's: no transaction for a scanner's SUBSCRIBE (engine._stateless)."""
+    req = message(
+        f"""SUBSCRIBE sip:101@{DOMAIN} SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKstateless
+From: <sip:101@{DOMAIN}>;tag=s
+To: <sip:101@{DOMAIN}>
+Call-ID: stateless@test
+CSeq: 1 SUBSCRIBE
+Max-Forwards: 70
+Event: message-summary"""
+    )
+    source = ("UDP", "127.0.0.1", 5999)
+    before = len(office.stack.sent)
+    assert office.engine._stateless(req, source)
+    (resp,) = office.stack.sent[before:]
+    assert isinstance(resp, Response) and resp.status == 407
+    assert resp.headers.get("proxy-authenticate")
+    assert office.engine.subscriptions.subs == {}
