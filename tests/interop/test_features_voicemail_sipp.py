@@ -7,9 +7,10 @@ and `no` again after 101 dials `*97` and presses 1 (play) and 7 (delete) as RFC 
 telephone-events, then # (goodbye: the PBX hangs up). The message is a WAV beside
 the state LMDB and its metadata inside, until it is deleted.
 
-SUBSCRIBE (RFC 6665): a SIPp watcher subscribes to 101's message-summary with digest
+SUBSCRIBE (RFC 6665): a SIPp watcher subscribes to 100's message-summary with digest
 auth, gets the 200 and a NOTIFY `Messages-Waiting: no` (active), then one `yes`
-1/0 when 100 leaves a message, and unsubscribes (200, NOTIFY terminated). SUBSCRIBEs
+1/0 when 101 leaves a message (100's box: the other test's lamp is 101's, whatever
+the order), and unsubscribes (200, NOTIFY terminated). SUBSCRIBEs
 the PBX refuses (no Event, an unknown one, too short an Expires, another's box, a
 box that does not exist) get their status after the digest."""
 
@@ -38,7 +39,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ext = config / "pbx_extension"
     lines = ext.read_text().splitlines()
     lines[0] += " voicemail(int)"
-    # 101's box is the lamp's; 100's is another's box for 101's SUBSCRIBE (403).
+    # 101's box is the unsolicited lamp's, 100's the SIPp watcher's (and another's
+    # box for 101's SUBSCRIBE: 403).
     lines[1:] = [f"{row}:{int(row.split(':')[1] in ('100', '101'))}" for row in lines[1:] if row]
     ext.write_text("\n".join(lines) + "\n")
     env = start(tmp)
@@ -83,22 +85,22 @@ def test_a_sipp_watcher_subscribes_sees_the_lamp_change_and_unsubscribes(
                 "uac_mwi_subscribe.xml",
                 env.addr,
                 tmp_path,
-                "watcher-101",
-                keys={"user": "101"},
-                auth=("101", PASSWORDS["101"]),
+                "watcher-100",
+                keys={"user": "100"},
+                auth=("100", PASSWORDS["100"]),
                 timeout=40,
             )
         )
     )
     watcher.start()
     try:
-        log = tmp_path / "watcher-101" / "messages.log"
+        log = tmp_path / "watcher-100" / "messages.log"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (
             log.exists() and "Messages-Waiting: no" in log.read_text(errors="replace")
         ):
             time.sleep(0.1)
-        res = env.phones.call(tmp_path, "uac_voicemail.xml", "*96101", user="100", timeout=30)
+        res = env.phones.call(tmp_path, "uac_voicemail.xml", "*96100", user="101", timeout=30)
         check(res)
     finally:
         watcher.join(45)
