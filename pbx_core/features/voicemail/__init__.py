@@ -70,7 +70,7 @@ MAILBOX_TABLE = pbx_table(
     text(
         "pin",
         "the PIN *98 asks (digits, or hashed: sha256$SALT$HEX); NULL: the box is never "
-        "opened by phone (an owner may set one from the menu: 0 then 5 ... needs a login)",
+        "opened by phone; an owner's change from the menu (0 then 5) wins until this changes",
         null=True,
         check=_check_pin,
     ),
