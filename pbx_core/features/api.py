@@ -24,6 +24,9 @@ applies the first answer that is not None:
 - `call_ended(ctx, record)`: a call ended (nothing to answer).
 - `registered(ctx, extension)`: a phone of the extension registered anew (nothing
   to answer; voicemail sends it the message-waiting state).
+- `message_summary(ctx, extension, resource)`: extension `extension` subscribes
+  (RFC 6665) to the message-waiting state of `resource` (a mailbox): `(new, old)`,
+  `Reject(403)` (not its box), None (not mine).
 - `outgoing(ctx, call, extension)`: extension `extension` places a call (a new
   INVITE from its phone), asked after the emergency routes and before the feature
   codes. `Redirect(number)` (a hotline), `Answer(app)` (a warm line's dial tone),
@@ -537,9 +540,11 @@ class Context(Protocol):
         ...
 
     def notify_mwi(self, extension: str, new: int, old: int) -> int:
-        """Message waiting (RFC 3842): the core sends an unsolicited
-        `message-summary` NOTIFY with these counts to each registered contact of
-        `extension` (fire and forget); how many were sent."""
+        """Message waiting (RFC 3842): the core sends a `message-summary` NOTIFY
+        with these counts to each subscription (RFC 6665) to `extension` (a mailbox
+        or an extension number), and an unsolicited one (fire and forget) to each
+        registered contact of `extension` that holds no such subscription; how
+        many were sent."""
         ...
 
     def originate(self, call: Originate) -> int:
@@ -615,6 +620,15 @@ class Feature:
         have: a phone that booted, or the PBX restarted): e.g. tell it its message
         waiting state. Nothing to answer."""
         return
+
+    def message_summary(
+        self, ctx: Context, extension: str, resource: str
+    ) -> tuple[int, int] | Reject | None:
+        """Extension `extension` subscribes to the message-waiting state of
+        `resource` (the SUBSCRIBE's Request-URI user): its (new, old) counts,
+        `Reject` (403: another's mailbox) or None (not mine: 404 if no feature
+        knows it). Asked again on every refresh and after a reload."""
+        return None
 
     def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
         """Whether `value` may be given to toggle `name` from outside a call (the

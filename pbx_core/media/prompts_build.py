@@ -79,9 +79,14 @@ PROMPTS: dict[str, str] = {
     "vm-greeting-saved": "Your greeting has been saved.",
     "vm-greeting-menu": (
         "To record your unavailable greeting, press one. For your busy greeting, press two. "
-        "To record your name, press three. For a temporary greeting, press four."
+        "To record your name, press three. For a temporary greeting, press four. "
+        "To change your password, press five."
     ),
     "vm-greeting-removed": "Your greeting has been removed.",
+    "vm-new-password": "Please enter your new password, four to ten digits, followed by pound.",
+    "vm-reenter-password": "Please enter your new password again, followed by pound.",
+    "vm-password-changed": "Your password has been changed.",
+    "vm-password-mismatch": "The passwords do not match. Your password was not changed.",
     "vm-mailbox-full": "The mailbox is full. No message can be left.",
     "vm-message-from": "Message from",
     "vm-unknown-caller": "an unknown caller",

@@ -41,6 +41,7 @@ ALLOW = (
     "INFO",
     "PRACK",
     "REFER",
+    "SUBSCRIBE",  # subscriptions.py (message-summary)
 )
 # Methods we recognise but do not serve: 405 with Allow (RFC 3261 §8.2.1). REFER is the
 # core's (call_ops.py: transfer), never relayed.

@@ -3,7 +3,9 @@
 OPTIONS are answered statelessly (§8.2.7); REGISTER goes to the registrar after
 digest authentication; INVITE from an authenticated extension, or from a trusted
 trunk address, is routed by the dial plan and handed to the B2BUA (calls.py);
-requests inside a call go to the call; everything else gets its status.
+an authenticated SUBSCRIBE goes to the notifier (subscriptions.py: message-summary
+for now); requests inside a call go to the call, inside a subscription to the
+notifier; everything else gets its status.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from pbx_core.pbx.call_state import ALLOW, KNOWN_METHODS
 from pbx_core.pbx.calls import Call, CallManager
 from pbx_core.pbx.cdr import CdrQueue, CdrWriter
 from pbx_core.pbx.features import Facts, FeatureHost
-from pbx_core.pbx.mwi import notify
+from pbx_core.pbx.mwi import EVENT as MWI_EVENT
+from pbx_core.pbx.mwi import MessageSummary, notify, summary
 from pbx_core.pbx.nat import NatPolicy
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.routing import Router
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import DEFAULT_USER_AGENT, SipServer, header_text, stateless_tag
+from pbx_core.pbx.subscriptions import Subscriptions
 from pbx_core.pbx.trunk import TrunkManager
 from pbx_core.sip.errors import ParseError, SipError
 from pbx_core.sip.events import AnyServerKey
@@ -145,6 +149,10 @@ class Engine:
         if self.features.recordings is not None:
             # Nothing records yet: a .part here is one a power cut interrupted.
             remove_partial(self.features.recordings)
+        self.subscriptions = Subscriptions(stack, self.loop, self.calls.contact, self._is_our_host)
+        self.subscriptions.add_package(
+            MessageSummary(self.features.message_summary, lambda: self.domain)
+        )
         self.security = SecurityPolicy()
         self._configure_security()
         stack.tu = self
@@ -172,6 +180,7 @@ class Engine:
         self.trunks.configure(self.snap.trunks())
         self._configure_security()
         self.stack.user_agent = self._user_agent()
+        self.subscriptions.recheck()  # a mailbox gone, an owner changed: noresource
 
     def _user_agent(self) -> str:
         return header_text(str(self.snap.settings.get("user_agent", DEFAULT_USER_AGENT)))
@@ -323,6 +332,7 @@ class Engine:
 
     def close(self) -> None:
         self.trunks.close()
+        self.subscriptions.close()
         self.features.close()
         if self._cdr_queue is not None:
             self._cdr_queue.close()  # the last calls' records reach the disk
@@ -330,11 +340,11 @@ class Engine:
     # ------------------------------------------------------------------ OPTIONS
     def _stateless(self, req: Request, source: Address) -> bool:
         """Answer without a transaction (RFC 3261 §8.2.7) what needs no state: OPTIONS
-        pings (as Kamailio's options module does) and the challenge to a REGISTER or
-        INVITE that carries no credentials (§8.2.7's own example). Neither costs 32 s
-        of memory; a lost answer is simply sent again for the retransmission."""
+        pings (as Kamailio's options module does) and the challenge to a REGISTER,
+        INVITE or SUBSCRIBE that carries no credentials (§8.2.7's own example). Neither
+        costs 32 s of memory; a lost answer is simply sent again for the retransmission."""
         method = req.method
-        if method not in ("OPTIONS", "REGISTER", "INVITE") or "tag=" in (
+        if method not in ("OPTIONS", "REGISTER", "INVITE", "SUBSCRIBE") or "tag=" in (
             req.headers.get("to") or ""
         ):
             return False
@@ -444,7 +454,10 @@ class Engine:
                 self.calls.cancel(call)
             return
         if req.to.tag is not None:
-            if not self.calls.in_dialog(req, source, key):
+            if not (
+                self.subscriptions.in_dialog(req, source, key)
+                or self.calls.in_dialog(req, source, key)
+            ):
                 self.stack.respond(key, req.reply(481))
             return
         try:
@@ -452,6 +465,8 @@ class Engine:
                 self._register(req, source, key)
             elif req.method == "INVITE":
                 self._invite(req, source, key)
+            elif req.method == "SUBSCRIBE":
+                self._subscribe(req, source, key)
             elif req.method in KNOWN_METHODS:
                 self.stack.respond(key, self._error(req, SipError("not here", 405)))
             else:
@@ -533,6 +548,21 @@ class Engine:
             return
         self.router.from_extension(req, source, key, caller, number)
 
+    # ------------------------------------------------------------------ SUBSCRIBE
+    def _subscribe(self, req: Request, source: Address, key: AnyServerKey) -> None:
+        """An out-of-dialog SUBSCRIBE: the digest as for INVITE (407), From must be
+        the subscriber, then the notifier (subscriptions.py) answers."""
+        caller = self._authenticate(req, source, key, self.loop.time())
+        if caller is None:
+            return
+        if unescape(req.from_.uri.user or "") != caller.username:
+            self.stack.respond(key, self._error(req, SipError("From is not you", 403)))
+            return
+        if not caller.settings.enabled or caller.domain != self.domain:
+            self.stack.respond(key, self._error(req, SipError("extension disabled", 403)))
+            return
+        self.subscriptions.subscribe(req, source, key, caller.username)
+
     def _talking(self) -> tuple[Talking, ...]:
         """Our extensions in answered, anchored calls (the features' `Context.talking`)."""
         out = []
@@ -547,10 +577,18 @@ class Engine:
         return tuple(out)
 
     def _notify_mwi(self, extension: str, new: int, old: int) -> int:
-        """The features' `Context.notify_mwi`: message-summary to each registered
-        contact of `extension` (mwi.py)."""
-        bindings = self.registrar.lookup(f"{extension}@{self.domain}", self.loop.time())
-        return notify(self.stack, bindings, extension, self.domain, new, old)
+        """The features' `Context.notify_mwi`: message-summary to each subscription
+        to `extension` (subscriptions.py), and unsolicited to each registered
+        contact of it that holds none (mwi.py)."""
+        body = summary(new, old, f"sip:{extension}@{self.domain}")
+        sent = self.subscriptions.notify_all(MWI_EVENT, extension, body)
+        subs = self.subscriptions
+        bindings = [
+            b
+            for b in self.registrar.lookup(f"{extension}@{self.domain}", self.loop.time())
+            if not subs.watching(MWI_EVENT, extension, str(b.uri), b.source)
+        ]
+        return sent + notify(self.stack, bindings, extension, self.domain, new, old)
 
     def _ringing(self) -> tuple[Ringing, ...]:
         """The calls ringing our extensions (the features' `Context.ringing`)."""
@@ -596,6 +634,7 @@ class Engine:
             "bans": self.security.bans(now),
             "media": self.media.stats() if self.media is not None else {},
             "features": self.features.status(),
+            "subscriptions": self.subscriptions.status(),
             "recordings": self.calls.keys.recordings.status(),  # calls recorded on demand
         }
 

@@ -313,6 +313,18 @@ class FeatureHost:
             except Exception as exc:  # noqa: BLE001  # one feature's bug ends no other
                 self._failed(f, "registered", exc)
 
+    def message_summary(self, extension: str, resource: str) -> tuple[int, int] | Reject | None:
+        """A SUBSCRIBE to `resource`'s message-waiting state: the first answer."""
+        for f in self.features:
+            try:
+                got = f.message_summary(self._contexts[f.name], extension, resource)
+            except Exception as exc:  # noqa: BLE001  # one feature's bug ends no other
+                self._failed(f, "message_summary", exc)
+                continue
+            if got is not None:
+                return got
+        return None
+
     def transfer(self, call: CallInfo, extension: str, number: str) -> Decision | None:
         return self._first("transfer", lambda f, ctx: f.transfer(ctx, call, extension, number))
 

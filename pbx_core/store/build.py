@@ -47,6 +47,9 @@ _DID = re.compile(r"\+?[0-9]+|\*")
 _DIALABLE = re.compile(r"[0-9*#+]+")
 _SPEED_NUMBER = 32  # a speed dial's number (pbx/routing.py MAX_NUMBER: what a Redirect takes)
 _DIGITS = re.compile(r"[0-9]+")
+# A hashed mailbox PIN (features/voicemail/pins.py: sha256$SALT$HEX,
+# pbkdf2_sha256$ITERATIONS$SALT$HEX), accepted beside plain digits.
+_PIN_HASH = re.compile(r"(sha256|pbkdf2_sha256\$[0-9]{1,6})\$[A-Za-z0-9./+=-]{1,64}\$[0-9a-f]{64}")
 
 
 @dataclass
@@ -351,8 +354,9 @@ class _Builder:
                 outbound_cid=_s(rec["outbound_cid"]),
                 call_class=str(rec["call_class"]),
             )
-            if settings.vm_pin is not None and not _DIGITS.fullmatch(settings.vm_pin):
-                self.err(ref, "vm_pin", "vm_pin must be digits")
+            pin = settings.vm_pin
+            if pin is not None and not (_DIGITS.fullmatch(pin) or _PIN_HASH.fullmatch(pin)):
+                self.err(ref, "vm_pin", "vm_pin must be digits or a hashed PIN (sha256$SALT$HEX)")
             for col in ("forward_all", "forward_busy", "forward_noanswer"):
                 v = rec[col]
                 if v is not None and not _DIALABLE.fullmatch(str(v)):
@@ -677,6 +681,8 @@ class _Builder:
             )
         if target is None:
             return f"destination {t} needs a target"
+        if t == "voicemail" and self._feature_target(t, target):
+            return None  # a shared box (features/voicemail's pbx_mailbox)
         if t in ("extension", "voicemail"):
             aor = f"{target}@{self.domain}"
             if self.number(target).type != "extension":
@@ -697,3 +703,8 @@ class _Builder:
                 return None
             return f"no {t} {target!r} in {table.name}"
         return f"unknown destination type {t!r}"
+
+    def _feature_target(self, t: str, target: str) -> bool:
+        """Whether a feature's table whose keys are targets of type `t` has `target`."""
+        table = next((s for s in sch.PBX_TABLES if s.targets == t and s.key), None)
+        return table is not None and target in self._keys(table.name, table.key[0])

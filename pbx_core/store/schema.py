@@ -358,8 +358,10 @@ PBX_EXTENSION = TableSchema(
         _i("voicemail", "1 = has a mailbox (features/voicemail)", default=0, **BOOL),
         _s(
             "vm_pin",
-            "mailbox PIN (digits): asked by *98, and by *97 from the own phone; NULL = "
-            "the own phone's SIP login is enough (*97) and *98 cannot open the box",
+            "mailbox PIN (digits, or hashed: sha256$SALT$HEX, features/voicemail/pins.py): "
+            "asked by *98, and by *97 from the own phone; NULL = the own phone's SIP login "
+            "is enough (*97) and *98 cannot open the box; one the owner sets from the "
+            "phone wins until this value changes",
             null=True,
         ),
         _i("ring_timeout", "seconds to ring before no-answer handling", default=20, lo=5, hi=300),

@@ -1,11 +1,18 @@
 """Voicemail through `pbx run` against SIPp (issue 15): a SIPp phone registered as
-101 (whose mailbox configs/features turns on here) receives the message-waiting
+101 (whose mailbox, and 100's, configs/features turns on here) receives the message-waiting
 NOTIFYs the daemon sends, unsolicited (RFC 3842): `Messages-Waiting: no` when it
 registers, `yes` with `Voice-Message: 1/0 (0/0)` after 100 leaves a message with
 `*96101` (SIPp talking G.711 from a pcap through the greeting into the recording),
 and `no` again after 101 dials `*97` and presses 1 (play) and 7 (delete) as RFC 4733
 telephone-events, then # (goodbye: the PBX hangs up). The message is a WAV beside
-the state LMDB and its metadata inside, until it is deleted."""
+the state LMDB and its metadata inside, until it is deleted.
+
+SUBSCRIBE (RFC 6665): a SIPp watcher subscribes to 100's message-summary with digest
+auth, gets the 200 and a NOTIFY `Messages-Waiting: no` (active), then one `yes`
+1/0 when 101 leaves a message (100's box: the other test's lamp is 101's, whatever
+the order), and unsubscribes (200, NOTIFY terminated). SUBSCRIBEs
+the PBX refuses (no Event, an unknown one, too short an Expires, another's box, a
+box that does not exist) get their status after the digest."""
 
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import pytest
 
 from pbx_core.store.state import StateStore
 from tests.interop.features_env import PROVIDER_IP, Env, start, stop, write_config
-from tests.interop.sipp_agents import Run, Server, check, free_port, register
+from tests.interop.sipp_agents import PASSWORDS, Run, Server, check, free_port, register, run
 from tests.interop.test_features_blocking_sipp import KeyEar
 
 pytestmark = [pytest.mark.interop, pytest.mark.tools("sipp")]
@@ -32,7 +39,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ext = config / "pbx_extension"
     lines = ext.read_text().splitlines()
     lines[0] += " voicemail(int)"
-    lines[1:] = [f"{row}:{int(row.split(':')[1] == '101')}" for row in lines[1:] if row]
+    # 101's box is the unsolicited lamp's, 100's the SIPp watcher's (and another's
+    # box for 101's SUBSCRIBE: 403).
+    lines[1:] = [f"{row}:{int(row.split(':')[1] in ('100', '101'))}" for row in lines[1:] if row]
     ext.write_text("\n".join(lines) + "\n")
     env = start(tmp)
     try:
@@ -64,6 +73,72 @@ def test_a_message_lights_the_lamp_of_the_registered_phone(env: Env, tmp_path: P
     assert "Messages-Waiting: no" in bodies[2], bodies
     assert "Voice-Message: 0/0 (0/0)" in bodies[2], bodies
     assert list((env.tmp / "recordings" / "voicemail").glob("101-*.wav")) == []
+
+
+def test_a_sipp_watcher_subscribes_sees_the_lamp_change_and_unsubscribes(
+    env: Env, tmp_path: Path
+) -> None:
+    out: list[Run] = []
+    watcher = threading.Thread(
+        target=lambda: out.append(
+            run(
+                "uac_mwi_subscribe.xml",
+                env.addr,
+                tmp_path,
+                "watcher-100",
+                keys={"user": "100"},
+                auth=("100", PASSWORDS["100"]),
+                timeout=40,
+            )
+        )
+    )
+    watcher.start()
+    try:
+        log = tmp_path / "watcher-100" / "messages.log"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            log.exists() and "Messages-Waiting: no" in log.read_text(errors="replace")
+        ):
+            time.sleep(0.1)
+        res = env.phones.call(tmp_path, "uac_voicemail.xml", "*96100", user="101", timeout=30)
+        check(res)
+    finally:
+        watcher.join(45)
+    (done,) = out
+    check(done)
+    notifies = done.requests("NOTIFY")
+    assert len(notifies) == 3, done.report()
+    assert "Messages-Waiting: yes" in notifies[1].body
+    assert notifies[2].header("Subscription-State") == "terminated;reason=timeout"
+
+
+@pytest.mark.parametrize(
+    ("name", "resource", "event", "expires", "status"),
+    [
+        ("no-event", "101", "X-Event: none", "X-Expires: none", 489),
+        ("unknown-event", "101", "Event: presence", "X-Expires: none", 489),
+        ("short-expires", "101", "Event: message-summary", "Expires: 5", 423),
+        ("huge-expires", "101", "Event: message-summary", "Expires: 99999999999", 400),
+        ("another-box", "100", "Event: message-summary", "X-Expires: none", 403),
+        ("no-box", "102", "Event: message-summary", "X-Expires: none", 404),
+    ],
+)
+def test_sipp_subscribes_the_pbx_refuses(
+    env: Env, tmp_path: Path, name: str, resource: str, event: str, expires: str, status: int
+) -> None:
+    res = run(
+        "uac_subscribe_refused.xml",
+        env.addr,
+        tmp_path,
+        name,
+        keys={"user": "101", "resource": resource, "event": event, "expires": expires},
+        auth=("101", PASSWORDS["101"]),
+    )
+    check(res)
+    finals = [m.status for m in res.received() if m.status is not None and m.status >= 200]
+    assert finals[-1] == status, res.report()
+    if status == 489:
+        assert "message-summary" in (res.received()[-1].header("Allow-Events") or "")
 
 
 class Keys(KeyEar):

@@ -3,8 +3,9 @@ when a call to it is busy (DND too), unanswered or unavailable (after the forwar
 the registry asks this feature's `unanswered` after call forwarding's), by the
 destination type `voicemail` (target: the mailbox) from any table, and by `*96` +
 extension (not FreePBX's bare `*`: see README.md). `*97` listens to the own box,
-`*98` (+ box) to any box with its PIN. Message waiting (RFC 3842) is sent on every
-change and when a phone registers anew.
+`*98` (+ box) to any box with its PIN. Shared boxes (pbx_mailbox) have several
+owners. Message waiting (RFC 3842) is sent on every change and when a phone
+registers anew, and served to SUBSCRIBE (the `message_summary` hook).
 See README.md."""
 
 from __future__ import annotations
@@ -22,11 +23,69 @@ from pbx_core.features.api import (
     Reject,
     Setting,
     Why,
+    integer,
+    pbx_table,
+    text,
 )
-from pbx_core.features.voicemail import apps
+from pbx_core.features.voicemail import apps, pins
 from pbx_core.features.voicemail import box as mb
 
 MAX_BOX = 16  # digits of a mailbox number after a code
+
+
+def _check_owners(value: object) -> str | None:
+    owners = [o.strip() for o in str(value or "").split(",") if o.strip()]
+    if not owners:
+        return "at least one extension"
+    if len(owners) > mb.MAX_OWNERS:
+        return f"at most {mb.MAX_OWNERS} extensions"
+    bad = [o for o in owners if not o.isdigit() or len(o) > 32]
+    return f"not an extension number: {bad[0][:32]}" if bad else None
+
+
+def _check_pin(value: object) -> str | None:
+    if pins.form(str(value)) is None:
+        return "a PIN is 1-12 digits, or hashed: sha256$SALT$HEX (features/voicemail/pins.py)"
+    return None
+
+
+def _check_box(value: object) -> str | None:
+    number = str(value)
+    return None if number.isdigit() and len(number) <= MAX_BOX else f"1-{MAX_BOX} digits"
+
+
+MAILBOX_TABLE = pbx_table(
+    mb.SHARED,
+    "Shared (group) mailboxes (feature voicemail): a box several extensions own; "
+    "callers reach it by its number, a destination voicemail + number, or *96 + "
+    "number; owners listen with *98 + number and its PIN; every owner's lamp shows it.",
+    text(
+        "number",
+        "the box's number (dialled to leave a message; not an extension's)",
+        need=True,
+        check=_check_box,
+        dials="voicemail",
+    ),
+    text("owners", "extensions owning the box, comma-separated", need=True, check=_check_owners),
+    text(
+        "pin",
+        "the PIN *98 asks (digits, or hashed: sha256$SALT$HEX); NULL: the box is never "
+        "opened by phone; an owner's change from the menu (0 then 5) wins until this changes",
+        null=True,
+        check=_check_pin,
+    ),
+    integer(
+        "max_messages",
+        "messages the box keeps; NULL: the setting vm_max_messages",
+        null=True,
+        lo=1,
+        hi=10_000,
+    ),
+    text("description", "what the box is for", null=True),
+    key=("number",),
+    max_rows=200,
+    targets="voicemail",
+)
 
 
 def _auth_key(call: CallInfo, extension: str) -> str:
@@ -46,17 +105,17 @@ class Voicemail(Feature):
         if dial.code == "*97":
             if dial.arg:
                 return Reject(404, "nothing follows *97")
-            if not mb.has_box(ctx, dial.extension):
+            if not mb.own_box(ctx, dial.extension):
                 return Reject(404, f"extension {dial.extension} has no mailbox")
             # The owner's own phone (authenticated by its SIP digest) needs the PIN
             # only when the box has one (pbx_extension.vm_pin).
-            need = mb.pin(ctx, dial.extension) is not None
+            need = mb.has_pin(ctx, dial.extension)
             return Answer(apps.menu(ctx, dial.extension, need, key), "voicemail")
         # *98: any box, always with its PIN
         if dial.arg:
             if len(dial.arg) > MAX_BOX or not mb.has_box(ctx, dial.arg):
                 return Reject(404, f"no mailbox {dial.arg[:MAX_BOX]}")
-            if mb.pin(ctx, dial.arg) is None:
+            if not mb.has_pin(ctx, dial.arg):
                 return Reject(403, f"mailbox {dial.arg} has no PIN: only its own phone")
             return Answer(apps.menu(ctx, dial.arg, True, key), "voicemail")
         return Answer(apps.menu(ctx, None, True, key), "voicemail")
@@ -68,14 +127,28 @@ class Voicemail(Feature):
         return Answer(apps.leave(ctx, call, target, "unavail"), "voicemail")
 
     def unanswered(self, ctx: Context, call: CallInfo, extension: str, why: Why) -> Decision | None:
-        if not mb.has_box(ctx, extension):
+        if not mb.own_box(ctx, extension):
             return None
         kind = "busy" if why is Why.BUSY else "unavail"
         return Answer(apps.leave(ctx, call, extension, kind), "voicemail")
 
     def registered(self, ctx: Context, extension: str) -> None:
-        if mb.has_box(ctx, extension):
-            mb.mwi(ctx, extension)
+        if mb.boxes_of(ctx, extension):
+            ctx.notify_mwi(extension, *mb.summary_of(ctx, extension))
+
+    def message_summary(
+        self, ctx: Context, extension: str, resource: str
+    ) -> tuple[int, int] | Reject | None:
+        """A SUBSCRIBE: to the own number, all the subscriber's boxes together (its
+        own and the shared ones it owns: what its lamp shows); to a shared box it
+        owns, that box; to another's box, 403."""
+        if resource == extension:
+            return mb.summary_of(ctx, extension) if mb.boxes_of(ctx, extension) else None
+        if not mb.has_box(ctx, resource):
+            return None
+        if extension in mb.owners(ctx, resource):
+            return mb.counts(ctx, resource)
+        return Reject(403, f"mailbox {resource[:MAX_BOX]} is not yours")
 
     def status(self, ctx: Context) -> dict[str, Any]:
         """`pbx status`: how much of the card's quota the messages use."""
@@ -89,10 +162,12 @@ FEATURE = Voicemail(
     name="voicemail",
     codes={
         "*97": "listen to your own mailbox",
-        "*98": "listen to a mailbox (number after the code, or prompted), with its PIN",
-        "*96": "leave a message in the mailbox of the extension after the code",
+        "*98": "listen to a mailbox, a shared one too (number after the code, or prompted), "
+        "with its PIN",
+        "*96": "leave a message in the mailbox (an extension's or a shared one) after the code",
     },
     destination_types=("voicemail",),
+    tables=(MAILBOX_TABLE,),
     settings=(
         Setting(
             "vm_min_seconds",

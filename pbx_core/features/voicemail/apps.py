@@ -8,6 +8,7 @@ from typing import Any
 
 from pbx_core.features.api import App, CallInfo, Context, Session, ZoneError, zone
 from pbx_core.features.voicemail import box as mb
+from pbx_core.features.voicemail import pins
 
 PIN_TRIES = 3
 MENU_ROUNDS = 20  # main menu turns before goodbye
@@ -93,15 +94,14 @@ def greeting(ctx: Context, box: str, kind: str) -> list[str]:
 async def _login(session: Session, ctx: Context, box: str, key: str) -> bool:
     """Ask for the box's PIN (at most PIN_TRIES); a wrong one counts as a failed
     login against `key` (the caller's address, else its number)."""
-    want = mb.pin(ctx, box)
-    if want is None:
+    if not mb.has_pin(ctx, box):
         return False
     for _ in range(PIN_TRIES):
         await session.play("vm-enter-password")
         entry = await session.collect(mb.MAX_PIN, 8.0, 4.0, "#")
         if session.hung_up:
             return False
-        if entry == want:
+        if mb.check_pin(ctx, box, entry):
             return True
         banned = ctx.failed_auth(key)
         await session.play("vm-login-incorrect")
@@ -224,11 +224,15 @@ def envelope(ctx: Context, meta: Mapping[str, Any]) -> list[str]:
 
 async def _greetings(session: Session, ctx: Context, box: str) -> None:
     """0 in the menu: 1 records the unavailable greeting, 2 the busy one, 3 the
-    name, 4 the temporary one (played for every call while it exists). A recording
-    shorter than vm_min_seconds (# at once) removes that greeting."""
+    name, 4 the temporary one (played for every call while it exists), 5 changes
+    the PIN. A recording shorter than vm_min_seconds (# at once) removes that
+    greeting."""
     choice = await session.play("vm-greeting-menu", interruptible=True)
     if choice is None:
         choice = await session.collect(1, 5.0, 1.0, "")
+    if choice == "5":
+        await _change_pin(session, ctx, box)
+        return
     kinds = dict(zip("1234", mb.GREETINGS, strict=True))
     if choice not in kinds:
         return
@@ -246,3 +250,25 @@ async def _greetings(session: Session, ctx: Context, box: str) -> None:
     mb.set_greeting(ctx, name, True)
     if not session.hung_up:
         await session.play("vm-greeting-saved")
+
+
+async def _change_pin(session: Session, ctx: Context, box: str) -> None:
+    """0 then 5: the new PIN twice (4-10 digits, then #); kept hashed in the
+    feature's state (box.set_pin). A PIN of the wrong length ("invalid option"), or
+    two that differ ("do not match"), change nothing."""
+    await session.play("vm-new-password")
+    first = await session.collect(pins.MAX_NEW + 1, 8.0, 4.0, "#")
+    if session.hung_up:
+        return
+    if not pins.valid(first):
+        await session.play("invalid-option")
+        return
+    await session.play("vm-reenter-password")
+    second = await session.collect(pins.MAX_NEW + 1, 8.0, 4.0, "#")
+    if session.hung_up:
+        return
+    if first != second:
+        await session.play("vm-password-mismatch")
+        return
+    mb.set_pin(ctx, box, first)
+    await session.play("vm-password-changed")

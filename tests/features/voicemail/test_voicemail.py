@@ -477,6 +477,12 @@ def test_any_box_argument_is_refused_or_served(arg: str) -> None:
         def extension(self, number: str) -> dict[str, Any] | None:
             return {"voicemail": 1, "vm_pin": "12"} if number == "100" else None
 
+        def rows(self, table: str) -> tuple[dict[str, Any], ...]:
+            return ()
+
+        def state_get(self, key: str) -> Any:
+            return None
+
     call = CallInfo("100@pbx.local", "100", "internal", "*98" + arg, True)
     got = voicemail.FEATURE.dial(Ctx(), Dial(call, "100@pbx.local", "100", "*98", arg))  # type: ignore[arg-type]
     if arg in ("100", ""):
