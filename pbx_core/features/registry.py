@@ -32,6 +32,7 @@ from pbx_core.features import (
     recording,
     ringgroup,
     speeddial,
+    sysrec,
     timecond,
     transfer,
     voicemail,
@@ -57,6 +58,7 @@ FEATURES: tuple[Feature, ...] = (
     barge.FEATURE,
     speeddial.FEATURE,
     hotline.FEATURE,
+    sysrec.FEATURE,
     voicemail.FEATURE,  # its unanswered after forward's: a forward on busy wins
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )

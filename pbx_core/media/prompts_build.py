@@ -143,6 +143,22 @@ PROMPTS: dict[str, str] = {
     "speeddial-enter-location": "Please enter the two digit speed dial location.",
     "speeddial-enter-number": "Please enter the number for this speed dial, followed by pound.",
     "speeddial-set": "Speed dial",
+    # system recordings (features/sysrec) and the directory (features/directory)
+    "sysrec-enter-number": "Please enter the recording number, followed by pound.",
+    "sysrec-record": "Record after the tone, then press pound.",
+    "sysrec-review": (
+        "To keep this recording, press one. To record again, two. To listen again, three."
+    ),
+    "sysrec-saved": "The recording has been saved.",
+    "sysrec-failed": "The recording could not be saved.",
+    "sysrec-too-short": "That was too short.",
+    "sysrec-cancelled": "Nothing was changed.",
+    "sysrec-none": "There is no recording with that number.",
+    "dir-enter-name": "Please enter the first three letters of the name.",
+    "dir-extension": "Extension",
+    "dir-menu": "To call, press one. For the next name, press two.",
+    "dir-no-match": "No name matches.",
+    "dir-no-more": "There are no more names.",
 }  # fmt: skip
 
 RATE = 8000

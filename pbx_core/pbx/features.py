@@ -568,7 +568,7 @@ class FeatureHost:
         `feature`: the feature that answered (its recordings directory)."""
         where = self.recordings / feature if self.recordings and feature else None
         loop = self.loop or asyncio.get_running_loop()
-        session = LocalSession(leg, hangup, ended, bridge, where, loop)
+        session = LocalSession(leg, hangup, ended, bridge, where, loop, self.recordings)
         session.call_id = call_id
         session.music = self.music
         self._sessions[call_id] = session
