@@ -431,6 +431,11 @@ class Context(Protocol):
         """An extension's configured row as a read-only mapping (None: no such)."""
         ...
 
+    def extensions(self) -> tuple[str, ...]:
+        """Every extension's number (the PBX's domain), sorted; at most 4096 (the
+        dial-by-name directory reads each one's `extension` row)."""
+        ...
+
     def group(self, number: str) -> Mapping[str, Any] | None:
         """A ring group's row (members as a tuple of numbers), None: no such."""
         ...

@@ -19,6 +19,7 @@ from pbx_core.features import (
     barge,
     blocking,
     callwaiting,
+    directory,
     disa,
     dnd,
     echo,
@@ -59,6 +60,7 @@ FEATURES: tuple[Feature, ...] = (
     speeddial.FEATURE,
     hotline.FEATURE,
     sysrec.FEATURE,
+    directory.FEATURE,
     voicemail.FEATURE,  # its unanswered after forward's: a forward on busy wins
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )

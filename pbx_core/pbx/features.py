@@ -82,6 +82,7 @@ class Facts:
         banned: Callable[[str], bool] | None = None,
         speed_dial: Callable[[str, str], str | None] = lambda _ext, _code: None,
         notify_mwi: Callable[[str, int, int], int] = lambda _ext, _new, _old: 0,
+        extensions: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
         self.now = now
         self.wall = wall  # Unix time (tests move it with their clock)
@@ -97,6 +98,7 @@ class Facts:
         self.talking = talking  # extensions in answered calls now (barge)
         self.speed_dial = speed_dial  # pbx_speed_dial: (extension, code) -> number
         self.notify_mwi = notify_mwi  # message-summary NOTIFYs to a registered extension
+        self.extensions = extensions  # every extension's number (the directory)
         # Failed authentications counted by the security policy (engine.py); without
         # an engine (tests of the host alone) a policy of the host's own, in RAM.
         if failed_auth is None or banned is None:
@@ -132,6 +134,7 @@ class HostContext:
         self.talking = facts.talking
         self.speed_dial = facts.speed_dial
         self.notify_mwi = facts.notify_mwi
+        self.extensions = facts.extensions
 
     def toggle(self, extension: str, name: str) -> Any:
         return self._host.toggle(self._feature, extension, name)
