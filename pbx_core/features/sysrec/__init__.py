@@ -1,7 +1,7 @@
-"""System recordings from a phone (FreePBX's *77 / *99): `*77` + number records the
+"""System recordings from a phone (FreePBX's *77; its *99 is *94 here): `*77` + number records the
 office's recording NUMBER (a greeting an IVR or a DID's welcome plays as
 `sys:NUMBER`), plays it back, and keeps it only on 1 (2 records again, 3 listens
-again); `*99` + number plays it. Only extensions with a `pbx_sysrec` row may: the
+again); `*94` + number plays it. Only extensions with a `pbx_sysrec` row may: the
 company greeting is not everyone's to replace. The store itself (format, bounds,
 whole writes) is the core's (pbx_core/sysrec.py, through `Session.keep_system`).
 See README.md."""
@@ -21,7 +21,7 @@ from pbx_core.features.api import (
     text,
 )
 
-RECORD_CODE, CHECK_CODE = "*77", "*99"
+RECORD_CODE, CHECK_CODE = "*77", "*94"
 MAX_DIGITS = 8  # a recording's number from a phone
 RECORD_MAX = 120.0  # seconds (the store's own bound)
 MIN_SECONDS = 1.0  # shorter: recorded again
@@ -30,7 +30,7 @@ TRIES = 5  # recordings in one call, at most
 TABLE = pbx_table(
     "pbx_sysrec",
     "Who may record and check system recordings from a phone (feature sysrec: *77, "
-    "*99). No row: nobody.",
+    "*94). No row: nobody.",
     text("extension", "the extension allowed", need=True),
     key=("extension",),
     max_rows=100,

@@ -1,7 +1,7 @@
 """System recordings on the office harness (features/sysrec + pbx_core/sysrec.py +
 Session.play("sys:NAME")): an extension with a pbx_sysrec row records one with *77,
 hears it back and keeps it on 1 (2 records again, nothing kept otherwise); others
-get 403; *99 plays it; an application's `sys:NAME` plays it, a missing one is a
+get 403; *94 plays it; an application's `sys:NAME` plays it, a missing one is a
 warning and a beep, never a crash."""
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def test_recording_again_then_hanging_up_keeps_nothing(office: Office) -> None:
 def test_only_with_the_permission(office: Office) -> None:
     b = office.phone("101")
     assert b.call("*7712").status == 403
-    assert b.call("*9912").status == 403
+    assert b.call("*9412").status == 403
     assert office.phone("100").call("*7712345678901").status == 404  # 13 digits: no name
     assert office.left_behind() == []
 
@@ -140,7 +140,7 @@ def test_a_missing_system_recording_is_a_warning_and_a_beep(
 def test_check_code_plays_it(office: Office) -> None:
     _system(office).mkdir(parents=True)
     sysrec.save(_system(office), "7", sysrec.header(800) + b"\x80" * 800)
-    call = office.phone("100").call("*997")
+    call = office.phone("100").call("*947")
     assert call.status == 200
     office.advance(4)
     assert call.pbx_call is None  # played, then hung up
