@@ -356,7 +356,10 @@ class Remote:
             self._progress("sysrec-pull", name, len(data), size)
         if digest(data) != sha:
             raise RemoteError(f"sysrec-pull: {name}: checksum mismatch after transfer")
-        write_file_atomic(target, data)
+        try:
+            write_file_atomic(target, data)
+        except OSError as e:
+            raise RemoteError(f"sysrec-pull: {target}: {e.strerror}") from None
         return [f"pulled system recording {name} ({size} bytes) into {target}"]
 
     def _progress(self, what: str, name: str, done: int, total: int) -> None:

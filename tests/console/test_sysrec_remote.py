@@ -87,6 +87,9 @@ def test_push_list_pull_delete_and_refusals(tmp_path: Path) -> None:
         res = remote(net.port, "sysrec-pull", "welcome", str(laptop / "back.wav"), **again)
         assert res.returncode == 0, res.stderr[-2000:]
         assert (laptop / "back.wav").read_bytes() == stored
+        res = remote(net.port, "sysrec-pull", "welcome", str(laptop / "no" / "x.wav"), **again)
+        assert res.returncode == 1 and "no/x.wav" in res.stderr, res.stderr[-2000:]
+        assert "Traceback" not in res.stderr
         res = remote(net.port, "sysrec-pull", "nothing", str(laptop / "x.wav"), **again)
         assert res.returncode == 1 and "no system recording 'nothing'" in res.stderr
         assert not (laptop / "x.wav").exists()

@@ -10,7 +10,7 @@ import logging
 import math
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +65,12 @@ def _system(office: Office) -> Path:
     return sysrec.folder(office.tmp / "state" / "recordings")
 
 
-def _until(office: Office, path: Path) -> None:
+def _until(office: Office, done: Callable[[], bool]) -> None:
     """Let the loop run (no clock moving) until the store's write, done by a worker
-    thread, has reported back and `path` is there (or 10 s of real time)."""
+    thread, has reported back and `done()` (or 10 s of real time)."""
     for _ in range(2000):
         office.settle_io(1)
-        if path.exists():
+        if done():
             return
         time.sleep(0.005)
 
@@ -91,7 +91,7 @@ def test_record_listen_and_keep(office: Office) -> None:
     assert not (_system(office) / "12.wav").exists()  # nothing kept before 1
     call.keys("1")
     office.advance(0.1)
-    _until(office, _system(office) / "12.wav")
+    _until(office, (_system(office) / "12.wav").exists)
     office.advance(3)
     kept = (_system(office) / "12.wav").read_bytes()
     assert kept[:4] == b"RIFF" and kept[:58] == sysrec.header(len(kept) - 58)
@@ -116,6 +116,24 @@ def test_recording_again_then_hanging_up_keeps_nothing(office: Office) -> None:
     assert not (_system(office) / "13.wav").exists()
     assert not (office.tmp / "state" / "recordings" / "sysrec" / "draft-100.wav").exists()
     assert office.left_behind() == []
+
+
+def test_a_full_store_keeps_nothing_and_says_so(
+    office: Office, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.WARNING, "pbx.features")
+    sysrec.save(_system(office), "5", sysrec.header(800) + b"\x80" * 800)
+    monkeypatch.setattr(sysrec, "MAX_COUNT", 1)  # the store is full
+    call = office.phone("100").call("*7712")
+    _record(office, call, 1.5)
+    office.advance(2.5)
+    call.keys("1")
+    office.advance(0.1)
+    _until(office, lambda: "not kept" in caplog.text)
+    assert "system recording '12' not kept: 1 system recordings already" in caplog.text
+    office.advance(5)  # "could not be saved", then the end
+    assert sorted(p.name for p in _system(office).iterdir()) == ["5.wav"]
+    assert call.pbx_call is None and office.left_behind() == []
 
 
 def test_only_with_the_permission(office: Office) -> None:
