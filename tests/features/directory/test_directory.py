@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pbx_core.features.api import Answer, Context, Decision, Dial, Feature, Session
-from pbx_core.features.directory import keys_of, matches, name_of
+from pbx_core.features.directory import MAX_MATCHES, keys_of, matches, name_of
 from pbx_core.features.registry import FEATURES
 from pbx_core.media.wav import wav_bytes
 from tests.conftest import FACTORY
+from tests.fuzzing import fuzz_settings
 from tests.harness.office import PROVIDER_TRUNK, Office, offices
 
 EXTENSIONS = [
@@ -181,3 +184,24 @@ def test_a_did_can_lead_to_the_directory(tmp_path: Path) -> None:
         office.advance(1)
         assert provider.call("5550412", auth=False).status == 404  # not a target it knows
         assert office.left_behind() == []
+
+
+@pytest.mark.fuzz
+@fuzz_settings(300)
+@given(
+    st.text(max_size=6),
+    st.lists(
+        st.tuples(st.from_regex(r"[0-9]{3}", fullmatch=True), st.text(max_size=20)),
+        unique_by=lambda person: person[0],
+    ),
+    st.sampled_from(["last", "first"]),
+)
+def test_any_entry_and_names_give_at_most_eight_true_matches(
+    entered: str, people: list[tuple[str, str]], which: str
+) -> None:
+    rows = [(number, {"display_name": name}) for number, name in people]
+    found = matches(entered, rows, which)
+    assert len(found) <= MAX_MATCHES
+    names = dict(people)
+    for number in found:
+        assert keys_of(name_of(names[number], which)).startswith(entered) and entered
