@@ -197,6 +197,16 @@ def _cmd_remote(args: argparse.Namespace) -> int:
     if args.action in ("push", "pull", "pull-recordings") and len(args.args) != 1:
         print(f"pbx remote: usage: pbx remote --port URL {args.action} DIR", file=sys.stderr)
         return 2
+    shapes = {
+        "sysrec-push": ("FILE NAME", 2),
+        "sysrec-pull": ("NAME FILE", 2),
+        "sysrec-list": ("", 0),
+        "sysrec-delete": ("NAME", 1),
+    }
+    if args.action in shapes and len(args.args) != shapes[args.action][1]:
+        usage = f"pbx remote --port URL {args.action} {shapes[args.action][0]}".rstrip()
+        print(f"pbx remote: usage: {usage}", file=sys.stderr)
+        return 2
     if args.action == "run" and not args.args:
         print(
             "pbx remote: usage: pbx remote --port URL run COMMAND... (or - for stdin)",
@@ -253,6 +263,11 @@ def _console_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="DIR",
         help="call recordings `pbx remote pull-recordings` fetches (default %(default)s)",
     )
+    con.add_argument(
+        "--system-recordings",
+        metavar="DIR",
+        help="system recordings (greetings; default: `system` beside --recordings)",
+    )
     con.set_defaults(func=_cmd_console)
 
     rem = sub.add_parser(
@@ -281,8 +296,27 @@ def _console_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     rem.add_argument("--json", action="store_true", help="one JSON answer per command")
     rem.add_argument("--quiet", action="store_true", help="no transfer progress")
     rem.add_argument("--no-commit", action="store_true", help="push: stage only")
-    rem.add_argument("action", choices=("run", "push", "pull", "pull-recordings"))
-    rem.add_argument("args", nargs="*", metavar="ARG", help="commands (run) or a directory")
+    rem.add_argument(
+        "action",
+        choices=(
+            "run",
+            "push",
+            "pull",
+            "pull-recordings",
+            "sysrec-push",
+            "sysrec-pull",
+            "sysrec-list",
+            "sysrec-delete",
+        ),
+    )
+    rem.add_argument(
+        "args",
+        nargs="*",
+        metavar="ARG",
+        help="commands (run), a directory (push, pull, pull-recordings), a WAV file and a "
+        "system recording's name (sysrec-push FILE NAME, sysrec-pull NAME FILE, "
+        "sysrec-delete NAME)",
+    )
     rem.set_defaults(func=_cmd_remote)
 
 

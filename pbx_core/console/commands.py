@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pbx_core.console import auth, recordings, toggles
+from pbx_core import sysrec
+from pbx_core.console import auth, recordings, sysrecs, toggles
 from pbx_core.console.config import ConfigError, digest, parse_path, parse_tables
 from pbx_core.store.dbtext import format_table
 
@@ -35,6 +36,8 @@ Commands (changes are staged until commit; `changes` lists them):
   tables                       the tables and their row counts
   status                       registrations, calls, trunks of the running PBX
   export [TABLE]               tables as dbtext
+  sysrec-list                  the system recordings (greetings played as sys:NAME)
+  sysrec-delete NAME           remove one (`pbx remote sysrec-push` adds them)
   import TABLE                 read a table as dbtext, ended by a line "."
   passwd                       change the admin password
   shell                        a root shell for maintenance; exit returns here
@@ -72,6 +75,7 @@ class Commands:
         self.s = session
         self.uploads: dict[str, bytearray] = {}
         self.expected: dict[str, tuple[int, str]] = {}
+        self.sysrec = sysrecs.SystemRecordings(session.opts.system_recordings)
         self.table: dict[str, Callable[[list[str], str], Result]] = {
             "help": self.help,
             "show": self.show,
@@ -94,6 +98,12 @@ class Commands:
             "push-table": self.push_table,
             "push-chunk": self.push_chunk,
             "push-finish": self.push_finish,
+            "sysrec-list": self.sysrec_list,
+            "sysrec-delete": self.sysrec_delete,
+            "sysrec-chunk": self.sysrec_chunk,
+            "sysrec-begin": self.sysrec_begin,
+            "sysrec-data": self.sysrec_data,
+            "sysrec-finish": self.sysrec_finish,
         }
 
     def run(self, line: str) -> Result:
@@ -107,7 +117,7 @@ class Commands:
             return error(f"{word}: {e}", USAGE)
         try:
             return handler(args, rest.strip())
-        except (ConfigError, toggles.ToggleError) as e:
+        except (ConfigError, toggles.ToggleError, sysrec.SysrecError, sysrecs.UploadError) as e:
             return error(str(e))
 
     # ------------------------------------------------------------------ uci-like
@@ -285,3 +295,37 @@ class Commands:
         self.uploads.clear()
         self.expected.clear()
         return Result(lines=[f"staged {len(tables)} tables ({n} change(s)); commit to apply"])
+
+    # ------------------------------------------------------------------ system recordings
+    def sysrec_list(self, _args: list[str], _rest: str) -> Result:
+        lines, data = self.sysrec.lines()
+        return Result(lines=lines, data=data)
+
+    def sysrec_delete(self, args: list[str], _rest: str) -> Result:
+        if len(args) != 1:
+            return error("usage: sysrec-delete NAME", USAGE)
+        self.sysrec.delete(args[0])
+        return Result(lines=[f"deleted system recording {args[0]}"])
+
+    def sysrec_chunk(self, args: list[str], _rest: str) -> Result:
+        if len(args) != 3 or not args[1].isdigit() or not args[2].isdigit():
+            return error("usage: sysrec-chunk NAME OFFSET LENGTH", USAGE)
+        off = int(args[1])
+        data = self.sysrec.chunk(args[0], off, int(args[2]))
+        return Result(data={"offset": off, "b64": base64.b64encode(data).decode()})
+
+    def sysrec_begin(self, args: list[str], _rest: str) -> Result:
+        if len(args) != 3:
+            return error("usage: sysrec-begin NAME SIZE SHA256", USAGE)
+        self.sysrec.begin(*args)
+        return Result()
+
+    def sysrec_data(self, args: list[str], _rest: str) -> Result:
+        if len(args) != 2:
+            return error("usage: sysrec-data OFFSET BASE64", USAGE)
+        return Result(data=self.sysrec.data(*args))
+
+    def sysrec_finish(self, _args: list[str], _rest: str) -> Result:
+        name, size = self.sysrec.finish()
+        seconds = (size - sysrec.HEADER) / sysrec.RATE
+        return Result(lines=[f"saved system recording {name} ({seconds:.1f} s)"], data=size)

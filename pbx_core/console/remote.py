@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from pbx_core import sysrec
 from pbx_core.console import frame, recordings
 from pbx_core.console.commands import CHUNK
 from pbx_core.console.config import ConfigError, check, digest, parse_tables
@@ -41,6 +42,7 @@ WAKE = b"\x03\r"
 WAKE_MAX = 16.0
 LOGIN_WAIT = 300.0  # default: a box switched on just now boots in a minute or two
 SEEN = 240  # how much of the last output a failed login quotes
+SYSREC_PUSH_CHUNK = 1024  # bytes of a system recording per frame (~1.4 kB of base64)
 
 
 class RemoteError(Exception):
@@ -318,6 +320,48 @@ class Remote:
             f"pulled {fetched} recordings ({total} bytes) into {directory}; {have} there already"
         ]
 
+    def sysrec_push(self, source: Path, name: str) -> list[str]:
+        """Send a WAV file as the system recording `name`: checked and converted here
+        first (nothing leaves the laptop that the box would refuse), sent in checked
+        parts, checked again and written whole by the box."""
+        try:
+            sysrec.check_name(name)
+            stored = sysrec.to_stored(sysrec.read(source), source.name)
+        except sysrec.SysrecError as e:
+            raise RemoteError(f"sysrec-push: {e}") from None
+        self._checked(f"sysrec-begin {name} {len(stored)} {digest(stored)}")
+        for off in range(0, len(stored), SYSREC_PUSH_CHUNK):
+            part = base64.b64encode(stored[off : off + SYSREC_PUSH_CHUNK]).decode()
+            self._checked(f"sysrec-data {off} {part}")
+            done = min(off + SYSREC_PUSH_CHUNK, len(stored))
+            self._progress("sysrec-push", name, done, len(stored))
+        return list(self._checked("sysrec-finish").get("lines", []))
+
+    def sysrec_pull(self, name: str, target: Path) -> list[str]:
+        """The box's system recording `name` into the file `target` (written whole)."""
+        listing: dict[str, dict[str, Any]] = self._checked("sysrec-list")["data"]
+        meta = listing.get(name)
+        if meta is None:
+            raise RemoteError(f"sysrec-pull: the box has no system recording {name!r}")
+        size, sha = int(meta["size"]), str(meta["sha256"])
+        if size > sysrec.MAX_UPLOAD:
+            raise RemoteError(f"sysrec-pull: {name} is {size} bytes, more than any can be")
+        data = b""
+        while len(data) < size:
+            answer = self._checked(f"sysrec-chunk {name} {len(data)} {sysrec.CHUNK}")
+            part = base64.b64decode(answer["data"]["b64"])
+            if answer["data"]["offset"] != len(data) or not part:
+                raise RemoteError(f"sysrec-pull: {name}: the console sent the wrong part")
+            data += part
+            self._progress("sysrec-pull", name, len(data), size)
+        if digest(data) != sha:
+            raise RemoteError(f"sysrec-pull: {name}: checksum mismatch after transfer")
+        try:
+            write_file_atomic(target, data)
+        except OSError as e:
+            raise RemoteError(f"sysrec-pull: {target}: {e.strerror}") from None
+        return [f"pulled system recording {name} ({size} bytes) into {target}"]
+
     def _progress(self, what: str, name: str, done: int, total: int) -> None:
         pct = 100 * done // max(total, 1)
         self._say(f"{what}: {name} {done}/{total} bytes ({pct}%), {self.resends} resends")
@@ -375,6 +419,14 @@ def main(args: argparse.Namespace, open_port: Callable[[str, int], Any] | None =
             print("\n".join(remote.pull(Path(args.args[0]))))
         elif args.action == "pull-recordings":
             print("\n".join(remote.pull_recordings(Path(args.args[0]))))
+        elif args.action == "sysrec-push":
+            print("\n".join(remote.sysrec_push(Path(args.args[0]), args.args[1])))
+        elif args.action == "sysrec-pull":
+            print("\n".join(remote.sysrec_pull(args.args[0], Path(args.args[1]))))
+        elif args.action in ("sysrec-list", "sysrec-delete"):
+            answer = remote.run(" ".join([args.action, *args.args]))
+            _print_answer(answer, args.json, sys.stdout)
+            status = 0 if answer.get("ok") else int(answer.get("status") or 1)
         else:
             commands = args.args
             if commands == ["-"]:

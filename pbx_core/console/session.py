@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pbx_core import paths
+from pbx_core import paths, sysrec
 from pbx_core.console import auth, frame, guard, system
 from pbx_core.console.commands import USAGE, Commands, Result
 from pbx_core.console.config import ConfigError, Staging, check
@@ -52,6 +52,9 @@ class Options:
         # Calls recorded on demand (*1), for `pbx remote pull-recordings`.
         recordings = getattr(args, "recordings", None)
         self.recordings = Path(recordings or paths.DATA_DIR / "recordings" / "calls")
+        # System recordings (pbx_core/sysrec.py): beside the call recordings.
+        system = getattr(args, "system_recordings", None)
+        self.system_recordings = Path(system) if system else sysrec.folder(self.recordings.parent)
 
 
 class Session:

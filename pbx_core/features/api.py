@@ -226,8 +226,23 @@ class Session(Protocol):
         ...
 
     async def play(self, *prompts: str, interruptible: bool = False) -> str | None:
-        """Play prompts (names from the prompt set) or tones (`tone:confirmation`);
-        with `interruptible`, a key press stops it and is returned."""
+        """Play prompts (names from the prompt set) or tones (`tone:confirmation`),
+        the feature's recordings (`rec:NAME`), system recordings (`sys:NAME`: the
+        office's greetings, pbx_core/sysrec.py; a missing one is a warning and a
+        beep) or an extension's recorded name (`name:EXT`: its voicemail name
+        greeting); with `interruptible`, a key press stops it and is returned."""
+        ...
+
+    def has_recording(self, prompt: str) -> bool:
+        """Whether a `rec:`, `sys:` or `name:` prompt has its recording (else `play`
+        beeps instead)."""
+        ...
+
+    async def keep_system(self, recording: str, name: str) -> str | None:
+        """Keep the feature's recording `recording` as the system recording `name`
+        (checked, converted, written whole, replacing one of that name, within the
+        store's bounds); None when kept, else why not. The feature's own recording
+        stays (delete it)."""
         ...
 
     async def collect(
@@ -446,6 +461,11 @@ class Context(Protocol):
 
     def extension(self, number: str) -> Mapping[str, Any] | None:
         """An extension's configured row as a read-only mapping (None: no such)."""
+        ...
+
+    def extensions(self) -> tuple[str, ...]:
+        """Every extension's number (the PBX's domain), sorted; at most 4096 (the
+        dial-by-name directory reads each one's `extension` row)."""
         ...
 
     def group(self, number: str) -> Mapping[str, Any] | None:

@@ -21,6 +21,7 @@ from pbx_core.features import (
     broadcast,
     callwaiting,
     campon,
+    directory,
     disa,
     dnd,
     echo,
@@ -34,6 +35,7 @@ from pbx_core.features import (
     recording,
     ringgroup,
     speeddial,
+    sysrec,
     timecond,
     transfer,
     voicemail,
@@ -60,6 +62,8 @@ FEATURES: tuple[Feature, ...] = (
     barge.FEATURE,
     speeddial.FEATURE,
     hotline.FEATURE,
+    sysrec.FEATURE,
+    directory.FEATURE,
     voicemail.FEATURE,  # its unanswered after forward's: a forward on busy wins
     broadcast.FEATURE,
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded

@@ -158,6 +158,22 @@ PROMPTS: dict[str, str] = {
     "broadcast-nothing": "Nothing was recorded.",
     "broadcast-busy": "A broadcast to this group is still being delivered. Please try later.",
     "broadcast-refused": "You are not allowed to broadcast to this group.",
+    # system recordings (features/sysrec) and the directory (features/directory)
+    "sysrec-enter-number": "Please enter the recording number, followed by pound.",
+    "sysrec-record": "Record after the tone, then press pound.",
+    "sysrec-review": (
+        "To keep this recording, press one. To record again, two. To listen again, three."
+    ),
+    "sysrec-saved": "The recording has been saved.",
+    "sysrec-failed": "The recording could not be saved.",
+    "sysrec-too-short": "That was too short.",
+    "sysrec-cancelled": "Nothing was changed.",
+    "sysrec-none": "There is no recording with that number.",
+    "dir-enter-name": "Please enter the first three letters of the name.",
+    "dir-extension": "Extension",
+    "dir-menu": "To call, press one. For the next name, press two.",
+    "dir-no-match": "No name matches.",
+    "dir-no-more": "There are no more names.",
 }  # fmt: skip
 
 RATE = 8000

@@ -92,6 +92,7 @@ class Engine:
         # Extension rows handed to features, by number: (the settings they were made
         # from, the read-only view); a reload's new records make new views.
         self._ext_rows: dict[str, tuple[object, Mapping[str, Any]]] = {}
+        self._ext_numbers: tuple[object, tuple[str, ...]] = (None, ())
         self._our_hosts: Memo[str, bool] = Memo(1024, 255)  # 255: a DNS name's longest
         self.auth = Authenticator()
         settings = self.snap.settings
@@ -132,6 +133,7 @@ class Engine:
                 speed_dial=self._speed_dial,
                 notify_mwi=self._notify_mwi,
                 originate=Originator(self),
+                extensions=self._extension_numbers,
             ),
             state,
             self.loop,
@@ -206,6 +208,15 @@ class Engine:
             row = (user.settings, types.MappingProxyType(view))
             self._ext_rows[number] = row
         return row[1]
+
+    def _extension_numbers(self) -> tuple[str, ...]:
+        """Our extensions' numbers (the domain's subscribers), sorted, at most
+        MAX_ROW_CACHE; read once per configuration (the dial-by-name directory)."""
+        snap = self.snap
+        if self._ext_numbers[0] is not snap:
+            numbers = sorted(u.username for u in snap.users() if u.domain == self.domain)
+            self._ext_numbers = (snap, tuple(numbers[:MAX_ROW_CACHE]))
+        return self._ext_numbers[1]
 
     def _group_row(self, number: str) -> Mapping[str, Any] | None:
         group = self.snap.group(number)

@@ -89,6 +89,7 @@ class Facts:
         speed_dial: Callable[[str, str], str | None] = lambda _ext, _code: None,
         notify_mwi: Callable[[str, int, int], int] = lambda _ext, _new, _old: 0,
         originate: Callable[[Originate, str], int] = lambda _call, _feature: 500,
+        extensions: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
         self.now = now
         self.wall = wall  # Unix time (tests move it with their clock)
@@ -105,6 +106,7 @@ class Facts:
         self.speed_dial = speed_dial  # pbx_speed_dial: (extension, code) -> number
         self.notify_mwi = notify_mwi  # message-summary NOTIFYs to a registered extension
         self.originate = originate  # a call the PBX places (pbx/call_originate.py)
+        self.extensions = extensions  # every extension's number (the directory)
         # Failed authentications counted by the security policy (engine.py); without
         # an engine (tests of the host alone) a policy of the host's own, in RAM.
         if failed_auth is None or banned is None:
@@ -140,6 +142,7 @@ class HostContext:
         self.talking = facts.talking
         self.speed_dial = facts.speed_dial
         self.notify_mwi = facts.notify_mwi
+        self.extensions = facts.extensions
 
     def toggle(self, extension: str, name: str) -> Any:
         return self._host.toggle(self._feature, extension, name)
@@ -627,7 +630,7 @@ class FeatureHost:
         `feature`: the feature that answered (its recordings directory)."""
         where = self.recordings / feature if self.recordings and feature else None
         loop = self.loop or asyncio.get_running_loop()
-        session = LocalSession(leg, hangup, ended, bridge, where, loop)
+        session = LocalSession(leg, hangup, ended, bridge, where, loop, self.recordings)
         session.call_id = call_id
         session.music = self.music
         self._sessions[call_id] = session

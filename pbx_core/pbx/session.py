@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pbx_core import paths
+from pbx_core import paths, sysrec
 from pbx_core.features.api import Recorded
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
@@ -29,6 +29,10 @@ MAX_CODE_ARG = 32  # digits collected at most (a phone number is at most 15, E.1
 MAX_PROMPTS = 32  # prompts in one play() call
 CALL_CLASSES = ("internal", "local", "national", "international")  # Session.bridge
 RECORDING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # never a path
+EXTENSION = re.compile(r"[0-9A-Za-z_.+-]{1,32}")  # `name:EXT`
+# An extension's recorded name (`name:EXT`): its voicemail box's "name" greeting, the
+# file the voicemail feature records with Session.record (features/voicemail/box.py).
+NAME_GREETING = ("voicemail", "greet-{}-name")
 
 
 class LocalSession:
@@ -42,9 +46,12 @@ class LocalSession:
         bridge: Callable[[str, str | None], Awaitable[int]] | None = None,
         recordings: Path | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        root: Path | None = None,
     ) -> None:
         self._leg = leg
         self._recordings = recordings
+        # Every feature's recordings (`recordings/`): system ones, recorded names.
+        self._root = root
         self.call_id = ""
         self.music: Audio | None = None
         # Done when the call ends: every await returns at once (`ended`).
@@ -85,13 +92,16 @@ class LocalSession:
                 if not fut.done():
                     fut.set_result(None)
 
-            recorded = self._recording(prompt[4:]) if prompt.startswith("rec:") else None
+            recorded = self._recorded(prompt)
             if prompt.startswith("tone:"):
                 self._leg.tone(prompt[5:], on_done=finished)
             elif recorded is not None and recorded.exists():
                 self._leg.play(recorded, on_done=finished)
-            elif prompt.startswith("rec:"):
+            elif prompt.startswith(("rec:", "name:")):
                 log.debug("recording %s missing: a confirmation tone instead", prompt)
+                self._leg.tone("confirmation", on_done=finished)
+            elif prompt.startswith("sys:"):  # the office's greeting: someone should know
+                log.warning("system recording %r missing: a confirmation tone instead", prompt[4:])
                 self._leg.tone("confirmation", on_done=finished)
             else:
                 path = paths.asset(f"prompts/{prompt}.wav")
@@ -191,6 +201,38 @@ class LocalSession:
         status = await self.bridge(number)
         if status != 200:
             self.hangup()
+
+    def _recorded(self, prompt: str) -> Path | None:
+        """The file a `rec:`, `sys:` or `name:` prompt names (None: none can be)."""
+        kind, _, name = prompt.partition(":")
+        if kind == "rec":
+            return self._recording(name)
+        if self._root is None:
+            return None
+        if kind == "sys":
+            return sysrec.path(sysrec.folder(self._root), name)
+        if kind == "name" and EXTENSION.fullmatch(name):
+            feature, pattern = NAME_GREETING
+            return self._root / feature / f"{pattern.format(name)}.wav"
+        return None
+
+    def has_recording(self, prompt: str) -> bool:
+        path = self._recorded(prompt)
+        return path is not None and path.is_file()
+
+    async def keep_system(self, recording: str, name: str) -> str | None:
+        source = self._recording(recording)
+        if source is None or self._root is None:
+            return "no such recording"
+        directory = sysrec.folder(self._root)
+        loop = asyncio.get_running_loop()
+        try:  # up to a megabyte and an fsync on the card: not on the event loop
+            await loop.run_in_executor(None, sysrec.save_file, directory, name, source)
+        except sysrec.SysrecError as exc:
+            log.warning("system recording %r not kept: %s", name, exc)
+            return str(exc)
+        log.info("system recording %r kept (from %s)", name, recording)
+        return None
 
     def _recording(self, name: str) -> Path | None:
         """The file of the feature's recording `name`; None for a name that could
