@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pbx_core import paths
-from pbx_core.features.api import Recorded
+from pbx_core.features.api import Destination, Recorded
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
@@ -29,6 +29,9 @@ MAX_CODE_ARG = 32  # digits collected at most (a phone number is at most 15, E.1
 MAX_PROMPTS = 32  # prompts in one play() call
 CALL_CLASSES = ("internal", "local", "national", "international")  # Session.bridge
 RECORDING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # never a path
+# The host's way to ring for an application: a number (with a class of the app's own,
+# or None) or a destination (`Session.goto`); the final status.
+Bridge = Callable[[str | Destination, str | None], Awaitable[int]]
 
 
 class LocalSession:
@@ -39,7 +42,7 @@ class LocalSession:
         leg: MediaLeg,
         hangup: Callable[[], None],
         ended: Callable[[], bool],
-        bridge: Callable[[str, str | None], Awaitable[int]] | None = None,
+        bridge: Bridge | None = None,
         recordings: Path | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
@@ -191,6 +194,16 @@ class LocalSession:
         status = await self.bridge(number)
         if status != 200:
             self.hangup()
+
+    async def goto(self, destination: Destination) -> int:
+        if self.hung_up or self.bridged:
+            return 487 if self.hung_up else 491
+        if self._bridge is None:
+            return 404
+        self._leg.stop_play()
+        status = await self._bridge(destination, None)
+        self.bridged = status == 200
+        return status
 
     def _recording(self, name: str) -> Path | None:
         """The file of the feature's recording `name`; None for a name that could
