@@ -183,7 +183,8 @@ def menus(ctx: Context) -> Mapping[str, Menu]:
 
 class _Hops:
     """Menus each call has passed through, across applications (a menu's key to a
-    time condition that comes back to a menu starts a new application): bounded."""
+    time condition that comes back to a menu starts a new application); forgotten
+    when the caller hangs up in a menu, else the oldest beyond MAX_CALLS."""
 
     def __init__(self) -> None:
         self.calls: OrderedDict[str, int] = OrderedDict()
@@ -239,6 +240,8 @@ class Attendant:
             await self._menus()
         finally:
             self._disarm()
+            if self.session.hung_up:  # the call is over: its count goes
+                hops.forget(self.session.call_id)
 
     async def _goodbye(self) -> None:
         s = self.session
@@ -344,11 +347,6 @@ class Ivr(Feature):
         if name not in menus(ctx):
             return Reject(404, f"no IVR menu {name}")
         return Answer(_attendant(ctx, call, name), "ivr")
-
-    def call_ended(self, ctx: Context, record: Mapping[str, Any]) -> None:
-        call_id = record.get("call_id")
-        if isinstance(call_id, str):
-            hops.forget(call_id)
 
     def status(self, ctx: Context) -> dict[str, Any]:
         names = sorted(menus(ctx))

@@ -68,6 +68,7 @@ TABLES = {
         "2:sales:701:no-such-recording:5:0:1",
         "3:loop1::please-hold:2:0:0",
         "4:loop2::please-hold:2:0:0",
+        "5:loop3::please-try-again:2:0:0",
     ],
     "pbx_ivr_option": [
         OPTION_HEADER,
@@ -84,6 +85,13 @@ TABLES = {
         "11:sales:1:extension:102",
         "12:loop1:t:ivr:loop2",
         "13:loop2:t:ivr:loop1",
+        "14:loop3:t:timecond:back",
+    ],
+    "pbx_time_group": ["name(string) times(string)", "always:*"],
+    "pbx_time_condition": [
+        "name(string) time_group(string) match_type(string) match(string,null) "
+        "nomatch_type(string) nomatch(string,null)",
+        "back:always:ivr:loop3:ivr:loop3",
     ],
     "pbx_did": [
         DID_HEADER,
@@ -91,6 +99,7 @@ TABLES = {
         "2:5550101:provider:extension:101::welcome",
         "3:5550103:provider:ivr:loop1::",
         "4:5550104:provider:ivr:main::please-hold",
+        "5:5550105:provider:ivr:loop3::",
     ],
 }
 
@@ -273,6 +282,27 @@ def test_menu_loops_end_after_max_hops(office: Office) -> None:
     assert PLAYED.count("please-hold") == ivr.MAX_HOPS
     assert PLAYED[-1] == "goodbye"
     assert office.left_behind() == []
+
+
+def test_loops_through_another_destination_are_bounded_too(office: Office) -> None:
+    """loop3's t is a time condition leading back to loop3: each lap is a new
+    application on the same call, counted all the same."""
+    call = outside(office).call("5550105", auth=False)
+    assert call.status == 200
+    office.advance(ivr.MAX_HOPS * 4 + 10)
+    assert PLAYED.count("please-try-again") == ivr.MAX_HOPS
+    assert PLAYED[-1] == "goodbye"
+    assert office.left_behind() == []
+
+
+def test_a_calls_menu_count_goes_when_it_hangs_up(office: Office) -> None:
+    before = dict(ivr.hops.calls)
+    call = menu(office)
+    press(call, "3")  # two menus
+    assert len(ivr.hops.calls) == len(before) + 1
+    call.hang_up()
+    office.advance(1)
+    assert ivr.hops.calls == before
 
 
 def test_a_menu_naming_itself_is_bounded_too(office: Office) -> None:
