@@ -7,9 +7,9 @@ the caller's call class: a trunk's caller has the class `internal`, never more).
 README.md.
 
 Bounds: MAX_HOPS menus per call (a menu naming itself, two naming each other: then
-goodbye), MAX_DIRECT digits of a direct dial, MAX_SECONDS a caller spends in one
-menu's application (prompts and keys; ringing a destination not counted), the
-tables' row bounds.
+goodbye), MAX_DIRECT digits of a direct dial, MAX_SECONDS a call spends in menus
+(prompts and keys, across applications; ringing a destination not counted: the
+core bounds it), the tables' row bounds.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ MAX_MENUS = 200
 MAX_OPTIONS = MAX_MENUS * 14  # 0-9 * # t i per menu
 MAX_HOPS = 10  # menus one call passes through (loops end with goodbye)
 MAX_DIRECT = 10  # digits of an extension number keyed in a menu
-MAX_SECONDS = 300.0  # a caller's time in one menu application (not ringing)
+MAX_SECONDS = 300.0  # a call's time in menus (not ringing), then the PBX hangs up
 MAX_TRIES = 11  # prompts one menu plays at most (retries is 0..10)
 KEYS = "0123456789*#ti"
 NUMBER = re.compile(r"\+?[0-9]{1,32}")
@@ -182,22 +182,33 @@ def menus(ctx: Context) -> Mapping[str, Menu]:
 
 
 class _Hops:
-    """Menus each call has passed through, across applications (a menu's key to a
-    time condition that comes back to a menu starts a new application); forgotten
-    when the caller hangs up in a menu, else the oldest beyond MAX_CALLS."""
+    """Menus each call has passed through and the seconds it spent in them, across
+    applications (a menu's key to a time condition that comes back to a menu starts
+    a new application); forgotten when the caller hangs up in a menu, else the
+    oldest beyond MAX_CALLS."""
 
     def __init__(self) -> None:
         self.calls: OrderedDict[str, int] = OrderedDict()
+        self.seconds: dict[str, float] = {}
 
     def add(self, call_id: str) -> int:
         n = self.calls.pop(call_id, 0) + 1
         self.calls[call_id] = n
         while len(self.calls) > MAX_CALLS:
-            self.calls.popitem(last=False)
+            old, _ = self.calls.popitem(last=False)
+            self.seconds.pop(old, None)
         return n
+
+    def spent(self, call_id: str) -> float:
+        return self.seconds.get(call_id, 0.0)
+
+    def spend(self, call_id: str, seconds: float) -> None:
+        if call_id in self.calls:
+            self.seconds[call_id] = self.spent(call_id) + max(0.0, seconds)
 
     def forget(self, call_id: str) -> None:
         self.calls.pop(call_id, None)
+        self.seconds.pop(call_id, None)
 
 
 hops = _Hops()
@@ -220,7 +231,8 @@ class Attendant:
     def __init__(self, ctx: Context, session: Session, call: CallInfo, start: str) -> None:
         self.ctx, self.session, self.call, self.name = ctx, session, call, start
         self.loop = asyncio.get_running_loop()
-        self.budget = MAX_SECONDS
+        # The call's time in menus, across applications, is MAX_SECONDS at most.
+        self.budget = MAX_SECONDS - hops.spent(session.call_id)
         self.timer: asyncio.TimerHandle | None = None
         self.armed_at = 0.0
 
@@ -232,7 +244,9 @@ class Attendant:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-            self.budget -= self.loop.time() - self.armed_at
+            elapsed = self.loop.time() - self.armed_at
+            self.budget -= elapsed
+            hops.spend(self.session.call_id, elapsed)  # what a next menu app has left
 
     async def run(self) -> None:
         self._arm()

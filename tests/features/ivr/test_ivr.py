@@ -69,6 +69,7 @@ TABLES = {
         "3:loop1::please-hold:2:0:0",
         "4:loop2::please-hold:2:0:0",
         "5:loop3::please-try-again:2:0:0",
+        "6:slow:702:transferring:60:10:0",
     ],
     "pbx_ivr_option": [
         OPTION_HEADER,
@@ -292,6 +293,28 @@ def test_loops_through_another_destination_are_bounded_too(office: Office) -> No
     office.advance(ivr.MAX_HOPS * 4 + 10)
     assert PLAYED.count("please-try-again") == ivr.MAX_HOPS
     assert PLAYED[-1] == "goodbye"
+    assert office.left_behind() == []
+
+
+def test_a_callers_time_in_menus_is_bounded(office: Office) -> None:
+    """slow: 60 s for a key, 10 retries (11 minutes); the PBX hangs up at MAX_SECONDS."""
+    office.reload(
+        "pbx_settings",
+        [
+            "name(string) value(string,null)",
+            "domain:pbx.local",
+            "hostname:pbx",
+            "sip_port:5060",
+            "net_mode:dhcp",
+            "rtp_timeout:3600",  # a silent harness phone is not what ends it
+        ],
+    )
+    call = menu(office, "702")
+    office.advance(ivr.MAX_SECONDS - 10)
+    assert call.state != "ended"
+    office.advance(20)
+    assert call.state == "ended"
+    assert 1 < PLAYED.count("transferring") < 11
     assert office.left_behind() == []
 
 
