@@ -8,6 +8,7 @@ gives it, a missing prompt never silent; `pbx db check` refusing what cannot wor
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -448,3 +449,43 @@ def test_an_unknown_prompt_falls_back_and_warns_once(caplog: pytest.LogCaptureFi
 def test_digit_check_takes_exactly_the_menu_keys(value: str) -> None:
     ok = ivr._digit(value) is None
     assert ok == (len(value) == 1 and value in "0123456789*#ti")
+
+
+# ------------------------------------------------------------------ any keys at all
+
+
+@pytest.mark.fuzz
+@fuzz_settings(12)
+@given(
+    start=st.sampled_from(["5550100", "5550105"]),
+    keys=st.lists(st.text(alphabet="0123456789*#", max_size=12), min_size=1, max_size=4),
+)
+def test_whatever_a_trunk_caller_presses_it_never_dials_out_and_ends(
+    start: str, keys: list[str]
+) -> None:
+    """Any keys from an outside caller in the menus: nothing reaches the trunk (the
+    only outside numbers are national and international), and the call ends within
+    the menus' bounds, leaving nothing behind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        office = Office(Path(tmp), tables=TABLES)
+        try:
+            provider = office.provider()
+            for n in ("101", "102", "103"):
+                office.phone(n, mode="ring")
+            call = outside(office).call(start, auth=False)
+            assert call.status == 200
+            office.advance(1)
+            for chunk in keys:
+                if call.state != "answered":
+                    break
+                press(call, chunk, wait=3)
+            assert provider.incoming == []
+            if call.state == "answered" and office.engine.features.running_apps:
+                office.advance(ivr.MAX_SECONDS + 10)  # whatever was pressed
+            if call.state == "answered":
+                call.hang_up()  # routed to a phone (ringing) or voicemail
+            assert call.state == "ended"
+            office.advance(40)
+            assert office.left_behind() == []
+        finally:
+            office.close()
