@@ -102,6 +102,7 @@ TABLES = {
         "3:5550103:provider:ivr:loop1::",
         "4:5550104:provider:ivr:main::please-hold",
         "5:5550105:provider:ivr:loop3::",
+        "6:5550106:provider:external:0123::",
     ],
 }
 
@@ -218,6 +219,18 @@ def test_a_trunk_caller_never_dials_out_above_the_dids_class(office: Office) -> 
     press(call, "1")  # our own extensions: yes
     assert len(b.incoming) == 1
     call.hang_up()
+
+
+def test_a_dids_external_destination_keeps_the_trunk_callers_class(office: Office) -> None:
+    """external is a destination type of every table: a DID naming 0123 (national)
+    does not let an outside caller out (the PBX says so and hangs up)."""
+    provider = office.provider()
+    call = outside(office).call("5550106", auth=False)
+    assert call.status == 200
+    office.advance(3)
+    assert provider.incoming == []
+    assert PLAYED[-1] == "not-available" and call.state == "ended"
+    assert office.left_behind() == []
 
 
 # ------------------------------------------------------------------ retries, t and i
