@@ -283,6 +283,15 @@ class Session(Protocol):
         """`bridge`, and hang up when nobody answered."""
         ...
 
+    async def goto(self, destination: Destination) -> int:
+        """Send the call to `destination` as a table names one (an extension, a ring
+        group, a time condition, a voicemail box, a feature's type...), as `bridge`
+        does a number: the caller hears ringback while it rings; 200 when it was
+        answered or an application (voicemail) took the call, after which the
+        application has nothing more to do; else the final status and the caller is
+        the application's again. An auto attendant's keys, a DID's welcome."""
+        ...
+
     async def record(
         self,
         name: str,

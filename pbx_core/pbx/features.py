@@ -16,7 +16,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,7 @@ from pbx_core.features.api import (
 )
 from pbx_core.pbx.mailboxes import Mailboxes
 from pbx_core.pbx.security import Action, SecurityPolicy
-from pbx_core.pbx.session import MAX_CODE_ARG, RECORDING_NAME, LocalSession
+from pbx_core.pbx.session import MAX_CODE_ARG, RECORDING_NAME, Bridge, LocalSession
 from pbx_core.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -621,7 +621,7 @@ class FeatureHost:
         leg: MediaLeg,
         hangup: Callable[[], None],
         ended: Callable[[], bool],
-        bridge: Callable[[str, str | None], Awaitable[int]] | None = None,
+        bridge: Bridge | None = None,
         feature: str = "",
         on_exit: Callable[[], None] | None = None,
     ) -> None:
@@ -645,8 +645,12 @@ class FeatureHost:
                 log.debug("application %s failed", name, exc_info=exc)
                 session.hangup()
             finally:
-                self._apps.pop(call_id, None)
-                self._sessions.pop(call_id, None)
+                # Only its own: an application it sent the call to (an auto
+                # attendant's key to voicemail) runs on under the same call id.
+                if self._apps.get(call_id) is asyncio.current_task():
+                    self._apps.pop(call_id, None)
+                if self._sessions.get(call_id) is session:
+                    self._sessions.pop(call_id, None)
                 session.close()
                 if on_exit is not None:
                     try:

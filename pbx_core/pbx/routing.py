@@ -50,6 +50,7 @@ from pbx_core.features.api import (
 )
 from pbx_core.features.api import Destination as FeatureDestination
 from pbx_core.pbx.call_state import Call, State, Target, name_addr, tag
+from pbx_core.pbx.welcome import welcome
 from pbx_core.sip.events import AnyServerKey
 from pbx_core.sip.message import Request
 from pbx_core.sip.uri import unescape
@@ -215,18 +216,29 @@ class Router:
         )
         from_value = name_addr(a_from.display or caller_id, f"sip:{caller_id}@{eng.domain}")
         plan = Plan(req, source, key, info, from_value, eng.domain, trunk=trunk, did=did_number)
+        if did.welcome:
+            self._answer(plan, Answer(welcome(did.welcome, did.dest), "welcome"))
+            return
         self._destination(plan, did.dest)
 
     def reroute(
-        self, call: Call, number: str, by: str | None, call_class: str | None = None
+        self,
+        call: Call,
+        number: str | FeatureDestination,
+        by: str | None,
+        call_class: str | None = None,
     ) -> None:
         """Ring `number` as the new far end of the answered `call` (call_ops.py: a
         transfer, an application's bridge): the dial plan as extension `by` dials it,
         with its call class; with no extension (an application on a trunk's call),
         our own numbers only. With `call_class` (an application with a class of its
         own: DISA), the dial plan without feature codes, with that class, and the
-        trunk's own caller ID. The outcome reaches `call.replacing`."""
+        trunk's own caller ID. A destination (an application's `goto`: an auto
+        attendant's key, a DID's welcome) is routed as a table naming it would be,
+        whoever the caller. The outcome reaches `call.replacing`."""
         eng = self.engine
+        goto = number if isinstance(number, FeatureDestination) else None
+        number = (goto.target or goto.type) if goto is not None else str(number)
         old = call.routing if isinstance(call.routing, Plan) else None
         user = eng.snap.user(by, eng.domain) if by else None
         if call_class is not None:
@@ -257,6 +269,9 @@ class Router:
         )
         call.routing = plan
         with eng.calls.guard(call, "routing a new far end"):
+            if goto is not None:
+                self._destination(plan, Destination(goto.type, goto.target))
+                return
             if user is not None:
                 self._dial(plan, user, number, codes=call_class is None)
                 return
@@ -300,7 +315,9 @@ class Router:
         label = call.caller if side == "a" else (fork.target.label if fork else "")
         extension = self.extension_of(label) or ""
 
-        async def transfer(number: str, _klass: str | None) -> int:
+        async def transfer(number: str | FeatureDestination, _klass: str | None) -> int:
+            if not isinstance(number, str):
+                return 404  # an in-call application transfers to numbers only
             return eng.calls.keys.transfer(call, side, extension, number)
 
         eng.features.run_app(
@@ -323,7 +340,9 @@ class Router:
             return None
         return user if self.engine.snap.user(user, domain) is not None else None
 
-    async def bridge(self, call: Call, number: str, call_class: str | None = None) -> int:
+    async def bridge(
+        self, call: Call, number: str | FeatureDestination, call_class: str | None = None
+    ) -> int:
         """An application's `Session.bridge`: ring `number` for its caller (with the
         caller's call class when it is an extension, or the application's
         `call_class`) and join them; 200 when it was answered, else the final

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pbx_core import paths, sysrec
-from pbx_core.features.api import Recorded
+from pbx_core.features.api import Destination, Recorded
 from pbx_core.media.errors import MediaError
 from pbx_core.media.events import DtmfEvent
 from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
@@ -33,6 +33,9 @@ EXTENSION = re.compile(r"[0-9A-Za-z_.+-]{1,32}")  # `name:EXT`
 # An extension's recorded name (`name:EXT`): its voicemail box's "name" greeting, the
 # file the voicemail feature records with Session.record (features/voicemail/box.py).
 NAME_GREETING = ("voicemail", "greet-{}-name")
+# The host's way to ring for an application: a number (with a class of the app's own,
+# or None) or a destination (`Session.goto`); the final status.
+Bridge = Callable[[str | Destination, str | None], Awaitable[int]]
 
 
 class LocalSession:
@@ -43,7 +46,7 @@ class LocalSession:
         leg: MediaLeg,
         hangup: Callable[[], None],
         ended: Callable[[], bool],
-        bridge: Callable[[str, str | None], Awaitable[int]] | None = None,
+        bridge: Bridge | None = None,
         recordings: Path | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         root: Path | None = None,
@@ -233,6 +236,16 @@ class LocalSession:
             return str(exc)
         log.info("system recording %r kept (from %s)", name, recording)
         return None
+
+    async def goto(self, destination: Destination) -> int:
+        if self.hung_up or self.bridged:
+            return 487 if self.hung_up else 491
+        if self._bridge is None:
+            return 404
+        self._leg.stop_play()
+        status = await self._bridge(destination, None)
+        self.bridged = status == 200
+        return status
 
     def _recording(self, name: str) -> Path | None:
         """The file of the feature's recording `name`; None for a name that could

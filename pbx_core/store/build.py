@@ -30,7 +30,6 @@ from pbx_core.store.model import (
     DialRule,
     Did,
     ExtensionSettings,
-    IvrMenu,
     RingGroup,
     SpeedDial,
     Trunk,
@@ -254,7 +253,7 @@ class _Builder:
         self.location()
         self.aliases()
         self.trunks()
-        self.groups_and_ivrs()
+        self.groups()
         self.dids()
         self.dialplan()
         self.speed_dials()
@@ -466,7 +465,7 @@ class _Builder:
             return
         self.cfg.numbers[number] = dest
 
-    def groups_and_ivrs(self) -> None:
+    def groups(self) -> None:
         for ref, rec in self.rows("pbx_ring_group"):
             number = str(rec["number"])
             members = tuple(m.strip() for m in str(rec["members"]).split(","))
@@ -484,31 +483,6 @@ class _Builder:
                 _i(rec["ring_timeout"]),
                 fallback,
             )
-        options: dict[str, dict[str, Destination]] = {}
-        menus = {str(rec["name"]) for _ref, rec in self.rows("pbx_ivr_menu")}
-        for ref, rec in self.rows("pbx_ivr_option"):
-            menu, digit = str(rec["menu"]), str(rec["digit"])
-            if menu not in menus:
-                self.err(ref, "menu", f"no IVR menu {menu!r}")
-                continue
-            if not re.fullmatch(r"[0-9*#ti]", digit):
-                self.err(ref, "digit", "digit is one of 0-9, *, #, t (timeout), i (invalid)")
-                continue
-            dest = Destination(str(rec["dest_type"]), _s(rec["dest"]))
-            self._pending.append((ref, "dest", dest))
-            options.setdefault(menu, {})[digit] = dest
-        for ref, rec in self.rows("pbx_ivr_menu"):
-            name, menu_number = str(rec["name"]), _s(rec["number"])
-            if menu_number is not None:
-                self._number(ref, "number", menu_number, Destination("ivr", name))
-            self.cfg.ivrs[name] = IvrMenu(
-                name,
-                str(rec["prompt"]),
-                menu_number,
-                _i(rec["timeout"]),
-                _i(rec["retries"]),
-                options.get(name, {}),
-            )
 
     def dids(self) -> None:
         for ref, rec in self.rows("pbx_did"):
@@ -519,7 +493,9 @@ class _Builder:
                 self.err(ref, "trunk", f"no trunk {trunk!r}")
             dest = Destination(str(rec["dest_type"]), _s(rec["dest"]))
             self._pending.append((ref, "dest", dest))
-            self.cfg.dids[number] = Did(number, dest, trunk, _s(rec["description"]))
+            self.cfg.dids[number] = Did(
+                number, dest, trunk, _s(rec["description"]), _s(rec["welcome"])
+            )
 
     def dialplan(self) -> None:
         rules: list[tuple[int, int, DialRule]] = []
@@ -693,8 +669,6 @@ class _Builder:
             return None
         if t == "group":
             return None if target in self.cfg.groups else f"no ring group {target!r}"
-        if t == "ivr":
-            return None if target in self.cfg.ivrs else f"no IVR menu {target!r}"
         if t == "external":
             return None if _DIALABLE.fullmatch(target) else f"{target!r} is not a number"
         if t in sch.BUILT_DEST_TYPES:  # a feature's own type: the table of its targets

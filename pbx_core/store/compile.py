@@ -12,7 +12,7 @@ UTF-8 and values in msgpack (records packed as arrays, see model.pack):
 | contact | user@domain | list of Contact (static location rows) |
 | number | internal number | Destination |
 | did | number or * | Did |
-| trunk, group, ivr | name, number, name | Trunk, RingGroup, IvrMenu |
+| trunk, group | name, number | Trunk, RingGroup |
 | speed | owner/code or */code | SpeedDial |
 
 The tables database keeps the tables as loaded, for `pbx db dump`, in chunks of
@@ -61,7 +61,6 @@ DATABASES = (
     "did",
     "trunk",
     "group",
-    "ivr",
     "speed",
 )
 MAX_KEY = 511  # LMDB's default maximum key size
@@ -106,7 +105,6 @@ def _static_entries(config: Config) -> Iterator[tuple[str, str, Any]]:
         ("did", config.dids),
         ("trunk", config.trunks),
         ("group", config.groups),
-        ("ivr", config.ivrs),
         ("speed", config.speed_dials),
     ):
         for k, v in items.items():

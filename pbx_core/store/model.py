@@ -133,6 +133,7 @@ class Did:
     dest: Destination
     trunk: str | None = None
     description: str | None = None
+    welcome: str | None = None  # a prompt played before routing (answered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,16 +165,6 @@ class RingGroup:
 
 
 @dataclass(frozen=True, slots=True)
-class IvrMenu:
-    name: str
-    prompt: str
-    number: str | None = None
-    timeout: int = 5
-    retries: int = 3
-    options: Mapping[str, Destination] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class SpeedDial:
     code: str
     number: str
@@ -193,7 +184,6 @@ class Config:
     trunks: dict[str, Trunk] = field(default_factory=dict)
     dialplan: tuple[DialRule, ...] = ()
     groups: dict[str, RingGroup] = field(default_factory=dict)
-    ivrs: dict[str, IvrMenu] = field(default_factory=dict)
     speed_dials: dict[str, SpeedDial] = field(default_factory=dict)  # speed_key()
     settings: dict[str, str | int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
@@ -264,7 +254,6 @@ _NESTED: dict[type, dict[str, tuple[str, type]]] = {
     Alias: {"contacts": ("many", Contact)},
     Did: {"dest": ("one", Destination)},
     RingGroup: {"fallback": ("one", Destination), "members": ("tuple", str)},
-    IvrMenu: {"options": ("map", Destination)},
     Trunk: {"codecs": ("tuple", str)},
 }
 

@@ -14,6 +14,7 @@ strict: an unknown column is an error, so a misspelt optional column is caught.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -162,6 +163,12 @@ def destination(name: str, doc: str, *, need: bool = True) -> tuple[Spec, Spec]:
         text(f"{name}_type", f"{doc}: the destination type", need=need, null=not need, dest=True),
         text(name, f"{doc}: the target; NULL only for hangup", null=True),
     )
+
+
+def _prompt_name(value: Value) -> str | None:
+    """A prompt's name (a DID's welcome): never a path."""
+    ok = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", str(value))
+    return None if ok else "a prompt name is letters, digits, . _ - (at most 64)"
 
 
 def _id() -> Spec:
@@ -464,6 +471,13 @@ PBX_DID = TableSchema(
         _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES, dest=True),
         _s("dest", "the destination; NULL only for hangup", null=True),
         _s("description", "free text", null=True),
+        _s(
+            "welcome",
+            "a prompt played to the caller (the PBX answers) before the call goes to its "
+            "destination: a prompt name (letters, digits, . _ -); NULL = none",
+            null=True,
+            check=_prompt_name,
+        ),
     ),
     key=("number",),
     strict=True,
@@ -532,39 +546,6 @@ PBX_RING_GROUP = TableSchema(
     strict=True,
 )
 
-PBX_IVR_MENU = TableSchema(
-    "pbx_ivr_menu",
-    "pbx",
-    "IVR menus (auto attendants); their keys are in pbx_ivr_option.",
-    (
-        _id(),
-        _s("name", "unique name, used as a destination", need=True),
-        _s("number", "internal number that reaches it; NULL = none", null=True),
-        _s("prompt", "greeting sound file name", need=True),
-        _i("timeout", "seconds to wait for a key", default=5, lo=1, hi=60),
-        _i("retries", "times the prompt is repeated", default=3, lo=0, hi=10),
-    ),
-    key=("name",),
-    strict=True,
-    future="IVR",
-)
-
-PBX_IVR_OPTION = TableSchema(
-    "pbx_ivr_option",
-    "pbx",
-    "Keys of IVR menus. Digit t = no key pressed in time, i = invalid key.",
-    (
-        _id(),
-        _s("menu", "pbx_ivr_menu name", need=True),
-        _s("digit", "0-9, *, #, t or i", need=True),
-        _s("dest_type", _DEST_DOC, need=True, choices=DEST_TYPES, dest=True),
-        _s("dest", "the destination; NULL only for hangup", null=True),
-    ),
-    key=("menu", "digit"),
-    strict=True,
-    future="IVR",
-)
-
 PBX_SPEED_DIAL = TableSchema(
     "pbx_speed_dial",
     "pbx",
@@ -617,8 +598,6 @@ SCHEMAS: tuple[TableSchema, ...] = (
     PBX_DID,
     PBX_DIALPLAN,
     PBX_RING_GROUP,
-    PBX_IVR_MENU,
-    PBX_IVR_OPTION,
     PBX_SPEED_DIAL,
     PBX_SETTINGS,
 )

@@ -34,7 +34,6 @@ from pbx_core.store.model import (
     Destination,
     DialRule,
     Did,
-    IvrMenu,
     RingGroup,
     SpeedDial,
     Trunk,
@@ -211,10 +210,6 @@ class Snapshot:
     def group(self, number: str) -> RingGroup | None:
         v = self._get("group", number)
         return None if v is None else unpack(RingGroup, v)
-
-    def ivr(self, name: str) -> IvrMenu | None:
-        v = self._get("ivr", name)
-        return None if v is None else unpack(IvrMenu, v)
 
     def speed_dial(self, owner: str | None, code: str) -> SpeedDial | None:
         """The owner's own speed dial, else the one for everybody."""

@@ -14,6 +14,7 @@ of them and keeps the rest. A feature's own table or setting (features/api.py
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -96,6 +97,7 @@ READERS: dict[tuple[str, str], tuple[str, str]] = {
     ("pbx_did", "trunk"): (_R, "did.trunk not in (None, trunk)"),
     ("pbx_did", "dest_type"): (_R, "self._destination(plan, did.dest)"),
     ("pbx_did", "dest"): (_R, "self._destination(plan, did.dest)"),
+    ("pbx_did", "welcome"): (_R, "did.welcome"),
     # the store applies it: the compiled dial plan is in priority order
     ("pbx_dialplan", "priority"): ("pbx_core/store/build.py", "rules.append((rule.priority"),
     ("pbx_dialplan", "pattern"): (_M, "self.pattern"),
@@ -301,8 +303,21 @@ def test_a_future_column_set_is_refused(
     assert check_dir(d).errors == []
 
 
-@pytest.mark.parametrize("table", [t for t in sch.PBX_TABLES if t.future], ids=lambda t: t.name)
-def test_a_row_in_a_future_table_is_refused(tmp_path: Path, table: sch.TableSchema) -> None:
+# No core table is future since the IVR's were built; the rule is kept working on a
+# stand-in (the speed dial table marked future) so it can still fail.
+FUTURE_TABLES = [t for t in sch.PBX_TABLES if t.future] or [
+    dataclasses.replace(sch.PBX_SPEED_DIAL, future="a feature not built")
+]
+
+
+@pytest.mark.parametrize("table", FUTURE_TABLES, ids=lambda t: t.name)
+def test_a_row_in_a_future_table_is_refused(
+    tmp_path: Path, table: sch.TableSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if table not in sch.PBX_TABLES:
+        swap = {table.name: table}
+        monkeypatch.setattr(sch, "SCHEMAS", tuple(swap.get(t.name, t) for t in sch.SCHEMAS))
+        monkeypatch.setattr(sch, "PBX_TABLES", tuple(swap.get(t.name, t) for t in sch.PBX_TABLES))
     d = _factory_copy(tmp_path)
     header = " ".join(c.column().definition() for c in table.specs if c.need)
     row = ":".join("1" for c in table.specs if c.need)
@@ -345,9 +360,14 @@ def test_built_destination_types_are_the_core_and_the_features() -> None:
 @pytest.mark.parametrize("dest_type", sorted(sch.DEST_TYPES))
 def test_a_destination_of_a_type_not_built_is_refused(tmp_path: Path, dest_type: str) -> None:
     d = _factory_copy(tmp_path)
-    target = {"extension": "101", "group": "600", "hangup": "", "timecond": "day"}.get(
-        dest_type, "100"
-    )
+    target = {
+        "extension": "101",
+        "group": "600",
+        "hangup": "",
+        "timecond": "day",
+        "ivr": "main",
+    }.get(dest_type, "100")
+    (d / "pbx_ivr_menu").write_text("name(string) prompt(string)\nmain:welcome\n")
     (d / "pbx_time_group").write_text("name(string) times(string)\nhours:0800-1700\n")
     (d / "pbx_time_condition").write_text(
         "name(string) time_group(string) match_type(string) match(string,null) "

@@ -268,7 +268,6 @@ def test_snapshot_lookups(tmp_path: Path) -> None:
         assert group is not None
         assert group.members == ("100", "101", "102")
         assert group.fallback == Destination("extension", "100")
-        assert snap.ivr("main") is None
         trunk = snap.trunk("provider")
         assert trunk is not None
         assert not trunk.enabled

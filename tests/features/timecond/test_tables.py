@@ -40,7 +40,7 @@ def test_the_harness_tables_pass(tmp_path: Path) -> None:
         ("pbx_time_condition", "x:nohours:extension:101:hangup::", "no name 'nohours'"),
         ("pbx_time_condition", "x:hours:timecond:nope:hangup::", "no timecond 'nope'"),
         ("pbx_time_condition", "x:hours:extension:109:hangup::", "'109' is not an extension"),
-        ("pbx_time_condition", "x:hours:hangup::ivr:main:", "not built yet"),
+        ("pbx_time_condition", "x:hours:hangup::ivr:main:", "no ivr 'main' in pbx_ivr_menu"),
         ("pbx_time_condition", "x:hours:hangup::voicemail:101:", "101 has no voicemail"),
         ("pbx_time_condition", "x:hours:hangup::hangup::100", "expected at most 99"),
     ],
