@@ -264,6 +264,18 @@ class Session(Protocol):
         """`bridge`, and hang up when nobody answered."""
         ...
 
+    async def consult(self, number: str) -> int:
+        """In an in-call application only (`*2`): ring `number` (the extension's call
+        class) while the other party stays on hold; the extension hears ringback, then
+        whoever answers. Returns when it is over: 200 the extension hung up (the other
+        party is joined to the consulted one, still ringing or not) or the other party
+        hung up (the consultation goes on as a normal call): nothing left to do; 487 the
+        extension pressed `*` or the consulted party hung up; another status: it did
+        not answer, was busy or refused (403: the call class). Unless 200, the
+        application may announce it; when it returns, the extension is back with the
+        other party. 404 outside an in-call application."""
+        ...
+
     async def record(
         self,
         name: str,

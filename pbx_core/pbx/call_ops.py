@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
+from pbx_core.pbx.call_consult import CallConsult
 from pbx_core.pbx.call_state import (
     ALLOW,
     KNOWN_METHODS,
@@ -99,6 +100,7 @@ class CallOps:
         self.extension_of: Callable[[str], str | None] = lambda _label: None
         # Set by the engine: the features' refusal of a transfer (a status), or None.
         self.transfer_refused: Callable[[Call, str, str], int | None] = lambda *_a: None
+        self.consult = CallConsult(manager)  # attended transfer by keys (`*2`)
 
     # ------------------------------------------------------------ applications
     def answer_app(self, call: Call, on_answer: Callable[[Call, MediaLeg], None]) -> bool:
@@ -200,10 +202,17 @@ class CallOps:
     def _promote(self, call: Call) -> MediaLeg:
         """Side "b" stays and side "a" goes: b's dialog becomes side "a" (so "b" is
         the new far end, as for every ring), a's dialog side "t"."""
+        media = call.media
+        assert media is not None  # noqa: S101  # checked by the caller
+        self._promote_dialogs(call)
+        return media.detach("callee")
+
+    def _promote_dialogs(self, call: Call) -> None:
+        """`_promote`'s dialogs, session timers and labels (the media is the
+        caller's business: an attended transfer by keys keeps both legs)."""
         m = self.manager
         fork = call.answered
-        media = call.media
-        assert fork is not None and media is not None  # noqa: S101  # checked by the caller
+        assert fork is not None  # noqa: S101  # checked by the caller
         old = call.a_dialog
         if old is not None:
             m.dialogs[(old.call_id, old.local_tag)] = (call, "t")
@@ -224,7 +233,6 @@ class CallOps:
         call.caller, call.callee = call.callee, call.caller
         call.answered = None
         m.call_timers.restart(call, "a", timer)
-        return media.detach("callee")
 
     def replaced(self, fork: Fork, resp: Response) -> None:
         """A fork rung for a new far end answered: it becomes side "b"."""
@@ -265,6 +273,9 @@ class CallOps:
         application (a bridge) or the outcome's owner decides (a transfer)."""
         m = self.manager
         log.info("call %s: new far end not reached: %s %s", call.id, status, why)
+        if call.consult is not None:
+            self.consult.failed(call, status)
+            return
         m.stop_ringing(call)
         if call.media is not None:
             leg = call.media.detach("caller", keep_callbacks=True)
@@ -282,8 +293,10 @@ class CallOps:
             log.exception("call %s: replacement outcome failed", call.id)
 
     def ended(self, call: Call) -> None:
-        """The call ended while a new far end rang: its owner hears 487."""
+        """The call ended while a new far end rang (its owner hears 487) or while
+        its transferor consulted (call_consult.py)."""
         self._finish(call, 487)
+        self.consult.ended(call)
 
     # ------------------------------------------------------------ in-dialog requests
     def from_transferor(self, call: Call, req: Request, key: AnyServerKey) -> None:

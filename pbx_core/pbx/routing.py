@@ -303,16 +303,20 @@ class Router:
         async def transfer(number: str, _klass: str | None) -> int:
             return eng.calls.keys.transfer(call, side, extension, number)
 
+        def consult(number: str) -> tuple[asyncio.Future[int], Callable[[], None]]:
+            return eng.calls.ops.consult.start(call, side, extension, number)
+
         eng.features.run_app(
             call.id,
             answer.app,
             answer.name,
             leg,
             back,
-            lambda: call.state is State.ENDED or call.aside != side,
+            lambda: not eng.calls.keys.in_app(call, side),
             transfer,
             answer.feature,
             on_exit=back,
+            consult=consult,
         )
 
     def extension_of(self, label: str) -> str | None:
