@@ -109,8 +109,8 @@ class CallOps:
         endpoint. False when the call cannot (an INVITE without SDP still ringing:
         the caller would get our offer in the 200, which no application handles)."""
         m = self.manager
-        if call.state is State.ENDED:
-            return False
+        if call.state is State.ENDED or call.consult is not None:
+            return False  # a consultation (`*2`) is with a phone, never an application
         if call.replacing is not None:
             if call.media is None:
                 return False

@@ -210,3 +210,16 @@ def test_the_call_class_applies(office: Office) -> None:
     assert a.byes == [] and b.byes == []
     call.hang_up()
     assert office.left_behind() == []
+
+
+def test_a_number_the_pbx_answers_is_not_consulted(office: Office) -> None:
+    a, b = office.phone("100"), office.phone("101")
+    call = a.call("101")
+    pbx_call = consult(office, call, "*43", wait=0)  # the echo test
+    assert pbx_call.endpoint is None  # no application took the transferor's leg
+    office.advance(3)
+    assert pbx_call.consult is None and relaying(pbx_call)
+    assert office.engine.features.running_apps == 0
+    call.hang_up()
+    assert len(b.byes) == 1
+    assert office.left_behind() == []
