@@ -313,12 +313,16 @@ App = Callable[[Session], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class Answer:
     """The PBX answers the call itself and runs `app` on it; `name` names the
-    application in `pbx status` and the CDR. `feature` is filled in by the core (the
-    feature that answered: its recordings are the app's)."""
+    application in `pbx status`, the log and the CDR's cause. `feature` is filled in
+    by the core (the feature that answered: its recordings are the app's)."""
 
     app: App
     name: str
     feature: str = ""
+    # Prompts for the extension that sent the call here by an in-call blind transfer
+    # (`##`), played on its leg before it is released (call park's slot). A REFER's
+    # transferor only gets the NOTIFY (its phone holds the call: it would not play).
+    announce: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

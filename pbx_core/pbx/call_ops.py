@@ -41,6 +41,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pbx_core import paths
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
 from pbx_core.pbx.call_consult import CallConsult
@@ -83,6 +84,8 @@ REASONS = {
     603: "Decline",
 }
 MAX_REFER_TO = 512  # characters of a Refer-To we look at
+MAX_ANNOUNCE = 8  # prompts a transferor by keys hears (park: "parked on", two digits)
+ANNOUNCE_SECONDS = 15.0  # at most this long before it is released
 
 # (call, number, the extension number whose call class applies, or None) -> rings it
 Reroute = Callable[[Call, str, "str | None"], None]
@@ -147,10 +150,17 @@ class CallOps:
 
     # ------------------------------------------------------------ a new far end
     def start_replacement(
-        self, call: Call, kind: str, on_done: Callable[[int], None], stay: str = "a"
+        self,
+        call: Call,
+        kind: str,
+        on_done: Callable[[int], None],
+        stay: str = "a",
+        keep_leaving: bool = False,
     ) -> str | None:
         """Make ready to ring a new far end for the answered `call`; the leg `stay`
-        stays (see the module docstring). None when ready, else why not."""
+        stays (see the module docstring). `keep_leaving`: the leaving phone's media
+        leg stays open in `call.leaving` (it may hear an announcement before it is
+        released: `blind_transfer`). None when ready, else why not."""
         m = self.manager
         if call.state is not State.ANSWERED or call.replacing is not None:
             return "the call is not answered or already being transferred"
@@ -162,7 +172,15 @@ class CallOps:
             leg = call.endpoint
             call.endpoint = None
         elif call.media is not None and call.answered is not None:
-            if stay == "b":
+            if keep_leaving:
+                caller_leg, callee_leg = call.media.split(keep="")
+                if stay == "b":
+                    self._promote_dialogs(call)
+                    leg, call.leaving = callee_leg, caller_leg
+                else:
+                    self._drop_b(call)
+                    leg, call.leaving = caller_leg, callee_leg
+            elif stay == "b":
                 leg = self._promote(call)
             else:
                 leg = call.media.detach("caller")
@@ -175,6 +193,8 @@ class CallOps:
             media, offer = m.media.extend(leg, "callee")
         except MediaError as exc:
             leg.close()
+            if call.leaving is not None:
+                self._let_go(call)
             m.hangup(call, f"no new far end: {exc.reason}")
             return exc.reason
         call.media = media
@@ -395,29 +415,73 @@ class CallOps:
 
     def blind_transfer(self, call: Call, side: str, number: str, by: str) -> int:
         """Extension `by` on `side` transfers the other party to `number` without a
-        REFER (an in-call code): its leg is released at once; a failed transfer rings
-        it back. 200 once the new far end rings, else why not (a SIP status)."""
-        m = self.manager
+        REFER (an in-call code): its leg is released as soon as the number is routed
+        (after the announcement of an application that took the call at once: park's
+        slot, `Answer.announce`); a failed transfer rings it back. 200 once the new far
+        end rings, else why not (a SIP status)."""
         if self.reroute is None:
             return 500
         if self.transfer_refused(call, by, number) is not None:
             return 403
 
         def done(status: int) -> None:
-            if status != 200 and call.state is State.ANSWERED:
-                self._recall(call, by)
+            if status != 200:
+                self._let_go(call)  # released before it is rung back
+                if call.state is State.ANSWERED:
+                    self._recall(call, by)
 
         stay = "b" if side == "a" else "a"
-        if self.start_replacement(call, "transfer", done, stay=stay) is not None:
+        call.announce = ()
+        if self.start_replacement(call, "transfer", done, stay, keep_leaving=True) is not None:
             return 488
-        dialog = call.transferor
-        if dialog is not None:
-            m._bye(dialog)
-            call.transferor = None
-            m.dialogs.pop((dialog.call_id, dialog.local_tag), None)
         log.info("call %s: %s transfers it to %s (in-call code)", call.id, by, number)
         self.reroute(call, number, by)
+        announce, call.announce = call.announce, ()
+        if announce and call.replacing is None and call.endpoint is not None:
+            self._announce(call, announce)  # an application took it: park's slot
+        else:
+            self._let_go(call)
         return 200
+
+    def _announce(self, call: Call, prompts: tuple[str, ...]) -> None:
+        """Play `prompts` to the transferor that is leaving (`call.leaving`), then
+        release it; at most ANNOUNCE_SECONDS."""
+        m = self.manager
+        leg, dialog = call.leaving, call.transferor
+        queue = list(prompts[:MAX_ANNOUNCE])
+
+        def finish() -> None:
+            cap.cancel()
+            if call.leaving is leg and leg is not None:
+                call.leaving = None
+                leg.close()
+            if dialog is not None and call.transferor is dialog:
+                self._let_go(call)  # BYE (unless it hung up itself)
+
+        def next_prompt() -> None:
+            if leg is None or leg.closed or not queue or call.transferor is not dialog:
+                finish()
+                return
+            path = paths.asset(f"prompts/{queue.pop(0)}.wav")
+            if path.exists():
+                leg.play(path, on_done=next_prompt)
+            else:  # a build without prompts: a beep says it
+                leg.tone("confirmation", on_done=next_prompt)
+
+        cap = m.loop.call_later(ANNOUNCE_SECONDS, finish)
+        log.info("call %s: the transferor hears %s", call.id, " ".join(queue))
+        next_prompt()
+
+    def _let_go(self, call: Call) -> None:
+        """The transferor by keys is released: BYE, and its kept media leg closes."""
+        m = self.manager
+        leg, call.leaving = call.leaving, None
+        if leg is not None:
+            leg.close()
+        dialog, call.transferor = call.transferor, None
+        if dialog is not None:
+            m._bye(dialog)
+            m.dialogs.pop((dialog.call_id, dialog.local_tag), None)
 
     # ------------------------------------------------------------ attended transfer
     def _attended(

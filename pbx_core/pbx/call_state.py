@@ -198,6 +198,10 @@ class Call:
     # An attended transfer by keys (`*2`, call_consult.py): the held party and the
     # transferor's consultation, while it lasts.
     consult: Consult | None = None
+    # What an application that took a transferred call tells the transferor (Answer's
+    # `announce`: park's slot), and the transferor's leg kept to hear it (`##`).
+    announce: tuple[str, ...] = ()
+    leaving: MediaLeg | None = None
     # A third phone (call_barge.py): the bridge mixing this call while one is in it,
     # the calls of the phones joined to it, what the CDR says of them; for the
     # barging phone's own call, the call it joined.

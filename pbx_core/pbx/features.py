@@ -584,8 +584,13 @@ class FeatureHost:
                 log.debug("application %s failed", name, exc_info=exc)
                 session.hangup()
             finally:
-                self._apps.pop(call_id, None)
-                self._sessions.pop(call_id, None)
+                # Only its own entries: an in-call application (`##70`) may end after
+                # the application that took its call (park) was registered under
+                # the same call id.
+                if self._apps.get(call_id) is asyncio.current_task():
+                    del self._apps[call_id]
+                if self._sessions.get(call_id) is session:
+                    del self._sessions[call_id]
                 session.close()
                 if on_exit is not None:
                     try:

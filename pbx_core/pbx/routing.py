@@ -475,6 +475,7 @@ class Router:
             )
 
         if plan.call is not None:  # after ringing, or a transfer to an application
+            plan.call.announce = answer.announce  # for a transferor by keys (call_ops)
             if not eng.calls.ops.answer_app(plan.call, started):
                 self._fail(plan, 480, f"{answer.name} cannot take this call")
             return
