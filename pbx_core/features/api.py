@@ -341,6 +341,12 @@ class Page:
 
     members: tuple[str, ...]
     duplex: bool = False
+    # Also (or only, without members) as plain RTP to a multicast group (address,
+    # port) with this TTL (1..32) and codec (PCMU or PCMA) for phones that listen to
+    # it: the caller's audio after a short tone.
+    multicast: tuple[str, int] | None = None
+    multicast_ttl: int = 1
+    multicast_codec: str = "PCMU"
 
 
 @dataclass(frozen=True, slots=True)

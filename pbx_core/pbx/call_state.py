@@ -19,6 +19,7 @@ from pbx_core.media.bridge import MixBridge
 from pbx_core.media.engine import AnchoredCall
 from pbx_core.media.events import LegStats
 from pbx_core.media.leg import MediaLeg
+from pbx_core.media.multicast import MulticastSender
 from pbx_core.pbx.dialog import Dialog
 from pbx_core.pbx.session_timer import Accept, LegTimer
 from pbx_core.sip.events import AnyServerKey, ClientKey
@@ -212,6 +213,7 @@ class Call:
     # A page (call_page.py): the bridge the caller talks into, every answering phone in it.
     page: MixBridge | None = None
     page_duplex: bool = False
+    page_multicast: MulticastSender | None = None  # a multicast page's RTP sender
     # Files of the call recorded on demand (call_record.py), under recordings/calls/.
     recordings: list[str] = field(default_factory=list)
 
