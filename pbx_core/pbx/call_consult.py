@@ -227,6 +227,12 @@ class CallConsult:
             else:
                 m.ops.answer_in_dialog(req, key)
             return True
+        unanswered = call.media is None or not call.media.answered
+        if side == "a" and req.method == "INFO" and req.body and unanswered:
+            # Nobody across to relay it to yet: a key press for the transferor's
+            # application (its `*`), as on an application's own call.
+            self._key_info(call, consult, req, key)
+            return True
         if req.method != "BYE":
             return False
         if side == "a":
@@ -241,6 +247,21 @@ class CallConsult:
                 self._back(call, CANCELLED)
             return True
         return False
+
+    def _key_info(self, call: Call, consult: Consult, req: Request, key: AnyServerKey) -> None:
+        """A SIP INFO key press of the transferor while nobody is across."""
+        m = self.manager
+        assert m.media is not None  # noqa: S101  # a consultation needs one
+        ctype = req.headers.get("content-type") or ""
+        try:
+            event = m.media.dtmf_info_endpoint(consult.leg, ctype, req.body)
+        except MediaError as exc:
+            m.stack.respond(key, req.reply(exc.status))
+            return
+        resp = req.reply(200 if event is not None else 415)
+        if event is None:
+            resp.headers.add("Accept", "application/dtmf-relay, application/dtmf")
+        m.stack.respond(key, resp)
 
     def _complete(self, call: Call) -> None:
         """The transferor hung up: the held party takes its place as side "a"."""
