@@ -324,6 +324,7 @@ class CallConsult:
         consult.held_leg.close()
         consult.on_done(200)
         if call.media is None:  # back from a failed consultation: nobody left
+            consult.leg.close()
             m.hangup(call, "held party hung up")
             return
         if call.replacing is not None:

@@ -223,3 +223,28 @@ def test_a_number_the_pbx_answers_is_not_consulted(office: Office) -> None:
     call.hang_up()
     assert len(b.byes) == 1
     assert office.left_behind() == []
+
+
+def test_hanging_up_during_the_failure_announcement_ends_it(office: Office) -> None:
+    a, b = office.phone("100"), office.phone("101")
+    office.phone("102", mode="busy")
+    call = a.call("101")
+    pbx_call = consult(office, call, "102", wait=0)
+    assert pbx_call.consult is not None and pbx_call.media is None  # announcing
+    call.hang_up()
+    assert len(b.byes) == 1 and pbx_call.state.value == "ended"
+    office.advance(1)
+    assert office.left_behind() == []
+
+
+def test_the_held_party_hanging_up_during_the_announcement(office: Office) -> None:
+    a, b = office.phone("100"), office.phone("101")
+    office.phone("102", mode="busy")
+    call = a.call("101")
+    (inc_b,) = b.incoming
+    pbx_call = consult(office, call, "102", wait=0)
+    assert pbx_call.consult is not None and pbx_call.media is None
+    inc_b.bye()
+    assert len(a.byes) == 1 and pbx_call.state.value == "ended"
+    office.advance(1)
+    assert office.left_behind() == []
