@@ -7,6 +7,7 @@ unicast group, a port out of range, a TTL beyond the bound."""
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import socket
 import struct
@@ -14,10 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pbx_core.features.paging import parse_group
 from pbx_core.media.errors import MediaError
 from pbx_core.media.multicast import MulticastSender
+from tests.fuzzing import fuzz_settings
 from tests.harness.office import Office, offices
 
 GROUP, PORT = "239.255.42.7", 15002
@@ -157,3 +161,32 @@ def test_the_sender_refuses_what_the_table_would() -> None:
         MulticastSender("239.1.1.1", 5001, ttl=33)
     with pytest.raises(MediaError):
         MulticastSender("239.1.1.1", 5001, codec="G722")
+
+
+@pytest.mark.fuzz
+@fuzz_settings(200)
+@given(
+    st.one_of(
+        st.text(max_size=80),
+        st.builds(
+            lambda a, p: f"{a}:{p}",
+            st.ip_addresses(v=4).map(str),
+            st.integers(-10, 100_000),
+        ),
+        st.builds(
+            lambda a, p: f"[{a}]:{p}",
+            st.ip_addresses(v=6).map(str),
+            st.integers(-10, 100_000),
+        ),
+    )
+)
+def test_a_group_value_is_a_multicast_group_or_a_reason(value: str) -> None:
+    """Whatever the table holds: a multicast address and a port in range, or a
+    ValueError saying why (what `pbx db check` prints); never another error."""
+    try:
+        address, port = parse_group(value)
+    except ValueError as exc:
+        assert str(exc)
+        return
+    assert ipaddress.ip_address(address).is_multicast
+    assert 1024 <= port <= 65535
