@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from pbx_core.features.api import Page
 from pbx_core.media.bridge import MixBridge, beep_clip
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
@@ -53,12 +54,15 @@ class CallPage:
         caller: str,
         callee: str,
         targets: list[Target],
-        duplex: bool,
-        multicast: Multicast | None = None,
+        page: Page,
     ) -> Call | None:
-        """Answer the caller and page `targets` (and the `multicast` group); None when
-        it could not be answered."""
+        """Answer the caller and page `targets` (and `page`'s multicast group); None
+        when it could not be answered."""
         m = self.manager
+        duplex = page.duplex
+        multicast: Multicast | None = None
+        if page.multicast is not None:
+            multicast = (*page.multicast, page.multicast_ttl, page.multicast_codec)
 
         def answered(call: Call, leg: MediaLeg) -> None:
             if m.media is None:

@@ -509,12 +509,7 @@ class Router:
             plan.info.caller,
             plan.info.number,
             targets,
-            page.duplex,
-            multicast=(
-                (*page.multicast, page.multicast_ttl, page.multicast_codec)
-                if page.multicast is not None
-                else None
-            ),
+            page,
         )
         if call is not None:
             call.trunk, call.did = plan.trunk, plan.did
