@@ -96,49 +96,50 @@ class CallConsult:
         if m.ops.transfer_refused(call, by, number) is not None:
             done(403)
             return outcome, cancel
-        music = media.music_on_hold
-        caller_leg, callee_leg = media.split(keep="caller" if side == "a" else "callee")
-        call.media = None
-        if side == "a":  # the far end (a fork) is held
-            leg, held_leg = caller_leg, callee_leg
-            timer = m.call_timers.drop(call, "b")
-            update = call.allows_update.pop("b", False)
-            call.forks.remove(fork)
-            call.answered = None
-            fork.final = fork.final or 200
-            held = fork
-        else:  # the caller is held: its UAS dialog becomes a settled fork
-            leg, held_leg = callee_leg, caller_leg
-            a_dialog = call.a_dialog
-            assert a_dialog is not None  # noqa: S101  # an answered call has it
-            target = Target(a_dialog.remote_target, call.a_source, call.caller, "", "")
-            held = Fork(call, target, a_dialog, call.a_req, final=200)
-            timer = m.call_timers.drop(call, "a")
-            update = call.allows_update.get("a", False)
-            m.ops._promote_dialogs(call)
-            call.transferor = None
-        m.dialogs[(held.dialog.call_id, held.dialog.local_tag)] = (call, "h")
-        call.aside = "a"
-        call.keys.clear()
-        call.consult = Consult(by, number, held, held_leg, timer, update, leg, done, side=side)
-        if music is not None and held_leg.codec in ("PCMU", "PCMA"):
-            held_leg.play(music, loop=True)
-        leg.side = "caller"
-        try:
-            consulting, offer = m.media.extend(leg, "callee")
-        except MediaError as exc:
-            m.hangup(call, f"no consultation: {exc.reason}")
-            return outcome, cancel
-        call.media = consulting
-        call.b_offer = offer
-        call.late_offer = False
-        call.direct = False
-        m.call_media.adopt(call, consulting)
-        call.replacing = Replacement("consult", lambda status: self._rung(call, status))
-        if leg.codec in ("PCMU", "PCMA"):
-            leg.tone("ringback")
-        log.info("call %s: %s consults %s (the other party on hold)", call.id, by, number)
-        m.ops.reroute(call, number, by)
+        with m.guard(call, "consultation"):
+            music = media.music_on_hold
+            caller_leg, callee_leg = media.split(keep="caller" if side == "a" else "callee")
+            call.media = None
+            if side == "a":  # the far end (a fork) is held
+                leg, held_leg = caller_leg, callee_leg
+                timer = m.call_timers.drop(call, "b")
+                update = call.allows_update.pop("b", False)
+                call.forks.remove(fork)
+                call.answered = None
+                fork.final = fork.final or 200
+                held = fork
+            else:  # the caller is held: its UAS dialog becomes a settled fork
+                leg, held_leg = callee_leg, caller_leg
+                a_dialog = call.a_dialog
+                assert a_dialog is not None  # noqa: S101  # an answered call has it
+                target = Target(a_dialog.remote_target, call.a_source, call.caller, "", "")
+                held = Fork(call, target, a_dialog, call.a_req, final=200)
+                timer = m.call_timers.drop(call, "a")
+                update = call.allows_update.get("a", False)
+                m.ops._promote_dialogs(call)
+                call.transferor = None
+            m.dialogs[(held.dialog.call_id, held.dialog.local_tag)] = (call, "h")
+            call.aside = "a"
+            call.keys.clear()
+            call.consult = Consult(by, number, held, held_leg, timer, update, leg, done, side=side)
+            if music is not None and held_leg.codec in ("PCMU", "PCMA"):
+                held_leg.play(music, loop=True)
+            leg.side = "caller"
+            try:
+                consulting, offer = m.media.extend(leg, "callee")
+            except MediaError as exc:
+                m.hangup(call, f"no consultation: {exc.reason}")
+                return outcome, cancel
+            call.media = consulting
+            call.b_offer = offer
+            call.late_offer = False
+            call.direct = False
+            m.call_media.adopt(call, consulting)
+            call.replacing = Replacement("consult", lambda status: self._rung(call, status))
+            if leg.codec in ("PCMU", "PCMA"):
+                leg.tone("ringback")
+            log.info("call %s: %s consults %s (the other party on hold)", call.id, by, number)
+            m.ops.reroute(call, number, by)
         return outcome, cancel
 
     def _rung(self, call: Call, status: int) -> None:
