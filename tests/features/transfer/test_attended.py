@@ -195,6 +195,12 @@ def test_the_callee_consults_too(office: Office) -> None:
     assert pbx_call.consult is None
     assert pbx_call.caller.startswith("100@") and pbx_call.callee.startswith("102@")
     assert a.byes == [] and c.byes == [] and relaying(pbx_call)
+    assert pbx_call.media is not None and call.rtp is not None
+    sent = pbx_call.media.callee.stats().packets_sent
+    for _ in range(5):  # 100's audio now reaches 102's leg
+        call.rtp.audio(pbx_call.media.caller.port, bytes([0x10] * 160))
+        office.settle_io()
+    assert pbx_call.media.callee.stats().packets_sent >= sent + 5
     office.advance(1)
     call.hang_up()
     assert len(c.byes) == 1
