@@ -292,6 +292,18 @@ class Session(Protocol):
         the application's again. An auto attendant's keys, a DID's welcome."""
         ...
 
+    async def consult(self, number: str) -> int:
+        """In an in-call application only (`*2`): ring `number` (the extension's call
+        class) while the other party stays on hold; the extension hears ringback, then
+        whoever answers. Returns when it is over: 200 the extension hung up (the other
+        party is joined to the consulted one, still ringing or not) or the other party
+        hung up (the consultation goes on as a normal call): nothing left to do; 487 the
+        extension pressed `*` or the consulted party hung up; another status: it did
+        not answer, was busy or refused (403: the call class). Unless 200, the
+        application may announce it; when it returns, the extension is back with the
+        other party. 404 outside an in-call application."""
+        ...
+
     async def record(
         self,
         name: str,
@@ -329,12 +341,16 @@ App = Callable[[Session], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class Answer:
     """The PBX answers the call itself and runs `app` on it; `name` names the
-    application in `pbx status` and the CDR. `feature` is filled in by the core (the
-    feature that answered: its recordings are the app's)."""
+    application in `pbx status`, the log and the CDR's cause. `feature` is filled in
+    by the core (the feature that answered: its recordings are the app's)."""
 
     app: App
     name: str
     feature: str = ""
+    # Prompts for the extension that sent the call here by an in-call blind transfer
+    # (`##`), played on its leg before it is released (call park's slot). A REFER's
+    # transferor only gets the NOTIFY (its phone holds the call: it would not play).
+    announce: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +369,12 @@ class Page:
 
     members: tuple[str, ...]
     duplex: bool = False
+    # Also (or only, without members) as plain RTP to a multicast group (address,
+    # port) with this TTL (1..32) and codec (PCMU or PCMA) for phones that listen to
+    # it: the caller's audio after a short tone.
+    multicast: tuple[str, int] | None = None
+    multicast_ttl: int = 1
+    multicast_codec: str = "PCMU"
 
 
 @dataclass(frozen=True, slots=True)

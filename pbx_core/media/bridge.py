@@ -245,6 +245,9 @@ class MixBridge:
         self._members: dict[MediaLeg, Member] = {}
         self._clips: list[_Clip] = []
         self._recorder: Recorder | None = None
+        # Called with every tick's mix (20 ms of 16-bit PCM, silence too): a multicast
+        # page's sender (media/multicast.py).
+        self.listeners: list[Callable[[bytes], None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = 0.0
         self._k = 0
@@ -433,6 +436,7 @@ class MixBridge:
         for leg in list(self._members):
             self.remove(leg)
         self._clips.clear()
+        self.listeners.clear()
         self._end_record("closed")
         self.closed = True
 
@@ -512,6 +516,8 @@ class MixBridge:
         rec = self._recorder
         if rec is not None:
             self._record(rec, everyone)
+        for listener in self.listeners:
+            listener(everyone)
         if self.tap:
             return  # a listening bridge sends nothing
         for m in members:

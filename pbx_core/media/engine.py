@@ -602,6 +602,41 @@ class AnchoredCall:
             x._set_mode("relay")
         self._wire()
 
+    def split(self, keep: str) -> tuple[MediaLeg, MediaLeg]:
+        """Take both legs (caller, callee) out of the call, each open and negotiated
+        with its phone (silent, unpartnered; the leg `keep` keeps its key-press and
+        inactivity callbacks, for the application it talks to): the call is over. An
+        attended transfer by keys holds one phone aside while the other consults a
+        third (pbx/call_consult.py)."""
+        self.stop_record()
+        self.closed = True
+        self.engine.calls.discard(self)
+        self._moh_on.clear()
+        self._hold_callbacks.clear()
+        self.caller.unbind(keep_callbacks=keep == self.caller.side)
+        self.callee.unbind(keep_callbacks=keep == self.callee.side)
+        return self.caller, self.callee
+
+    def swap_caller(self, leg: MediaLeg) -> None:
+        """`leg` (negotiated with its phone) takes the caller's place and the caller's
+        leg closes: the callee's phone sees no change, ringing or answered (an
+        attended transfer completes: the held phone takes the transferor's place).
+        The G.711 laws are transcoded as for `MediaEngine.join`."""
+        if leg.stream is None or leg.closed or self.closed:
+            raise NegotiationError("the leg to swap in has nothing negotiated", 500)
+        old, self.caller = self.caller, leg
+        self._caller_stream = leg.stream
+        leg.side = old.side
+        leg.partner = self.callee
+        self.callee.partner = leg
+        self._moh_on.discard(old.side)
+        old.close()
+        leg._pending_mode = "relay"
+        if leg.mode != "source":
+            leg._set_mode("relay")
+        if self.answered:
+            self._wire()
+
     def detach(self, side: str, keep_callbacks: bool = False) -> MediaLeg:
         """Take `side`'s leg out of the call, open and still negotiated with its phone
         (silent, unpartnered, its callbacks cleared: `MediaLeg.unbind`), and close the

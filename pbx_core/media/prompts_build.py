@@ -114,6 +114,7 @@ PROMPTS: dict[str, str] = {
     "forward-set": "Call forwarding is set to",
     "forward-enter": "Please enter the number to forward your calls to, followed by pound.",
     "transfer-enter": "Transfer. Please enter the number, followed by pound.",
+    "transfer-failed": "The transfer did not go through.",
     "park-slot": "Parked on",
     "park-nobody": "Nobody took your call. Please call again. Goodbye.",
     "followme-on": "Follow me is on.",

@@ -102,6 +102,9 @@ class CallKeys:
         log.info("call %s: %s pressed %s (%s)", call.id, extension, code, decision.name)
 
         def back() -> None:
+            if call.consult is not None and call.consult.leg is leg:
+                self.manager.ops.consult.rejoin(call)  # after a `*2` consultation
+                return
             if call.aside == side and call.state is State.ANSWERED and call.media is media:
                 call.aside = None
                 media.back("caller" if side == "a" else "callee")
@@ -119,3 +122,10 @@ class CallKeys:
             media.back("caller" if side == "a" else "callee")
         call.aside = None
         return manager.ops.blind_transfer(call, side, number, extension)
+
+    def in_app(self, call: Call, side: str) -> bool:
+        """Whether `side`'s in-call application still has the extension (aside, or
+        consulting a third party: call_consult.py)."""
+        if call.state is State.ENDED:
+            return False
+        return call.aside == side or (call.consult is not None and call.consult.side == side)

@@ -41,8 +41,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pbx_core import paths
 from pbx_core.media.errors import MediaError
 from pbx_core.media.leg import MediaLeg
+from pbx_core.pbx.call_consult import CallConsult
 from pbx_core.pbx.call_state import (
     ALLOW,
     KNOWN_METHODS,
@@ -82,6 +84,8 @@ REASONS = {
     603: "Decline",
 }
 MAX_REFER_TO = 512  # characters of a Refer-To we look at
+MAX_ANNOUNCE = 8  # prompts a transferor by keys hears (park: "parked on", two digits)
+ANNOUNCE_SECONDS = 15.0  # at most this long before it is released
 
 # (call, number, the extension number whose call class applies, or None) -> rings it
 Reroute = Callable[[Call, str, "str | None"], None]
@@ -99,6 +103,7 @@ class CallOps:
         self.extension_of: Callable[[str], str | None] = lambda _label: None
         # Set by the engine: the features' refusal of a transfer (a status), or None.
         self.transfer_refused: Callable[[Call, str, str], int | None] = lambda *_a: None
+        self.consult = CallConsult(manager)  # attended transfer by keys (`*2`)
 
     # ------------------------------------------------------------ applications
     def answer_app(self, call: Call, on_answer: Callable[[Call, MediaLeg], None]) -> bool:
@@ -107,8 +112,8 @@ class CallOps:
         endpoint. False when the call cannot (an INVITE without SDP still ringing:
         the caller would get our offer in the 200, which no application handles)."""
         m = self.manager
-        if call.state is State.ENDED:
-            return False
+        if call.state is State.ENDED or call.consult is not None:
+            return False  # a consultation (`*2`) is with a phone, never an application
         if call.replacing is not None:
             if call.media is None:
                 return False
@@ -145,10 +150,17 @@ class CallOps:
 
     # ------------------------------------------------------------ a new far end
     def start_replacement(
-        self, call: Call, kind: str, on_done: Callable[[int], None], stay: str = "a"
+        self,
+        call: Call,
+        kind: str,
+        on_done: Callable[[int], None],
+        stay: str = "a",
+        keep_leaving: bool = False,
     ) -> str | None:
         """Make ready to ring a new far end for the answered `call`; the leg `stay`
-        stays (see the module docstring). None when ready, else why not."""
+        stays (see the module docstring). `keep_leaving`: the leaving phone's media
+        leg stays open in `call.leaving` (it may hear an announcement before it is
+        released: `blind_transfer`). None when ready, else why not."""
         m = self.manager
         if call.state is not State.ANSWERED or call.replacing is not None:
             return "the call is not answered or already being transferred"
@@ -160,7 +172,15 @@ class CallOps:
             leg = call.endpoint
             call.endpoint = None
         elif call.media is not None and call.answered is not None:
-            if stay == "b":
+            if keep_leaving:
+                caller_leg, callee_leg = call.media.split(keep="")
+                if stay == "b":
+                    self._promote_dialogs(call)
+                    leg, call.leaving = callee_leg, caller_leg
+                else:
+                    self._drop_b(call)
+                    leg, call.leaving = caller_leg, callee_leg
+            elif stay == "b":
                 leg = self._promote(call)
             else:
                 leg = call.media.detach("caller")
@@ -173,6 +193,8 @@ class CallOps:
             media, offer = m.media.extend(leg, "callee")
         except MediaError as exc:
             leg.close()
+            if call.leaving is not None:
+                self._let_go(call)
             m.hangup(call, f"no new far end: {exc.reason}")
             return exc.reason
         call.media = media
@@ -200,10 +222,17 @@ class CallOps:
     def _promote(self, call: Call) -> MediaLeg:
         """Side "b" stays and side "a" goes: b's dialog becomes side "a" (so "b" is
         the new far end, as for every ring), a's dialog side "t"."""
+        media = call.media
+        assert media is not None  # noqa: S101  # checked by the caller
+        self._promote_dialogs(call)
+        return media.detach("callee")
+
+    def _promote_dialogs(self, call: Call) -> None:
+        """`_promote`'s dialogs, session timers and labels (the media is the
+        caller's business: an attended transfer by keys keeps both legs)."""
         m = self.manager
         fork = call.answered
-        media = call.media
-        assert fork is not None and media is not None  # noqa: S101  # checked by the caller
+        assert fork is not None  # noqa: S101  # checked by the caller
         old = call.a_dialog
         if old is not None:
             m.dialogs[(old.call_id, old.local_tag)] = (call, "t")
@@ -224,7 +253,6 @@ class CallOps:
         call.caller, call.callee = call.callee, call.caller
         call.answered = None
         m.call_timers.restart(call, "a", timer)
-        return media.detach("callee")
 
     def replaced(self, fork: Fork, resp: Response) -> None:
         """A fork rung for a new far end answered: it becomes side "b"."""
@@ -265,6 +293,9 @@ class CallOps:
         application (a bridge) or the outcome's owner decides (a transfer)."""
         m = self.manager
         log.info("call %s: new far end not reached: %s %s", call.id, status, why)
+        if call.consult is not None:
+            self.consult.failed(call, status)
+            return
         m.stop_ringing(call)
         if call.media is not None:
             leg = call.media.detach("caller", keep_callbacks=True)
@@ -282,8 +313,10 @@ class CallOps:
             log.exception("call %s: replacement outcome failed", call.id)
 
     def ended(self, call: Call) -> None:
-        """The call ended while a new far end rang: its owner hears 487."""
+        """The call ended while a new far end rang (its owner hears 487) or while
+        its transferor consulted (call_consult.py)."""
         self._finish(call, 487)
+        self.consult.ended(call)
 
     # ------------------------------------------------------------ in-dialog requests
     def from_transferor(self, call: Call, req: Request, key: AnyServerKey) -> None:
@@ -382,29 +415,73 @@ class CallOps:
 
     def blind_transfer(self, call: Call, side: str, number: str, by: str) -> int:
         """Extension `by` on `side` transfers the other party to `number` without a
-        REFER (an in-call code): its leg is released at once; a failed transfer rings
-        it back. 200 once the new far end rings, else why not (a SIP status)."""
-        m = self.manager
+        REFER (an in-call code): its leg is released as soon as the number is routed
+        (after the announcement of an application that took the call at once: park's
+        slot, `Answer.announce`); a failed transfer rings it back. 200 once the new far
+        end rings, else why not (a SIP status)."""
         if self.reroute is None:
             return 500
         if self.transfer_refused(call, by, number) is not None:
             return 403
 
         def done(status: int) -> None:
-            if status != 200 and call.state is State.ANSWERED:
-                self._recall(call, by)
+            if status != 200:
+                self._let_go(call)  # released before it is rung back
+                if call.state is State.ANSWERED:
+                    self._recall(call, by)
 
         stay = "b" if side == "a" else "a"
-        if self.start_replacement(call, "transfer", done, stay=stay) is not None:
+        call.announce = ()
+        if self.start_replacement(call, "transfer", done, stay, keep_leaving=True) is not None:
             return 488
-        dialog = call.transferor
-        if dialog is not None:
-            m._bye(dialog)
-            call.transferor = None
-            m.dialogs.pop((dialog.call_id, dialog.local_tag), None)
         log.info("call %s: %s transfers it to %s (in-call code)", call.id, by, number)
         self.reroute(call, number, by)
+        announce, call.announce = call.announce, ()
+        if announce and call.replacing is None and call.endpoint is not None:
+            self._announce(call, announce)  # an application took it: park's slot
+        else:
+            self._let_go(call)
         return 200
+
+    def _announce(self, call: Call, prompts: tuple[str, ...]) -> None:
+        """Play `prompts` to the transferor that is leaving (`call.leaving`), then
+        release it; at most ANNOUNCE_SECONDS."""
+        m = self.manager
+        leg, dialog = call.leaving, call.transferor
+        queue = list(prompts[:MAX_ANNOUNCE])
+
+        def finish() -> None:
+            cap.cancel()
+            if call.leaving is leg and leg is not None:
+                call.leaving = None
+                leg.close()
+            if dialog is not None and call.transferor is dialog:
+                self._let_go(call)  # BYE (unless it hung up itself)
+
+        def next_prompt() -> None:
+            if leg is None or leg.closed or not queue or call.transferor is not dialog:
+                finish()
+                return
+            path = paths.asset(f"prompts/{queue.pop(0)}.wav")
+            if path.exists():
+                leg.play(path, on_done=next_prompt)
+            else:  # a build without prompts: a beep says it
+                leg.tone("confirmation", on_done=next_prompt)
+
+        cap = m.loop.call_later(ANNOUNCE_SECONDS, finish)
+        log.info("call %s: the transferor hears %s", call.id, " ".join(queue))
+        next_prompt()
+
+    def _let_go(self, call: Call) -> None:
+        """The transferor by keys is released: BYE, and its kept media leg closes."""
+        m = self.manager
+        leg, call.leaving = call.leaving, None
+        if leg is not None:
+            leg.close()
+        dialog, call.transferor = call.transferor, None
+        if dialog is not None:
+            m._bye(dialog)
+            m.dialogs.pop((dialog.call_id, dialog.local_tag), None)
 
     # ------------------------------------------------------------ attended transfer
     def _attended(

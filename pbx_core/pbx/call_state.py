@@ -19,6 +19,7 @@ from pbx_core.media.bridge import MixBridge
 from pbx_core.media.engine import AnchoredCall
 from pbx_core.media.events import LegStats
 from pbx_core.media.leg import MediaLeg
+from pbx_core.media.multicast import MulticastSender
 from pbx_core.pbx.dialog import Dialog
 from pbx_core.pbx.session_timer import Accept, LegTimer
 from pbx_core.sip.events import AnyServerKey, ClientKey
@@ -125,6 +126,28 @@ class Replacement:
 
 
 @dataclass
+class Consult:
+    """An attended transfer by keys (call_consult.py): the transferor is side "a" and
+    talks to the new far end (side "b", rung as a replacement); the held party's
+    dialog is a settled `held` fork with its media leg (music on hold), its session
+    timer and whether it takes UPDATE; its dialog maps to side "h". `leg`: the
+    transferor's media leg (its in-call application's). `on_done` tells that
+    application how it ended (200 joined or went on as a normal call, 487 cancelled
+    by the transferor's key, else the far end's failure: back with the held party)."""
+
+    by: str  # the transferring extension
+    number: str
+    held: Fork
+    held_leg: MediaLeg
+    held_timer: LegTimer | None
+    held_update: bool
+    leg: MediaLeg
+    on_done: Callable[[int], None]
+    side: str = "a"  # the side the transferor's application runs on (call_keys)
+    talking: bool = False  # the consulted phone answered
+
+
+@dataclass
 class Call:
     id: str
     a_req: Request
@@ -174,6 +197,13 @@ class Call:
     # side that stepped aside into an application.
     keys: dict[str, tuple[str, float]] = field(default_factory=dict)
     aside: str | None = None
+    # An attended transfer by keys (`*2`, call_consult.py): the held party and the
+    # transferor's consultation, while it lasts.
+    consult: Consult | None = None
+    # What an application that took a transferred call tells the transferor (Answer's
+    # `announce`: park's slot), and the transferor's leg kept to hear it (`##`).
+    announce: tuple[str, ...] = ()
+    leaving: MediaLeg | None = None
     # A third phone (call_barge.py): the bridge mixing this call while one is in it,
     # the calls of the phones joined to it, what the CDR says of them; for the
     # barging phone's own call, the call it joined.
@@ -184,6 +214,7 @@ class Call:
     # A page (call_page.py): the bridge the caller talks into, every answering phone in it.
     page: MixBridge | None = None
     page_duplex: bool = False
+    page_multicast: MulticastSender | None = None  # a multicast page's RTP sender
     # Files of the call recorded on demand (call_record.py), under recordings/calls/.
     recordings: list[str] = field(default_factory=list)
     # A call the PBX placed itself (call_originate.py): its `Origin`, None otherwise.

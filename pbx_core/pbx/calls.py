@@ -709,6 +709,8 @@ class CallManager:
             return True
         if side == "a" and call.a_dialog is not None:
             call.a_dialog.remote_cseq = max(call.a_dialog.remote_cseq, req.cseq.seq)
+        if call.consult is not None and self.ops.consult.request(call, side, req, key):
+            return True  # an attended transfer by keys (call_consult.py)
         if side == "t":
             self.ops.from_transferor(call, req, key)
             return True
@@ -792,7 +794,7 @@ class CallManager:
         call.cause = cause
         call.ended_at = self.loop.time()
         self._cancel_timer(call, "ring_timer")
-        if call.replacing is not None:
+        if call.replacing is not None or call.consult is not None:
             self.ops.ended(call)
         self.paging.ended(call)
         self.confirm.ended(call)

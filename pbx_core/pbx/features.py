@@ -39,7 +39,7 @@ from pbx_core.features.api import (
 )
 from pbx_core.pbx.mailboxes import Mailboxes
 from pbx_core.pbx.security import Action, SecurityPolicy
-from pbx_core.pbx.session import MAX_CODE_ARG, RECORDING_NAME, Bridge, LocalSession
+from pbx_core.pbx.session import MAX_CODE_ARG, RECORDING_NAME, Bridge, Consult, LocalSession
 from pbx_core.store.errors import StoreError
 
 if TYPE_CHECKING:
@@ -624,13 +624,14 @@ class FeatureHost:
         bridge: Bridge | None = None,
         feature: str = "",
         on_exit: Callable[[], None] | None = None,
+        consult: Consult | None = None,
     ) -> None:
         """Run an application on an answered call: one task, owned here, cancelled
         when the call ends; an exception ends that call (one log line), no other.
         `feature`: the feature that answered (its recordings directory)."""
         where = self.recordings / feature if self.recordings and feature else None
         loop = self.loop or asyncio.get_running_loop()
-        session = LocalSession(leg, hangup, ended, bridge, where, loop, self.recordings)
+        session = LocalSession(leg, hangup, ended, bridge, where, loop, self.recordings, consult)
         session.call_id = call_id
         session.music = self.music
         self._sessions[call_id] = session

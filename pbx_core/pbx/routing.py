@@ -320,16 +320,20 @@ class Router:
                 return 404  # an in-call application transfers to numbers only
             return eng.calls.keys.transfer(call, side, extension, number)
 
+        def consult(number: str) -> tuple[asyncio.Future[int], Callable[[], None]]:
+            return eng.calls.ops.consult.start(call, side, extension, number)
+
         eng.features.run_app(
             call.id,
             answer.app,
             answer.name,
             leg,
             back,
-            lambda: call.state is State.ENDED or call.aside != side,
+            lambda: not eng.calls.keys.in_app(call, side),
             transfer,
             answer.feature,
             on_exit=back,
+            consult=consult,
         )
 
     def extension_of(self, label: str) -> str | None:
@@ -490,6 +494,7 @@ class Router:
             )
 
         if plan.call is not None:  # after ringing, or a transfer to an application
+            plan.call.announce = answer.announce  # for a transferor by keys (call_ops)
             if not eng.calls.ops.answer_app(plan.call, started):
                 self._fail(plan, 480, f"{answer.name} cannot take this call")
             return
@@ -523,7 +528,7 @@ class Router:
             plan.info.caller,
             plan.info.number,
             targets,
-            page.duplex,
+            page,
         )
         if call is not None:
             call.trunk, call.did = plan.trunk, plan.did

@@ -28,6 +28,9 @@ log = logging.getLogger("pbx.features")
 MAX_CODE_ARG = 32  # digits collected at most (a phone number is at most 15, E.164)
 MAX_PROMPTS = 32  # prompts in one play() call
 CALL_CLASSES = ("internal", "local", "national", "international")  # Session.bridge
+CONSULT_CANCEL = "*"  # the key that ends an in-call application's consultation
+# An in-call application's consultation (call_consult.py): number -> (its outcome, cancel)
+Consult = Callable[[str], "tuple[asyncio.Future[int], Callable[[], None]]"]
 RECORDING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # never a path
 EXTENSION = re.compile(r"[0-9A-Za-z_.+-]{1,32}")  # `name:EXT`
 # An extension's recorded name (`name:EXT`): its voicemail box's "name" greeting, the
@@ -50,8 +53,10 @@ class LocalSession:
         recordings: Path | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         root: Path | None = None,
+        consult: Consult | None = None,
     ) -> None:
         self._leg = leg
+        self._consult = consult
         self._recordings = recordings
         # Every feature's recordings (`recordings/`): system ones, recorded names.
         self._root = root
@@ -199,6 +204,28 @@ class LocalSession:
         status = await self._bridge(number, call_class)
         self.bridged = status == 200
         return status
+
+    async def consult(self, number: str) -> int:
+        if self.hung_up:
+            return 487
+        if self._consult is None or not number or len(number) > MAX_CODE_ARG:
+            return 404
+        self._leg.stop_play()
+        while not self._digits.empty():  # keys pressed before are not a cancel
+            self._digits.get_nowait()
+        outcome, cancel = self._consult(number)
+        while not outcome.done() and not self.hung_up:
+            getter: asyncio.Future[Any] = asyncio.ensure_future(self._digits.get())
+            try:
+                await asyncio.wait(
+                    {outcome, getter, self._gone}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if getter.done() and not getter.cancelled() and getter.result() == CONSULT_CANCEL:
+                cancel()
+        return outcome.result() if outcome.done() else 487
 
     async def transfer(self, number: str) -> None:
         status = await self.bridge(number)

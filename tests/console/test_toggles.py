@@ -99,7 +99,7 @@ def test_set_on_the_daemon_shows_on_the_console(
         ("set toggles[101].forward.forward_all=on", "a number"),
         ("set toggles[101].forward.forward_all=12ab", "not a number"),
         ("set toggles[101].dnd.nothing=on", "keeps no toggle"),
-        ("set toggles[101].ivr.x=on", "no feature"),
+        ("set toggles[101].nosuchfeature.x=on", "no feature"),
         ("set toggles[101].voicemail.x=on", "keeps no toggle"),
         ("set toggles[999].dnd.dnd=on", "no extension"),
         ("set toggles[101]dnd=on", "bad toggle path"),

@@ -4,7 +4,9 @@ Blind transfer by REFER (RFC 3515): 100 calls 101, 101 transfers it to 102 (202,
 NOTIFY 100 then 200 as message/sipfrag, then the PBX's BYE releases 101), 102 rings
 with 100's identity and talks to 100: 100's later re-INVITE is answered (by the PBX,
 on the anchored media) and its BYE reaches 102. Directed pickup: 102 dials **101
-while 101 rings."""
+while 101 rings. In-call codes pressed as SIP INFO: `##` (blind) and `*2` (attended:
+the transferor's hang-up joins the two, its `*` while the consultation rings comes
+back)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.features_env import Env, start, stop
+from tests.interop.sipp import SCENARIOS
 from tests.interop.sipp_agents import Run, check
 
 pytestmark = [pytest.mark.interop, pytest.mark.tools("sipp")]
@@ -112,3 +115,104 @@ def test_intercom_reaches_a_sipp_phone_with_auto_answer_headers(env: Env, tmp_pa
     (invite,) = answered.requests("INVITE")
     assert "answer-after=0" in (invite.header("Call-Info") or ""), answered.report()
     assert any("alert-autoanswer" in v for v in invite.headers("Alert-Info")), answered.report()
+
+
+INFO = """  <send retrans="500">
+    <![CDATA[
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: "Caller [user]" <sip:[user]@[domain]>;tag=[pid]C[call_number]
+      To: <sip:[callee]@[domain]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} INFO
+      [routes]
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={digit}
+      Duration=160
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <pause milliseconds="{pause}"/>
+"""
+BYE = """  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: "Caller [user]" <sip:[user]@[domain]>;tag=[pid]C[call_number]
+      To: <sip:[callee]@[domain]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} BYE
+      [routes]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <Reference variables="realm,sdp"/>
+</scenario>
+"""
+
+
+def keys_scenario(path: Path, presses: list[tuple[str, int]]) -> Path:
+    """A caller's scenario: uac_incall_transfer.xml's call (INVITE, 407, ACK), then
+    each (key, pause in ms after it) as SIP INFO (application/dtmf-relay), then its
+    own BYE (it hangs up)."""
+    text = (SCENARIOS / "uac_incall_transfer.xml").read_text()
+    head = text[: text.index('  <pause milliseconds="1000"/>')]
+    head = head.replace('name="uac_incall_transfer"', f'name="{path.stem}"')
+    body = [INFO.format(cseq=3 + i, digit=k, pause=ms) for i, (k, ms) in enumerate(presses)]
+    path.write_text(
+        head
+        + '  <pause milliseconds="1000"/>\n'
+        + "".join(body)
+        + BYE.format(cseq=3 + len(presses))
+    )
+    return path
+
+
+def test_in_call_attended_transfer_by_keys_hang_up_joins(env: Env, tmp_path: Path) -> None:
+    """100 calls 101, presses *2 then 102# (SIP INFO): 102 rings with 100's identity
+    and answers (the consultation), 100 hangs up: 101 and 102 are joined, so 102's
+    hang-up reaches 101. The PBX never sends 100 a BYE."""
+    phones = env.phones
+    (tmp_path / "target").mkdir()
+    presses = [("*", 200), ("2", 1500), ("1", 200), ("0", 200), ("2", 200), ("#", 1500)]
+    scenario = keys_scenario(tmp_path / "uac_attended_hangup.xml", presses)
+    with phones.callee(tmp_path / "target", "uas_bye_late.xml", "102") as target:
+        with phones.callee(tmp_path, "uas_answer.xml", "101") as held:
+            res = phones.call(tmp_path, str(scenario), "101")
+            joined = held.finish()
+        consulted = target.finish()
+    check(res)
+    check(joined)
+    check(consulted)
+    (invite,) = consulted.requests("INVITE")
+    assert "sip:100@" in (invite.header("From") or ""), consulted.report()
+    assert res.requests("BYE") == [], res.report()  # 100 hung up itself
+    assert joined.requests("BYE"), joined.report()  # 102's hang-up reached 101
+
+
+def test_in_call_attended_transfer_by_keys_star_comes_back(env: Env, tmp_path: Path) -> None:
+    """100 calls 101, presses *2 then 102#; 102 rings; 100 presses *: 102 gets
+    CANCEL and 100 is back with 101, whom its own hang-up then reaches."""
+    phones = env.phones
+    (tmp_path / "target").mkdir()
+    presses = [("*", 200), ("2", 1500), ("1", 200), ("0", 200), ("2", 200), ("#", 1500)]
+    presses += [("*", 1000)]
+    scenario = keys_scenario(tmp_path / "uac_attended_cancel.xml", presses)
+    with phones.callee(tmp_path / "target", "uas_ring.xml", "102") as target:
+        with phones.callee(tmp_path, "uas_answer.xml", "101") as held:
+            res = phones.call(tmp_path, str(scenario), "101")
+            back = held.finish()
+        rang = target.finish()
+    check(res)
+    check(back)
+    check(rang)
+    assert rang.requests("CANCEL"), rang.report()
+    assert res.requests("BYE") == [], res.report()
+    assert back.requests("BYE"), back.report()  # 100's own BYE, relayed to 101

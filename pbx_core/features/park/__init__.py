@@ -6,6 +6,7 @@ announces it. See README.md."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from pbx_core.features.api import (
     Session,
     Setting,
 )
+
+log = logging.getLogger("pbx.features.park")
 
 PARK = "70"
 SLOTS = tuple(str(n) for n in range(71, 79))
@@ -62,7 +65,14 @@ class Park(Feature):
         if slot is None:
             return Reject(480, "every parking slot is taken")
         self.reserved.pop(dial.extension, None)
-        return Answer(self._parked(ctx, slot, dial.extension), "parked")
+        log.info("%s parks a call on %s", dial.extension, slot)
+        # `##70`: the parker hears the slot before it is released (FreePBX); the CDR's
+        # cause names it ("parked on 71 ended"), `pbx status` shows it meanwhile.
+        return Answer(
+            self._parked(ctx, slot, dial.extension),
+            f"parked on {slot}",
+            announce=("park-slot", *_digits(slot)),
+        )
 
     def _tidy(self, ctx: Context) -> None:
         now = ctx.now()

@@ -6,6 +6,7 @@ slot that the attended transfer completing to it then uses."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,4 +99,65 @@ def test_dialling_70_announces_the_slot_an_attended_transfer_then_uses(office: O
     assert a.call("71").status == 200  # 100, whose own call is parked, may take it too
     call.hang_up()
     other.hang_up()
+    assert office.left_behind() == []
+
+
+def test_hash_hash_70_announces_the_slot_before_releasing(office: Office) -> None:
+    a, c = office.phone("100"), office.phone("102")
+    office.phone("101")
+    call = a.call("101")
+    pbx_call = office.engine.calls.by_key[call.key]
+    call.keys("##")
+    office.advance(1)
+    call.keys("70#")
+    assert list(parked(office)) == ["71"]  # 101 is parked at once
+    leaving = pbx_call.leaving
+    assert leaving is not None and leaving.playing  # 100 hears "parked on 7 1"
+    assert a.byes == []  # and is not released yet
+    office.advance(5)
+    assert len(a.byes) == 1 and pbx_call.leaving is None and leaving.closed
+    assert pbx_call.endpoint is not None  # 101 on hold in the park application
+    got = c.call("71")
+    assert got.status == 200 and parked(office) == {}
+    got.hang_up()
+    assert office.left_behind() == []
+
+
+def test_hanging_up_during_the_slot_announcement(office: Office) -> None:
+    a = office.phone("100")
+    office.phone("101")
+    call = a.call("101")
+    pbx_call = office.engine.calls.by_key[call.key]
+    call.keys("##")
+    office.advance(1)
+    call.keys("70#")
+    assert pbx_call.leaving is not None
+    call.hang_up()  # the parker does not wait for the slot
+    office.advance(5)
+    assert a.byes == [] and pbx_call.leaving is None  # no BYE after its own
+    assert list(parked(office)) == ["71"]
+    assert pbx_call.state.value == "answered"
+    office.advance(11)  # park_timeout: rings 100 back, which answers
+    assert len(a.incoming) == 1
+    a.incoming[0].bye()
+    assert office.left_behind() == []
+
+
+def test_refer_to_70_releases_at_once_and_keeps_the_slot_in_log_and_status(
+    office: Office, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = office.phone("100"), office.phone("101")
+    call = a.call("101")
+    (inc_b,) = b.incoming
+    with caplog.at_level(logging.INFO):
+        assert refer(b, inc_b, f"<sip:70@{DOMAIN}>") == 202
+    # RFC 3515: the final NOTIFY says how the referred INVITE went, and the phone
+    # holding the call ends it on it: no announcement waits for it.
+    assert notifies(office, b)[-1] == "SIP/2.0 200 OK (terminated)"
+    assert len(b.byes) == 1
+    assert parked(office) == {"71": {"parker": "101", "seconds": 0}}
+    assert "101 parks a call on 71" in caplog.text
+    office.advance(11)  # nobody takes it: it rings 101 back; 101 now busy
+    assert len(b.incoming) == 2
+    call.hang_up()
     assert office.left_behind() == []
