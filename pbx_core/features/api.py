@@ -27,6 +27,10 @@ applies the first answer that is not None:
 - `message_summary(ctx, extension, resource)`: extension `extension` subscribes
   (RFC 6665) to the message-waiting state of `resource` (a mailbox): `(new, old)`,
   `Reject(403)` (not its box), None (not mine).
+- `take_message(ctx, mailbox, meta, store)`: another feature leaves a message in a
+  mailbox (`Context.deposit`, a broadcast); asked of the feature owning the
+  `voicemail` destination type: room checked, `store()` called, counted; the id or
+  None (refused).
 - `outgoing(ctx, call, extension)`: extension `extension` places a call (a new
   INVITE from its phone), asked after the emergency routes and before the feature
   codes. `Redirect(number)` (a hotline), `Answer(app)` (a warm line's dial tone),
@@ -610,8 +614,15 @@ class Context(Protocol):
         """Leave this feature's recording `recording` (Session.record's name) in
         `mailbox` as a new voicemail message: its audio linked (no copy on the card)
         to where the voicemail feature keeps a message's (`BOX-ID`), `meta` kept as
-        `set_message` keeps it (add `folder: new`). The new message's id, None when
-        the recording is missing or the box refused it (bad name, full index)."""
+        `set_message` keeps it (add `folder: new`). The feature that keeps the
+        mailboxes is asked first (`Feature.take_message`: a full box or a full card
+        refuses it, and the message counts against the card's quota). The new
+        message's id, None when the recording is missing or the box refused it."""
+        ...
+
+    def delete_recording(self, name: str) -> bool:
+        """Remove this feature's recording `name` (Session.record's name); False when
+        there was none. A message `deposit` linked from it keeps its audio."""
         ...
 
 
@@ -679,6 +690,16 @@ class Feature:
         `resource` (the SUBSCRIBE's Request-URI user): its (new, old) counts,
         `Reject` (403: another's mailbox) or None (not mine: 404 if no feature
         knows it). Asked again on every refresh and after a reload."""
+        return None
+
+    def take_message(
+        self, ctx: Context, mailbox: str, meta: Mapping[str, Any], store: Callable[[], str | None]
+    ) -> str | None:
+        """Another feature leaves a message in `mailbox` (`Context.deposit`); asked
+        of the feature that owns the destination type `voicemail`. It checks there
+        is room (the box, the card's quota), calls `store()` (which links the audio
+        and indexes `meta`: the new id, or None), counts what it stored, tells the
+        phones (MWI) and returns the id; None refuses it. The default refuses."""
         return None
 
     def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:

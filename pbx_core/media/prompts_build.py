@@ -157,7 +157,7 @@ PROMPTS: dict[str, str] = {
     "broadcast-record": "Please record your broadcast after the tone, then press pound.",
     "broadcast-sent": "Your broadcast is being delivered.",
     "broadcast-nothing": "Nothing was recorded.",
-    "broadcast-busy": "A broadcast to this group is still being delivered. Please try later.",
+    "broadcast-busy": "A broadcast is still being delivered. Please try later.",
     "broadcast-refused": "You are not allowed to broadcast to this group.",
     # system recordings (features/sysrec) and the directory (features/directory)
     "sysrec-enter-number": "Please enter the recording number, followed by pound.",

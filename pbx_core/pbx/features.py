@@ -188,6 +188,9 @@ class HostContext:
     def deposit(self, mailbox: str, recording: str, meta: Mapping[str, Any]) -> str | None:
         return self._host.deposit(self._feature, mailbox, recording, meta)
 
+    def delete_recording(self, name: str) -> bool:
+        return self._host.delete_recording(self._feature, name)
+
 
 class FeatureHost:
     def __init__(
@@ -477,8 +480,36 @@ class FeatureHost:
         self, feature: Feature, mailbox: str, recording: str, meta: Mapping[str, Any]
     ) -> str | None:
         """`Context.deposit`: `feature`'s recording becomes a new message of
-        `mailbox` (its audio hard-linked, so no second copy is written to the card)."""
-        if self.recordings is None or not RECORDING_NAME.fullmatch(recording):
+        `mailbox` (its audio hard-linked, so no second copy is written to the card),
+        if the feature keeping the mailboxes takes it (`take_message`)."""
+        keeper = self._dest_types.get("voicemail")
+        if keeper is None or self.recordings is None or not RECORDING_NAME.fullmatch(recording):
+            return None
+        try:
+            return keeper.take_message(
+                self._contexts[keeper.name],
+                mailbox,
+                meta,
+                lambda: self._store_message(feature, mailbox, recording, meta),
+            )
+        except Exception as exc:  # noqa: BLE001  # one feature's bug ends no other
+            self._failed(keeper, "take_message", exc)
+            return None
+
+    def delete_recording(self, feature: Feature, name: str) -> bool:
+        """`Context.delete_recording`: remove `feature`'s recording `name`."""
+        if self.recordings is None or not RECORDING_NAME.fullmatch(name):
+            return False
+        try:
+            (self.recordings / feature.name / f"{name}.wav").unlink()
+        except OSError:
+            return False
+        return True
+
+    def _store_message(
+        self, feature: Feature, mailbox: str, recording: str, meta: Mapping[str, Any]
+    ) -> str | None:
+        if self.recordings is None:
             return None
         source = self.recordings / feature.name / f"{recording}.wav"
         try:

@@ -33,6 +33,9 @@ from pbx_core.features.api import (
 from pbx_core.features.prompts import confirm
 
 MAX_MEMBERS = 64
+# Broadcasts delivered at once (each keeps its recording, at most
+# broadcast_max_seconds, on the card until delivered): bounds the card space.
+MAX_RUNNING = 4
 AT_ONCE = 4  # members rung at the same time
 MEMBER_RING = 25.0  # seconds a member's phone rings
 MIN_SECONDS = 1.0  # a shorter recording is no message
@@ -121,7 +124,7 @@ def _record(ctx: Context, row: Mapping[str, Any], sender: str) -> App:
 
     async def app(session: Session) -> None:
         b = book(ctx)
-        if number in b.running:
+        if number in b.running or len(b.running) >= MAX_RUNNING:
             await session.play("broadcast-busy", "goodbye")
             session.hangup()
             return
@@ -180,6 +183,9 @@ def _next(ctx: Context, b: Book, job: Job) -> None:
     if job.done and b.running.get(job.number) is job:
         del b.running[job.number]
         b.done = [*b.done, job][-KEEP_DONE:]
+        # The mailboxes' copies are links of their own: the group's file goes, so
+        # the card holds a broadcast only while it is delivered or in a mailbox.
+        ctx.delete_recording(job.recording)
 
 
 def _done_hook(ctx: Context, b: Book, job: Job, member: str) -> Callable[[int], None]:
@@ -229,11 +235,8 @@ def _deposit(ctx: Context, job: Job, member: str, partly: bool = False) -> str:
         },
     )
     if msg_id is None:
-        return "missed"
-    messages = ctx.messages(member)
-    new = sum(1 for _id, meta in messages if meta.get("folder") == "new")
-    ctx.notify_mwi(member, new, len(messages) - new)
-    return "heard, mailbox" if partly else "mailbox"
+        return "missed"  # no recording, or voicemail refused it: a full box or card
+    return "heard, mailbox" if partly else "mailbox"  # voicemail lit the lamps
 
 
 class Broadcast(Feature):

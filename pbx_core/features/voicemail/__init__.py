@@ -10,6 +10,7 @@ See README.md."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pbx_core.features.api import (
@@ -31,6 +32,7 @@ from pbx_core.features.voicemail import apps, pins
 from pbx_core.features.voicemail import box as mb
 
 MAX_BOX = 16  # digits of a mailbox number after a code
+MAX_DEPOSIT_SECONDS = 3600  # a message another feature leaves (a broadcast: 300 s at most)
 
 
 def _check_owners(value: object) -> str | None:
@@ -149,6 +151,24 @@ class Voicemail(Feature):
         if extension in mb.owners(ctx, resource):
             return mb.counts(ctx, resource)
         return Reject(403, f"mailbox {resource[:MAX_BOX]} is not yours")
+
+    def take_message(
+        self, ctx: Context, mailbox: str, meta: Mapping[str, Any], store: Callable[[], str | None]
+    ) -> str | None:
+        """A message another feature leaves (a broadcast): refused by a full box
+        or when the card's quota has no room for it; kept, it counts as a recorded
+        message does (`vm_quota_minutes`) and the lamps light."""
+        if not mb.has_box(ctx, mailbox) or mb.full(ctx, mailbox):
+            return None
+        seconds = meta.get("duration")
+        if not isinstance(seconds, int | float) or not 0 < seconds <= MAX_DEPOSIT_SECONDS:
+            return None
+        if mb.room(ctx) < seconds:
+            return None
+        msg_id = store()
+        if msg_id is not None:
+            mb.counted(ctx, mailbox, float(seconds))
+        return msg_id
 
     def status(self, ctx: Context) -> dict[str, Any]:
         """`pbx status`: how much of the card's quota the messages use."""

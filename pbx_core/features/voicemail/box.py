@@ -186,7 +186,12 @@ def mwi(ctx: Context, box: str) -> None:
 
 def keep(ctx: Context, box: str, msg_id: str, meta: Mapping[str, Any]) -> None:
     ctx.set_message(box, msg_id, meta)
-    ctx.state_set(TOTAL, round(used(ctx) + float(meta.get("duration") or 0), 2))
+    counted(ctx, box, float(meta.get("duration") or 0))
+
+
+def counted(ctx: Context, box: str, seconds: float) -> None:
+    """A message of `seconds` is in `box`: the card's total grows, the lamps light."""
+    ctx.state_set(TOTAL, round(used(ctx) + seconds, 2))
     mwi(ctx, box)
 
 

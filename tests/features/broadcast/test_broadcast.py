@@ -224,3 +224,33 @@ def test_the_voicemail_menu_plays_a_deposited_broadcast(office: Office) -> None:
     listen.hang_up()
     office.advance(6)
     assert office.left_behind() == []
+
+
+def test_deposits_count_against_the_voicemail_quota_and_a_full_box_refuses(
+    office: Office,
+) -> None:
+    """A deposited broadcast is a voicemail message like any other: it counts in
+    the card's quota (`vm_quota_minutes`), a full box refuses it ("missed"), and the
+    group's own file is removed once delivered (the mailboxes keep their links)."""
+    sender = office.phone("100")
+    office.phone("101", register=False)
+    office.phone("102", register=False)
+    office.phone("103", register=False)
+    # 103's box is full (vm_max_messages: 100 by default).
+    for n in range(100):
+        office.engine.features.set_message("103", f"{n:013d}", {"folder": "old", "duration": 0})
+    before = office.engine.features.status()["voicemail"]["used_seconds"]
+    out = sender.call("700")
+    _record(office, out, seconds=2)
+    office.advance(3)
+    (job,) = _status(office)
+    assert job["members"]["101"] == "mailbox" and job["members"]["102"] == "mailbox"
+    assert job["members"]["103"] == "missed"
+    used = office.engine.features.status()["voicemail"]["used_seconds"]
+    assert used - before >= 2 * 1.5, (before, used)  # two messages of about 2 s
+    assert not (office.tmp / "state" / "recordings" / "broadcast" / "bc-700.wav").exists()
+    for box in ("101", "102"):
+        ((msg_id, _meta),) = office.engine.features.messages(box)
+        wav = office.tmp / "state" / "recordings" / "voicemail" / f"{box}-{msg_id}.wav"
+        assert wav.stat().st_size > 8000
+    assert office.left_behind() == []
