@@ -22,6 +22,7 @@ from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
 if TYPE_CHECKING:
     from pbx_core.media.audio import Audio
     from pbx_core.media.leg import MediaLeg
+    from pbx_core.pbx.rooms import Rooms
 
 log = logging.getLogger("pbx.features")
 
@@ -69,6 +70,10 @@ class LocalSession:
         self._bridge = bridge
         self.bridged = False
         self._digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        # The host's mix rooms and the feature whose rooms `join_room` names (set by
+        # the host, as `music` is).
+        self.rooms: Rooms | None = None
+        self.feature = ""
         leg.on_dtmf(self._on_dtmf)
 
     @property
@@ -77,8 +82,10 @@ class LocalSession:
 
     def close(self) -> None:
         """The application ended: its key presses go nowhere any more (the leg may
-        live on: an in-call application's extension is back in its call)."""
+        live on: an in-call application's extension is back in its call); it leaves
+        its mix room."""
         self._leg.off_dtmf(self._on_dtmf)
+        self.leave_room()
         self.ended()
 
     def ended(self) -> None:
@@ -226,6 +233,38 @@ class LocalSession:
             if getter.done() and not getter.cancelled() and getter.result() == CONSULT_CANCEL:
                 cancel()
         return outcome.result() if outcome.done() else 487
+
+    def join_room(
+        self,
+        room: str,
+        *,
+        max_members: int = 50,
+        muted: bool = False,
+        music_when_alone: bool = True,
+        tone: bool = True,
+    ) -> int:
+        if self.hung_up:
+            return 487
+        if self.rooms is None:
+            return 500
+        self._leg.stop_play()
+        music = self.music if music_when_alone else None
+        return self.rooms.join(
+            self.feature,
+            room,
+            self._leg,
+            max_members=max_members,
+            muted=muted,
+            music=music,
+            tone=tone,
+        )
+
+    def leave_room(self) -> None:
+        if self.rooms is not None:
+            self.rooms.leave(self._leg)
+
+    def mute(self, on: bool = True) -> bool:
+        return self.rooms is not None and self.rooms.mute(self._leg, on)
 
     async def transfer(self, number: str) -> None:
         status = await self.bridge(number)
