@@ -31,7 +31,7 @@ echo of one's own voice); whispers and clips for one member are added to that
 member's frame only.  Sums are saturated to 16 bits.
 
 A ``level`` bridge (conference rooms) also evens out its members: a frame whose
-peak is above ``LEVEL_CAP`` (-9 dBFS) is scaled down to it (instant attack, the
+peak is above ``LEVEL_CAP`` (-9 dBFS) is scaled down to it (a 2 ms attack, the
 gain coming back by ``LEVEL_RELEASE`` per tick: about a second), so one shouting or
 clipping line does not drown the rest and three speakers rarely saturate; the gain
 is ramped across the frame (no step, no click).  A member joining fades in over its
@@ -92,6 +92,7 @@ STALL = 0.2  # seconds late beyond which the tick restarts its clock
 UNITY = 256  # a level bridge's member gain, Q8
 LEVEL_CAP = 45  # peak, in 1/128 of full scale (the high byte), a level bridge lets through
 LEVEL_RELEASE = 6  # gain (Q8) regained per tick after a loud frame (unity in ~1 s)
+ATTACK = 16  # samples (2 ms) over which a loud frame's gain comes down
 
 ClipDone = Callable[[], None]
 
@@ -198,20 +199,25 @@ class Member:
         peak = max(pcm[1::2].translate(_MAGNITUDE))
         target = UNITY if peak <= LEVEL_CAP else LEVEL_CAP * UNITY // peak
         g0 = self.gain
-        g1 = target if target < g0 or g0 == 0 else min(target, g0 + LEVEL_RELEASE)
+        if target < g0:  # attack: down within ATTACK samples, the rest at the new gain
+            self.gain = target
+            return pack(ramp(samples(pcm), g0, target, ATTACK))
+        g1 = target if g0 == 0 else min(target, g0 + LEVEL_RELEASE)
         self.gain = g1
         if g0 == g1 == UNITY:
             return pcm
         return pack(ramp(samples(pcm), g0, g1))
 
 
-def ramp(a: array[int], g0: int, g1: int) -> array[int]:
-    """Samples scaled by a gain (Q8) going linearly from g0 to g1 across the frame."""
-    n = len(a) or 1
-    if g0 == g1:
-        return array("h", [(v * g0) >> 8 for v in a])
+def ramp(a: array[int], g0: int, g1: int, over: int = 0) -> array[int]:
+    """Samples scaled by a gain (Q8) going linearly from g0 to g1 over the first
+    `over` samples (0: the whole frame), then g1."""
+    n = min(over, len(a)) if over else len(a)
+    if g0 == g1 or n == 0:
+        return array("h", [(v * g1) >> 8 for v in a])
     d = g1 - g0
-    return array("h", [(v * (g0 + d * i // n)) >> 8 for i, v in enumerate(a)])
+    head = [(v * (g0 + d * i // n)) >> 8 for i, v in enumerate(a[:n])]
+    return array("h", head + [(v * g1) >> 8 for v in a[n:]])
 
 
 _LOUD: dict[str, bytes] = {}
