@@ -312,6 +312,7 @@ class Session(Protocol):
         muted: bool = False,
         music_when_alone: bool = True,
         tone: bool = True,
+        with_other: bool = False,
     ) -> int:
         """Put the caller in this feature's mix room `room` (a name, at most 64
         characters; made at the first join, gone when the last member leaves): each
@@ -322,7 +323,9 @@ class Session(Protocol):
         `leave_room`, its hang-up or the application's end. 200 joined; 503 the room
         holds `max_members` (2..64) or too many rooms are open; 488 a codec the room
         cannot mix (G.711 only); 491 already in a room; 400 a bad name or size; 487
-        hung up."""
+        hung up. `with_other` (an in-call application only, else 404): the call's
+        other party joins too (its music on hold stops) and leaves with the caller,
+        back to their two-party call (an ad hoc conference)."""
         ...
 
     def leave_room(self) -> None:

@@ -74,6 +74,7 @@ class LocalSession:
         # the host, as `music` is).
         self.rooms: Rooms | None = None
         self.feature = ""
+        self._with: MediaLeg | None = None  # the other party, in the room with it
         leg.on_dtmf(self._on_dtmf)
 
     @property
@@ -242,14 +243,18 @@ class LocalSession:
         muted: bool = False,
         music_when_alone: bool = True,
         tone: bool = True,
+        with_other: bool = False,
     ) -> int:
         if self.hung_up:
             return 487
         if self.rooms is None:
             return 500
+        other = self._leg.partner if with_other else None
+        if with_other and (other is None or other.closed):
+            return 404  # not an in-call application: no other party
         self._leg.stop_play()
         music = self.music if music_when_alone else None
-        return self.rooms.join(
+        status = self.rooms.join(
             self.feature,
             room,
             self._leg,
@@ -258,10 +263,24 @@ class LocalSession:
             music=music,
             tone=tone,
         )
+        if status != 200 or other is None:
+            return status
+        other.stop_play()  # its music on hold (AnchoredCall.aside)
+        status = self.rooms.join(
+            self.feature, room, other, max_members=max_members, music=music, tone=False
+        )
+        if status != 200:
+            self.rooms.leave(self._leg)
+            return status
+        self._with = other
+        return 200
 
     def leave_room(self) -> None:
         if self.rooms is not None:
             self.rooms.leave(self._leg)
+            if self._with is not None:
+                self.rooms.leave(self._with)
+        self._with = None
 
     def mute(self, on: bool = True) -> bool:
         return self.rooms is not None and self.rooms.mute(self._leg, on)

@@ -9,7 +9,9 @@ MixBridge); this package keeps who is in which room, the PINs and the keys.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,7 @@ from pbx_core.features.api import (
     Decision,
     Destination,
     Feature,
+    Originate,
     Reject,
     Session,
     integer,
@@ -35,6 +38,9 @@ MAX_MEMBERS = 50  # a room's max_members can never exceed this, whatever the row
 PIN_TRIES = 5
 IDLE = 3600.0  # seconds one wait for a key in the room lasts (then it waits again)
 STAR_TIMEOUT = 3.0  # seconds for the key after `*`
+ADHOC = "*3"  # in-call code: + an extension and `#`, a three-party conference
+ADHOC_RING = 30.0  # seconds the third extension rings
+MAX_EXTENSION = 16  # digits of the third extension
 
 # Keys in the room (Asterisk ConfBridge's sample menus: `1`/`*1` mute, `2`/`*2` lock,
 # `3`/`*3` kick the last joiner; mute all is ConfBridge's admin_toggle_mute_participants).
@@ -111,10 +117,27 @@ def caller_key(call: CallInfo) -> str:
     return call.source if call.source else f"cid:{call.caller}"
 
 
+@dataclass
+class AdHoc:
+    """A two-party call turned three-party: the third extension's session while it
+    is in the room; `ended` once the extension that pressed `*3` is back or gone."""
+
+    third: Session | None = None
+    joined: bool = False
+    left: bool = False
+    ended: bool = False
+
+
 @dataclass(frozen=True)
 class Conference(Feature):
     # The rooms with members now, by number (RAM only: a restart ends every call).
     rooms: dict[str, RoomState] = field(default_factory=dict, compare=False, repr=False)
+    adhoc: dict[str, AdHoc] = field(default_factory=dict, compare=False, repr=False)
+
+    def in_call(self, ctx: Context, call: CallInfo, extension: str, code: str) -> Decision | None:
+        if code != ADHOC:
+            return None
+        return Answer(_adhoc(self, ctx, extension), "conference-adhoc")
 
     def destination(self, ctx: Context, call: CallInfo, dest: Destination) -> Decision | None:
         row = next((r for r in ctx.rows("pbx_conference") if r["number"] == dest.target), None)
@@ -130,7 +153,10 @@ class Conference(Feature):
             n: {"members": len(r.members), "locked": r.locked, "muted_all": r.muted_all}
             for n, r in sorted(self.rooms.items())
         }
-        return {"rooms": rooms} if rooms else {}
+        out: dict[str, Any] = {"rooms": rooms} if rooms else {}
+        if self.adhoc:
+            out["adhoc"] = len(self.adhoc)
+        return out
 
 
 def _app(
@@ -265,6 +291,100 @@ class Caller:
         m.session.mute(self._muted(room, m))
 
 
+_ADHOC_IDS = itertools.count(1)
+
+
+def _adhoc(feature: Conference, ctx: Context, extension: str) -> App:
+    """`*3` + an extension + `#` in a two-party call: the extension and its other
+    party talk in a room (at once) while the third rings; when it answers it joins
+    them. When the third hangs up, the two are back in their call; when the call
+    ends (either of the two hangs up), the third is released."""
+
+    async def app(session: Session) -> None:
+        number = await session.collect(MAX_EXTENSION, first_timeout=10.0, inter_timeout=3.0)
+        if not number or session.hung_up:
+            return
+        if number == extension or ctx.extension(number) is None or ctx.in_call(number):
+            await session.play("not-available")
+            return
+        room = f"adhoc-{next(_ADHOC_IDS)}"
+        state = feature.adhoc[room] = AdHoc()
+        try:
+            await _run_adhoc(ctx, session, state, room, extension, number)
+        finally:
+            state.ended = True
+            feature.adhoc.pop(room, None)
+            third = state.third
+            if third is not None:
+                third.hangup()
+            session.leave_room()
+
+    return app
+
+
+async def _run_adhoc(
+    ctx: Context, session: Session, state: AdHoc, room: str, extension: str, number: str
+) -> None:
+    status = session.join_room(
+        room, max_members=3, music_when_alone=False, tone=True, with_other=True
+    )
+    if status != 200:
+        await session.play("not-available")
+        return
+    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def on_done(result: int) -> None:
+        if not done.done():
+            done.set_result(result)
+
+    async def third(s: Session) -> None:
+        if state.ended:
+            s.hangup()
+            return
+        state.third = s
+        try:
+            if s.join_room(room, max_members=3, music_when_alone=False) != 200:
+                s.hangup()
+                return
+            state.joined = True
+            while not s.hung_up and not state.ended:
+                await s.wait(1.0)
+        finally:
+            state.third = None
+            state.left = True
+            s.leave_room()
+            if not s.hung_up:
+                s.hangup()
+
+    placed = ctx.originate(
+        Originate(
+            extension=number,
+            name="conference",
+            app=third,
+            caller_id=extension,
+            ring_timeout=ADHOC_RING,
+            on_done=on_done,
+        )
+    )
+    if placed != 100:
+        session.leave_room()
+        await session.play("not-available")
+        return
+    while not done.done() and not session.hung_up:
+        await session.wait(0.2)
+    if session.hung_up:
+        return
+    if done.result() != 200:
+        session.leave_room()
+        await session.play("not-available")
+        return
+    while not session.hung_up and not state.left:  # until the third hangs up
+        await session.wait(0.2)
+
+
 FEATURE = Conference(
-    name="conference", destination_types=("conference",), tables=(CONFERENCE_TABLE,)
+    name="conference",
+    destination_types=("conference",),
+    tables=(CONFERENCE_TABLE,),
+    call_codes={ADHOC: "ad hoc conference: + an extension and #, it joins the call"},
 )

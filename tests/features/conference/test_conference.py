@@ -204,3 +204,49 @@ def test_leaving_keeps_the_others_talking(office: Office) -> None:
     for c in calls.values():
         c.hang_up()
     assert members("800") == 0 and office.left_behind() == []
+
+
+def _adhoc(office: Office) -> tuple[Outgoing, object]:
+    a = office.phone("100")
+    office.phone("101")
+    third = office.phone("102")
+    call = a.call("101")
+    assert call.status == 200
+    call.keys("*3")
+    office.advance(0.5)
+    call.keys("102#")
+    office.advance(1)
+    (inc,) = [i for i in third.incoming if i.state == "answered"]
+    assert inc.header("From") and "100" in inc.header("From")[0]  # shows who conferences it
+    office.advance(1)
+    return call, inc
+
+
+def test_adhoc_three_party_and_the_third_leaving(office: Office) -> None:
+    call, inc = _adhoc(office)
+    (state,) = FEATURE.adhoc.values()
+    assert state.joined
+    rooms = office.engine.features.rooms
+    (room,) = FEATURE.adhoc
+    bridge = rooms.bridge("conference", room)
+    assert bridge is not None and len(bridge) == 3  # 100, 101 and 102 in one mix
+    pbx_call = call.pbx_call
+    assert pbx_call is not None and pbx_call.media is not None
+    assert pbx_call.media.caller.mode == pbx_call.media.callee.mode == "mix"
+    inc.bye()  # type: ignore[attr-defined]
+    office.advance(1)
+    assert FEATURE.adhoc == {} and len(rooms) == 0
+    assert (pbx_call.media.caller.mode, pbx_call.media.callee.mode) == ("relay", "relay")
+    assert pbx_call.state.value == "answered"  # 100 and 101 talk on
+    call.hang_up()
+    assert office.left_behind() == []
+
+
+def test_adhoc_ends_with_the_call(office: Office) -> None:
+    call, inc = _adhoc(office)
+    assert len(office.engine.features.rooms) == 1
+    call.hang_up()  # 100 hangs up: 101's leg and the third are released
+    office.advance(2)
+    assert inc.state == "ended"  # type: ignore[attr-defined]
+    assert FEATURE.adhoc == {} and len(office.engine.features.rooms) == 0
+    assert office.left_behind() == []
