@@ -8,7 +8,7 @@ import itertools
 import math
 import struct
 
-from pbx_core.media.bridge import ATTACK, LEVEL_CAP, LEVEL_RELEASE, UNITY, Member, ramp
+from pbx_core.media.bridge import ATTACK, LEVEL_CAP, LEVEL_RELEASE, UNITY, Member, MixBridge, ramp
 from pbx_core.media.mixer import samples
 
 
@@ -59,3 +59,31 @@ def test_the_first_frame_fades_in_and_the_ramp_has_no_step() -> None:
     assert max(steps) < 600  # a ramp, not a jump (50 Hz at 8000: ~315 per sample at most)
     down = ramp(samples(frame(8000, hz=50.0)), UNITY, 0)  # a leave fades out
     assert abs(down[-1]) < 100
+
+
+class _Loop:
+    def time(self) -> float:
+        return 0.0
+
+
+class _Engine:
+    loop = _Loop()
+
+
+def test_a_member_leaving_mid_sentence_fades_out_for_the_others() -> None:
+    bridge = MixBridge(_Engine(), level=True)  # type: ignore[arg-type]
+    stay, leave = object(), object()
+    for leg in (stay, leave):
+        bridge._members[leg] = Member(bridge, leg, muted=False, deaf=False)  # type: ignore[arg-type]
+    m = bridge._members[leave]  # type: ignore[index]
+    for k in range(4):  # it was talking: buffered, playing, at unity
+        m.jitter.put(160 * k, frame(8000, hz=50.0), 160)
+    m.playing, m.gain = True, UNITY
+    bridge._members.pop(leave)  # type: ignore[arg-type]
+    bridge._fade_out(m)
+    (clip,) = bridge._clips
+    tail = samples(clip.pcm)
+    assert abs(tail[-1]) < 100 and max(abs(v) for v in tail) > 1000  # heard, then faded
+    quiet = Member(bridge, leave, muted=False, deaf=False)  # type: ignore[arg-type]
+    bridge._fade_out(quiet)  # nothing buffered: nothing to fade
+    assert len(bridge._clips) == 1
