@@ -16,7 +16,15 @@ from pbx_core.features.conference import FEATURE
 from pbx_core.media.codecs import CODECS
 from pbx_core.media.dtmf import goertzel_power
 from pbx_core.media.mixer import samples
-from tests.harness.office import Office, Outgoing, RtpSocket, offices
+from tests.harness.office import (
+    PROVIDER,
+    PROVIDER_TRUNK,
+    Office,
+    Outgoing,
+    Phone,
+    RtpSocket,
+    offices,
+)
 
 HEADER = (
     "number(string) pin(string,null) admin_pin(string,null) max_members(int) "
@@ -28,7 +36,13 @@ TABLES = {
         "800:::10:0:0:3:1",  # open room, no tone, no music: clean measurements
         "801:1234:9999:3:1:1:2:1",  # PIN, admin PIN, three members at most
         "802:::10:1:1:3:0",  # disabled
-    ]
+    ],
+    "pbx_trunk": PROVIDER_TRUNK,
+    "pbx_did": [
+        "id(int,auto) number(string) trunk(string,null) dest_type(string) dest(string,null) "
+        "description(string,null)",
+        "1:5550100:provider:conference:800:",
+    ],
 }
 HZ = {"100": 440.0, "101": 770.0, "102": 1210.0}
 
@@ -250,3 +264,19 @@ def test_adhoc_ends_with_the_call(office: Office) -> None:
     assert inc.state == "ended"  # type: ignore[attr-defined]
     assert FEATURE.adhoc == {} and len(office.engine.features.rooms) == 0
     assert office.left_behind() == []
+
+
+def test_an_outside_caller_joins_by_a_did(office: Office) -> None:
+    outside = Phone(office, "0301234", PROVIDER[1] + 1, "", host=PROVIDER[0])
+    office.phones[outside.address] = outside
+    office.provider()
+    inside = join(office, "100", "800")
+    call = outside.call("5550100", auth=False)
+    assert call.status == 200
+    office.advance(1)
+    assert members("800") == 2  # the DID's destination `conference`, target 800
+    heard = talk(office, {"100": inside, "101": call}, 1.0)  # 101's tone from outside
+    assert power(heard["100"][-4000:], HZ["101"]) > 50 * power(heard["100"][-4000:], HZ["100"])
+    call.hang_up()
+    inside.hang_up()
+    assert members("800") == 0 and office.left_behind() == []
