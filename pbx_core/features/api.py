@@ -308,6 +308,39 @@ class Session(Protocol):
         other party. 404 outside an in-call application."""
         ...
 
+    def join_room(
+        self,
+        room: str,
+        *,
+        max_members: int = 50,
+        muted: bool = False,
+        music_when_alone: bool = True,
+        tone: bool = True,
+        with_other: bool = False,
+    ) -> int:
+        """Put the caller in this feature's mix room `room` (a name, at most 64
+        characters; made at the first join, gone when the last member leaves): each
+        member hears everyone but itself, levels evened out (pbx/rooms.py). `tone`:
+        the room hears a rising beep at a join, a falling one at a leave;
+        `music_when_alone`: a member alone hears music on hold. The caller stays in
+        it while the application waits (`collect` still hears its keys) until
+        `leave_room`, its hang-up or the application's end. 200 joined; 503 the room
+        holds `max_members` (2..64) or too many rooms are open; 488 a codec the room
+        cannot mix (G.711 only); 491 already in a room; 400 a bad name or size; 487
+        hung up. `with_other` (an in-call application only, else 404): the call's
+        other party joins too (its music on hold stops) and leaves with the caller,
+        back to their two-party call (an ad hoc conference)."""
+        ...
+
+    def leave_room(self) -> None:
+        """Leave the mix room (nothing when in none)."""
+        ...
+
+    def mute(self, on: bool = True) -> bool:
+        """In a mix room: nobody hears the caller (or hears it again); False when in
+        no room."""
+        ...
+
     async def record(
         self,
         name: str,

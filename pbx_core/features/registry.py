@@ -21,6 +21,7 @@ from pbx_core.features import (
     broadcast,
     callwaiting,
     campon,
+    conference,
     directory,
     disa,
     dnd,
@@ -68,5 +69,6 @@ FEATURES: tuple[Feature, ...] = (
     directory.FEATURE,
     voicemail.FEATURE,  # its unanswered after forward's: a forward on busy wins
     broadcast.FEATURE,
+    conference.FEATURE,
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )

@@ -28,7 +28,16 @@ number of members.  The public mix (the speakers, plus a clip played to the whol
 bridge) is computed once; a member that is not speaking hears it as is, encoded
 once per codec for all of them; a speaker hears it minus itself (mix-minus, no
 echo of one's own voice); whispers and clips for one member are added to that
-member's frame only.  Sums are saturated to 16 bits.  The frame is encoded in the
+member's frame only.  Sums are saturated to 16 bits.
+
+A ``level`` bridge (conference rooms) also evens out its members: a frame whose
+peak is above ``LEVEL_CAP`` (-9 dBFS) is scaled down to it (a 2 ms attack, the
+gain coming back by ``LEVEL_RELEASE`` per tick: about a second), so one shouting or
+clipping line does not drown the rest and three speakers rarely saturate; the gain
+is ramped across the frame (no step, no click).  A member joining fades in over its
+first frame, and one leaving fades out over what it still had buffered, so joins
+and leaves mid-sentence do not click.  A frame below the cap at unity gain costs one
+``translate`` and ``max`` (no per-sample work).  The frame is encoded in the
 member's codec and sent through its leg (``leg.mode == "mix"``; while the leg plays
 a prompt of its own it hears the prompt instead, and still talks into the bridge).
 
@@ -80,6 +89,10 @@ MAX_PACKET = 960  # samples in one packet at most (120 ms, the longest ptime); m
 MAX_MEMBERS = 64
 MAX_CLIPS = 16  # clips playing at once in one bridge
 STALL = 0.2  # seconds late beyond which the tick restarts its clock
+UNITY = 256  # a level bridge's member gain, Q8
+LEVEL_CAP = 45  # peak, in 1/128 of full scale (the high byte), a level bridge lets through
+LEVEL_RELEASE = 6  # gain (Q8) regained per tick after a loud frame (unity in ~1 s)
+ATTACK = 16  # samples (2 ms) over which a loud frame's gain comes down
 
 ClipDone = Callable[[], None]
 
@@ -98,6 +111,7 @@ class Member:
         "bridge",
         "deaf",
         "dropped",
+        "gain",
         "heard_by",
         "high",
         "jitter",
@@ -122,6 +136,7 @@ class Member:
         self.shed = 0  # frames dropped to keep the delay bounded
         self.high = 0  # ticks in a row with more than TARGET held
         self.dropped = 0  # packets refused: empty or longer than MAX_PACKET
+        self.gain = 0  # a level bridge's gain (Q8): 0 until the first frame fades in
 
     def put(self, ts: int, payload: bytes, codec: str) -> None:
         """A G.711 packet from the leg (called by MediaLeg._consume): decoded if it
@@ -178,6 +193,32 @@ class Member:
             return out
         return out + bytes(FRAME_BYTES - len(out))
 
+    def leveled(self, pcm: bytes) -> bytes:
+        """A level bridge's frame: capped at LEVEL_CAP, the gain ramped from the
+        last frame's (from 0 for the first: a fade-in)."""
+        peak = max(pcm[1::2].translate(_MAGNITUDE))
+        target = UNITY if peak <= LEVEL_CAP else LEVEL_CAP * UNITY // peak
+        g0 = self.gain
+        if target < g0:  # attack: down within ATTACK samples, the rest at the new gain
+            self.gain = target
+            return pack(ramp(samples(pcm), g0, target, ATTACK))
+        g1 = target if g0 == 0 else min(target, g0 + LEVEL_RELEASE)
+        self.gain = g1
+        if g0 == g1 == UNITY:
+            return pcm
+        return pack(ramp(samples(pcm), g0, g1))
+
+
+def ramp(a: array[int], g0: int, g1: int, over: int = 0) -> array[int]:
+    """Samples scaled by a gain (Q8) going linearly from g0 to g1 over the first
+    `over` samples (0: the whole frame), then g1."""
+    n = min(over, len(a)) if over else len(a)
+    if g0 == g1 or n == 0:
+        return array("h", [(v * g1) >> 8 for v in a])
+    d = g1 - g0
+    head = [(v * (g0 + d * i // n)) >> 8 for i, v in enumerate(a[:n])]
+    return array("h", head + [(v * g1) >> 8 for v in a[n:]])
+
 
 _LOUD: dict[str, bytes] = {}
 
@@ -223,7 +264,8 @@ class MixBridge:
 
     ``max_members`` (1..256) bounds the size; ``max_speakers`` (1..256) how many
     of the loudest speakers are mixed each tick; ``tap``: listen only (the members'
-    legs keep their output, nothing is sent: the mix is for ``record``)."""
+    legs keep their output, nothing is sent: the mix is for ``record``); ``level``:
+    even out the members' levels, fade joins and leaves (see the module docstring)."""
 
     def __init__(
         self,
@@ -232,6 +274,7 @@ class MixBridge:
         max_speakers: int = 8,
         *,
         tap: bool = False,
+        level: bool = False,
     ) -> None:
         if not 1 <= max_members <= 256:
             raise MediaError("max_members must be 1..256")
@@ -242,6 +285,7 @@ class MixBridge:
         self.max_members = max_members
         self.max_speakers = max_speakers
         self.tap = tap
+        self.level = level
         self._members: dict[MediaLeg, Member] = {}
         self._clips: list[_Clip] = []
         self._recorder: Recorder | None = None
@@ -297,6 +341,8 @@ class MixBridge:
             return
         leg._mix = None
         self._clips = [c for c in self._clips if c.to is not member]
+        if self.level and member.playing and member.gain and self._members:
+            self._fade_out(member)
         for other in self._members.values():
             if other.heard_by is not None and leg in other.heard_by:
                 other.heard_by = other.heard_by - {leg}
@@ -308,6 +354,15 @@ class MixBridge:
         if not self._members and self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _fade_out(self, member: Member) -> None:
+        """What a leaving member still had buffered, faded out over one frame and
+        heard by those left (no click when someone leaves mid-sentence)."""
+        pcm = member.pull()
+        if pcm is None or member.muted or member.heard_by is not None:
+            return
+        if len(self._clips) < MAX_CLIPS:
+            self._clips.append(_Clip(pack(ramp(samples(pcm), member.gain, 0)), False, None, None))
 
     def mute(self, leg: MediaLeg, on: bool = True) -> None:
         """Muted: the member talks into the bridge but nobody hears it."""
@@ -481,10 +536,13 @@ class MixBridge:
         members = list(self._members.values())
         talk: list[tuple[Member, bytes]] = []
         whispers: list[tuple[Member, array[int]]] = []
+        level = self.level
         for m in members:
             pcm = m.pull()
             if pcm is None or m.muted:
                 continue
+            if level:
+                pcm = m.leveled(pcm)
             if m.heard_by is None:
                 talk.append((m, pcm))
             else:

@@ -38,6 +38,7 @@ from pbx_core.features.api import (
     Why,
 )
 from pbx_core.pbx.mailboxes import Mailboxes
+from pbx_core.pbx.rooms import Rooms
 from pbx_core.pbx.security import Action, SecurityPolicy
 from pbx_core.pbx.session import MAX_CODE_ARG, RECORDING_NAME, Bridge, Consult, LocalSession
 from pbx_core.store.errors import StoreError
@@ -256,6 +257,7 @@ class FeatureHost:
         self._pending_mail: dict[tuple[str, str], Any] = {}
         self._apps: dict[str, asyncio.Task[None]] = {}
         self._sessions: dict[str, LocalSession] = {}
+        self.rooms = Rooms()  # the applications' mix rooms (Session.join_room)
         # The daemon's task group owns the applications (app.py sets it); without one
         # (in-process tests) the running loop does, and close() cancels what is left.
         self.tasks: asyncio.TaskGroup | None = None
@@ -641,6 +643,7 @@ class FeatureHost:
 
     def close(self) -> None:
         self.stop_apps()
+        self.rooms.close()
         self._writer.shutdown(wait=True)  # toggles set before the stop reach the disk
 
     # ------------------------------------------------------------------ applications
@@ -665,6 +668,7 @@ class FeatureHost:
         session = LocalSession(leg, hangup, ended, bridge, where, loop, self.recordings, consult)
         session.call_id = call_id
         session.music = self.music
+        session.rooms, session.feature = self.rooms, feature
         self._sessions[call_id] = session
 
         async def main() -> None:

@@ -22,6 +22,7 @@ from pbx_core.media.recorder import MAX_RECORD_SECONDS, Recording
 if TYPE_CHECKING:
     from pbx_core.media.audio import Audio
     from pbx_core.media.leg import MediaLeg
+    from pbx_core.pbx.rooms import Rooms
 
 log = logging.getLogger("pbx.features")
 
@@ -69,6 +70,11 @@ class LocalSession:
         self._bridge = bridge
         self.bridged = False
         self._digits: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        # The host's mix rooms and the feature whose rooms `join_room` names (set by
+        # the host, as `music` is).
+        self.rooms: Rooms | None = None
+        self.feature = ""
+        self._with: MediaLeg | None = None  # the other party, in the room with it
         leg.on_dtmf(self._on_dtmf)
 
     @property
@@ -77,8 +83,10 @@ class LocalSession:
 
     def close(self) -> None:
         """The application ended: its key presses go nowhere any more (the leg may
-        live on: an in-call application's extension is back in its call)."""
+        live on: an in-call application's extension is back in its call); it leaves
+        its mix room."""
         self._leg.off_dtmf(self._on_dtmf)
+        self.leave_room()
         self.ended()
 
     def ended(self) -> None:
@@ -226,6 +234,56 @@ class LocalSession:
             if getter.done() and not getter.cancelled() and getter.result() == CONSULT_CANCEL:
                 cancel()
         return outcome.result() if outcome.done() else 487
+
+    def join_room(
+        self,
+        room: str,
+        *,
+        max_members: int = 50,
+        muted: bool = False,
+        music_when_alone: bool = True,
+        tone: bool = True,
+        with_other: bool = False,
+    ) -> int:
+        if self.hung_up:
+            return 487
+        if self.rooms is None:
+            return 500
+        other = self._leg.partner if with_other else None
+        if with_other and (other is None or other.closed):
+            return 404  # not an in-call application: no other party
+        self._leg.stop_play()
+        music = self.music if music_when_alone else None
+        status = self.rooms.join(
+            self.feature,
+            room,
+            self._leg,
+            max_members=max_members,
+            muted=muted,
+            music=music,
+            tone=tone,
+        )
+        if status != 200 or other is None:
+            return status
+        other.stop_play()  # its music on hold (AnchoredCall.aside)
+        status = self.rooms.join(
+            self.feature, room, other, max_members=max_members, music=music, tone=False
+        )
+        if status != 200:
+            self.rooms.leave(self._leg)
+            return status
+        self._with = other
+        return 200
+
+    def leave_room(self) -> None:
+        if self.rooms is not None:
+            self.rooms.leave(self._leg)
+            if self._with is not None:
+                self.rooms.leave(self._with)
+        self._with = None
+
+    def mute(self, on: bool = True) -> bool:
+        return self.rooms is not None and self.rooms.mute(self._leg, on)
 
     async def transfer(self, number: str) -> None:
         status = await self.bridge(number)
