@@ -33,6 +33,7 @@ from pbx_core.features import (
     paging,
     park,
     pickup,
+    queue,
     recording,
     ringgroup,
     speeddial,
@@ -68,5 +69,6 @@ FEATURES: tuple[Feature, ...] = (
     directory.FEATURE,
     voicemail.FEATURE,  # its unanswered after forward's: a forward on busy wins
     broadcast.FEATURE,
+    queue.FEATURE,
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )

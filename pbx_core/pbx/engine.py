@@ -625,6 +625,7 @@ class Engine:
         self.features.call_ended(
             call.id,
             {
+                "call_id": call.id,  # as Session.call_id names it (features/queue)
                 "caller": call.caller,
                 "callee": call.callee,
                 "disposition": call.disposition,

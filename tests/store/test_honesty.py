@@ -366,7 +366,9 @@ def test_a_destination_of_a_type_not_built_is_refused(tmp_path: Path, dest_type:
         "hangup": "",
         "timecond": "day",
         "ivr": "main",
+        "queue": "500",
     }.get(dest_type, "100")
+    (d / "pbx_queue").write_text("number(string)\n500\n")  # features/queue's targets
     (d / "pbx_ivr_menu").write_text("name(string) prompt(string)\nmain:welcome\n")
     (d / "pbx_time_group").write_text("name(string) times(string)\nhours:0800-1700\n")
     (d / "pbx_time_condition").write_text(
