@@ -38,7 +38,12 @@ MAX_MEMBERS = 64  # agents one queue reads (its first 64 rows)
 MAX_WAIT = 4 * 3600.0  # no caller waits longer, whatever the table says
 POLL = 1.0  # seconds between a waiting caller's looks for a free agent
 MAX_SAY = 99  # a position or a number of minutes said as at most this
-LOGIN = "agent:"  # state key prefix: agent:EXT -> the queue numbers it is logged into
+LOGIN = "agent:"
+ANSWERED, TRIED, NONE = (
+    "answered",
+    "tried",
+    "none",
+)  # an offer's outcome  # state key prefix: agent:EXT -> the queue numbers it is logged into
 
 
 def _check_number(value: object) -> str | None:
@@ -219,9 +224,9 @@ async def _wait(ctx: Context, b: Book, queue: str, w: Waiter) -> None:
             last_say = now
             key = await session.play(*_announcement(ctx, b, queue, w), interruptible=True)
             holding = False
-        elif await _offer(ctx, b, queue, row, w):
+        elif (offered := await _offer(ctx, b, queue, row, w)) == ANSWERED:
             return
-        elif not session.hung_up:
+        elif offered == NONE and not session.hung_up:
             if not holding and row.get("music"):
                 session.music_on_hold()
                 holding = True
@@ -235,23 +240,24 @@ async def _wait(ctx: Context, b: Book, queue: str, w: Waiter) -> None:
     s.abandoned += 1
 
 
-async def _offer(ctx: Context, b: Book, queue: str, row: Mapping[str, Any], w: Waiter) -> bool:
+async def _offer(ctx: Context, b: Book, queue: str, row: Mapping[str, Any], w: Waiter) -> str:
     """Offer `w` to the agent(s) the strategy picks, if it may be offered now (the
-    callers ahead of it are ringing agents already). True when an agent took it."""
+    callers ahead of it are ringing agents already): ANSWERED, TRIED (nobody
+    answered: the next agent at once) or NONE (nobody to offer it to now)."""
     waiting = b.queue(queue)
     if any(not x.offering for x in waiting[: waiting.index(w)]):
-        return False
+        return NONE
     agents = members(ctx, queue)
     free = _free(ctx, b, agents, w)
     if not free and w.tried:
         w.tried.clear()  # a new round: who did not answer may be offered again
-        return False
+        return NONE
     s = b.stat(queue)
     chosen = choose(str(row.get("strategy")), agents, free, s.agents, s.rr_last)
     ring_time = float(row.get("ring_time") or 15)
     token = b.offer(queue, chosen, ring_time) if chosen else None
     if token is None:
-        return False
+        return NONE
     if row.get("strategy") == "rrmemory":
         s.rr_last = chosen[0]
     w.offering = True
@@ -262,7 +268,7 @@ async def _offer(ctx: Context, b: Book, queue: str, row: Mapping[str, Any], w: W
         b.offer_done(token)
     if status != 200:
         w.tried.update(chosen)
-        return False
+        return TRIED
     session = w.session
     talking = [t.extension for t in ctx.talking() if t.call_id == session.call_id]
     agent = next((a for a in talking if a in chosen), chosen[0])
@@ -274,7 +280,7 @@ async def _offer(ctx: Context, b: Book, queue: str, row: Mapping[str, Any], w: W
     s.within += wait <= int(row.get("service_level") or 20)
     s.agent(agent).calls += 1
     b.live[session.call_id] = Live(queue, agent, now, float(row.get("wrapup") or 0))
-    return True
+    return ANSWERED
 
 
 # ------------------------------------------------------------------ agents

@@ -179,3 +179,180 @@ def test_ringall_rings_every_free_agent_each_time(office: Office) -> None:
         office.advance(1)
         taken[phones[i % 3].number] += 1
     assert figures(office)["agents"] == dict(taken) == {"101": 10, "102": 10, "103": 10}
+
+
+def rung(*phones: Phone) -> list[str]:
+    return [p.number for p in phones if p.ringing()]
+
+
+def test_an_agent_in_a_call_is_skipped(office: Office) -> None:
+    with_queue(office, queue_row("500", "linear"))
+    a, b, c = agents(office)
+    direct = a.call("102")  # 101 talks to 102
+    b.pick_up()
+    office.advance(0.5)
+    assert direct.status == 200
+    out = office.phone("100").call("500")
+    office.advance(1.5)
+    assert rung(a, b, c) == ["103"]
+    c.pick_up()
+    office.advance(0.5)
+    assert figures(office)["agents"] == {"103": 1}
+    out.hang_up()
+    direct.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
+
+
+def test_an_agent_who_does_not_answer_is_skipped_for_the_round(office: Office) -> None:
+    with_queue(office, queue_row("500", "linear", ring_time=10))
+    a, b, c = agents(office)
+    out = office.phone("100").call("500")
+    office.advance(1.5)
+    assert rung(a, b, c) == ["101"]
+    office.advance(9)  # 101 rang out (10 s): 102 next at once, not 101 again
+    assert rung(a, b, c) == ["102"]
+    office.advance(10)
+    assert rung(a, b, c) == ["103"]
+    office.advance(10)  # everyone tried: a new round begins with 101 (a second later)
+    assert rung(a, b, c) == []
+    office.advance(1.5)
+    assert rung(a, b, c) == ["101"]
+    a.pick_up()
+    office.advance(0.5)
+    assert out.status == 200 and figures(office)["agents"] == {"101": 1}
+    assert figures(office)["avg_wait"] >= 30
+    out.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
+
+
+def test_wrapup_keeps_the_agent_from_the_next_call_until_it_is_over(office: Office) -> None:
+    with_queue(office, queue_row("500", "linear", wrapup=20))
+    a, b, c = agents(office)
+    caller = office.phone("100")
+    assert answer_next(office, [a, b, c], caller.call("500")) == "101"
+    assert answer_next(office, [a, b, c], caller.call("500")) == "102"  # 101 wraps up
+    assert answer_next(office, [a, b, c], caller.call("500")) == "103"
+    ended = office.loop.time()  # 101 hung up 5 s ago, 102 2.5 s ago
+    out = caller.call("500")
+    office.advance(11)
+    assert rung(a, b, c) == []  # all three wrap up: the caller waits
+    office.advance(ended - 5 + 20 - office.loop.time() - 0.5)
+    assert rung(a, b, c) == []
+    office.advance(1.5)  # 101's 20 s are over, 102's not
+    assert rung(a, b, c) == ["101"]
+    a.pick_up()
+    office.advance(0.5)
+    assert out.status == 200
+    out.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
+
+
+def test_a_caller_who_hangs_up_while_waiting_is_abandoned(office: Office) -> None:
+    caller = office.phone("100")  # no agent registered: nobody rings
+    out = caller.call("500")
+    office.advance(5)
+    assert out.status == 200 and figures(office)["waiting"] == 1
+    assert figures(office)["longest_wait"] >= 4
+    out.hang_up()
+    office.advance(1)
+    fig = figures(office)
+    assert fig["abandoned"] == 1 and fig["waiting"] == 0 and fig["answered"] == 0
+    assert fig["service_level"] == 0.0
+    a, b, c = agents(office)  # and while an agent rings
+    out = caller.call("500")
+    office.advance(1.5)
+    assert rung(a, b, c) == ["101", "102", "103"]
+    out.hang_up()
+    office.advance(1)
+    assert rung(a, b, c) == [] and figures(office)["abandoned"] == 2
+    assert office.left_behind() == []
+
+
+def test_max_wait_sends_the_caller_to_the_failover(office: Office) -> None:
+    with_queue(
+        office,
+        queue_row("500"),
+        queue_row("501", max_wait=30, failover_type="extension", failover="103"),
+    )
+    operator = office.phone("103", mode="ring")  # no agent of 501: nobody else rings
+    out = office.phone("100").call("501")
+    office.advance(29)
+    assert not operator.incoming
+    office.advance(2)
+    assert rung(operator) == ["103"]
+    operator.pick_up()
+    office.advance(0.5)
+    assert figures(office, "501")["timed_out"] == 1 and figures(office, "501")["waiting"] == 0
+    out.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
+
+
+def test_max_callers_refuses_with_the_failover_or_busy(office: Office) -> None:
+    with_queue(
+        office,
+        queue_row("500", max_callers=1),
+        queue_row("501", max_callers=1, failover_type="hangup", failover=""),
+    )
+    caller = office.phone("100")  # no agent registered: callers wait
+    first = caller.call("500")
+    office.advance(1)
+    second = caller.call("500")
+    office.advance(1)
+    assert first.status == 200 and second.status == 486  # full, no failover: busy
+    third = caller.call("501")
+    office.advance(1)
+    fourth = caller.call("501")
+    office.advance(1)
+    assert third.status == 200 and fourth.status == 603  # full: its failover (hangup)
+    assert figures(office)["refused"] == 1 and figures(office, "501")["refused"] == 1
+    assert figures(office)["waiting"] == 1
+    for out in (first, third):
+        out.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
+
+
+def test_the_exit_digit_leaves_for_its_destination(office: Office) -> None:
+    with_queue(
+        office,
+        queue_row("500"),
+        queue_row("501", exit_digit="0", exit_dest_type="extension", exit_dest="103"),
+    )
+    operator = office.phone("103", mode="ring")
+    out = office.phone("100").call("501")
+    office.advance(3)
+    out.keys("5")  # not the exit digit
+    office.advance(2)
+    assert not operator.incoming
+    out.keys("0")
+    office.advance(2)
+    assert rung(operator) == ["103"]
+    operator.pick_up()
+    office.advance(0.5)
+    assert figures(office, "501")["exited"] == 1 and figures(office, "501")["abandoned"] == 0
+    out.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
+
+
+def test_position_and_estimated_wait_are_announced(office: Office) -> None:
+    with_queue(office, queue_row("500", "linear", announce_every=15))
+    a, b, c = agents(office)
+    caller = office.phone("100")
+    for p in (a, b, c):  # everyone busy: 100 waits
+        p.mode = "busy"
+    first = caller.call("500")
+    office.advance(1)
+    second = office.phone("101").call("500")
+    office.advance(16)
+    assert PLAYED[:2] == ["queue-position", "number-1"]
+    assert PLAYED[2:4] == ["queue-position", "number-2"]
+    assert "queue-wait" not in PLAYED  # no answered call yet: no estimate
+    first.hang_up()
+    second.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
