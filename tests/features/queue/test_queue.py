@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pbx_core.pbx import features as host
+from tests.features.dnd.test_dnd import dial_code
 from tests.harness.office import Office, Outgoing, Phone, offices
 
 PLAYED: list[str] = []
@@ -21,7 +22,7 @@ QUEUE_HEADER = (
     "number(string) strategy(string) ring_time(int) wrapup(int) max_callers(int) "
     "max_wait(int) failover_type(string,null) failover(string,null) join_empty(string) "
     "announce_every(int) exit_digit(string,null) exit_dest_type(string,null) "
-    "exit_dest(string,null)"
+    "exit_dest(string,null) empty_dest_type(string,null) empty_dest(string,null)"
 )
 MEMBER_HEADER = "queue(string) extension(string) penalty(int) login(int)"
 
@@ -39,6 +40,8 @@ def queue_row(number: str, strategy: str = "ringall", **kw: Any) -> str:
         "exit_digit": "",
         "exit_dest_type": "",
         "exit_dest": "",
+        "empty_dest_type": "",
+        "empty_dest": "",
     }
     v.update(kw)
     return ":".join([number, strategy, *(str(x) for x in v.values())])
@@ -354,5 +357,76 @@ def test_position_and_estimated_wait_are_announced(office: Office) -> None:
     assert "queue-wait" not in PLAYED  # no answered call yet: no estimate
     first.hang_up()
     second.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
+
+
+LOGIN_MEMBERS = [MEMBER_HEADER, "500:101:0:1", "501:101:0:1", "500:102:0:0"]
+
+
+@pytest.fixture
+def logins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Office]:
+    yield from make(
+        tmp_path,
+        monkeypatch,
+        queue_row("500", "linear"),
+        queue_row("501", join_empty="refuse", empty_dest_type="hangup"),
+        members=LOGIN_MEMBERS,
+    )
+
+
+def logged_in(office: Office) -> dict[str, list[str]]:
+    return {q: figures(office, q)["logged_in"] for q in ("500", "501")}
+
+
+def test_star45_logs_an_agent_in_and_out_of_its_queues(logins: Office) -> None:
+    office = logins
+    agent = office.phone("101")
+    assert logged_in(office) == {"500": ["102"], "501": []}
+    dial_code(agent, "*45")
+    assert PLAYED[-1] == "queue-agent-login"
+    assert logged_in(office) == {"500": ["101", "102"], "501": ["101"]}
+    dial_code(agent, "*45")  # logged in somewhere: out of all
+    assert PLAYED[-1] == "queue-agent-logout"
+    assert logged_in(office) == {"500": ["102"], "501": []}
+    dial_code(agent, "*45501")  # that queue only
+    assert logged_in(office) == {"500": ["102"], "501": ["101"]}
+    dial_code(agent, "*45500")
+    assert logged_in(office) == {"500": ["101", "102"], "501": ["101"]}
+    dial_code(agent, "*45501")
+    assert PLAYED[-1] == "queue-agent-logout"
+    assert logged_in(office) == {"500": ["101", "102"], "501": []}
+    dial_code(office.phone("103"), "*45500")  # not an agent of 500
+    assert PLAYED[-1] == "queue-not-member"
+    dial_code(office.phone("102"), "*45")  # a static member: no login to toggle
+    assert PLAYED[-1] == "queue-not-member"
+    assert logged_in(office) == {"500": ["101", "102"], "501": []}
+    office.restart()  # a login survives a restart (the feature's state)
+    assert logged_in(office) == {"500": ["101", "102"], "501": []}
+
+
+def test_only_logged_in_agents_are_offered_calls(logins: Office) -> None:
+    office = logins
+    dynamic = office.phone("101", mode="ring")
+    static = office.phone("102", mode="ring")
+    static.mode = "busy"
+    refused = office.phone("100").call("501")  # nobody logged in to 501: refused
+    office.advance(1)
+    assert refused.status == 603 and figures(office, "501")["refused"] == 1
+    out = office.phone("100").call("500")
+    office.advance(5)
+    assert not dynamic.incoming  # 101 is not logged in
+    out.hang_up()
+    office.advance(1)
+    dynamic.mode = "answer"
+    dial_code(dynamic, "*45500")
+    dynamic.mode = "ring"
+    out = office.phone("100").call("500")
+    office.advance(1.5)
+    assert rung(dynamic) == ["101"]
+    dynamic.pick_up()
+    office.advance(0.5)
+    assert figures(office)["agents"] == {"101": 1} and figures(office)["abandoned"] == 1
+    out.hang_up()
     office.advance(1)
     assert office.left_behind() == []
