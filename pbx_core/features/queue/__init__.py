@@ -185,6 +185,7 @@ def _waiting_app(ctx: Context, queue: str) -> App:
         b = book(ctx)
         w = Waiter(session, ctx.now())
         b.queue(queue).append(w)
+        ctx.cdr_note(session.call_id, f"queue={queue}")
         try:
             await _wait(ctx, b, queue, w)
         finally:
@@ -216,6 +217,7 @@ async def _wait(ctx: Context, b: Book, queue: str, w: Waiter) -> None:
         if now - w.joined >= min(limit, MAX_WAIT):
             s.timed_out += 1
             b.queue(queue).remove(w)
+            ctx.cdr_note(session.call_id, f"wait={round(now - w.joined)} timeout")
             await _leave(session, _dest(row, "failover"))
             return
         every = int(row.get("announce_every") or 0)
@@ -235,6 +237,7 @@ async def _wait(ctx: Context, b: Book, queue: str, w: Waiter) -> None:
         if key and exit_digit and key == exit_digit and not session.hung_up:
             s.exited += 1
             b.queue(queue).remove(w)
+            ctx.cdr_note(session.call_id, f"wait={round(ctx.now() - w.joined)} exit")
             await _leave(session, _dest(row, "exit_dest"))
             return
     s.abandoned += 1
@@ -280,6 +283,7 @@ async def _offer(ctx: Context, b: Book, queue: str, row: Mapping[str, Any], w: W
     s.within += wait <= int(row.get("service_level") or 20)
     s.agent(agent).calls += 1
     b.live[session.call_id] = Live(queue, agent, now, float(row.get("wrapup") or 0))
+    ctx.cdr_note(session.call_id, f"wait={round(wait)} agent={agent}")
     return ANSWERED
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from pbx_core.pbx import features as host
+from pbx_core.pbx.calls import Call
+from pbx_core.pbx.cdr import Cdr
 from tests.features.dnd.test_dnd import dial_code
 from tests.harness.office import Office, Outgoing, Phone, offices
 
@@ -430,3 +432,31 @@ def test_only_logged_in_agents_are_offered_calls(logins: Office) -> None:
     out.hang_up()
     office.advance(1)
     assert office.left_behind() == []
+
+
+def test_the_cdr_records_the_queue_the_wait_and_the_agent(office: Office) -> None:
+    ended: list[Call] = []
+    before = office.engine.calls.on_end
+
+    def on_end(call: Call) -> None:
+        ended.append(call)
+        if before is not None:
+            before(call)
+
+    office.engine.calls.on_end = on_end
+    caller = office.phone("100")
+    out = caller.call("500")  # abandoned: nobody to answer
+    office.advance(4)
+    out.hang_up()
+    office.advance(1)
+    _a, b, _c = agents(office)
+    out = caller.call("500")
+    office.advance(6.5)
+    b.pick_up()
+    office.advance(10)
+    out.hang_up()
+    office.advance(1)
+    cdrs = [Cdr.from_call(call) for call in ended]
+    assert [c.notes for c in cdrs] == [("queue=500",), ("queue=500", "wait=6 agent=102")]
+    assert cdrs[0].callee == "500" and cdrs[0].billsec == 4  # the PBX answered it
+    assert cdrs[1].callee == "102@pbx.local" and cdrs[1].disposition == "ANSWERED"
