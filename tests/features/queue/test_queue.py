@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pbx_core.features.queue.strategy import Figures, choose
 from pbx_core.pbx import features as host
 from pbx_core.pbx.calls import Call
 from pbx_core.pbx.cdr import Cdr
@@ -460,3 +461,47 @@ def test_the_cdr_records_the_queue_the_wait_and_the_agent(office: Office) -> Non
     assert [c.notes for c in cdrs] == [("queue=500",), ("queue=500", "wait=6 agent=102")]
     assert cdrs[0].callee == "500" and cdrs[0].billsec == 4  # the PBX answered it
     assert cdrs[1].callee == "102@pbx.local" and cdrs[1].disposition == "ANSWERED"
+
+
+def test_the_estimated_wait_follows_the_answered_calls(office: Office) -> None:
+    with_queue(office, queue_row("500", "linear", announce_every=15))
+    a, b, c = agents(office)
+    caller = office.phone("100")
+    out = caller.call("500")
+    office.advance(1.5)
+    office.advance(100)  # 101 answers after 100 s: the average wait is 100 s
+    office.advance(0)
+    a.pick_up()
+    office.advance(0.5)
+    out.hang_up()
+    office.advance(1)
+    for p in (a, b, c):
+        p.mode = "busy"
+    PLAYED.clear()
+    out = caller.call("500")
+    office.advance(16)
+    # position 1 x 100 s / 3 agents logged in = 33 s: less than a minute
+    assert PLAYED[:4] == ["queue-position", "number-1", "queue-wait", "queue-less-minute"]
+    second = office.phone("102").call("500")
+    PLAYED.clear()
+    office.advance(15)
+    # the second caller: 2 x 100 / 3 = 67 s, said as 2 minutes (rounded up)
+    assert ["queue-position", "number-2", "queue-wait", "number-2", "queue-minutes"] in [
+        PLAYED[i : i + 5] for i in range(len(PLAYED))
+    ]
+    out.hang_up()
+    second.hang_up()
+    office.advance(1)
+    assert office.left_behind() == []
+
+
+def test_lower_penalty_agents_are_offered_first() -> None:
+    members = [("101", 1), ("102", 0), ("103", 0)]
+    figs: dict[str, Figures] = {}
+    assert choose("ringall", members, ["101", "102", "103"], figs, None) == ("102", "103")
+    assert choose("linear", members, ["101", "102", "103"], figs, None) == ("102",)
+    assert choose("linear", members, ["101", "103"], figs, None) == ("103",)
+    assert choose("rrmemory", members, ["101", "102", "103"], figs, "102") == ("103",)
+    assert choose("rrmemory", members, ["101", "102", "103"], figs, "103") == ("102",)
+    assert choose("fewestcalls", members, ["101"], figs, None) == ("101",)  # only one free
+    assert choose("random", members, [], figs, None) == ()
