@@ -505,3 +505,19 @@ def test_lower_penalty_agents_are_offered_first() -> None:
     assert choose("rrmemory", members, ["101", "102", "103"], figs, "103") == ("102",)
     assert choose("fewestcalls", members, ["101"], figs, None) == ("101",)  # only one free
     assert choose("random", members, [], figs, None) == ()
+
+
+def test_cdr_notes_are_bounded_and_only_for_calls_not_ended(office: Office) -> None:
+    ctx = office.engine.features._contexts["queue"]
+    out = office.phone("100").call("500")
+    office.advance(1)
+    call = out.pbx_call
+    assert call is not None
+    assert call.notes == ["queue=500"]
+    assert [ctx.cdr_note(call.id, "x" * 300) for _ in range(8)] == [True] * 7 + [False]
+    assert len(call.notes) == 8 and len(call.notes[1]) == 128
+    assert not ctx.cdr_note("no-such-call", "queue=1")
+    out.hang_up()
+    office.advance(1)
+    assert not ctx.cdr_note(call.id, "late")
+    assert office.left_behind() == []
