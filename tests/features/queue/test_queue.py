@@ -521,3 +521,23 @@ def test_cdr_notes_are_bounded_and_only_for_calls_not_ended(office: Office) -> N
     office.advance(1)
     assert not ctx.cdr_note(call.id, "late")
     assert office.left_behind() == []
+
+
+@pytest.mark.parametrize("strategy", ["fewestcalls", "leastrecent"])
+def test_an_agent_who_logs_in_late_catches_up_only_with_fewestcalls(
+    office: Office, strategy: str
+) -> None:
+    with_queue(office, queue_row("500", strategy))
+    late = office.phone("101", mode="ring", register=False)
+    early = [office.phone(n, mode="ring") for n in ("102", "103")]
+    caller = office.phone("100")
+    got = [answer_next(office, early, caller.call("500")) for _ in range(10)]
+    assert sorted(got) == ["102"] * 5 + ["103"] * 5
+    late.register()
+    got = [answer_next(office, [late, *early], caller.call("500")) for _ in range(9)]
+    if strategy == "fewestcalls":  # 101 has 0 calls: it takes calls until it has 5
+        assert got == ["101"] * 6 + ["102", "103", "101"]  # then ties: the table's order
+    else:  # 101 never had one: first; then whoever's last call ended longest ago
+        assert got[0] == "101" and got[1:4] != ["101"] * 3
+        assert got == ["101", got[1], got[2], "101", got[1], got[2], "101", got[1], got[2]]
+    assert office.left_behind() == []
