@@ -643,6 +643,12 @@ class Context(Protocol):
         (pbx/call_originate.py's MAX_ORIGINATED), 500 no media."""
         ...
 
+    def cdr_note(self, call_id: str, note: str) -> bool:
+        """Add `note` (short text, `key=value` pairs: at most 128 characters kept, 8
+        notes per call) to the CDR of the call `call_id` (`Session.call_id`), in its
+        `notes` field; False when that call has ended (or is unknown) or has its 8."""
+        ...
+
     def deposit(self, mailbox: str, recording: str, meta: Mapping[str, Any]) -> str | None:
         """Leave this feature's recording `recording` (Session.record's name) in
         `mailbox` as a new voicemail message: its audio linked (no copy on the card)

@@ -34,6 +34,7 @@ from pbx_core.features import (
     paging,
     park,
     pickup,
+    queue,
     recording,
     ringgroup,
     speeddial,
@@ -70,5 +71,6 @@ FEATURES: tuple[Feature, ...] = (
     voicemail.FEATURE,  # its unanswered after forward's: a forward on busy wins
     broadcast.FEATURE,
     conference.FEATURE,
+    queue.FEATURE,
     blocking.LAST_CALLER,  # last: it remembers calls no feature refused or forwarded
 )

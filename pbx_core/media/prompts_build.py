@@ -169,6 +169,14 @@ PROMPTS: dict[str, str] = {
     "broadcast-nothing": "Nothing was recorded.",
     "broadcast-busy": "A broadcast is still being delivered. Please try later.",
     "broadcast-refused": "You are not allowed to broadcast to this group.",
+    # call queues (features/queue)
+    "queue-position": "You are caller number",
+    "queue-wait": "Your estimated waiting time is",
+    "queue-minutes": "minutes",
+    "queue-less-minute": "less than a minute",
+    "queue-agent-login": "Agent logged in.",
+    "queue-agent-logout": "Agent logged out.",
+    "queue-not-member": "You are not an agent of this queue.",
     # system recordings (features/sysrec) and the directory (features/directory)
     "sysrec-enter-number": "Please enter the recording number, followed by pound.",
     "sysrec-record": "Record after the tone, then press pound.",

@@ -210,6 +210,8 @@ class Call:
     mix: MixBridge | None = None
     bargers: list[Call] = field(default_factory=list)
     barged_by: list[str] = field(default_factory=list)
+    # What features add to the CDR (`Context.cdr_note`: a queue's name, wait, agent).
+    notes: list[str] = field(default_factory=list)
     barging: Call | None = None
     # A page (call_page.py): the bridge the caller talks into, every answering phone in it.
     page: MixBridge | None = None

@@ -51,6 +51,7 @@ Last of all, the call's recordings (an extension pressed `*1`: features/recordin
 |---|---|
 | recordings | its files, `;` between them, in `recordings/calls/` by the state LMDB |
 | barged | who joined the call as a third phone, and how (features/barge), `;` between |
+| notes | features' notes (`Context.cdr_note`: `queue=500`, `wait=12 agent=101`), `;` between |
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ MEDIA_FIELDS = (
     "reported_jitter_ms",
 )
 LOCAL_FIELDS = ("start_local", "answer_local", "end_local")
-RECORDING_FIELDS = ("recordings", "barged")
+RECORDING_FIELDS = ("recordings", "barged", "notes")
 FIELDS = (
     BASE_FIELDS
     + tuple(f"{side}_{name}" for side in SIDES for name in MEDIA_FIELDS)
@@ -213,6 +214,7 @@ class Cdr:
     timezone: str = ""  # the setting `timezone` when the call ended ("": UTC)
     recordings: tuple[str, ...] = ()  # file names under recordings/calls/
     barged: tuple[str, ...] = ()  # who joined as a third phone, and how
+    notes: tuple[str, ...] = ()  # features' notes (Context.cdr_note)
 
     def __post_init__(self) -> None:
         unknown = set(self.media) - set(SIDES)
@@ -274,6 +276,7 @@ class Cdr:
             timezone=timezone[: tz.MAX_TEXT],
             recordings=_names(call.recordings),
             barged=_names(call.barged_by),
+            notes=_names(call.notes),
         )
 
     def record(self) -> dict[str, Any]:
@@ -300,6 +303,8 @@ class Cdr:
             rec["rec"] = list(self.recordings)
         if self.barged:
             rec["barged"] = list(self.barged)
+        if self.notes:
+            rec["notes"] = list(self.notes)
         return rec
 
     @classmethod
@@ -324,6 +329,7 @@ class Cdr:
                 timezone=str(rec.get("tz") or "")[: tz.MAX_TEXT],
                 recordings=_names(rec.get("rec") or ()),
                 barged=_names(rec.get("barged") or ()),
+                notes=_names(rec.get("notes") or ()),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a call record: {exc}") from None
@@ -362,6 +368,8 @@ class EndedCall(Protocol):
     def recordings(self) -> Sequence[str]: ...
     @property
     def barged_by(self) -> Sequence[str]: ...
+    @property
+    def notes(self) -> Sequence[str]: ...
 
 
 class _HasCallId(Protocol):
@@ -559,6 +567,7 @@ def export_csv(
                 *(_time(t, zones(c.timezone)) for t in (c.start, c.answer, c.end)),
                 _cell(";".join(c.recordings)),
                 _cell(";".join(c.barged)),
+                _cell(";".join(c.notes)),
             ]
         )
         n += 1

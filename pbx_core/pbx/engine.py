@@ -58,6 +58,8 @@ log = logging.getLogger("pbx.engine")
 SUPPORTED: frozenset[str] = frozenset({"timer"})  # RFC 4028 session timers (call_timers.py)
 SCHEMES = frozenset({"sip", "sips", "tel"})
 MAX_ROW_CACHE = 4096  # extension rows kept for features (one per extension)
+MAX_CDR_NOTES = 8  # features' notes in one call's CDR (Context.cdr_note)
+MAX_CDR_NOTE = 128  # characters of one (cdr.MAX_NAME keeps no more)
 
 
 def new_tag() -> str:
@@ -134,6 +136,7 @@ class Engine:
                 notify_mwi=self._notify_mwi,
                 originate=Originator(self),
                 extensions=self._extension_numbers,
+                cdr_note=self._cdr_note,
             ),
             state,
             self.loop,
@@ -574,6 +577,15 @@ class Engine:
             return
         self.subscriptions.subscribe(req, source, key, caller.username)
 
+    def _cdr_note(self, call_id: str, note: str) -> bool:
+        """A feature's note in the CDR of a call not yet ended (`Context.cdr_note`):
+        at most MAX_CDR_NOTES per call, MAX_CDR_NOTE characters each."""
+        call = self.calls.calls.get(call_id)
+        if call is None or len(call.notes) >= MAX_CDR_NOTES or not note:
+            return False
+        call.notes.append(note[:MAX_CDR_NOTE])
+        return True
+
     def _talking(self) -> tuple[Talking, ...]:
         """Our extensions in answered, anchored calls (the features' `Context.talking`)."""
         out = []
@@ -625,6 +637,7 @@ class Engine:
         self.features.call_ended(
             call.id,
             {
+                "call_id": call.id,  # as Session.call_id names it (features/queue)
                 "caller": call.caller,
                 "callee": call.callee,
                 "disposition": call.disposition,

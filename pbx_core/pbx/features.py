@@ -91,6 +91,7 @@ class Facts:
         notify_mwi: Callable[[str, int, int], int] = lambda _ext, _new, _old: 0,
         originate: Callable[[Originate, str], int] = lambda _call, _feature: 500,
         extensions: Callable[[], tuple[str, ...]] = tuple,
+        cdr_note: Callable[[str, str], bool] = lambda _call_id, _note: False,
     ) -> None:
         self.now = now
         self.wall = wall  # Unix time (tests move it with their clock)
@@ -108,6 +109,7 @@ class Facts:
         self.notify_mwi = notify_mwi  # message-summary NOTIFYs to a registered extension
         self.originate = originate  # a call the PBX places (pbx/call_originate.py)
         self.extensions = extensions  # every extension's number (the directory)
+        self.cdr_note = cdr_note  # a note in a call's CDR (engine.py bounds it)
         # Failed authentications counted by the security policy (engine.py); without
         # an engine (tests of the host alone) a policy of the host's own, in RAM.
         if failed_auth is None or banned is None:
@@ -191,6 +193,9 @@ class HostContext:
 
     def delete_recording(self, name: str) -> bool:
         return self._host.delete_recording(self._feature, name)
+
+    def cdr_note(self, call_id: str, note: str) -> bool:
+        return self._host.facts.cdr_note(call_id, str(note))
 
 
 class FeatureHost:

@@ -63,6 +63,7 @@ class FakeCall:
     media_stats: dict[str, LegStats] = field(default_factory=dict)
     recordings: list[str] = field(default_factory=list)
     barged_by: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def leg_stats(**kw: object) -> LegStats:

@@ -408,7 +408,7 @@ def test_db_check_accepts_the_tables_of_these_tests(tmp_path: Path) -> None:
         ("1:main:1:ivr:nosuch", "no ivr 'nosuch' in pbx_ivr_menu"),
         ("1:main:x:extension:101", "a digit is one of"),
         ("1:main:12:extension:101", "a digit is one of"),
-        ("1:main:1:queue:1", "'queue'"),
+        ("1:main:1:queue:1", "no queue '1' in pbx_queue"),  # features/queue's targets
         ("1:main:1:external:call-me", "is not a number"),
         ("1:main:1:group:999", "no ring group '999'"),
     ],
