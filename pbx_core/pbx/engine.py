@@ -36,6 +36,7 @@ from pbx_core.pbx.features import Facts, FeatureHost
 from pbx_core.pbx.mwi import EVENT as MWI_EVENT
 from pbx_core.pbx.mwi import MessageSummary, notify, summary
 from pbx_core.pbx.nat import NatPolicy
+from pbx_core.pbx.presence import Lamps
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.routing import Router
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
@@ -134,6 +135,7 @@ class Engine:
                 notify_mwi=self._notify_mwi,
                 originate=Originator(self),
                 extensions=self._extension_numbers,
+                lamp_changed=lambda _resource: self.lamps.poke(),
             ),
             state,
             self.loop,
@@ -155,6 +157,21 @@ class Engine:
         self.subscriptions.add_package(
             MessageSummary(self.features.message_summary, lambda: self.domain)
         )
+        self._configure_subscriptions()
+        self.lamps = Lamps(  # busy lamps and presence (presence.py)
+            self.subscriptions,
+            self.calls,
+            extension_of=self.router.extension_of,
+            is_extension=lambda number: self.snap.user(number, self.domain) is not None,
+            registered=self._registered,
+            dnd=lambda number: bool(self.features.toggle_of(number, "dnd")),
+            feature_lamp=self.features.lamp,
+            domain=lambda: self.domain,
+        )
+        self.subscriptions.add_package(self.lamps.dialog)
+        self.subscriptions.add_package(self.lamps.presence)
+        self.calls.changed = self.lamps.poke
+        self.features.toggled = lambda _extension: self.lamps.poke()
         self.security = SecurityPolicy()
         self._configure_security()
         stack.tu = self
@@ -182,7 +199,14 @@ class Engine:
         self.trunks.configure(self.snap.trunks())
         self._configure_security()
         self.stack.user_agent = self._user_agent()
+        self._configure_subscriptions()
         self.subscriptions.recheck()  # a mailbox gone, an owner changed: noresource
+        self.lamps.poke()
+
+    def _configure_subscriptions(self) -> None:
+        settings = self.snap.settings
+        self.subscriptions.max_per_user = int(settings.get("sub_max_per_extension", 64))
+        self.subscriptions.max_total = int(settings.get("sub_max_total", 6000))
 
     def _user_agent(self) -> str:
         return header_text(str(self.snap.settings.get("user_agent", DEFAULT_USER_AGENT)))
@@ -344,6 +368,7 @@ class Engine:
     def close(self) -> None:
         self.trunks.close()
         self.subscriptions.close()
+        self.lamps.close()
         self.features.close()
         if self._cdr_queue is not None:
             self._cdr_queue.close()  # the last calls' records reach the disk
@@ -423,6 +448,7 @@ class Engine:
             self._on_request(req, source, key, cancels)
         except Exception as exc:  # noqa: BLE001  # every request gets an answer, see _failed
             self._failed(req, key, cancels, exc)
+        self.lamps.poke()  # a call or registration may have changed a lamp (coalesced)
 
     def _failed(
         self, req: Request, key: AnyServerKey | None, cancels: object, exc: Exception
@@ -622,6 +648,7 @@ class Engine:
             call.disposition,
             call.cause,
         )
+        self.lamps.poke()
         self.features.call_ended(
             call.id,
             {

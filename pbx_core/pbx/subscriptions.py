@@ -1,6 +1,6 @@
 """SIP-specific event notification (RFC 6665), the notifier side, shared by every
-event package the PBX serves (`message-summary` now: mwi.py; `dialog`/`presence`
-for busy lamps later).
+event package the PBX serves (`message-summary`: mwi.py; `dialog` and `presence`
+for busy lamp fields and presence: presence.py).
 
 An authenticated SUBSCRIBE (the engine checks the digest as for INVITE) names an
 event package (`Event`) and a resource (the Request-URI's user: a mailbox, an
@@ -28,11 +28,17 @@ to the address the SUBSCRIBE came from (the NAT-side one) or the first loose rou
 A refresh is not challenged again: its dialog identifiers (Call-ID, both tags) are
 known only to the subscriber, as for the calls' in-dialog requests.
 
-Bounded: MAX_PER_USER subscriptions per subscriber (403 beyond) and MAX_TOTAL in
-all (503 with Retry-After beyond); a new SUBSCRIBE from the same contact for the same
-event and resource replaces the old one (a phone that rebooted). RAM only: after a
-restart the phones subscribe again (they refresh well before expiry, and an unknown
-dialog's 481 makes them start over).
+Bounded: `max_per_user` subscriptions per subscriber (403 beyond) and `max_total`
+in all (503 with Retry-After beyond; the settings `sub_max_per_extension` and
+`sub_max_total`, MAX_PER_USER and MAX_TOTAL by default); a new SUBSCRIBE from the
+same contact for the same event and resource replaces the old one (a phone that
+rebooted). RAM only: after a restart the phones subscribe again (they refresh well
+before expiry, and an unknown dialog's 481 makes them start over).
+
+A package whose bodies carry a per-subscription counter (dialog-info's `version`,
+RFC 4235 §4.1: 0 in the first NOTIFY, one more in each next) sets `versioned` and
+writes VERSION where the number goes: the same body serves every subscription of a
+resource, each NOTIFY gets its subscription's own number.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ MAX_TOTAL = 1000  # subscriptions in all (RAM: about 2 KB each)
 MAX_RESOURCE = 64  # characters of a resource name (the Request-URI's user)
 RETRY_AFTER = 60  # seconds, with the 503 when MAX_TOTAL is reached
 ENDING = frozenset({408, 481})  # a NOTIFY answered so ends the subscription (§4.2.2)
+VERSION = b"{version}"  # a versioned package's body: each subscription's own counter
 
 
 class Package(Protocol):
@@ -92,6 +99,7 @@ class Subscription:
     pending: bytes | None = None  # the state to send when it is answered
     ended: bool = False
     notifies: int = field(default=0)
+    version: int = 0  # the next body's version (a `versioned` package's)
 
     def contact_key(self) -> tuple[str, str, str, str]:
         return (self.username, self.package.event, self.resource, str(self.dialog.remote_target))
@@ -112,6 +120,8 @@ class Subscriptions:
         self.packages: dict[str, Package] = {}
         self.subs: dict[tuple[str, str], Subscription] = {}  # (Call-ID, our tag)
         self._ids = itertools.count(1)
+        self.max_per_user = MAX_PER_USER  # the settings (engine.py), these by default
+        self.max_total = MAX_TOTAL
 
     def add_package(self, package: Package) -> None:
         self.packages[package.event] = package
@@ -290,9 +300,9 @@ class Subscriptions:
         same = [s for s in self.subs.values() if s.contact_key() == new.contact_key()]
         for old in same:
             self._drop(old)
-        if sum(1 for _ in self.of(new.username)) >= MAX_PER_USER:
-            return SipError(f"at most {MAX_PER_USER} subscriptions per extension", 403)
-        if len(self.subs) >= MAX_TOTAL:
+        if sum(1 for _ in self.of(new.username)) >= self.max_per_user:
+            return SipError(f"at most {self.max_per_user} subscriptions per extension", 403)
+        if len(self.subs) >= self.max_total:
             return SipError("too many subscriptions", 503, (("Retry-After", str(RETRY_AFTER)),))
         return None
 
@@ -362,6 +372,9 @@ class Subscriptions:
         self._send(sub, body, self._active(sub))
 
     def _send(self, sub: Subscription, body: bytes, state: str) -> None:
+        if body and getattr(sub.package, "versioned", False):
+            body = body.replace(VERSION, str(sub.version).encode(), 1)
+            sub.version += 1
         req = sub.dialog.request("NOTIFY", body, sub.package.content_type if body else None)
         dest = sub.dialog.destination()
         req.headers.insert(0, "Via", str(self.stack.via_for(dest)))
