@@ -7,15 +7,15 @@ lamps) and, for `dialog`, a resource a feature lights (`Feature.lamp`: park's sl
 
 `dialog` bodies (application/dialog-info+xml, `state="full"`, `version` counted per
 subscription): one `<dialog>` per call the extension is in (at most MAX_DIALOGS),
-`early` while it rings (direction `recipient`, the caller's identity and display name
-in `<remote><identity>`, which Yealink, Polycom, Snom and Grandstream lamp keys show)
-or while it calls out (`initiator`), `confirmed` once answered; with no call, one
-`<dialog>` in state `terminated` (as Asterisk sends an idle lamp). The `call-id`,
-`local-tag` (the watched phone's tag) and `remote-tag` (ours) attributes name our
-dialog with that phone: a lamp key's INVITE with `Replaces: call-id;to-tag=..;
-from-tag=..` (either way round) finds it (call_ops `_replaced_dialog`) and picks the
-ringing call up (call_pickup.py). A feature's resource (a park slot): `confirmed`
-while busy, else `terminated`.
+`early` while it rings (once the phone said so, 180/183; direction `recipient`, the
+caller's identity and display name in `<remote><identity>`, which Yealink, Polycom, Snom
+and Grandstream lamp keys show) or while it calls out (`initiator`), `confirmed` once
+answered; with no call, one `<dialog>` in state `terminated` (as Asterisk sends an idle
+lamp). The `call-id`, `local-tag` (the watched phone's tag) and `remote-tag` (ours)
+attributes name our dialog with that phone: a lamp key's INVITE with `Replaces:
+call-id;to-tag=..;from-tag=..` (either way round) finds it (call_ops `_replaced_dialog`)
+and picks the ringing call up (call_pickup.py). A feature's resource (a park slot):
+`confirmed` while busy, else `terminated`.
 
 `presence` bodies (application/pidf+xml): `open` while the extension has a live
 registration, else `closed`; `<rpid:on-the-phone/>` while it is in a call, `<rpid:busy/>`
@@ -213,6 +213,8 @@ class Lamps:
             return
         for n, fork in enumerate(call.forks):
             if fork.final is not None or fork.cancelled or fork.step != call.step:
+                continue
+            if not fork.provisional:  # not ringing yet: its tag is not known either
                 continue
             callee = self.extension_of(fork.target.label)
             if callee is None:
