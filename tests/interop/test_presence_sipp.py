@@ -152,3 +152,48 @@ def test_subscribes_the_pbx_refuses(
         assert {"dialog", "presence", "message-summary"} <= {
             e.strip() for e in allowed.split(",")
         }, allowed
+
+
+def test_a_lamp_key_picks_the_ringing_call_up_with_replaces(env: Env, tmp_path: Path) -> None:
+    """101 rings (and is CANCELled); 102 sends the INVITE with Replaces a Yealink or
+    Snom key builds from the early NOTIFY (to-tag: the remote tag, from-tag: the
+    local one) and talks to 100; its BYE reaches 100."""
+    out: list[Run] = []
+    watcher = _watch(env, tmp_path, "uac_blf_pickup.xml", "101", out)
+    caller: list[Run] = []
+    phones = env.phones
+    try:
+        with phones.callee(tmp_path, "uas_ring.xml", "101") as ringing:
+            thread = threading.Thread(
+                target=lambda: caller.append(
+                    phones.call(tmp_path, "uac_call_callee_bye.xml", "101", name="caller")
+                )
+            )
+            thread.start()
+            text = _wait_for(
+                tmp_path / "lamp-101" / "messages.log",
+                lambda text: "<state>early</state>" in text,
+            )
+            ids = re.search(r'call-id="([^"]+)" local-tag="([^"]+)" remote-tag="([^"]+)"', text)
+            assert ids is not None, text
+            replaces = f"{ids.group(1)};to-tag={ids.group(3)};from-tag={ids.group(2)}"
+            picked = run(
+                "uac_call_replaces.xml",
+                env.addr,
+                tmp_path,
+                "picker",
+                keys={"user": "102", "callee": "101", "replaces": replaces},
+                auth=("102", PASSWORDS["102"]),
+            )
+            thread.join(20)
+            rang = ringing.finish()
+    finally:
+        watcher.join(40)
+    check(picked)
+    check(rang)  # 101's phone: CANCEL, 487
+    (party,) = caller
+    check(party)  # 100: answered by 102, whose BYE reached it
+    (done,) = out
+    check(done)
+    states = [re.findall(r"<state>(\w+)</state>", n.body) for n in done.requests("NOTIFY")]
+    assert states == [["terminated"], ["early"], ["terminated"], ["terminated"]]
