@@ -448,7 +448,8 @@ class Engine:
             self._on_request(req, source, key, cancels)
         except Exception as exc:  # noqa: BLE001  # every request gets an answer, see _failed
             self._failed(req, key, cancels, exc)
-        self.lamps.poke()  # a call or registration may have changed a lamp (coalesced)
+        if req.method not in ("OPTIONS", "SUBSCRIBE"):  # phones' keep-alives, lamp keys
+            self.lamps.poke()  # a call or registration may have changed a lamp (coalesced)
 
     def _failed(
         self, req: Request, key: AnyServerKey | None, cancels: object, exc: Exception

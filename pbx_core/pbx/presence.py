@@ -22,11 +22,13 @@ registration, else `closed`; `<rpid:on-the-phone/>` while it is in a call, `<rpi
 while do not disturb is on (the dnd feature's toggle, read through the feature host).
 
 Changes: the engine and the call manager `poke()` on anything that may change a lamp
-(a request handled, a callee's response, an INVITE sent, a call ended, a toggle set, a
-feature's `lamp_changed`); the pokes of one burst are coalesced (COALESCE seconds),
-then each watched resource's body is built once and compared with the last one sent:
-only a changed resource is notified, to all its subscriptions at once
-(`notify_all`: queued per subscription, never waiting on a phone). Registrations
+(a request handled but OPTIONS and SUBSCRIBE, a callee's response, an INVITE sent, a
+call ended, a toggle set, a feature's `lamp_changed`); the pokes of one burst are
+coalesced (COALESCE seconds), then each watched resource's state (`state_key`: its
+dialogs; registered, in a call, DND) is compared with the last one sent: only a
+changed resource's body is rendered, once, and sent to all its subscriptions
+(`notify_all` through the notifier's index by resource: queued per subscription,
+never waiting on a phone). Registrations
 that expire say nothing: while presence is watched a poke comes every RECHECK seconds.
 """
 
@@ -107,7 +109,9 @@ class Lamps:
         self.domain = domain
         self.dialog = DialogPackage(self)
         self.presence = PresencePackage(self)
-        self._last: dict[tuple[str, str], bytes] = {}  # (event, resource) -> body sent
+        # (event, resource) -> what its last body said (a `state_key`): a round renders
+        # and sends only the resources whose key changed.
+        self._last: dict[tuple[str, str], object] = {}
         self._round: asyncio.TimerHandle | None = None
         self._recheck: asyncio.TimerHandle | None = None
         self.rounds = 0  # rounds that notified something (status, tests)
@@ -126,23 +130,22 @@ class Lamps:
 
     def _flush(self) -> None:
         self._round = None
-        watched = {
-            (s.package.event, s.resource)
-            for s in self.subs.subs.values()
-            if s.package is self.dialog or s.package is self.presence
-        }
-        for key in [k for k in self._last if k not in watched]:
-            del self._last[key]
+        watched = [k for k in self.subs.watchers if k[0] in (DIALOG, PRESENCE)]
+        if len(self._last) > len(watched):
+            keep = set(watched)
+            for gone in [k for k in self._last if k not in keep]:
+                del self._last[gone]
         lines = self.lines() if watched else {}
         changed = 0
         for event, resource in watched:
+            package = self.dialog if event == DIALOG else self.presence
             try:
-                body = self._body(event, resource, lines)
+                key = package.state_key(resource, lines)
             except SipError:
                 continue  # gone: the subscription ends at its refresh or a reload's recheck
-            if self._last.get((event, resource)) != body:
-                self._last[(event, resource)] = body
-                self.subs.notify_all(event, resource, body)
+            if self._last.get((event, resource)) != key:
+                self._last[(event, resource)] = key
+                self.subs.notify_all(event, resource, package.render(resource, key))
                 changed += 1
         if changed:
             self.rounds += 1
@@ -152,15 +155,9 @@ class Lamps:
         if any(event == PRESENCE for event, _r in watched):
             self._recheck = self.loop.call_later(RECHECK, self.poke)
 
-    def _body(self, event: str, resource: str, lines: dict[str, list[Line]]) -> bytes:
-        if event == DIALOG:
-            return self.dialog.body(resource, lines)
-        return self.presence.body(resource, lines)
-
-    def remember(self, event: str, resource: str, body: bytes) -> bytes:
-        """A subscription's first NOTIFY carries `body`: later rounds compare with it."""
-        self._last[(event, resource)] = body
-        return body
+    def remember(self, event: str, resource: str, key: object) -> None:
+        """A subscription's first NOTIFY says `key`: later rounds compare with it."""
+        self._last[(event, resource)] = key
 
     # ------------------------------------------------------------------ the calls
     def lines(self) -> dict[str, list[Line]]:
@@ -256,19 +253,23 @@ class DialogPackage:
         self.lamps = lamps
 
     def state(self, username: str, resource: str) -> bytes:
-        lamps = self.lamps
-        lamps.check(DIALOG, resource)
-        return lamps.remember(DIALOG, resource, self.body(resource, lamps.lines()))
+        key = self.state_key(resource, self.lamps.lines())
+        self.lamps.remember(DIALOG, resource, key)
+        return self.render(resource, key)
 
-    def body(self, resource: str, lines: dict[str, list[Line]]) -> bytes:
-        lamps = self.lamps
-        domain = lamps.domain()
-        entity = f"sip:{resource}@{domain}"
-        lamp = lamps.check(DIALOG, resource)
+    def state_key(self, resource: str, lines: dict[str, list[Line]]) -> tuple[Line, ...]:
+        """The resource's dialogs now (SipError 404: nothing to watch there)."""
+        lamp = self.lamps.check(DIALOG, resource)
         if lamp is not None:  # a feature's resource (a park slot)
-            found = [Line(resource, "confirmed", "recipient", "", "", "", lamp.other_number, "")]
-            return _dialog_info(entity, domain, found if lamp.busy else [])
-        return _dialog_info(entity, domain, lines.get(resource, [])[:MAX_DIALOGS])
+            if not lamp.busy:
+                return ()
+            return (Line(resource, "confirmed", "recipient", "", "", "", lamp.other_number, ""),)
+        return tuple(lines.get(resource, ())[:MAX_DIALOGS])
+
+    def render(self, resource: str, key: object) -> bytes:
+        domain = self.lamps.domain()
+        assert isinstance(key, tuple)  # noqa: S101  # state_key's
+        return _dialog_info(f"sip:{resource}@{domain}", domain, key)
 
 
 def _dialog_info(entity: str, domain: str, lines: Iterable[Line]) -> bytes:
@@ -316,19 +317,25 @@ class PresencePackage:
         self.lamps = lamps
 
     def state(self, username: str, resource: str) -> bytes:
-        lamps = self.lamps
-        lamps.check(PRESENCE, resource)
-        return lamps.remember(PRESENCE, resource, self.body(resource, lamps.lines()))
+        key = self.state_key(resource, self.lamps.lines())
+        self.lamps.remember(PRESENCE, resource, key)
+        return self.render(resource, key)
 
-    def body(self, resource: str, lines: dict[str, list[Line]]) -> bytes:
+    def state_key(self, resource: str, lines: dict[str, list[Line]]) -> tuple[bool, bool, bool]:
+        """(registered, in a call, DND) now (SipError 404: no such extension)."""
         lamps = self.lamps
         lamps.check(PRESENCE, resource)
-        entity = quoteattr(f"sip:{resource}@{lamps.domain()}")
-        basic = "open" if lamps.registered(resource) else "closed"
-        activity, note = "", "Available" if basic == "open" else "Offline"
-        if lamps.dnd(resource):
+        return (lamps.registered(resource), bool(lines.get(resource)), lamps.dnd(resource))
+
+    def render(self, resource: str, key: object) -> bytes:
+        assert isinstance(key, tuple)  # noqa: S101  # state_key's
+        registered, on_the_phone, dnd = key
+        entity = quoteattr(f"sip:{resource}@{self.lamps.domain()}")
+        basic = "open" if registered else "closed"
+        activity, note = "", "Available" if registered else "Offline"
+        if dnd:
             activity, note = "<rpid:busy/>", "Do not disturb"
-        if lines.get(resource):
+        if on_the_phone:
             activity, note = "<rpid:on-the-phone/>", "On the phone"
         out = [
             '<?xml version="1.0" encoding="UTF-8"?>',

@@ -119,6 +119,9 @@ class Subscriptions:
         self.is_our_host = is_our_host
         self.packages: dict[str, Package] = {}
         self.subs: dict[tuple[str, str], Subscription] = {}  # (Call-ID, our tag)
+        # (event, resource) -> its subscriptions: a change reaches its watchers without
+        # a walk over all of them (6000 lamp keys).
+        self.watchers: dict[tuple[str, str], dict[int, Subscription]] = {}
         self._ids = itertools.count(1)
         self.max_per_user = MAX_PER_USER  # the settings (engine.py), these by default
         self.max_total = MAX_TOTAL
@@ -152,6 +155,7 @@ class Subscriptions:
             self._send(sub, body, "terminated;reason=timeout")
             return
         self.subs[(dialog.call_id, tag)] = sub
+        self.watchers.setdefault((package.event, resource), {})[sub.id] = sub
         self._arm(sub, expires)
         self._send(sub, body, self._active(sub))
 
@@ -198,9 +202,7 @@ class Subscriptions:
     def notify_all(self, event: str, resource: str, body: bytes) -> int:
         """The resource's state changed: a NOTIFY to each of its subscriptions (or
         queued behind the one in flight); how many subscriptions there were."""
-        found = [
-            s for s in self.subs.values() if s.package.event == event and s.resource == resource
-        ]
+        found = list(self.watchers.get((event, resource), {}).values())
         for sub in found:
             self._queue(sub, body)
         return len(found)
@@ -234,6 +236,7 @@ class Subscriptions:
             if sub.timer is not None:
                 sub.timer.cancel()
         self.subs.clear()
+        self.watchers.clear()
 
     def status(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -358,7 +361,13 @@ class Subscriptions:
         if sub.timer is not None:
             sub.timer.cancel()
             sub.timer = None
-        self.subs.pop((sub.dialog.call_id, sub.dialog.local_tag), None)
+        if self.subs.pop((sub.dialog.call_id, sub.dialog.local_tag), None) is sub:
+            key = (sub.package.event, sub.resource)
+            subs = self.watchers.get(key)
+            if subs is not None:
+                subs.pop(sub.id, None)
+                if not subs:
+                    del self.watchers[key]
 
     def _end(self, sub: Subscription, reason: str, body: bytes | None) -> None:
         """The last NOTIFY (terminated), then forgotten."""

@@ -253,6 +253,24 @@ def test_refresh_and_unsubscribe(office: Office) -> None:
     assert lamp.notifies[-1].headers.get("subscription-state") == "terminated;reason=timeout"
     assert lamp.states()[-1] == "terminated"
     assert office.engine.status()["subscriptions"] == {}
+    assert office.engine.subscriptions.watchers == {}  # the index lets go too
+
+
+def test_an_expired_subscription_leaves_no_watcher_and_gets_no_more_notify(
+    office: Office,
+) -> None:
+    a, _b = office.phone("100"), office.phone("101", mode="ring")
+    lamp = Lamp(office, office.phone("102"))
+    assert lamp.watch("101", expires=60).status == 200
+    office.advance(61)
+    assert lamp.notifies[-1].headers.get("subscription-state") == "terminated;reason=timeout"
+    assert office.engine.subscriptions.watchers == {}
+    sent = len(lamp.notifies)
+    call = a.call("101")
+    settle(office)
+    assert len(lamp.notifies) == sent
+    call.cancel()
+    assert office.left_behind() == []
 
 
 def test_the_caps_are_settings_and_status_counts_per_package(office: Office) -> None:
