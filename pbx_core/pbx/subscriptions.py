@@ -122,6 +122,7 @@ class Subscriptions:
         # (event, resource) -> its subscriptions: a change reaches its watchers without
         # a walk over all of them (6000 lamp keys).
         self.watchers: dict[tuple[str, str], dict[int, Subscription]] = {}
+        self.by_user: dict[str, dict[int, Subscription]] = {}  # the caps, a replaced one
         self._ids = itertools.count(1)
         self.max_per_user = MAX_PER_USER  # the settings (engine.py), these by default
         self.max_total = MAX_TOTAL
@@ -156,6 +157,7 @@ class Subscriptions:
             return
         self.subs[(dialog.call_id, tag)] = sub
         self.watchers.setdefault((package.event, resource), {})[sub.id] = sub
+        self.by_user.setdefault(username, {})[sub.id] = sub
         self._arm(sub, expires)
         self._send(sub, body, self._active(sub))
 
@@ -212,11 +214,10 @@ class Subscriptions:
         from this contact (its URI, or the address it registered from): such a phone
         gets no unsolicited NOTIFY (mwi.py)."""
         return any(
-            s.username == username
-            and s.package.event == event
+            s.package.event == event
             and s.resource == username
             and (str(s.dialog.remote_target) == uri or s.source == source)
-            for s in self.subs.values()
+            for s in self.of(username)
         )
 
     def recheck(self) -> int:
@@ -237,6 +238,7 @@ class Subscriptions:
                 sub.timer.cancel()
         self.subs.clear()
         self.watchers.clear()
+        self.by_user.clear()
 
     def status(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -245,7 +247,7 @@ class Subscriptions:
         return counts
 
     def of(self, username: str) -> Iterator[Subscription]:
-        return (s for s in self.subs.values() if s.username == username)
+        return iter(list(self.by_user.get(username, {}).values()))
 
     # ------------------------------------------------------------------ the parts
     def _event(self, req: Request) -> str:
@@ -300,10 +302,10 @@ class Subscriptions:
 
     def _room(self, new: Subscription) -> SipError | None:
         """Make room for `new`: a subscription it replaces goes; None when it fits."""
-        same = [s for s in self.subs.values() if s.contact_key() == new.contact_key()]
+        same = [s for s in self.of(new.username) if s.contact_key() == new.contact_key()]
         for old in same:
             self._drop(old)
-        if sum(1 for _ in self.of(new.username)) >= self.max_per_user:
+        if len(self.by_user.get(new.username, ())) >= self.max_per_user:
             return SipError(f"at most {self.max_per_user} subscriptions per extension", 403)
         if len(self.subs) >= self.max_total:
             return SipError("too many subscriptions", 503, (("Retry-After", str(RETRY_AFTER)),))
@@ -368,6 +370,11 @@ class Subscriptions:
                 subs.pop(sub.id, None)
                 if not subs:
                     del self.watchers[key]
+            mine = self.by_user.get(sub.username)
+            if mine is not None:
+                mine.pop(sub.id, None)
+                if not mine:
+                    del self.by_user[sub.username]
 
     def _end(self, sub: Subscription, reason: str, body: bytes | None) -> None:
         """The last NOTIFY (terminated), then forgotten."""
