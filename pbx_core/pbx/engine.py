@@ -41,7 +41,7 @@ from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.routing import Router
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import DEFAULT_USER_AGENT, SipServer, header_text, stateless_tag
-from pbx_core.pbx.subscriptions import Subscriptions
+from pbx_core.pbx.subscriptions import MAX_PER_USER, MAX_TOTAL, Subscriptions
 from pbx_core.pbx.trunk import TrunkManager
 from pbx_core.sip.errors import ParseError, SipError
 from pbx_core.sip.events import AnyServerKey
@@ -205,8 +205,8 @@ class Engine:
 
     def _configure_subscriptions(self) -> None:
         settings = self.snap.settings
-        self.subscriptions.max_per_user = int(settings.get("sub_max_per_extension", 64))
-        self.subscriptions.max_total = int(settings.get("sub_max_total", 6000))
+        self.subscriptions.max_per_user = int(settings.get("sub_max_per_extension", MAX_PER_USER))
+        self.subscriptions.max_total = int(settings.get("sub_max_total", MAX_TOTAL))
 
     def _user_agent(self) -> str:
         return header_text(str(self.snap.settings.get("user_agent", DEFAULT_USER_AGENT)))
