@@ -284,3 +284,20 @@ def test_the_caps_are_settings_and_status_counts_per_package(office: Office) -> 
     full = Lamp(office, office.phone("101")).watch("100")
     assert full.status == 503 and full.headers.get("retry-after")  # 5 in all
     assert office.engine.status()["subscriptions"] == {"dialog": 4, "presence": 1}
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [("A<b>&\"c'", "100"), ("]]><x/>", "0301234567"), ("\u00e9l\u00e8ve", "anonymous")],
+)
+def test_a_callers_name_and_number_never_break_the_xml(name: str, number: str) -> None:
+    line = presence.Line("x1", "early", "recipient", 'c"id', "l&t", "r<t", number, name)
+    body = presence._dialog_info("sip:101@pbx.local", "pbx.local", [line]).replace(
+        b"{version}", b"0"
+    )
+    root = ET.fromstring(body)  # noqa: S314  # our own body
+    (d,) = root.iter(f"{NS}dialog")
+    assert (d.get("call-id"), d.get("local-tag"), d.get("remote-tag")) == ('c"id', "l&t", "r<t")
+    identity = d.find(f"{NS}remote/{NS}identity")
+    assert identity is not None and identity.get("display") == name
+    assert identity.text == f"sip:{number}@pbx.local"
