@@ -301,3 +301,21 @@ def test_a_callers_name_and_number_never_break_the_xml(name: str, number: str) -
     identity = d.find(f"{NS}remote/{NS}identity")
     assert identity is not None and identity.get("display") == name
     assert identity.text == f"sip:{number}@pbx.local"
+
+
+def test_a_key_on_star76_shows_the_extensions_dnd(office: Office) -> None:
+    b = office.phone("101")
+    lamp = Lamp(office, office.phone("102"))
+    assert lamp.watch("*76101").status == 200
+    assert lamp.states() == ["terminated"]
+    assert b.call("*78").status == 200  # on
+    settle(office)
+    assert lamp.states() == ["terminated", "confirmed"]
+    host = office.engine.features
+    dnd = next(f for f in host.features if f.name == "dnd")
+    office.run(host.set_toggle, dnd, "101", "dnd", False)  # off, from the console
+    settle(office)
+    assert lamp.states() == ["terminated", "confirmed", "terminated"]
+    assert Lamp(office, office.phone("102")).watch("*76999").status == 404
+    office.advance(30)
+    assert office.left_behind() == []
