@@ -86,6 +86,7 @@ __all__ = [
     "Forward",
     "Goto",
     "Hunt",
+    "Lamp",
     "Originate",
     "Page",
     "Pickup",
@@ -436,6 +437,15 @@ class Talking:
 
 
 @dataclass(frozen=True, slots=True)
+class Lamp:
+    """A busy lamp a feature lights (`Feature.lamp`): a park slot. `busy`: lit
+    (a `dialog` subscription sees `confirmed`), else `terminated`."""
+
+    busy: bool
+    other_number: str = ""  # who is there (a parked caller), as shown
+
+
+@dataclass(frozen=True, slots=True)
 class Ringing:
     """A call ringing one of our extensions now (`Context.ringing`)."""
 
@@ -635,6 +645,11 @@ class Context(Protocol):
         many were sent."""
         ...
 
+    def lamp_changed(self, resource: str) -> None:
+        """A lamp this feature lights (`Feature.lamp`) changed: the core tells its
+        `dialog` subscribers (pbx/presence.py; bursts coalesced)."""
+        ...
+
     def originate(self, call: Originate) -> int:
         """Place `call` (see `Originate`): 100 when its phones ring (`on_done`
         follows, once; also when it failed at once), else at once and without
@@ -739,6 +754,13 @@ class Feature:
         is room (the box, the card's quota), calls `store()` (which links the audio
         and indexes `meta`: the new id, or None), counts what it stored, tells the
         phones (MWI) and returns the id; None refuses it. The default refuses."""
+        return None
+
+    def lamp(self, ctx: Context, resource: str) -> Lamp | None:
+        """The busy lamp of `resource` (a SUBSCRIBE's Request-URI user that is no
+        extension) for a `dialog` subscription (RFC 4235): a `Lamp`, or None when
+        not this feature's (404 if no feature lights it). Asked on each change
+        (`Context.lamp_changed`) and subscribe; cheap, no I/O."""
         return None
 
     def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:

@@ -121,6 +121,9 @@ class CallManager:
         # Set by the engine: an application's call was taken from it (a parked call
         # picked up): its application stops.
         self.app_taken: Callable[[str], None] = lambda _call_id: None
+        # Set by the engine: a callee's response or a new INVITE may change a busy
+        # lamp (presence.py coalesces these pokes).
+        self.changed: Callable[[], None] = lambda: None
 
     def configure(self, settings: Mapping[str, object]) -> None:
         """The settings calls follow (pbx_settings); a bad value is logged and the
@@ -428,11 +431,13 @@ class CallManager:
         except Exception:
             log.exception("cannot send INVITE to %s", fork.target.label)
             fork.final = 503
+        self.changed()
 
     # ------------------------------------------------------------ B responses
     def _b_response(self, fork: Fork, resp: Response | None) -> None:
         with self.guard(fork.call, "callee's response"):
             self._on_b_response(fork, resp)
+        self.changed()
 
     def _on_b_response(self, fork: Fork, resp: Response | None) -> None:
         call = fork.call

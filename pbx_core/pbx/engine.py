@@ -36,11 +36,12 @@ from pbx_core.pbx.features import Facts, FeatureHost
 from pbx_core.pbx.mwi import EVENT as MWI_EVENT
 from pbx_core.pbx.mwi import MessageSummary, notify, summary
 from pbx_core.pbx.nat import NatPolicy
+from pbx_core.pbx.presence import Lamps
 from pbx_core.pbx.registrar import Registrar, ReplyError
 from pbx_core.pbx.routing import Router
 from pbx_core.pbx.security import Action, SecurityPolicy, SettingsError
 from pbx_core.pbx.sipserver import DEFAULT_USER_AGENT, SipServer, header_text, stateless_tag
-from pbx_core.pbx.subscriptions import Subscriptions
+from pbx_core.pbx.subscriptions import MAX_PER_USER, MAX_TOTAL, Subscriptions
 from pbx_core.pbx.trunk import TrunkManager
 from pbx_core.sip.errors import ParseError, SipError
 from pbx_core.sip.events import AnyServerKey
@@ -137,6 +138,7 @@ class Engine:
                 originate=Originator(self),
                 extensions=self._extension_numbers,
                 cdr_note=self._cdr_note,
+                lamp_changed=lambda _resource: self.lamps.poke(),
             ),
             state,
             self.loop,
@@ -158,6 +160,21 @@ class Engine:
         self.subscriptions.add_package(
             MessageSummary(self.features.message_summary, lambda: self.domain)
         )
+        self._configure_subscriptions()
+        self.lamps = Lamps(  # busy lamps and presence (presence.py)
+            self.subscriptions,
+            self.calls,
+            extension_of=self.router.extension_of,
+            is_extension=lambda number: self.snap.user(number, self.domain) is not None,
+            registered=self._registered,
+            dnd=lambda number: bool(self.features.toggle_of(number, "dnd")),
+            feature_lamp=self.features.lamp,
+            domain=lambda: self.domain,
+        )
+        self.subscriptions.add_package(self.lamps.dialog)
+        self.subscriptions.add_package(self.lamps.presence)
+        self.calls.changed = self.lamps.poke
+        self.features.toggled = lambda _extension: self.lamps.poke()
         self.security = SecurityPolicy()
         self._configure_security()
         stack.tu = self
@@ -185,7 +202,14 @@ class Engine:
         self.trunks.configure(self.snap.trunks())
         self._configure_security()
         self.stack.user_agent = self._user_agent()
+        self._configure_subscriptions()
         self.subscriptions.recheck()  # a mailbox gone, an owner changed: noresource
+        self.lamps.poke()
+
+    def _configure_subscriptions(self) -> None:
+        settings = self.snap.settings
+        self.subscriptions.max_per_user = int(settings.get("sub_max_per_extension", MAX_PER_USER))
+        self.subscriptions.max_total = int(settings.get("sub_max_total", MAX_TOTAL))
 
     def _user_agent(self) -> str:
         return header_text(str(self.snap.settings.get("user_agent", DEFAULT_USER_AGENT)))
@@ -347,6 +371,7 @@ class Engine:
     def close(self) -> None:
         self.trunks.close()
         self.subscriptions.close()
+        self.lamps.close()
         self.features.close()
         if self._cdr_queue is not None:
             self._cdr_queue.close()  # the last calls' records reach the disk
@@ -426,6 +451,8 @@ class Engine:
             self._on_request(req, source, key, cancels)
         except Exception as exc:  # noqa: BLE001  # every request gets an answer, see _failed
             self._failed(req, key, cancels, exc)
+        if req.method not in ("OPTIONS", "SUBSCRIBE"):  # phones' keep-alives, lamp keys
+            self.lamps.poke()  # a call or registration may have changed a lamp (coalesced)
 
     def _failed(
         self, req: Request, key: AnyServerKey | None, cancels: object, exc: Exception
@@ -634,6 +661,7 @@ class Engine:
             call.disposition,
             call.cause,
         )
+        self.lamps.poke()
         self.features.call_ended(
             call.id,
             {

@@ -31,6 +31,7 @@ from pbx_core.features.api import (
     Destination,
     Dial,
     Feature,
+    Lamp,
     Originate,
     Reject,
     Ringing,
@@ -92,6 +93,7 @@ class Facts:
         originate: Callable[[Originate, str], int] = lambda _call, _feature: 500,
         extensions: Callable[[], tuple[str, ...]] = tuple,
         cdr_note: Callable[[str, str], bool] = lambda _call_id, _note: False,
+        lamp_changed: Callable[[str], None] = lambda _resource: None,
     ) -> None:
         self.now = now
         self.wall = wall  # Unix time (tests move it with their clock)
@@ -110,6 +112,7 @@ class Facts:
         self.originate = originate  # a call the PBX places (pbx/call_originate.py)
         self.extensions = extensions  # every extension's number (the directory)
         self.cdr_note = cdr_note  # a note in a call's CDR (engine.py bounds it)
+        self.lamp_changed = lamp_changed  # a feature's busy lamp changed (presence.py)
         # Failed authentications counted by the security policy (engine.py); without
         # an engine (tests of the host alone) a policy of the host's own, in RAM.
         if failed_auth is None or banned is None:
@@ -146,6 +149,7 @@ class HostContext:
         self.speed_dial = facts.speed_dial
         self.notify_mwi = facts.notify_mwi
         self.extensions = facts.extensions
+        self.lamp_changed = facts.lamp_changed
 
     def toggle(self, extension: str, name: str) -> Any:
         return self._host.toggle(self._feature, extension, name)
@@ -253,6 +257,7 @@ class FeatureHost:
         self._call_codes.sort(key=lambda cf: -len(cf[0]))
         self.call_codes = tuple(c for c, _ in self._call_codes)
         self._toggles: dict[tuple[str, str, str], Any] = {}
+        self.toggled: Callable[[str], None] = lambda _ext: None  # a toggle was set (lamps)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
         self._write_lock = threading.Lock()
         self._pending: dict[tuple[str, str], Any] = {}
@@ -337,6 +342,23 @@ class FeatureHost:
             if got is not None:
                 return got
         return None
+
+    def lamp(self, resource: str) -> Lamp | None:
+        """The busy lamp a feature lights for `resource` (a park slot): the first."""
+        for f in self.features:
+            try:
+                got = f.lamp(self._contexts[f.name], resource)
+            except Exception as exc:  # noqa: BLE001  # one feature's bug ends no other
+                self._failed(f, "lamp", exc)
+                continue
+            if got is not None:
+                return got
+        return None
+
+    def toggle_of(self, extension: str, name: str) -> Any:
+        """Toggle `name` of `extension` whichever feature keeps it (None: none does)."""
+        owner = next((f for f in self.features if name in f.toggles), None)
+        return None if owner is None else self.toggle(owner, extension, name)
 
     def transfer(self, call: CallInfo, extension: str, number: str) -> Decision | None:
         return self._first("transfer", lambda f, ctx: f.transfer(ctx, call, extension, number))
@@ -442,6 +464,7 @@ class FeatureHost:
         # None removes the saved value (StateStore.set_toggle): back to the column's
         # initial value, now as after a restart.
         self._toggles[(feature.name, extension, name)] = value
+        self.toggled(extension)
         if self.state is None:
             return
         with self._write_lock:

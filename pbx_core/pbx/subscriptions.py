@@ -1,6 +1,6 @@
 """SIP-specific event notification (RFC 6665), the notifier side, shared by every
-event package the PBX serves (`message-summary` now: mwi.py; `dialog`/`presence`
-for busy lamps later).
+event package the PBX serves (`message-summary`: mwi.py; `dialog` and `presence`
+for busy lamp fields and presence: presence.py).
 
 An authenticated SUBSCRIBE (the engine checks the digest as for INVITE) names an
 event package (`Event`) and a resource (the Request-URI's user: a mailbox, an
@@ -28,11 +28,17 @@ to the address the SUBSCRIBE came from (the NAT-side one) or the first loose rou
 A refresh is not challenged again: its dialog identifiers (Call-ID, both tags) are
 known only to the subscriber, as for the calls' in-dialog requests.
 
-Bounded: MAX_PER_USER subscriptions per subscriber (403 beyond) and MAX_TOTAL in
-all (503 with Retry-After beyond); a new SUBSCRIBE from the same contact for the same
-event and resource replaces the old one (a phone that rebooted). RAM only: after a
-restart the phones subscribe again (they refresh well before expiry, and an unknown
-dialog's 481 makes them start over).
+Bounded: `max_per_user` subscriptions per subscriber (403 beyond) and `max_total`
+in all (503 with Retry-After beyond; the settings `sub_max_per_extension` and
+`sub_max_total`, MAX_PER_USER and MAX_TOTAL by default); a new SUBSCRIBE from the
+same contact for the same event and resource replaces the old one (a phone that
+rebooted). RAM only: after a restart the phones subscribe again (they refresh well
+before expiry, and an unknown dialog's 481 makes them start over).
+
+A package whose bodies carry a per-subscription counter (dialog-info's `version`,
+RFC 4235 §4.1: 0 in the first NOTIFY, one more in each next) sets `versioned` and
+writes VERSION where the number goes: the same body serves every subscription of a
+resource, each NOTIFY gets its subscription's own number.
 """
 
 from __future__ import annotations
@@ -59,10 +65,11 @@ log = logging.getLogger("pbx.subscriptions")
 MIN_EXPIRES = 60  # seconds: shorter asks get 423 with Min-Expires
 MAX_EXPIRES = 3600  # longer asks are lowered to it
 MAX_PER_USER = 64  # subscriptions one subscriber may hold (a phone's lamps and keys)
-MAX_TOTAL = 1000  # subscriptions in all (RAM: about 2 KB each)
+MAX_TOTAL = 6000  # subscriptions in all (RAM: about 1.6 kB each, bench_presence.py)
 MAX_RESOURCE = 64  # characters of a resource name (the Request-URI's user)
 RETRY_AFTER = 60  # seconds, with the 503 when MAX_TOTAL is reached
 ENDING = frozenset({408, 481})  # a NOTIFY answered so ends the subscription (§4.2.2)
+VERSION = b"{version}"  # a versioned package's body: each subscription's own counter
 
 
 class Package(Protocol):
@@ -92,6 +99,7 @@ class Subscription:
     pending: bytes | None = None  # the state to send when it is answered
     ended: bool = False
     notifies: int = field(default=0)
+    version: int = 0  # the next body's version (a `versioned` package's)
 
     def contact_key(self) -> tuple[str, str, str, str]:
         return (self.username, self.package.event, self.resource, str(self.dialog.remote_target))
@@ -111,7 +119,13 @@ class Subscriptions:
         self.is_our_host = is_our_host
         self.packages: dict[str, Package] = {}
         self.subs: dict[tuple[str, str], Subscription] = {}  # (Call-ID, our tag)
+        # (event, resource) -> its subscriptions: a change reaches its watchers without
+        # a walk over all of them (6000 lamp keys).
+        self.watchers: dict[tuple[str, str], dict[int, Subscription]] = {}
+        self.by_user: dict[str, dict[int, Subscription]] = {}  # the caps, a replaced one
         self._ids = itertools.count(1)
+        self.max_per_user = MAX_PER_USER  # the settings (engine.py), these by default
+        self.max_total = MAX_TOTAL
 
     def add_package(self, package: Package) -> None:
         self.packages[package.event] = package
@@ -142,6 +156,8 @@ class Subscriptions:
             self._send(sub, body, "terminated;reason=timeout")
             return
         self.subs[(dialog.call_id, tag)] = sub
+        self.watchers.setdefault((package.event, resource), {})[sub.id] = sub
+        self.by_user.setdefault(username, {})[sub.id] = sub
         self._arm(sub, expires)
         self._send(sub, body, self._active(sub))
 
@@ -188,9 +204,7 @@ class Subscriptions:
     def notify_all(self, event: str, resource: str, body: bytes) -> int:
         """The resource's state changed: a NOTIFY to each of its subscriptions (or
         queued behind the one in flight); how many subscriptions there were."""
-        found = [
-            s for s in self.subs.values() if s.package.event == event and s.resource == resource
-        ]
+        found = list(self.watchers.get((event, resource), {}).values())
         for sub in found:
             self._queue(sub, body)
         return len(found)
@@ -200,11 +214,10 @@ class Subscriptions:
         from this contact (its URI, or the address it registered from): such a phone
         gets no unsolicited NOTIFY (mwi.py)."""
         return any(
-            s.username == username
-            and s.package.event == event
+            s.package.event == event
             and s.resource == username
             and (str(s.dialog.remote_target) == uri or s.source == source)
-            for s in self.subs.values()
+            for s in self.of(username)
         )
 
     def recheck(self) -> int:
@@ -224,6 +237,8 @@ class Subscriptions:
             if sub.timer is not None:
                 sub.timer.cancel()
         self.subs.clear()
+        self.watchers.clear()
+        self.by_user.clear()
 
     def status(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -232,7 +247,7 @@ class Subscriptions:
         return counts
 
     def of(self, username: str) -> Iterator[Subscription]:
-        return (s for s in self.subs.values() if s.username == username)
+        return iter(list(self.by_user.get(username, {}).values()))
 
     # ------------------------------------------------------------------ the parts
     def _event(self, req: Request) -> str:
@@ -287,12 +302,12 @@ class Subscriptions:
 
     def _room(self, new: Subscription) -> SipError | None:
         """Make room for `new`: a subscription it replaces goes; None when it fits."""
-        same = [s for s in self.subs.values() if s.contact_key() == new.contact_key()]
+        same = [s for s in self.of(new.username) if s.contact_key() == new.contact_key()]
         for old in same:
             self._drop(old)
-        if sum(1 for _ in self.of(new.username)) >= MAX_PER_USER:
-            return SipError(f"at most {MAX_PER_USER} subscriptions per extension", 403)
-        if len(self.subs) >= MAX_TOTAL:
+        if len(self.by_user.get(new.username, ())) >= self.max_per_user:
+            return SipError(f"at most {self.max_per_user} subscriptions per extension", 403)
+        if len(self.subs) >= self.max_total:
             return SipError("too many subscriptions", 503, (("Retry-After", str(RETRY_AFTER)),))
         return None
 
@@ -348,7 +363,18 @@ class Subscriptions:
         if sub.timer is not None:
             sub.timer.cancel()
             sub.timer = None
-        self.subs.pop((sub.dialog.call_id, sub.dialog.local_tag), None)
+        if self.subs.pop((sub.dialog.call_id, sub.dialog.local_tag), None) is sub:
+            key = (sub.package.event, sub.resource)
+            subs = self.watchers.get(key)
+            if subs is not None:
+                subs.pop(sub.id, None)
+                if not subs:
+                    del self.watchers[key]
+            mine = self.by_user.get(sub.username)
+            if mine is not None:
+                mine.pop(sub.id, None)
+                if not mine:
+                    del self.by_user[sub.username]
 
     def _end(self, sub: Subscription, reason: str, body: bytes | None) -> None:
         """The last NOTIFY (terminated), then forgotten."""
@@ -362,6 +388,9 @@ class Subscriptions:
         self._send(sub, body, self._active(sub))
 
     def _send(self, sub: Subscription, body: bytes, state: str) -> None:
+        if body and getattr(sub.package, "versioned", False):
+            body = body.replace(VERSION, str(sub.version).encode(), 1)
+            sub.version += 1
         req = sub.dialog.request("NOTIFY", body, sub.package.content_type if body else None)
         dest = sub.dialog.destination()
         req.headers.insert(0, "Via", str(self.stack.via_for(dest)))

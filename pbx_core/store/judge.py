@@ -45,6 +45,8 @@ BOUNDS: Mapping[str, tuple[int, int]] = {
     "vm_max_messages": (1, 10_000),
     "reg_min_expires": (1, DAY),
     "reg_max_expires": (1, 7 * DAY),
+    "sub_max_per_extension": (1, 1000),
+    "sub_max_total": (1, 20_000),
     "rtp_timeout": (1, DAY),
     "session_expires": (0, DAY),
     "session_min_se": (1, DAY),

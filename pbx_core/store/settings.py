@@ -207,6 +207,13 @@ CORE_SETTINGS: Mapping[str, Setting] = {
         ),
         Setting("reg_min_expires", int, 60, "shortest registration accepted"),
         Setting("reg_max_expires", int, 3600, "longest registration granted"),
+        Setting(
+            "sub_max_per_extension",
+            int,
+            64,
+            "SUBSCRIBE dialogs (lamp keys, presence, voicemail) one extension may hold",
+        ),
+        Setting("sub_max_total", int, 6000, "SUBSCRIBE dialogs in all (about 2 KB of RAM each)"),
         Setting("rtp_timeout", int, 60, "seconds without RTP before a call is ended"),
         Setting(
             "direct_media",

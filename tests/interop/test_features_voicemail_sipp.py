@@ -116,7 +116,7 @@ def test_a_sipp_watcher_subscribes_sees_the_lamp_change_and_unsubscribes(
     ("name", "resource", "event", "expires", "status"),
     [
         ("no-event", "101", "X-Event: none", "X-Expires: none", 489),
-        ("unknown-event", "101", "Event: presence", "X-Expires: none", 489),
+        ("unknown-event", "101", "Event: x-unknown", "X-Expires: none", 489),
         ("short-expires", "101", "Event: message-summary", "Expires: 5", 423),
         ("huge-expires", "101", "Event: message-summary", "Expires: 99999999999", 400),
         ("another-box", "100", "Event: message-summary", "X-Expires: none", 403),

@@ -130,6 +130,8 @@ READERS: dict[tuple[str, str], tuple[str, str]] = {
     ("setting", "net_dns"): (_SYS, 'settings.get("net_dns"'),
     ("setting", "reg_min_expires"): (_E, 'settings.get("reg_min_expires"'),
     ("setting", "reg_max_expires"): (_E, 'settings.get("reg_max_expires"'),
+    ("setting", "sub_max_per_extension"): (_E, 'settings.get("sub_max_per_extension"'),
+    ("setting", "sub_max_total"): (_E, 'settings.get("sub_max_total"'),
     ("setting", "rtp_timeout"): ("pbx_core/pbx/calls.py", 'settings.get("rtp_timeout"'),
     ("setting", "direct_media"): ("pbx_core/pbx/calls.py", 'settings.get("direct_media"'),
     ("setting", "lan_networks"): ("pbx_core/pbx/calls.py", 'settings.get("lan_networks"'),

@@ -1,7 +1,7 @@
 """Do not disturb: `*78` on, `*79` off, `*76` toggles (FreePBX's codes). While on,
 calls to the extension are refused as busy (486), so forward-on-busy applies. The
-state survives restarts; the extension's `dnd` column is its initial value. See
-README.md."""
+state survives restarts; the extension's `dnd` column is its initial value. A BLF key
+on `*76` + extension shows it (the `dialog` lamp, as FreePBX's hint). See README.md."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pbx_core.features.api import (
     Decision,
     Dial,
     Feature,
+    Lamp,
     Reject,
 )
 from pbx_core.features.prompts import confirm
@@ -40,6 +41,13 @@ class DoNotDisturb(Feature):
         if is_on(ctx, extension):
             return Reject(486, "do not disturb")
         return None
+
+    def lamp(self, ctx: Context, resource: str) -> Lamp | None:
+        """A BLF key on `*76` + extension (FreePBX's DND hint): lit while that
+        extension's do not disturb is on (the core notifies on every toggle set)."""
+        if not resource.startswith(_TOGGLE) or ctx.extension(resource[len(_TOGGLE) :]) is None:
+            return None
+        return Lamp(is_on(ctx, resource[len(_TOGGLE) :]))
 
     def check_toggle(self, ctx: Context, extension: str, name: str, value: Any) -> str | None:
         # None (empty on the console): the built-in default, off

@@ -17,6 +17,7 @@ from pbx_core.features.api import (
     Decision,
     Dial,
     Feature,
+    Lamp,
     Pickup,
     Reject,
     Session,
@@ -93,12 +94,14 @@ class Park(Feature):
 
         async def app(session: Session) -> None:
             self.slots[slot] = Parked(session.call_id, parker, ctx.now())
+            ctx.lamp_changed(slot)
             try:
                 session.music_on_hold()
                 await session.wait(timeout)
                 if session.hung_up:
                     return
                 self.slots.pop(slot, None)  # ringing back: no longer retrievable
+                ctx.lamp_changed(slot)
                 for number in (parker, operator):
                     if number and await session.bridge(number) == 200:
                         return
@@ -109,8 +112,16 @@ class Park(Feature):
             finally:
                 if self.slots.get(slot) is not None and self.slots[slot].call_id == session.call_id:
                     del self.slots[slot]
+                    ctx.lamp_changed(slot)
 
         return app
+
+    def lamp(self, ctx: Context, resource: str) -> Lamp | None:
+        """A slot's busy lamp: lit while a call is parked there (retrievable)."""
+        if resource not in SLOTS:
+            return None
+        parked = self.slots.get(resource)
+        return Lamp(parked is not None)
 
     def status(self, ctx: Context) -> dict[str, Any]:
         now = ctx.now()

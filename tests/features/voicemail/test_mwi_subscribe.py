@@ -195,7 +195,7 @@ def test_subscribe_gets_200_then_the_state_and_a_notify_on_every_change(office: 
     ("kw", "status", "header", "value"),
     [
         ({"event": None}, 489, "allow-events", "message-summary"),
-        ({"event": "presence"}, 489, "allow-events", "message-summary"),
+        ({"event": "x-unknown"}, 489, "allow-events", "message-summary"),
         ({"event": "message-summary\nEvent: dialog"}, 489, "allow-events", "message-summary"),
         ({"expires": 30}, 423, "min-expires", "60"),
         ({"expires": 1}, 423, "min-expires", "60"),
@@ -316,7 +316,7 @@ def test_one_notify_in_flight_the_latest_state_follows(office: Office) -> None:
 def test_limits_per_user_and_in_all_and_a_resubscribe_replaces(
     office: Office, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subs_module, "MAX_PER_USER", 2)
+    monkeypatch.setattr(office.engine.subscriptions, "max_per_user", 2)
     phone = office.phone("101")
     w = Watcher(office, phone)
     for _ in range(4):  # the same contact again: each replaces the one before
@@ -326,7 +326,7 @@ def test_limits_per_user_and_in_all_and_a_resubscribe_replaces(
     other = Watcher(office, office.phone("101"))
     resp = other.subscribe()
     assert resp.status == 403 and "at most 2" in (resp.headers.get("warning") or "")
-    monkeypatch.setattr(subs_module, "MAX_TOTAL", 2)
+    monkeypatch.setattr(office.engine.subscriptions, "max_total", 2)
     resp = Watcher(office, office.phone("100")).subscribe()
     assert resp.status == 503 and resp.headers.get("retry-after") == "60"
     assert len(office.engine.subscriptions.subs) == 2
