@@ -4,6 +4,8 @@ saves the contact into our location table."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -164,6 +166,7 @@ def run_register(tmp_path: Path, password: str, expect: str) -> subprocess.Compl
         [KAMAILIO, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "8", "-Y", str(tmp_path)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # its workers in a group of their own: killed with it
     )
     try:
         deadline = time.monotonic() + 30
@@ -211,6 +214,10 @@ def run_register(tmp_path: Path, password: str, expect: str) -> subprocess.Compl
         else:
             kam.kill()
             kam.wait()
+        # A worker left behind (its main process killed, or gone before it) would
+        # run on as an orphan holding its port: end the whole group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(kam.pid, signal.SIGKILL)
         log.close()
 
 
