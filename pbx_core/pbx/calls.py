@@ -48,9 +48,9 @@ from pbx_core.pbx.call_originate import CallOriginate
 from pbx_core.pbx.call_page import CallPage
 from pbx_core.pbx.call_pickup import CallPickup
 from pbx_core.pbx.call_relay import CallRelay
+from pbx_core.pbx.call_requests import CallRequests
 from pbx_core.pbx.call_retry import CallRetries
 from pbx_core.pbx.call_state import (
-    RELAYED_IN_DIALOG,
     Call,
     Fork,
     State,
@@ -67,7 +67,6 @@ from pbx_core.pbx.dialog import Dialog
 from pbx_core.pbx.nat import NatPolicy
 from pbx_core.pbx.session_timer import TimerConfig
 from pbx_core.pbx.sipserver import SipServer
-from pbx_core.sip.errors import ParseError
 from pbx_core.sip.events import AnyServerKey, ClientKey
 from pbx_core.sip.message import Request, Response
 from pbx_core.sip.transaction import cancel_for
@@ -109,6 +108,7 @@ class CallManager:
         self.call_media = CallMedia(self)
         self.call_timers = CallTimers(self)
         self.call_relay = CallRelay(self)
+        self.requests = CallRequests(self)  # in-dialog requests, the caller's ACK
         self.call_acks = CallAcks(self)
         self.ops = CallOps(self)
         self.keys = CallKeys(self)
@@ -595,7 +595,7 @@ class CallManager:
         return resp
 
     def _send_a_2xx(self, call: Call, resp: Response) -> None:
-        """Our 2xx to A's INVITE, until A's ACK (`_a_acked`)."""
+        """Our 2xx to A's INVITE, until A's ACK (`call_requests.a_acked`)."""
         self.call_timers.start_a(call, resp)
         call.a_final_sent = True
         offer = bool(resp.body) and not call.a_req.body
@@ -606,7 +606,7 @@ class CallManager:
             resp,
             call.a_source,
             offer=offer,
-            on_ack=lambda ack: self._a_acked(call, ack),
+            on_ack=lambda ack: self.requests.a_acked(call, ack),
         )
 
     def fail_a(
@@ -697,95 +697,8 @@ class CallManager:
 
     # ------------------------------------------------------------ in-call requests
     def in_dialog(self, req: Request, source: Address, key: AnyServerKey | None) -> bool:
-        """Handle a request inside a call; False if it belongs to none."""
-        try:
-            found = self.dialogs.get((req.call_id, req.to.tag or ""))
-        except ParseError:
-            return False
-        if found is None:
-            return False
-        call, side = found
-        if req.method == "ACK":
-            # Every ACK reaching us is for a 2xx of ours (the transaction layer keeps
-            # those for non-2xx finals); an unmatched one is a retransmission.
-            self.call_acks.on_ack(call, side, req)
-            return True
-        if key is None:
-            return True
-        if side == "a" and call.a_dialog is not None:
-            call.a_dialog.remote_cseq = max(call.a_dialog.remote_cseq, req.cseq.seq)
-        if call.consult is not None and self.ops.consult.request(call, side, req, key):
-            return True  # an attended transfer by keys (call_consult.py)
-        if side == "t":
-            self.ops.from_transferor(call, req, key)
-            return True
-        if req.method == "BYE":
-            self.stack.respond(key, req.reply(200))
-            if call.state is State.ENDED:
-                return True
-            if side == "a":
-                if call.answered is not None:
-                    self._bye(call.answered.dialog)
-                else:
-                    for fork in call.forks:
-                        self._cancel_fork(fork)
-                self._end(call, "ANSWERED" if call.answered_at else "CANCELLED", "caller hung up")
-            elif self.confirm.hung_up(call, req.call_id) or self.paging.hung_up(call, req.call_id):
-                pass  # a phone asked to accept, or one of a page, hung up: only it is gone
-            else:
-                if call.a_dialog is not None:
-                    self._bye(call.a_dialog)
-                self._end(call, "ANSWERED", "callee hung up")
-            return True
-        if call.state is State.ENDED:
-            self.stack.respond(key, req.reply(481))
-            return True
-        if side == "b" and self.confirm.request(call, req, key):
-            return True
-        if req.method == "REFER":
-            with self.guard(call, "transfer"):
-                self.ops.refer(call, side, req, key)
-            return True
-        if req.method not in RELAYED_IN_DIALOG:
-            self.ops.answer_in_dialog(req, key)
-            return True
-        if req.method == "INVITE" and self.call_acks.overlaps(call, side, req, key):
-            return True
-        if req.method in ("INVITE", "UPDATE") and not self.call_timers.on_request(
-            call, side, req, key, source
-        ):
-            return True
-        if self.call_media.request(call, side, req, key, source):
-            return True
-        self.call_relay.relay(call, side, req, key, source)
-        return True
-
-    def _a_acked(self, call: Call, ack: Request | None) -> None:
-        """A's ACK to our 2xx to its INVITE (None: none came, the call is being hung
-        up). With a delayed offer it carries the answer that our ACK to B waits for."""
-        with self.guard(call, "caller's ACK"):
-            self._on_a_ack(call, ack)
-
-    def _on_a_ack(self, call: Call, ack: Request | None) -> None:
-        if not call.ack_to_b_pending or call.answered is None:
-            return
-        call.ack_to_b_pending = False
-        if ack is None:
-            self._ack(call.answered, b"", None)  # B's 2xx is ACKed before its BYE
-            return
-        ctype = ack.headers.get("content-type") if ack.body else None
-        if call.late_offer and call.media is not None:
-            # A's answer to the engine's offer; B gets the engine's answer.
-            try:
-                body = self.call_media.ack_answer(call, ack)
-            except MediaError as exc:
-                log.info("call %s: %s, hanging up", call.id, exc.reason)
-                self._ack(call.answered, b"", None)
-                self.hangup(call, f"no usable answer in ACK: {exc.reason}")
-                return
-            self._ack(call.answered, body, "application/sdp")
-            return
-        self._ack(call.answered, ack.body, ctype)
+        """Handle a request inside a call; False if it belongs to none (call_requests.py)."""
+        return self.requests.in_dialog(req, source, key)
 
     # ------------------------------------------------------------ end
     def _forget_fork(self, fork: Fork) -> None:
