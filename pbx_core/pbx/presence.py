@@ -39,7 +39,6 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from xml.sax.saxutils import escape, quoteattr
 
 from pbx_core.features.api import Lamp
 from pbx_core.pbx.call_state import Call, State
@@ -52,6 +51,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("pbx.presence")
 
 DIALOG = "dialog"
+# XML text and attribute values. Not xml.sax.saxutils: the firmware's frozen `pbx`
+# leaves the xml package out (firmware/build-image.sh). Characters XML 1.0 does not
+# allow (C0 controls but tab, LF, CR: a display name from the network may hold them)
+# are dropped, so a body is always well-formed.
+_XML_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_XML_ATTR = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
+    | {"\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
+)
+_NOT_XML = dict.fromkeys(c for c in range(32) if c not in (9, 10, 13))
+
+
+def escape(text: str) -> str:
+    return text.translate(_NOT_XML).translate(_XML_TEXT)
+
+
+def quoteattr(text: str) -> str:
+    return '"' + text.translate(_NOT_XML).translate(_XML_ATTR) + '"'
+
+
 DIALOG_TYPE = "application/dialog-info+xml"
 PRESENCE = "presence"
 PIDF_TYPE = "application/pidf+xml"
