@@ -55,7 +55,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pbx_core.store.schema import (
     BOOL,
@@ -70,6 +70,8 @@ from pbx_core.store.schema import (
 )
 from pbx_core.store.settings import Setting
 from pbx_core.tz import Zone, ZoneError, zone
+
+T = TypeVar("T")
 
 __all__ = [
     "BOOL",
@@ -593,6 +595,13 @@ class Context(Protocol):
 
     def state_keys(self, prefix: str = "") -> tuple[str, ...]:
         """The keys this feature keeps that start with `prefix`, sorted."""
+        ...
+
+    def memory(self, make: Callable[[], T]) -> T:
+        """This feature's RAM-only object for this PBX (camp-on requests, running
+        broadcasts, queue callers): made by `make()` at the first call, the same object
+        afterwards (`make` is not called again), never written to flash, gone at a
+        restart. Each PBX in a process has its own (tests run several)."""
         ...
 
     def talking(self) -> tuple[Talking, ...]:

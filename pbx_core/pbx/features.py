@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgpack
 
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from pbx_core.media.leg import MediaLeg
     from pbx_core.store.state import StateStore
 
+T = TypeVar("T")
 log = logging.getLogger("pbx.features")
 
 MAX_TOGGLE_TEXT = 64  # a toggle's text value (a forward target)
@@ -136,6 +137,7 @@ class HostContext:
     def __init__(self, host: FeatureHost, feature: Feature) -> None:
         self._host = host
         self._feature = feature
+        self._memory: object | None = None  # `memory`: the feature's RAM-only object
         facts = host.facts
         self.now = facts.now
         self.setting = facts.setting
@@ -176,6 +178,11 @@ class HostContext:
 
     def state_keys(self, prefix: str = "") -> tuple[str, ...]:
         return self._host.state_keys(self._feature, prefix)
+
+    def memory(self, make: Callable[[], T]) -> T:
+        if self._memory is None:
+            self._memory = make()
+        return cast(T, self._memory)
 
     def failed_auth(self, key: str) -> bool:
         return self._host.facts.failed_auth(key)

@@ -8,7 +8,6 @@ registered) finds it in their voicemail box. Anyone else hears that they may not
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,14 +104,8 @@ class Book:
         self.done: list[Job] = []
 
 
-_books: weakref.WeakKeyDictionary[Any, Book] = weakref.WeakKeyDictionary()
-
-
 def book(ctx: Context) -> Book:
-    got = _books.get(ctx)
-    if got is None:
-        got = _books[ctx] = Book()
-    return got
+    return ctx.memory(Book)  # RAM only: one per running PBX, none after a restart
 
 
 def _row(ctx: Context, number: str | None) -> Mapping[str, Any] | None:

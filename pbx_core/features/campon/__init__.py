@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,16 +69,8 @@ class Book:
         self.timer: asyncio.TimerHandle | None = None
 
 
-# One book per running PBX, keyed by the context the host gives this feature (tests
-# run several PBXs in one process; a restart starts with none, as documented).
-_books: weakref.WeakKeyDictionary[Any, Book] = weakref.WeakKeyDictionary()
-
-
 def book(ctx: Context) -> Book:
-    got = _books.get(ctx)
-    if got is None:
-        got = _books[ctx] = Book()
-    return got
+    return ctx.memory(Book)  # RAM only: one per running PBX, none after a restart
 
 
 def _prune(ctx: Context, b: Book) -> None:

@@ -4,7 +4,6 @@ only persistent state (the feature's state namespace, written on `*45` only)."""
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,11 +108,5 @@ class Book:
         }
 
 
-_books: weakref.WeakKeyDictionary[Any, Book] = weakref.WeakKeyDictionary()
-
-
 def book(ctx: Context) -> Book:
-    got = _books.get(ctx)
-    if got is None:
-        got = _books[ctx] = Book()
-    return got
+    return ctx.memory(Book)  # RAM only: one per running PBX, none after a restart
