@@ -61,7 +61,10 @@ def test_hunt_skips_a_busy_member_at_once(env: Env, tmp_path: Path) -> None:
     # second), not together with it and not a step time later.
     (busy,) = [m for m in first.run.messages if m.direction == "sent" and m.status == 486]
     assert busy.at is not None and busy.at - rang.at >= 0.9, (rang.at, busy.at)
-    assert answered.at >= busy.at, (busy.at, answered.at)
+    # Two SIPp processes' clocks: 101's "sent" stamp follows its send, and the PBX with
+    # 102's SIPp may log the next INVITE a few µs before it (seen: 57 µs). Rung
+    # together would be a second early (101 rang >= 0.9 s before its busy).
+    assert answered.at >= busy.at - 0.1, (busy.at, answered.at)
     # "At once" is well under the 5 s step (2.5 s leaves room for a loaded CI box).
     assert answered.at - busy.at < RING_TIMEOUT / 2, (busy.at, answered.at)
     assert "sip:100@" in (answered.header("From") or ""), answered.text
